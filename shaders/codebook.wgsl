@@ -1,0 +1,146 @@
+// Codebook updates (STUDY.md section 2). Entry points, each with its own bindings:
+//   clear_counts, count_codes   counts[k] = #{i : index[i] = k}                    (u32 atomics: exact)
+//   segment_sums                out[k] = scale * sum_{i : index[i] = k} (z_i - center * c_k)
+//                               grad mode: center = 1, scale = -2/(B m) gives dL_cb/dC = 2/(B m) sum (c_k - z_i)
+//                               ema mode:  center = 0, scale = 1 gives the per-code sums of z
+//   ema_sizes                   N_k <- g N_k + (1 - g) n_k, and n = sum_k N_k      (one workgroup)
+//   ema_codebook                M_k <- g M_k + (1 - g) sum_k;  c_k = M_k / N'_k,  N'_k = (N_k + eps) / (n + K eps) n
+// No float atomics anywhere: segment_sums adds the rows of a code in increasing row order, the same order as a
+// sequential loop, so the result is bit-identical run to run (and equals a sequential f32 sum).
+// Indices must be < k; larger ones are clamped to k - 1, never read out of bounds.
+
+struct Params {
+    n: u32,            // rows
+    k: u32,            // codes
+    m: u32,            // latent dimension
+    center: u32,       // segment_sums: 1 subtracts the code from each row
+    scale: f32,        // segment_sums: multiplies the sums
+    decay: f32,        // EMA decay g
+    eps: f32,          // Laplace smoothing epsilon
+    dim_tile: u32,     // segment_sums: dimensions per workgroup (the codes per workgroup are TILE / dim_tile)
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> index: array<u32>;
+@group(0) @binding(2) var<storage, read> z: array<f32>;
+@group(0) @binding(3) var<storage, read_write> codebook: array<f32>;
+@group(0) @binding(4) var<storage, read_write> counts: array<atomic<u32>>;
+@group(0) @binding(5) var<storage, read_write> sums: array<f32>;
+@group(0) @binding(6) var<storage, read_write> ema_size: array<f32>;
+@group(0) @binding(7) var<storage, read_write> ema_sum: array<f32>;
+@group(0) @binding(8) var<storage, read_write> ema_total: array<f32>;
+
+override WORKGROUP_SIZE: u32 = 256u;
+const CHUNK: u32 = 256u;   // rows staged per step of segment_sums
+const TILE: u32 = 2048u;   // accumulators per workgroup of segment_sums (8 KiB)
+const REDUCE: u32 = 256u;  // the largest WORKGROUP_SIZE ema_sizes reduces over
+
+fn linear_id(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return gid.x + gid.y * nwg.x * WORKGROUP_SIZE;
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn clear_counts(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let k = linear_id(gid, nwg);
+    if (k < params.k) {
+        atomicStore(&counts[k], 0u);
+    }
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn count_codes(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_id(gid, nwg);
+    if (i < params.n) {
+        atomicAdd(&counts[min(index[i], params.k - 1u)], 1u);
+    }
+}
+
+var<workgroup> staged_index: array<u32, CHUNK>;
+var<workgroup> acc: array<f32, TILE>;
+
+// One workgroup per (code tile, dimension tile): workgroup_id.x over code tiles, .y over dimension tiles.
+// Accumulator e = code_in_tile * dim_tile + dim_in_tile belongs to invocation e % WORKGROUP_SIZE, so every
+// invocation works whatever m is, and each accumulator sees its rows in increasing order.
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn segment_sums(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+    let dim_tile = params.dim_tile;
+    let codes_per_tile = TILE / dim_tile;
+    let code0 = wid.x * codes_per_tile;
+    let dim0 = wid.y * dim_tile;
+    let m = params.m;
+
+    for (var e = lid; e < TILE; e += WORKGROUP_SIZE) {
+        acc[e] = 0.0;
+    }
+    for (var row0 = 0u; row0 < params.n; row0 += CHUNK) {
+        workgroupBarrier(); // the previous chunk is done
+        for (var e = lid; e < CHUNK; e += WORKGROUP_SIZE) {
+            let row = row0 + e;
+            staged_index[e] = select(0xffffffffu, min(index[min(row, params.n - 1u)], params.k - 1u), row < params.n);
+        }
+        workgroupBarrier();
+        let rows = min(CHUNK, params.n - row0);
+        for (var r = 0u; r < rows; r++) {
+            let code = staged_index[r];
+            if (code >= code0 && code < code0 + codes_per_tile) {
+                let base = (code - code0) * dim_tile;
+                // The first dimension whose accumulator this invocation owns.
+                var j = (lid + WORKGROUP_SIZE - base % WORKGROUP_SIZE) % WORKGROUP_SIZE;
+                for (; j < dim_tile && dim0 + j < m; j += WORKGROUP_SIZE) {
+                    let dim = dim0 + j;
+                    var v = z[(row0 + r) * m + dim];
+                    if (params.center != 0u) {
+                        v -= codebook[code * m + dim];
+                    }
+                    acc[base + j] += v;
+                }
+            }
+        }
+    }
+    // Each invocation reads back only accumulators it wrote itself: no barrier needed.
+    for (var e = lid; e < TILE; e += WORKGROUP_SIZE) {
+        let code = code0 + e / dim_tile;
+        let dim = dim0 + e % dim_tile;
+        if (e / dim_tile < codes_per_tile && code < params.k && dim < m) {
+            sums[code * m + dim] = params.scale * acc[e];
+        }
+    }
+}
+
+var<workgroup> partial: array<f32, REDUCE>;
+
+// One workgroup: updates every N_k, then n = sum_k N_k in a fixed order.
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn ema_sizes(@builtin(local_invocation_index) lid: u32) {
+    let g = params.decay;
+    var local_sum = 0.0;
+    for (var k = lid; k < params.k; k += WORKGROUP_SIZE) {
+        let size = g * ema_size[k] + (1.0 - g) * f32(atomicLoad(&counts[k]));
+        ema_size[k] = size;
+        local_sum += size;
+    }
+    partial[lid] = local_sum;
+    workgroupBarrier();
+    if (lid == 0u) {
+        var total = 0.0;
+        for (var t = 0u; t < min(WORKGROUP_SIZE, REDUCE); t++) {
+            total += partial[t];
+        }
+        ema_total[0] = total;
+    }
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn ema_codebook(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let e = linear_id(gid, nwg);
+    if (e >= params.k * params.m) {
+        return;
+    }
+    let k = e / params.m;
+    let g = params.decay;
+    let total = ema_total[0];
+    let m_new = g * ema_sum[e] + (1.0 - g) * sums[e];
+    ema_sum[e] = m_new;
+    let smoothed = (ema_size[k] + params.eps) / (total + f32(params.k) * params.eps) * total;
+    codebook[e] = m_new / smoothed;
+}

@@ -1,0 +1,113 @@
+// Backward of the quantization layer (STUDY.md section 2): for each row i, with q = codebook[index[i]],
+//   grad_z[i] = E(g_i, z_i, q_i) + commit_coeff * (z_i - q_i),    commit_coeff = 2 beta / (B m)
+// where g = dL/dq~ comes back through the decoder and E is the estimator:
+//   ste             g
+//   rotation        (g.u) u,  u = (q - z) / (||q - z|| + 1e-8)             (the seed's; z == q gives 0)
+//   rotation-trick  lambda R^T g = lambda (g - 2 r (r.g) + 2 z^ (q^.g))    (Fifty et al., ICLR 2025)
+//   diveq           g - (g.u) u                                            (the complement of rotation)
+// Every estimator is a per-row combination  a g + b (q - z) + c z + d q,  so a row costs one pass of dot
+// products (two for rotation-trick), then one pass that writes. One invocation per row.
+
+struct Params {
+    n: u32,
+    m: u32,
+    k: u32,
+    estimator: u32,
+    commit_coeff: f32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+const STE: u32 = 0u;
+const ROTATION: u32 = 1u;
+const ROTATION_TRICK: u32 = 2u;
+const DIVEQ: u32 = 3u;
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> g: array<f32>;
+@group(0) @binding(2) var<storage, read> z: array<f32>;
+@group(0) @binding(3) var<storage, read> index: array<u32>;
+@group(0) @binding(4) var<storage, read> codebook: array<f32>;
+@group(0) @binding(5) var<storage, read_write> grad_z: array<f32>;
+
+override WORKGROUP_SIZE: u32 = 64u;
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn estimator_backward(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let i = gid.x + gid.y * nwg.x * WORKGROUP_SIZE;
+    if (i >= params.n) {
+        return;
+    }
+    let m = params.m;
+    let zs = i * m;
+    let qs = min(index[i], params.k - 1u) * m;
+
+    // Pass 1: the dot products every estimator needs.
+    var vv = 0.0; // ||q - z||^2
+    var gv = 0.0; // g . (q - z)
+    var zz = 0.0;
+    var qq = 0.0;
+    var gz = 0.0;
+    var gq = 0.0;
+    for (var j = 0u; j < m; j++) {
+        let zj = z[zs + j];
+        let qj = codebook[qs + j];
+        let gj = g[zs + j];
+        let vj = qj - zj;
+        vv = fma(vj, vj, vv);
+        gv = fma(gj, vj, gv);
+        zz = fma(zj, zj, zz);
+        qq = fma(qj, qj, qq);
+        gz = fma(gj, zj, gz);
+        gq = fma(gj, qj, gq);
+    }
+
+    var a = 1.0; // coefficient of g
+    var b = 0.0; // of (q - z)
+    var c = 0.0; // of z
+    var d = 0.0; // of q
+    if (params.estimator == ROTATION || params.estimator == DIVEQ) {
+        let denom = sqrt(vv) + 1e-8;
+        let proj = gv / (denom * denom); // (g.u) u = proj (q - z)
+        if (params.estimator == ROTATION) {
+            a = 0.0;
+            b = proj;
+        } else {
+            b = -proj;
+        }
+    } else if (params.estimator == ROTATION_TRICK) {
+        let zn = sqrt(zz);
+        let qn = sqrt(qq);
+        if (zn >= 1e-8) {
+            let inv_zn = 1.0 / zn;
+            // q^ as torch.nn.functional.normalize makes it: q = 0 gives q^ = 0 (and lambda = 0).
+            let inv_qn = 1.0 / max(qn, 1e-12);
+            // Pass 2: ||z^ + q^|| elementwise, which stays accurate when z^ and q^ are nearly opposite.
+            var ss = 0.0;
+            for (var j = 0u; j < m; j++) {
+                let w = z[zs + j] * inv_zn + codebook[qs + j] * inv_qn;
+                ss = fma(w, w, ss);
+            }
+            let s = sqrt(ss);
+            if (s >= 1e-6) {
+                let lambda = qn * inv_zn;
+                let rg = (gz * inv_zn + gq * inv_qn) / s; // r . g
+                a = lambda;
+                c = lambda * inv_zn * (2.0 * gq * inv_qn - 2.0 * rg / s);
+                d = -2.0 * lambda * rg * inv_qn / s;
+            }
+        }
+    }
+    b -= params.commit_coeff; // + commit_coeff (z - q)
+
+    // Pass 3: write.
+    for (var j = 0u; j < m; j++) {
+        let zj = z[zs + j];
+        let qj = codebook[qs + j];
+        grad_z[zs + j] = a * g[zs + j] + b * (qj - zj) + c * zj + d * qj;
+    }
+}

@@ -1,0 +1,63 @@
+//! The gradient estimators at the quantization layer (STUDY.md section 2).
+
+use crate::error::{Error, Result};
+use std::fmt;
+use std::str::FromStr;
+
+/// How the gradient passes the quantization `q = c[argmin_k ||z - c_k||]`, given g = dL/dq~.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Estimator {
+    /// Straight-through: `g` (dq/dz = I).
+    Ste,
+    /// The seed's: `(g.u) u` with `u = (q - z) / (||q - z|| + 1e-8)` (dq/dz = u u^T; z == q gives 0).
+    Rotation,
+    /// Fifty et al. (ICLR 2025): `lambda R^T g`, R the rotation taking z^ to q^, lambda = ||q|| / ||z||.
+    RotationTrick,
+    /// The complement of `Rotation`: `g - (g.u) u` (vector-quantize-pytorch's `directional_reparam`, no noise).
+    DivEq,
+}
+
+impl Estimator {
+    /// Every estimator, in the order of their shader ids.
+    pub const ALL: [Estimator; 4] = [
+        Estimator::Ste,
+        Estimator::Rotation,
+        Estimator::RotationTrick,
+        Estimator::DivEq,
+    ];
+
+    /// The name used on the command line and in results.
+    pub fn name(self) -> &'static str {
+        match self {
+            Estimator::Ste => "ste",
+            Estimator::Rotation => "rotation",
+            Estimator::RotationTrick => "rotation-trick",
+            Estimator::DivEq => "diveq",
+        }
+    }
+
+    /// The id `shaders/estimator.wgsl` switches on.
+    pub fn shader_id(self) -> u32 {
+        self as u32
+    }
+}
+
+impl fmt::Display for Estimator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Estimator {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Estimator::ALL
+            .into_iter()
+            .find(|e| e.name() == s.trim().to_ascii_lowercase())
+            .ok_or_else(|| Error::InvalidSetting {
+                what: "estimator",
+                value: s.to_string(),
+                expected: "ste, rotation, rotation-trick, diveq",
+            })
+    }
+}

@@ -1,0 +1,428 @@
+//! Codebook updates (`shaders/codebook.wgsl`, STUDY.md section 2), all deterministic (no float atomics):
+//! - [`Codebook::bind_counts`]: per-code usage counts `n_k` (u32);
+//! - [`Codebook::bind_grad`]: `dL_cb/dC = 2/(B m) sum_{i : a_i = k} (c_k - z_i)`, for the optimizer to apply;
+//! - [`Codebook::bind_ema`]: the EMA update with Laplace smoothing, which rewrites the codebook in place.
+
+use super::{
+    Binding, F32, Slot, bind_group, bind_group_layout, check_shape, check_workgroup_size, dispatch, pipeline, shader,
+    uniform,
+};
+use crate::error::{Error, Result};
+use crate::gpu::{grid, zeroed};
+use crate::shaders;
+
+/// The sizes: `n` rows of z and index, `k` codes, latent dimension `m`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CodebookShape {
+    pub n: u32,
+    pub k: u32,
+    pub m: u32,
+}
+
+/// Buffers for the usage counts: `index` (n u32, each < k) and `counts` (k u32, written).
+#[derive(Clone, Copy)]
+pub struct CountBuffers<'a> {
+    pub index: &'a wgpu::Buffer,
+    pub counts: &'a wgpu::Buffer,
+}
+
+/// Buffers for the codebook gradient: `z` (n x m f32), `index` (n u32), `codebook` (k x m f32, read; bound
+/// read-write), `grad` (k x m f32, written).
+#[derive(Clone, Copy)]
+pub struct GradBuffers<'a> {
+    pub z: &'a wgpu::Buffer,
+    pub index: &'a wgpu::Buffer,
+    pub codebook: &'a wgpu::Buffer,
+    pub grad: &'a wgpu::Buffer,
+}
+
+/// Buffers for the EMA update: `z` (n x m f32), `index` (n u32), `codebook` (k x m f32, rewritten), `counts`
+/// (k u32, written: this step's n_k), and the EMA state `ema_size` (k f32, N_k) and `ema_sum` (k x m f32, M_k),
+/// both updated. Start the state with [`ema_initial_state`].
+#[derive(Clone, Copy)]
+pub struct EmaBuffers<'a> {
+    pub z: &'a wgpu::Buffer,
+    pub index: &'a wgpu::Buffer,
+    pub codebook: &'a wgpu::Buffer,
+    pub counts: &'a wgpu::Buffer,
+    pub ema_size: &'a wgpu::Buffer,
+    pub ema_sum: &'a wgpu::Buffer,
+}
+
+/// The EMA's constants: decay `g` and the Laplace smoothing epsilon.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EmaSettings {
+    pub decay: f32,
+    pub eps: f32,
+}
+
+impl Default for EmaSettings {
+    /// STUDY.md's: g = 0.99, eps = 1e-5.
+    fn default() -> Self {
+        EmaSettings { decay: 0.99, eps: 1e-5 }
+    }
+}
+
+/// The EMA state STUDY.md starts from: N_k = 1 and M_k = the initial c_k. Returns `(ema_size, ema_sum)`.
+pub fn ema_initial_state(codebook: &[f32], k: usize) -> (Vec<f32>, Vec<f32>) {
+    (vec![1.0; k], codebook.to_vec())
+}
+
+#[derive(encase::ShaderType)]
+struct Params {
+    n: u32,
+    k: u32,
+    m: u32,
+    center: u32,
+    scale: f32,
+    decay: f32,
+    eps: f32,
+    dim_tile: u32,
+}
+
+/// Accumulators per `segment_sums` workgroup (`TILE` in the shader).
+const TILE: u32 = 2048;
+/// Dimensions per `segment_sums` workgroup, at most.
+const MAX_DIM_TILE: u32 = 256;
+
+/// The codebook pipelines and layouts. Make once per device.
+pub struct Codebook {
+    count_layout: wgpu::BindGroupLayout,
+    sums_layout: wgpu::BindGroupLayout,
+    ema_layout: wgpu::BindGroupLayout,
+    clear_counts: wgpu::ComputePipeline,
+    count_codes: wgpu::ComputePipeline,
+    segment_sums: wgpu::ComputePipeline,
+    ema_sizes: wgpu::ComputePipeline,
+    ema_codebook: wgpu::ComputePipeline,
+    workgroup_size: u32,
+    max_groups: u32,
+}
+
+impl Codebook {
+    /// The default workgroup size.
+    pub const WORKGROUP_SIZE: u32 = 256;
+
+    /// Creates the pipelines with the default workgroup size.
+    pub fn new(device: &wgpu::Device) -> Result<Self> {
+        Self::with_workgroup_size(device, Self::WORKGROUP_SIZE)
+    }
+
+    /// Creates the pipelines with a given workgroup size (a power of two up to 256).
+    pub fn with_workgroup_size(device: &wgpu::Device, workgroup_size: u32) -> Result<Self> {
+        check_workgroup_size(device, workgroup_size, 256)?;
+        use Slot::*;
+        let count_layout = bind_group_layout(device, "codebook counts", &[(0, Uniform), (1, Read), (4, ReadWrite)])?;
+        let sums_layout = bind_group_layout(
+            device,
+            "codebook sums",
+            &[(0, Uniform), (1, Read), (2, Read), (3, ReadWrite), (5, ReadWrite)],
+        )?;
+        let ema_layout = bind_group_layout(
+            device,
+            "codebook ema",
+            &[
+                (0, Uniform),
+                (3, ReadWrite),
+                (4, ReadWrite),
+                (5, ReadWrite),
+                (6, ReadWrite),
+                (7, ReadWrite),
+                (8, ReadWrite),
+            ],
+        )?;
+        let module = shader(device, "codebook.wgsl", shaders::CODEBOOK)?;
+        let make = |layout, entry| pipeline(device, layout, &module, entry, workgroup_size);
+        Ok(Codebook {
+            clear_counts: make(&count_layout, "clear_counts")?,
+            count_codes: make(&count_layout, "count_codes")?,
+            segment_sums: make(&sums_layout, "segment_sums")?,
+            ema_sizes: make(&ema_layout, "ema_sizes")?,
+            ema_codebook: make(&ema_layout, "ema_codebook")?,
+            count_layout,
+            sums_layout,
+            ema_layout,
+            workgroup_size,
+            max_groups: device.limits().max_compute_workgroups_per_dimension,
+        })
+    }
+
+    fn params(shape: CodebookShape, center: bool, scale: f32, ema: EmaSettings) -> Params {
+        Params {
+            n: shape.n,
+            k: shape.k,
+            m: shape.m,
+            center: center as u32,
+            scale,
+            decay: ema.decay,
+            eps: ema.eps,
+            dim_tile: shape.m.min(MAX_DIM_TILE),
+        }
+    }
+
+    fn threads(&self, count: u64) -> Result<(u32, u32)> {
+        let groups = u32::try_from(count.div_ceil(self.workgroup_size as u64))
+            .map_err(|_| Error::Shape(format!("{count} elements are too many for one dispatch")))?;
+        grid(groups, self.max_groups)
+    }
+
+    /// The (code tiles, dimension tiles) grid of `segment_sums`.
+    fn sums_grid(&self, shape: CodebookShape) -> Result<(u32, u32)> {
+        let dim_tile = shape.m.min(MAX_DIM_TILE);
+        let code_tiles = shape.k.div_ceil(TILE / dim_tile);
+        let dim_tiles = shape.m.div_ceil(dim_tile);
+        if code_tiles > self.max_groups || dim_tiles > self.max_groups {
+            return Err(Error::Shape(format!(
+                "k = {} codes of m = {} exceed one dispatch's grid",
+                shape.k, shape.m
+            )));
+        }
+        Ok((code_tiles, dim_tiles))
+    }
+
+    fn counts_pass(&self, device: &wgpu::Device, buffers: CountBuffers<'_>, shape: CodebookShape) -> Result<CountPass> {
+        let params = uniform(
+            device,
+            "codebook count params",
+            &Self::params(shape, false, 1.0, EmaSettings::default()),
+        )?;
+        let bind_group = bind_group(
+            device,
+            "codebook counts",
+            &self.count_layout,
+            &params,
+            &[
+                Binding::new(1, "index", buffers.index, shape.n as u64 * 4),
+                Binding::new(4, "counts", buffers.counts, shape.k as u64 * 4),
+            ],
+        )?;
+        Ok(CountPass {
+            clear: self.clear_counts.clone(),
+            count: self.count_codes.clone(),
+            bind_group,
+            _params: params,
+            clear_grid: self.threads(shape.k as u64)?,
+            count_grid: self.threads(shape.n as u64)?,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn sums_pass(
+        &self,
+        device: &wgpu::Device,
+        label: &str,
+        z: &wgpu::Buffer,
+        index: &wgpu::Buffer,
+        codebook: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+        shape: CodebookShape,
+        params: Params,
+    ) -> Result<SumsPass> {
+        let grid = self.sums_grid(shape)?;
+        let params = uniform(device, label, &params)?;
+        let codes = shape.k as u64 * shape.m as u64 * F32;
+        let bind_group = bind_group(
+            device,
+            label,
+            &self.sums_layout,
+            &params,
+            &[
+                Binding::new(1, "index", index, shape.n as u64 * 4),
+                Binding::new(2, "z", z, shape.n as u64 * shape.m as u64 * F32),
+                Binding::new(3, "codebook", codebook, codes),
+                Binding::new(5, "grad", out, codes),
+            ],
+        )?;
+        Ok(SumsPass {
+            pipeline: self.segment_sums.clone(),
+            bind_group,
+            _params: params,
+            grid,
+        })
+    }
+
+    /// Binds the usage counts: `counts[k] = #{i : index[i] = k}`.
+    pub fn bind_counts(
+        &self,
+        device: &wgpu::Device,
+        buffers: &CountBuffers<'_>,
+        n: u32,
+        k: u32,
+    ) -> Result<BoundCounts> {
+        check_shape(&[("n", n), ("k", k)], &[])?;
+        Ok(BoundCounts {
+            pass: self.counts_pass(device, *buffers, CodebookShape { n, k, m: 1 })?,
+        })
+    }
+
+    /// Binds the codebook gradient of `L_cb = 1/(B m) sum_i ||sg(z_i) - c_{a_i}||^2` with batch size `batch`.
+    pub fn bind_grad(
+        &self,
+        device: &wgpu::Device,
+        buffers: &GradBuffers<'_>,
+        shape: CodebookShape,
+        batch: u32,
+    ) -> Result<BoundGrad> {
+        check_shape(
+            &[("n", shape.n), ("k", shape.k), ("m", shape.m), ("batch", batch)],
+            &[("n x m", shape.n, shape.m), ("k x m", shape.k, shape.m)],
+        )?;
+        let scale = (-2.0 / (batch as f64 * shape.m as f64)) as f32;
+        let params = Self::params(shape, true, scale, EmaSettings::default());
+        Ok(BoundGrad {
+            sums: self.sums_pass(
+                device,
+                "codebook grad",
+                buffers.z,
+                buffers.index,
+                buffers.codebook,
+                buffers.grad,
+                shape,
+                params,
+            )?,
+        })
+    }
+
+    /// Binds the EMA update. Owns two scratch buffers: the per-code sums (k x m f32) and the total n (one f32).
+    pub fn bind_ema(
+        &self,
+        device: &wgpu::Device,
+        buffers: &EmaBuffers<'_>,
+        shape: CodebookShape,
+        settings: EmaSettings,
+    ) -> Result<BoundEma> {
+        check_shape(
+            &[("n", shape.n), ("k", shape.k), ("m", shape.m)],
+            &[("n x m", shape.n, shape.m), ("k x m", shape.k, shape.m)],
+        )?;
+        if !(settings.decay.is_finite() && (0.0..=1.0).contains(&settings.decay)) {
+            return Err(Error::Input(format!(
+                "the EMA decay must be in [0, 1], got {}",
+                settings.decay
+            )));
+        }
+        if !(settings.eps.is_finite() && settings.eps > 0.0) {
+            return Err(Error::Input(format!(
+                "the EMA epsilon must be > 0, got {}",
+                settings.eps
+            )));
+        }
+        let codes = shape.k as u64 * shape.m as u64;
+        let sums = zeroed::<f32>(device, "codebook ema sums", codes as usize)?;
+        let total = zeroed::<f32>(device, "codebook ema total", 1)?;
+        let params = Self::params(shape, false, 1.0, settings);
+        let sums_pass = self.sums_pass(
+            device,
+            "codebook ema sums",
+            buffers.z,
+            buffers.index,
+            buffers.codebook,
+            &sums,
+            shape,
+            params,
+        )?;
+        let params = uniform(
+            device,
+            "codebook ema params",
+            &Self::params(shape, false, 1.0, settings),
+        )?;
+        let bind_group = bind_group(
+            device,
+            "codebook ema",
+            &self.ema_layout,
+            &params,
+            &[
+                Binding::new(3, "codebook", buffers.codebook, codes * F32),
+                Binding::new(4, "counts", buffers.counts, shape.k as u64 * 4),
+                Binding::new(5, "sums", &sums, codes * F32),
+                Binding::new(6, "ema_size", buffers.ema_size, shape.k as u64 * F32),
+                Binding::new(7, "ema_sum", buffers.ema_sum, codes * F32),
+                Binding::new(8, "ema_total", &total, F32),
+            ],
+        )?;
+        Ok(BoundEma {
+            counts: self.counts_pass(
+                device,
+                CountBuffers {
+                    index: buffers.index,
+                    counts: buffers.counts,
+                },
+                shape,
+            )?,
+            sums: sums_pass,
+            sizes: self.ema_sizes.clone(),
+            update: self.ema_codebook.clone(),
+            bind_group,
+            update_grid: self.threads(codes)?,
+            _scratch: [sums, total, params],
+        })
+    }
+}
+
+struct CountPass {
+    clear: wgpu::ComputePipeline,
+    count: wgpu::ComputePipeline,
+    bind_group: wgpu::BindGroup,
+    _params: wgpu::Buffer,
+    clear_grid: (u32, u32),
+    count_grid: (u32, u32),
+}
+
+impl CountPass {
+    fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
+        dispatch(pass, &self.clear, &self.bind_group, self.clear_grid);
+        dispatch(pass, &self.count, &self.bind_group, self.count_grid);
+    }
+}
+
+struct SumsPass {
+    pipeline: wgpu::ComputePipeline,
+    bind_group: wgpu::BindGroup,
+    _params: wgpu::Buffer,
+    grid: (u32, u32),
+}
+
+/// Usage counts bound to buffers.
+pub struct BoundCounts {
+    pass: CountPass,
+}
+
+impl BoundCounts {
+    /// Records clearing and counting (two dispatches) into the caller's pass.
+    pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
+        self.pass.encode(pass);
+    }
+}
+
+/// The codebook gradient bound to buffers.
+pub struct BoundGrad {
+    sums: SumsPass,
+}
+
+impl BoundGrad {
+    /// Records the gradient (one dispatch) into the caller's pass.
+    pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
+        dispatch(pass, &self.sums.pipeline, &self.sums.bind_group, self.sums.grid);
+    }
+}
+
+/// The EMA update bound to buffers.
+pub struct BoundEma {
+    counts: CountPass,
+    sums: SumsPass,
+    sizes: wgpu::ComputePipeline,
+    update: wgpu::ComputePipeline,
+    bind_group: wgpu::BindGroup,
+    update_grid: (u32, u32),
+    _scratch: [wgpu::Buffer; 3],
+}
+
+impl BoundEma {
+    /// Records the whole update (counts, sums, N_k and n, then M_k and the codebook: five dispatches).
+    pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
+        self.counts.encode(pass);
+        dispatch(pass, &self.sums.pipeline, &self.sums.bind_group, self.sums.grid);
+        dispatch(pass, &self.sizes, &self.bind_group, (1, 1));
+        dispatch(pass, &self.update, &self.bind_group, self.update_grid);
+    }
+}

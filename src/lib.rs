@@ -1,0 +1,23 @@
+//! # vqgrad
+//!
+//! Vector-quantized autoencoders on the GPU through wgpu and WGSL compute shaders, to study how the gradient
+//! estimator at the quantization layer changes codebook use (see `STUDY.md` in the study's shared folder).
+//!
+//! - [`kernels`]: the WGSL kernel families, each usable alone on the caller's own `wgpu::Device` and buffers:
+//!   nearest code ([`kernels::assign`]), estimator backward ([`kernels::estimator`]), codebook updates
+//!   ([`kernels::codebook`]) and statistics ([`kernels::stats`]).
+//! - [`reference`]: the same computations in plain Rust with f64 accumulation: the tests' oracle, and the engine
+//!   used where no adapter exists.
+//! - [`gpu`]: adapter choice, device limits, error capture and buffer helpers.
+//! - [`shaders`]: the WGSL sources as constants.
+
+pub mod error;
+pub mod estimator;
+pub mod gpu;
+pub mod kernels;
+pub mod reference;
+pub mod shaders;
+
+pub use error::{Error, Result};
+pub use estimator::Estimator;
+pub use gpu::{Gpu, GpuOptions};

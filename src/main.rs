@@ -1,0 +1,146 @@
+//! The `vqgrad` command-line tool.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use std::process::ExitCode;
+use vqgrad::gpu::{self, GpuOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "vqgrad",
+    version,
+    about = "Vector-quantized autoencoders on the GPU: how the gradient estimator changes codebook use"
+)]
+struct Cli {
+    /// GPU backend: vulkan, metal, dx12 or gl (default: the best adapter of any).
+    #[arg(long, global = true, env = gpu::ENV_BACKEND, value_parser = parse_backend)]
+    backend: Option<wgpu::Backend>,
+    /// Use the adapter whose name contains this text (case-insensitive).
+    #[arg(long, global = true, env = gpu::ENV_ADAPTER)]
+    adapter: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List every adapter, and the limits and features vqgrad uses on the chosen one.
+    Info {
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_backend(s: &str) -> Result<wgpu::Backend, String> {
+    gpu::parse_backend(s).map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // clap prints help and version to stdout with exit 0, and usage errors to stderr with exit 2.
+            let _ = e.print();
+            return ExitCode::from(e.exit_code() as u8);
+        }
+    };
+    let options = GpuOptions {
+        backend: cli.backend,
+        adapter: cli.adapter.clone().filter(|a| !a.trim().is_empty()),
+    };
+    let result = match cli.command {
+        Command::Info { json } => info(&options, json),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn adapter_json(info: &wgpu::AdapterInfo) -> serde_json::Value {
+    json!({
+        "name": info.name,
+        "backend": gpu::backend_name(info.backend),
+        "device_type": gpu::device_type_name(info.device_type),
+        "driver": info.driver,
+        "driver_info": info.driver_info,
+        "vendor": info.vendor,
+        "device": info.device,
+    })
+}
+
+fn info(options: &GpuOptions, as_json: bool) -> anyhow::Result<()> {
+    let adapters: Vec<wgpu::AdapterInfo> = gpu::enumerate_adapters(wgpu::Backends::all())
+        .iter()
+        .map(|a| a.get_info())
+        .collect();
+    let chosen = vqgrad::Gpu::new(options);
+    let (chosen_json, chosen_err) = match &chosen {
+        Ok(g) => {
+            let limits = g.device.limits();
+            let features = g.device.features();
+            let limits_json: serde_json::Map<String, serde_json::Value> = gpu::reported_limits(&limits)
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), json!(v)))
+                .collect();
+            let features_json: serde_json::Map<String, serde_json::Value> = gpu::OPTIONAL_FEATURES
+                .iter()
+                .map(|(name, f)| (name.to_string(), json!(features.contains(*f))))
+                .collect();
+            let mut adapter = adapter_json(g.info());
+            adapter["limits"] = limits_json.into();
+            adapter["features"] = features_json.into();
+            (adapter, None)
+        }
+        Err(e) => (serde_json::Value::Null, Some(e.to_string())),
+    };
+    if as_json {
+        let out = json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "adapters": adapters.iter().map(adapter_json).collect::<Vec<_>>(),
+            "chosen": chosen_json,
+            "error": chosen_err,
+            "engine": if chosen.is_ok() { "gpu" } else { "cpu" },
+        });
+        println!("{}", serde_json::to_string_pretty(&out).context("writing JSON")?);
+        return Ok(());
+    }
+    println!("vqgrad {}", env!("CARGO_PKG_VERSION"));
+    println!("adapters ({}):", adapters.len());
+    for a in &adapters {
+        println!(
+            "  - {} [{}, {}] driver: {} {}",
+            a.name,
+            gpu::backend_name(a.backend),
+            gpu::device_type_name(a.device_type),
+            a.driver,
+            a.driver_info
+        );
+    }
+    match &chosen {
+        Ok(g) => {
+            println!("chosen: {}", g.describe());
+            println!("limits vqgrad uses:");
+            for (name, value) in gpu::reported_limits(&g.device.limits()) {
+                println!("  {name:<40} {value}");
+            }
+            println!("optional features:");
+            for (name, f) in gpu::OPTIONAL_FEATURES {
+                println!(
+                    "  {name:<40} {}",
+                    if g.device.features().contains(*f) { "yes" } else { "no" }
+                );
+            }
+        }
+        Err(e) => {
+            println!("chosen: none");
+            eprintln!("{e}; vqgrad runs on the CPU reference engine");
+        }
+    }
+    Ok(())
+}

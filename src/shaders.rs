@@ -1,0 +1,64 @@
+//! The WGSL sources of every kernel family, as public constants, so that they can be loaded in other runtimes.
+//!
+//! Each constant is the file in `shaders/` verbatim. [`assign_source`] builds the `assign` variant for a given
+//! load width.
+
+/// Batched nearest code (distance + argmin). This text is the vec4 variant; see [`assign_source`].
+pub const ASSIGN: &str = include_str!("../shaders/assign.wgsl");
+/// Backward of the quantization layer for every estimator, with the commitment gradient fused in.
+pub const ESTIMATOR: &str = include_str!("../shaders/estimator.wgsl");
+/// Codebook updates: usage counts, per-code sums (the codebook gradient) and the EMA update.
+pub const CODEBOOK: &str = include_str!("../shaders/codebook.wgsl");
+/// Codebook-use statistics: dead codes, entropy, perplexity, quantization error, purity.
+pub const STATS: &str = include_str!("../shaders/stats.wgsl");
+
+/// Every kernel family's file name and source, in a fixed order.
+pub const ALL: &[(&str, &str)] = &[
+    ("assign.wgsl", ASSIGN),
+    ("estimator.wgsl", ESTIMATOR),
+    ("codebook.wgsl", CODEBOOK),
+    ("stats.wgsl", STATS),
+];
+
+const VARIANT_BEGIN: &str = "// VARIANT BEGIN\n";
+const VARIANT_END: &str = "// VARIANT END\n";
+
+/// The load width of the `assign` kernel: 4 floats per load needs `m % 4 == 0`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lanes {
+    /// `vec4<f32>` loads; needs `m % 4 == 0`.
+    Vec4,
+    /// `f32` loads; any `m`.
+    Scalar,
+}
+
+impl Lanes {
+    /// The widest load that `m` allows.
+    pub fn for_dim(m: u32) -> Self {
+        if m.is_multiple_of(4) {
+            Lanes::Vec4
+        } else {
+            Lanes::Scalar
+        }
+    }
+}
+
+/// The `assign` source for a load width: [`ASSIGN`] itself for [`Lanes::Vec4`], and for [`Lanes::Scalar`] the
+/// same file with the block between its `VARIANT` markers replaced by the `f32` definitions.
+pub fn assign_source(lanes: Lanes) -> String {
+    match lanes {
+        Lanes::Vec4 => ASSIGN.to_string(),
+        Lanes::Scalar => {
+            let start = ASSIGN
+                .find(VARIANT_BEGIN)
+                .expect("assign.wgsl has a VARIANT BEGIN marker");
+            let end = ASSIGN.find(VARIANT_END).expect("assign.wgsl has a VARIANT END marker");
+            format!(
+                "{}{}alias Row = f32;\nconst LANES: u32 = 1u;\nfn lane_sum(v: Row) -> f32 {{\n    return v;\n}}\n{}",
+                &ASSIGN[..start],
+                VARIANT_BEGIN,
+                &ASSIGN[end..]
+            )
+        }
+    }
+}

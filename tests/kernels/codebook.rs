@@ -1,0 +1,290 @@
+use crate::common::{Data, assert_clean, assert_close_each, bits, run_pass};
+use crate::gpu_or_skip;
+use vqgrad::kernels::codebook::{
+    Codebook, CodebookShape, CountBuffers, EmaBuffers, EmaSettings, GradBuffers, ema_initial_state,
+};
+use vqgrad::{Error, Gpu, reference};
+
+fn counts_on_gpu(gpu: &Gpu, kernel: &Codebook, index: &[u32], k: usize) -> Vec<u32> {
+    let ib = gpu.upload("index", index).unwrap();
+    // Stale values must be cleared by the kernel.
+    let cb = gpu.upload("counts", &vec![7u32; k]).unwrap();
+    let bound = kernel
+        .bind_counts(
+            &gpu.device,
+            &CountBuffers {
+                index: &ib,
+                counts: &cb,
+            },
+            index.len() as u32,
+            k as u32,
+        )
+        .unwrap();
+    run_pass(gpu, |pass| bound.encode(pass));
+    gpu.read::<u32>(&cb).unwrap()[..k].to_vec()
+}
+
+#[test]
+fn counts_are_exact() {
+    let gpu = gpu_or_skip!();
+    let kernel = Codebook::new(&gpu.device).unwrap();
+    for (seed, &(n, k)) in [(1, 1), (5, 1), (1000, 16), (70000, 4096), (300, 3)].iter().enumerate() {
+        let index = Data::new(seed as u64).indices(n, k as u32);
+        assert_eq!(
+            counts_on_gpu(&gpu, &kernel, &index, k),
+            reference::counts(&index, k),
+            "n={n} k={k}"
+        );
+    }
+    // Collapse: every row on one code.
+    let index = vec![2u32; 5000];
+    assert_eq!(counts_on_gpu(&gpu, &kernel, &index, 5), vec![0, 0, 5000, 0, 0]);
+}
+
+struct GradRun {
+    grad: Vec<f32>,
+}
+
+fn grad_on_gpu(
+    gpu: &Gpu,
+    kernel: &Codebook,
+    z: &[f32],
+    index: &[u32],
+    codebook: &[f32],
+    m: usize,
+    batch: usize,
+) -> GradRun {
+    let (n, k) = (index.len(), codebook.len() / m);
+    let zb = gpu.upload("z", z).unwrap();
+    let ib = gpu.upload("index", index).unwrap();
+    let cb = gpu.upload("codebook", codebook).unwrap();
+    let gb = gpu.upload("grad", &vec![f32::NAN; k * m]).unwrap();
+    let shape = CodebookShape {
+        n: n as u32,
+        k: k as u32,
+        m: m as u32,
+    };
+    let bound = kernel
+        .bind_grad(
+            &gpu.device,
+            &GradBuffers {
+                z: &zb,
+                index: &ib,
+                codebook: &cb,
+                grad: &gb,
+            },
+            shape,
+            batch as u32,
+        )
+        .unwrap();
+    run_pass(gpu, |pass| bound.encode(pass));
+    GradRun {
+        grad: gpu.read::<f32>(&gb).unwrap()[..k * m].to_vec(),
+    }
+}
+
+/// The kernel's documented order: each code's rows in increasing row order, summed in f32, then scaled.
+fn sequential_f32_grad(z: &[f32], index: &[u32], codebook: &[f32], m: usize, batch: usize) -> Vec<f32> {
+    let scale = (-2.0 / (batch as f64 * m as f64)) as f32;
+    let mut acc = vec![0.0f32; codebook.len()];
+    for (i, &a) in index.iter().enumerate() {
+        for j in 0..m {
+            acc[a as usize * m + j] += z[i * m + j] - codebook[a as usize * m + j];
+        }
+    }
+    acc.iter().map(|&s| scale * s).collect()
+}
+
+/// Tolerance per element: 2 (n_k + 2) eps_f32 times 2/(B m) sum |c - z|, a bound on a sequential f32 sum.
+fn check_grad(what: &str, z: &[f32], index: &[u32], codebook: &[f32], m: usize, batch: usize, gpu_grad: &[f32]) {
+    let cpu = reference::codebook_grad(z, index, codebook, m, batch);
+    let k = codebook.len() / m;
+    let n_k = reference::counts(index, k);
+    let mut abs_sum = vec![0.0f64; codebook.len()];
+    for (i, &a) in index.iter().enumerate() {
+        for j in 0..m {
+            abs_sum[a as usize * m + j] +=
+                2.0 / (batch as f64 * m as f64) * (codebook[a as usize * m + j] as f64 - z[i * m + j] as f64).abs();
+        }
+    }
+    let eps = f32::EPSILON as f64;
+    assert_close_each(what, gpu_grad, &cpu, |e| {
+        2.0 * (n_k[e / m] as f64 + 2.0) * eps * abs_sum[e] + 1e-30
+    });
+}
+
+#[test]
+fn gradient_matches_the_reference_and_the_sequential_order() {
+    let gpu = gpu_or_skip!();
+    let kernel = Codebook::new(&gpu.device).unwrap();
+    // (n, k, m): one code; several code tiles (2048 / m codes per workgroup); two dimension tiles (m > 256);
+    // many chunks of 256 rows; m not a multiple of 4.
+    for (seed, &(n, k, m)) in [
+        (5, 1, 1),
+        (1000, 16, 8),
+        (300, 4096, 4),
+        (2000, 3, 256),
+        (50, 10, 300),
+        (777, 700, 3),
+        (1, 5, 2),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut d = Data::new(seed as u64 + 100);
+        let z = d.normal(n * m, 1.0);
+        let codebook = d.normal(k * m, 1.0);
+        let index = d.indices(n, k as u32);
+        let batch = n;
+        let out = grad_on_gpu(&gpu, &kernel, &z, &index, &codebook, m, batch);
+        let what = format!("n={n} k={k} m={m}");
+        check_grad(&what, &z, &index, &codebook, m, batch, &out.grad);
+        let expected = sequential_f32_grad(&z, &index, &codebook, m, batch);
+        assert_eq!(bits(&out.grad), bits(&expected), "{what}: not the sequential f32 sum");
+        // Dead codes get exactly zero gradient.
+        let n_k = reference::counts(&index, k);
+        for c in (0..k).filter(|&c| n_k[c] == 0) {
+            assert!(
+                out.grad[c * m..(c + 1) * m].iter().all(|&g| g == 0.0),
+                "{what}: dead code {c}"
+            );
+        }
+    }
+}
+
+#[test]
+fn gradient_of_a_collapsed_codebook_is_deterministic() {
+    let gpu = gpu_or_skip!();
+    let kernel = Codebook::new(&gpu.device).unwrap();
+    let (n, k, m) = (5000, 64, 4);
+    let mut d = Data::new(8);
+    let z = d.normal(n * m, 1.0);
+    let codebook = d.normal(k * m, 1.0);
+    let index = vec![17u32; n];
+    let a = grad_on_gpu(&gpu, &kernel, &z, &index, &codebook, m, 256);
+    let b = grad_on_gpu(&gpu, &kernel, &z, &index, &codebook, m, 256);
+    assert_eq!(bits(&a.grad), bits(&b.grad), "two runs differ");
+    check_grad("collapsed", &z, &index, &codebook, m, 256, &a.grad);
+}
+
+#[test]
+fn ema_steps_match_the_reference() {
+    let gpu = gpu_or_skip!();
+    let kernel = Codebook::new(&gpu.device).unwrap();
+    for &(n, k, m) in &[(256, 32, 4), (300, 5, 7), (64, 1, 3), (1000, 600, 8)] {
+        let mut d = Data::new(n as u64);
+        let mut codebook = d.normal(k * m, 0.1);
+        let (size, sum) = ema_initial_state(&codebook, k);
+        let cb = gpu.upload("codebook", &codebook).unwrap();
+        let sizes = gpu.upload("ema_size", &size).unwrap();
+        let sums = gpu.upload("ema_sum", &sum).unwrap();
+        let counts = gpu.zeroed::<u32>("counts", k).unwrap();
+        let zb = gpu.zeroed::<f32>("z", n * m).unwrap();
+        let ib = gpu.zeroed::<u32>("index", n).unwrap();
+        let shape = CodebookShape {
+            n: n as u32,
+            k: k as u32,
+            m: m as u32,
+        };
+        let buffers = EmaBuffers {
+            z: &zb,
+            index: &ib,
+            codebook: &cb,
+            counts: &counts,
+            ema_size: &sizes,
+            ema_sum: &sums,
+        };
+        let bound = kernel
+            .bind_ema(&gpu.device, &buffers, shape, EmaSettings::default())
+            .unwrap();
+        let mut state = reference::EmaState::new(&codebook, k);
+        for step in 0..5 {
+            // A new batch each step, assigned to the current codebook (half the codes may stay unused).
+            let z = d.normal(n * m, 1.0);
+            let index = d.indices(n, (k as u32).div_ceil(2));
+            gpu.queue.write_buffer(&zb, 0, bytemuck::cast_slice(&z));
+            gpu.queue.write_buffer(&ib, 0, bytemuck::cast_slice(&index));
+            run_pass(&gpu, |pass| bound.encode(pass));
+            let cpu_counts = reference::ema_update(&mut state, &mut codebook, &z, &index, m, EmaSettings::default());
+            let what = format!("n={n} k={k} m={m} step {step}");
+            assert_eq!(gpu.read::<u32>(&counts).unwrap()[..k], cpu_counts[..], "{what}: counts");
+            let to64 = |x: &[f32]| x.iter().map(|&v| v as f64).collect::<Vec<f64>>();
+            // Relative 1e-5: each value is a few f32 operations on f32 state, plus the n-term sum of N_k.
+            let rel = |x: &[f32]| {
+                let x = x.to_vec();
+                move |e: usize| 1e-5 * (x[e].abs() as f64 + 1e-3)
+            };
+            assert_close_each(
+                &format!("{what}: N_k"),
+                &gpu.read::<f32>(&sizes).unwrap()[..k],
+                &to64(&state.size),
+                rel(&state.size),
+            );
+            assert_close_each(
+                &format!("{what}: M_k"),
+                &gpu.read::<f32>(&sums).unwrap()[..k * m],
+                &to64(&state.sum),
+                rel(&state.sum),
+            );
+            assert_close_each(
+                &format!("{what}: codebook"),
+                &gpu.read::<f32>(&cb).unwrap()[..k * m],
+                &to64(&codebook),
+                rel(&codebook),
+            );
+            // Keep the GPU state as the reference's, so each step is compared from the same start.
+            gpu.queue.write_buffer(&sizes, 0, bytemuck::cast_slice(&state.size));
+            gpu.queue.write_buffer(&sums, 0, bytemuck::cast_slice(&state.sum));
+            gpu.queue.write_buffer(&cb, 0, bytemuck::cast_slice(&codebook));
+        }
+    }
+    assert_clean(&gpu);
+}
+
+#[test]
+fn bad_ema_settings_and_shapes_are_errors() {
+    let gpu = gpu_or_skip!();
+    let kernel = Codebook::new(&gpu.device).unwrap();
+    let b = gpu.zeroed::<f32>("b", 64).unwrap();
+    let buffers = EmaBuffers {
+        z: &b,
+        index: &b,
+        codebook: &b,
+        counts: &b,
+        ema_size: &b,
+        ema_sum: &b,
+    };
+    let shape = CodebookShape { n: 4, k: 4, m: 2 };
+    for s in [
+        EmaSettings { decay: 1.5, eps: 1e-5 },
+        EmaSettings {
+            decay: f32::NAN,
+            eps: 1e-5,
+        },
+        EmaSettings { decay: 0.99, eps: 0.0 },
+    ] {
+        assert!(
+            matches!(kernel.bind_ema(&gpu.device, &buffers, shape, s), Err(Error::Input(_))),
+            "{s:?}"
+        );
+    }
+    let grad = GradBuffers {
+        z: &b,
+        index: &b,
+        codebook: &b,
+        grad: &b,
+    };
+    assert!(matches!(
+        kernel.bind_grad(&gpu.device, &grad, CodebookShape { n: 4, k: 4, m: 2 }, 0),
+        Err(Error::Shape(_))
+    ));
+    assert!(matches!(
+        kernel.bind_grad(&gpu.device, &grad, CodebookShape { n: 4, k: 40, m: 2 }, 4),
+        Err(Error::BufferTooSmall { .. })
+    ));
+    assert!(matches!(
+        kernel.bind_counts(&gpu.device, &CountBuffers { index: &b, counts: &b }, 0, 4),
+        Err(Error::Shape(_))
+    ));
+    assert_clean(&gpu);
+}

@@ -1,0 +1,11 @@
+//! GPU kernels against the CPU reference (`vqgrad::reference`), on seeded random inputs and edge cases.
+//! Each test runs on its own device, states its tolerance, and fails on any wgpu validation error.
+//! Without an adapter each test prints SKIPPED and passes, unless VQGRAD_REQUIRE_GPU=1.
+
+mod common;
+
+mod assign;
+mod codebook;
+mod device;
+mod estimator;
+mod stats;

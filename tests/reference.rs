@@ -1,0 +1,227 @@
+//! The CPU reference checked against the mathematics it stands for: estimator identities, the rotation trick's
+//! forward value, and finite differences of the losses. No GPU needed.
+
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use vqgrad::Estimator;
+use vqgrad::kernels::codebook::EmaSettings;
+use vqgrad::reference::{self, Assignment};
+
+fn normal(rng: &mut ChaCha8Rng, len: usize) -> Vec<f64> {
+    (0..len)
+        .map(|_| {
+            let u1: f64 = rng.random_range(f64::EPSILON..1.0);
+            let u2: f64 = rng.random();
+            (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+        })
+        .collect()
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+fn norm(a: &[f64]) -> f64 {
+    dot(a, a).sqrt()
+}
+
+/// Random (g, z, q) rows for m in 1..=9 and 64, leaving out nearly opposite z and q (||z^ + q^|| < 0.01),
+/// where the rotation is ill-defined and the fallback applies (tested on its own below).
+fn rows() -> Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> {
+    let mut rng = ChaCha8Rng::seed_from_u64(42);
+    let mut out = Vec::new();
+    for m in (1..=9).chain([64]) {
+        for _ in 0..50 {
+            let (g, z, q) = (normal(&mut rng, m), normal(&mut rng, m), normal(&mut rng, m));
+            let w: Vec<f64> = z.iter().zip(&q).map(|(a, b)| a / norm(&z) + b / norm(&q)).collect();
+            if norm(&w) > 0.01 {
+                out.push((g, z, q));
+            }
+        }
+    }
+    assert!(out.len() > 400);
+    out
+}
+
+#[test]
+fn rotation_trick_forward_equals_q() {
+    for (_, z, q) in rows() {
+        let f = reference::rotation_trick_forward(&z, &q);
+        for j in 0..q.len() {
+            assert!(
+                (f[j] - q[j]).abs() <= 1e-10 * (1.0 + norm(&q)),
+                "lambda R z != q: {f:?} vs {q:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn ste_is_rotation_plus_diveq_and_rotation_is_parallel_to_q_minus_z() {
+    for (g, z, q) in rows() {
+        let ste = reference::estimator_row(Estimator::Ste, &g, &z, &q);
+        let rot = reference::estimator_row(Estimator::Rotation, &g, &z, &q);
+        let div = reference::estimator_row(Estimator::DivEq, &g, &z, &q);
+        assert_eq!(ste, g);
+        for j in 0..g.len() {
+            assert!((ste[j] - rot[j] - div[j]).abs() < 1e-12);
+        }
+        let v: Vec<f64> = q.iter().zip(&z).map(|(a, b)| a - b).collect();
+        // Parallel: |rot . v| = ||rot|| ||v||.
+        assert!((dot(&rot, &v).abs() - norm(&rot) * norm(&v)).abs() <= 1e-9 * (1.0 + norm(&rot) * norm(&v)));
+        // diveq is orthogonal to v, up to the 1e-8 in u's denominator: |div . v| ~ 2e-8 |g . v| / ||v|| <= 2e-8 ||g||.
+        assert!(dot(&div, &v).abs() <= 3e-8 * norm(&g) + 1e-12 * (1.0 + norm(&g) * norm(&v)));
+    }
+    // z == q: rotation gives 0, diveq gives g.
+    let g = vec![1.0, -2.0, 0.5];
+    let z = vec![0.3, 0.3, -1.0];
+    assert_eq!(reference::estimator_row(Estimator::Rotation, &g, &z, &z), vec![0.0; 3]);
+    assert_eq!(reference::estimator_row(Estimator::DivEq, &g, &z, &z), g);
+}
+
+/// R x for the rotation taking z^ to q^, applied as a product.
+fn rotate(z: &[f64], q: &[f64], x: &[f64]) -> Vec<f64> {
+    let zh: Vec<f64> = z.iter().map(|v| v / norm(z)).collect();
+    let qh: Vec<f64> = q.iter().map(|v| v / norm(q)).collect();
+    let w: Vec<f64> = zh.iter().zip(&qh).map(|(a, b)| a + b).collect();
+    let r: Vec<f64> = w.iter().map(|v| v / norm(&w)).collect();
+    let (rx, zx) = (dot(&r, x), dot(&zh, x));
+    (0..x.len())
+        .map(|j| x[j] - 2.0 * r[j] * rx + 2.0 * qh[j] * zx)
+        .collect()
+}
+
+#[test]
+fn rotation_trick_gradient_is_the_transpose_of_its_forward_map() {
+    // With lambda and R frozen at (z, q), q~(x) = lambda R x is linear in x, so its gradient against g is exactly
+    // lambda R^T g: central differences of x -> g . (lambda R x) must give the estimator's output.
+    for (g, z, q) in rows() {
+        let lambda = norm(&q) / norm(&z);
+        let est = reference::estimator_row(Estimator::RotationTrick, &g, &z, &q);
+        let h = 1e-3;
+        for j in 0..z.len() {
+            let at = |d: f64| {
+                let mut x = z.clone();
+                x[j] += d;
+                lambda * dot(&g, &rotate(&z, &q, &x))
+            };
+            let fd = (at(h) - at(-h)) / (2.0 * h);
+            assert!(
+                (fd - est[j]).abs() <= 1e-8 * (1.0 + lambda * norm(&g)),
+                "component {j}: FD {fd} vs {}",
+                est[j]
+            );
+        }
+        // R is orthogonal: the gradient's norm is lambda ||g||.
+        assert!((norm(&est) - lambda * norm(&g)).abs() <= 1e-10 * (1.0 + lambda * norm(&g)));
+    }
+}
+
+#[test]
+fn rotation_trick_fallbacks() {
+    let g = vec![1.0, 2.0, 3.0];
+    // ||z|| < 1e-8 and z^ = -q^ both fall back to ste; q = 0 gives lambda = 0, so a zero gradient.
+    assert_eq!(
+        reference::estimator_row(Estimator::RotationTrick, &g, &[0.0; 3], &[1.0, 0.0, 0.0]),
+        g
+    );
+    assert_eq!(
+        reference::estimator_row(Estimator::RotationTrick, &g, &[1.0, -2.0, 0.5], &[-2.0, 4.0, -1.0]),
+        g
+    );
+    assert_eq!(
+        reference::estimator_row(Estimator::RotationTrick, &g, &[1.0, -2.0, 0.5], &[0.0; 3]),
+        vec![0.0; 3]
+    );
+    // z^ = q^ (same direction): R = I, so lambda g.
+    let out = reference::estimator_row(Estimator::RotationTrick, &g, &[1.0, 1.0, 1.0], &[2.0, 2.0, 2.0]);
+    for (o, gi) in out.iter().zip(&g) {
+        assert!((o - 2.0 * gi).abs() < 1e-12);
+    }
+}
+
+fn central_difference(f: impl Fn(&[f64]) -> f64, x: &[f64], h: f64) -> Vec<f64> {
+    (0..x.len())
+        .map(|j| {
+            let mut a = x.to_vec();
+            let mut b = x.to_vec();
+            a[j] += h;
+            b[j] -= h;
+            (f(&a) - f(&b)) / (2.0 * h)
+        })
+        .collect()
+}
+
+#[test]
+fn codebook_and_commitment_gradients_match_finite_differences() {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    for &(n, k, m, batch) in &[(20, 5, 3, 20), (64, 16, 4, 32), (7, 1, 2, 7)] {
+        // Values exactly representable in f32, so the f32 and f64 paths see the same numbers.
+        let z: Vec<f64> = normal(&mut rng, n * m).iter().map(|&v| v as f32 as f64).collect();
+        let c: Vec<f64> = normal(&mut rng, k * m).iter().map(|&v| v as f32 as f64).collect();
+        let (z32, c32): (Vec<f32>, Vec<f32>) = (
+            z.iter().map(|&v| v as f32).collect(),
+            c.iter().map(|&v| v as f32).collect(),
+        );
+        let index = reference::assign(&z32, &c32, m).index;
+        let h = 1e-4; // central differences are exact for quadratics up to rounding
+        let fd_c = central_difference(|cc| reference::loss_codebook(&z, cc, &index, m, batch), &c, h);
+        let grad_c = reference::codebook_grad(&z32, &index, &c32, m, batch);
+        for (a, b) in fd_c.iter().zip(&grad_c) {
+            assert!((a - b).abs() < 1e-8, "dL_cb/dC: FD {a} vs analytic {b}");
+        }
+        let beta = 0.25;
+        let fd_z = central_difference(|zz| reference::loss_commit(zz, &c, &index, m, batch, beta), &z, h);
+        // With g = 0 every estimator leaves only the commitment gradient.
+        for estimator in Estimator::ALL {
+            let grad_z = reference::estimator_grad(estimator, &vec![0.0; n * m], &z32, &index, &c32, m, beta, batch);
+            for (a, b) in fd_z.iter().zip(&grad_z) {
+                assert!(
+                    (a - b).abs() < 1e-8,
+                    "{estimator}: d(beta L_commit)/dz: FD {a} vs analytic {b}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn assign_breaks_ties_to_the_lowest_code() {
+    let codebook = [1.0f32, 0.0, -1.0, 0.0, 1.0, 0.0]; // codes 0 and 2 equal, code 1 its mirror
+    let a = reference::assign(&[0.0, 0.0, 1.0, 0.1], &codebook, 2);
+    assert_eq!(a.index, vec![0, 0]);
+    assert_eq!(a.distance[0], 1.0);
+    assert!((a.distance[1] - 0.01).abs() < 1e-9);
+}
+
+#[test]
+fn ema_step_by_hand() {
+    // K = 2, m = 1, codebook [0, 10]; three rows at 1, 2 and 3 all go to code 0.
+    let mut codebook = vec![0.0f32, 10.0];
+    let mut state = reference::EmaState::new(&codebook, 2);
+    let s = EmaSettings { decay: 0.5, eps: 1e-5 };
+    let counts = reference::ema_update(&mut state, &mut codebook, &[1.0, 2.0, 3.0], &[0, 0, 0], 1, s);
+    assert_eq!(counts, vec![3, 0]);
+    // N = [0.5 + 1.5, 0.5] = [2, 0.5]; M = [0 + 3, 5]; n = 2.5.
+    assert_eq!(state.size, vec![2.0, 0.5]);
+    assert_eq!(state.sum, vec![3.0, 5.0]);
+    let smooth = |nk: f64| (nk + 1e-5) / (2.5 + 2e-5) * 2.5;
+    assert!((codebook[0] as f64 - 3.0 / smooth(2.0)).abs() < 1e-6);
+    assert!((codebook[1] as f64 - 5.0 / smooth(0.5)).abs() < 1e-5);
+}
+
+#[test]
+fn stats_by_hand() {
+    let a = Assignment {
+        index: vec![0, 0, 1, 3],
+        distance: vec![1.0, 1.0, 2.0, 4.0],
+    };
+    let s = reference::stats(&a, 4, 2, Some((&[1, 1, 0, 1], 2)));
+    assert_eq!((s.total, s.dead_codes), (4, 1));
+    assert_eq!(s.usage, 0.75);
+    let h = -(0.5f64 * 0.5f64.ln() + 2.0 * 0.25 * 0.25f64.ln());
+    assert!((s.entropy - h).abs() < 1e-12);
+    assert!((s.perplexity - h.exp()).abs() < 1e-12);
+    assert_eq!(s.quant_err, 8.0 / 8.0);
+    assert_eq!(s.purity, Some(1.0));
+}
