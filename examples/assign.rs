@@ -33,12 +33,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Once: the pipelines, then the bind group for these buffers.
     let assign = Assign::new(&device)?;
-    let buffers = AssignBuffers {
-        z: &z_buf,
-        codebook: &codebook_buf,
-        index: &index_buf,
-        distance: &distance_buf,
-    };
+    let buffers = AssignBuffers { z: &z_buf, codebook: &codebook_buf, index: &index_buf, distance: &distance_buf };
     let bound = assign.bind(&device, &buffers, AssignShape { n, k, m })?;
 
     // Every time: record into your own encoder and pass.

@@ -68,8 +68,9 @@ fn segment_sums(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id
     let code0 = wid.x * codes_per_tile;
     let dim0 = wid.y * dim_tile;
     let m = params.m;
+    let used = codes_per_tile * dim_tile; // <= TILE
 
-    for (var e = lid; e < TILE; e += WORKGROUP_SIZE) {
+    for (var e = lid; e < used; e += WORKGROUP_SIZE) {
         acc[e] = 0.0;
     }
     for (var row0 = 0u; row0 < params.n; row0 += CHUNK) {
@@ -98,10 +99,10 @@ fn segment_sums(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id
         }
     }
     // Each invocation reads back only accumulators it wrote itself: no barrier needed.
-    for (var e = lid; e < TILE; e += WORKGROUP_SIZE) {
+    for (var e = lid; e < used; e += WORKGROUP_SIZE) {
         let code = code0 + e / dim_tile;
         let dim = dim0 + e % dim_tile;
-        if (e / dim_tile < codes_per_tile && code < params.k && dim < m) {
+        if (code < params.k && dim < m) {
             sums[code * m + dim] = params.scale * acc[e];
         }
     }

@@ -19,12 +19,7 @@ pub enum Estimator {
 
 impl Estimator {
     /// Every estimator, in the order of their shader ids.
-    pub const ALL: [Estimator; 4] = [
-        Estimator::Ste,
-        Estimator::Rotation,
-        Estimator::RotationTrick,
-        Estimator::DivEq,
-    ];
+    pub const ALL: [Estimator; 4] = [Estimator::Ste, Estimator::Rotation, Estimator::RotationTrick, Estimator::DivEq];
 
     /// The name used on the command line and in results.
     pub fn name(self) -> &'static str {
@@ -51,13 +46,12 @@ impl fmt::Display for Estimator {
 impl FromStr for Estimator {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        Estimator::ALL
-            .into_iter()
-            .find(|e| e.name() == s.trim().to_ascii_lowercase())
-            .ok_or_else(|| Error::InvalidSetting {
+        Estimator::ALL.into_iter().find(|e| e.name() == s.trim().to_ascii_lowercase()).ok_or_else(|| {
+            Error::InvalidSetting {
                 what: "estimator",
                 value: s.to_string(),
                 expected: "ste, rotation, rotation-trick, diveq",
-            })
+            }
+        })
     }
 }

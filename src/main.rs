@@ -46,10 +46,7 @@ fn main() -> ExitCode {
             return ExitCode::from(e.exit_code() as u8);
         }
     };
-    let options = GpuOptions {
-        backend: cli.backend,
-        adapter: cli.adapter.clone().filter(|a| !a.trim().is_empty()),
-    };
+    let options = GpuOptions { backend: cli.backend, adapter: cli.adapter.clone().filter(|a| !a.trim().is_empty()) };
     let result = match cli.command {
         Command::Info { json } => info(&options, json),
     };
@@ -75,19 +72,15 @@ fn adapter_json(info: &wgpu::AdapterInfo) -> serde_json::Value {
 }
 
 fn info(options: &GpuOptions, as_json: bool) -> anyhow::Result<()> {
-    let adapters: Vec<wgpu::AdapterInfo> = gpu::enumerate_adapters(wgpu::Backends::all())
-        .iter()
-        .map(|a| a.get_info())
-        .collect();
+    let adapters: Vec<wgpu::AdapterInfo> =
+        gpu::enumerate_adapters(wgpu::Backends::all()).iter().map(|a| a.get_info()).collect();
     let chosen = vqgrad::Gpu::new(options);
     let (chosen_json, chosen_err) = match &chosen {
         Ok(g) => {
             let limits = g.device.limits();
             let features = g.device.features();
-            let limits_json: serde_json::Map<String, serde_json::Value> = gpu::reported_limits(&limits)
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), json!(v)))
-                .collect();
+            let limits_json: serde_json::Map<String, serde_json::Value> =
+                gpu::reported_limits(&limits).into_iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
             let features_json: serde_json::Map<String, serde_json::Value> = gpu::OPTIONAL_FEATURES
                 .iter()
                 .map(|(name, f)| (name.to_string(), json!(features.contains(*f))))
@@ -131,10 +124,7 @@ fn info(options: &GpuOptions, as_json: bool) -> anyhow::Result<()> {
             }
             println!("optional features:");
             for (name, f) in gpu::OPTIONAL_FEATURES {
-                println!(
-                    "  {name:<40} {}",
-                    if g.device.features().contains(*f) { "yes" } else { "no" }
-                );
+                println!("  {name:<40} {}", if g.device.features().contains(*f) { "yes" } else { "no" });
             }
         }
         Err(e) => {

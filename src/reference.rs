@@ -81,9 +81,7 @@ pub fn estimator_row(estimator: Estimator, g: &[f64], z: &[f64], q: &[f64]) -> V
             let r: Vec<f64> = w.iter().map(|w| w / s).collect();
             let lambda = qn / zn;
             let (rg, qg) = (dot(&r, g), dot(&q_hat, g));
-            (0..g.len())
-                .map(|j| lambda * (g[j] - 2.0 * r[j] * rg + 2.0 * z_hat[j] * qg))
-                .collect()
+            (0..g.len()).map(|j| lambda * (g[j] - 2.0 * r[j] * rg + 2.0 * z_hat[j] * qg)).collect()
         }
     }
 }
@@ -98,9 +96,7 @@ pub fn rotation_trick_forward(z: &[f64], q: &[f64]) -> Vec<f64> {
     let s = norm(&w);
     let r: Vec<f64> = w.iter().map(|w| w / s).collect();
     let (rz, zz) = (dot(&r, z), dot(&z_hat, z));
-    (0..z.len())
-        .map(|j| qn / zn * (z[j] - 2.0 * r[j] * rz + 2.0 * q_hat[j] * zz))
-        .collect()
+    (0..z.len()).map(|j| qn / zn * (z[j] - 2.0 * r[j] * rz + 2.0 * q_hat[j] * zz)).collect()
 }
 
 fn to_f64(x: &[f32]) -> Vec<f64> {
@@ -122,11 +118,7 @@ pub fn estimator_grad(
     let commit = 2.0 * beta / (batch as f64 * m as f64);
     let mut out = Vec::with_capacity(z.len());
     for (i, &a) in index.iter().enumerate() {
-        let (gi, zi, qi) = (
-            to_f64(row(g, i, m)),
-            to_f64(row(z, i, m)),
-            to_f64(row(codebook, a as usize, m)),
-        );
+        let (gi, zi, qi) = (to_f64(row(g, i, m)), to_f64(row(z, i, m)), to_f64(row(codebook, a as usize, m)));
         let e = estimator_row(estimator, &gi, &zi, &qi);
         out.extend((0..m).map(|j| e[j] + commit * (zi[j] - qi[j])));
     }
@@ -165,10 +157,7 @@ pub struct EmaState {
 impl EmaState {
     /// N_k = 1 and M_k = the initial c_k (STUDY.md section 2).
     pub fn new(codebook: &[f32], k: usize) -> Self {
-        EmaState {
-            size: vec![1.0; k],
-            sum: codebook.to_vec(),
-        }
+        EmaState { size: vec![1.0; k], sum: codebook.to_vec() }
     }
 }
 
@@ -226,10 +215,7 @@ pub fn stats(assignment: &Assignment, k: usize, m: usize, labels: Option<(&[u32]
         for (&a, &y) in assignment.index.iter().zip(labels) {
             table[a as usize * classes + y as usize] += 1;
         }
-        let pure: u64 = table
-            .chunks(classes)
-            .map(|r| r.iter().copied().max().unwrap_or(0))
-            .sum();
+        let pure: u64 = table.chunks(classes).map(|r| r.iter().copied().max().unwrap_or(0)).sum();
         pure as f64 / total as f64
     });
     CodeStats {

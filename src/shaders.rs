@@ -13,12 +13,8 @@ pub const CODEBOOK: &str = include_str!("../shaders/codebook.wgsl");
 pub const STATS: &str = include_str!("../shaders/stats.wgsl");
 
 /// Every kernel family's file name and source, in a fixed order.
-pub const ALL: &[(&str, &str)] = &[
-    ("assign.wgsl", ASSIGN),
-    ("estimator.wgsl", ESTIMATOR),
-    ("codebook.wgsl", CODEBOOK),
-    ("stats.wgsl", STATS),
-];
+pub const ALL: &[(&str, &str)] =
+    &[("assign.wgsl", ASSIGN), ("estimator.wgsl", ESTIMATOR), ("codebook.wgsl", CODEBOOK), ("stats.wgsl", STATS)];
 
 const VARIANT_BEGIN: &str = "// VARIANT BEGIN\n";
 const VARIANT_END: &str = "// VARIANT END\n";
@@ -35,11 +31,7 @@ pub enum Lanes {
 impl Lanes {
     /// The widest load that `m` allows.
     pub fn for_dim(m: u32) -> Self {
-        if m.is_multiple_of(4) {
-            Lanes::Vec4
-        } else {
-            Lanes::Scalar
-        }
+        if m.is_multiple_of(4) { Lanes::Vec4 } else { Lanes::Scalar }
     }
 }
 
@@ -49,9 +41,7 @@ pub fn assign_source(lanes: Lanes) -> String {
     match lanes {
         Lanes::Vec4 => ASSIGN.to_string(),
         Lanes::Scalar => {
-            let start = ASSIGN
-                .find(VARIANT_BEGIN)
-                .expect("assign.wgsl has a VARIANT BEGIN marker");
+            let start = ASSIGN.find(VARIANT_BEGIN).expect("assign.wgsl has a VARIANT BEGIN marker");
             let end = ASSIGN.find(VARIANT_END).expect("assign.wgsl has a VARIANT END marker");
             format!(
                 "{}{}alias Row = f32;\nconst LANES: u32 = 1u;\nfn lane_sum(v: Row) -> f32 {{\n    return v;\n}}\n{}",

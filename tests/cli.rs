@@ -3,10 +3,7 @@
 use std::process::Command;
 
 fn vqgrad(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_vqgrad"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
+    Command::new(env!("CARGO_BIN_EXE_vqgrad")).args(args).output().expect("the binary runs")
 }
 
 fn require_gpu() -> bool {
@@ -16,21 +13,12 @@ fn require_gpu() -> bool {
 #[test]
 fn info_json_is_one_object_naming_the_adapters() {
     let out = vqgrad(&["info", "--json"]);
-    assert!(
-        out.status.success(),
-        "exit {:?}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "exit {:?}: {}", out.status, String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is one JSON object");
     assert!(v["adapters"].is_array());
     assert!(v["version"].is_string());
     if v["chosen"].is_null() {
-        assert!(
-            !require_gpu(),
-            "VQGRAD_REQUIRE_GPU=1 but no adapter was chosen: {}",
-            v["error"]
-        );
+        assert!(!require_gpu(), "VQGRAD_REQUIRE_GPU=1 but no adapter was chosen: {}", v["error"]);
         assert_eq!(v["engine"], "cpu");
         eprintln!("SKIPPED the adapter checks: no adapter ({})", v["error"]);
         return;
@@ -51,11 +39,7 @@ fn info_text_lists_the_limits() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("adapters ("), "{text}");
     if text.contains("chosen: none") {
-        assert!(
-            !require_gpu(),
-            "VQGRAD_REQUIRE_GPU=1 but no adapter: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(!require_gpu(), "VQGRAD_REQUIRE_GPU=1 but no adapter: {}", String::from_utf8_lossy(&out.stderr));
         assert!(String::from_utf8_lossy(&out.stderr).contains("CPU reference engine"));
     } else {
         assert!(text.contains("max_storage_buffer_binding_size"), "{text}");
@@ -64,12 +48,7 @@ fn info_text_lists_the_limits() {
 
 #[test]
 fn bad_arguments_exit_2_with_a_message() {
-    for args in [
-        &["info", "--backend", "cuda"][..],
-        &["frobnicate"][..],
-        &[][..],
-        &["info", "--nope"][..],
-    ] {
+    for args in [&["info", "--backend", "cuda"][..], &["frobnicate"][..], &[][..], &["info", "--nope"][..]] {
         let out = vqgrad(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);

@@ -48,10 +48,7 @@ fn rotation_trick_forward_equals_q() {
     for (_, z, q) in rows() {
         let f = reference::rotation_trick_forward(&z, &q);
         for j in 0..q.len() {
-            assert!(
-                (f[j] - q[j]).abs() <= 1e-10 * (1.0 + norm(&q)),
-                "lambda R z != q: {f:?} vs {q:?}"
-            );
+            assert!((f[j] - q[j]).abs() <= 1e-10 * (1.0 + norm(&q)), "lambda R z != q: {f:?} vs {q:?}");
         }
     }
 }
@@ -86,9 +83,7 @@ fn rotate(z: &[f64], q: &[f64], x: &[f64]) -> Vec<f64> {
     let w: Vec<f64> = zh.iter().zip(&qh).map(|(a, b)| a + b).collect();
     let r: Vec<f64> = w.iter().map(|v| v / norm(&w)).collect();
     let (rx, zx) = (dot(&r, x), dot(&zh, x));
-    (0..x.len())
-        .map(|j| x[j] - 2.0 * r[j] * rx + 2.0 * qh[j] * zx)
-        .collect()
+    (0..x.len()).map(|j| x[j] - 2.0 * r[j] * rx + 2.0 * qh[j] * zx).collect()
 }
 
 #[test]
@@ -106,11 +101,7 @@ fn rotation_trick_gradient_is_the_transpose_of_its_forward_map() {
                 lambda * dot(&g, &rotate(&z, &q, &x))
             };
             let fd = (at(h) - at(-h)) / (2.0 * h);
-            assert!(
-                (fd - est[j]).abs() <= 1e-8 * (1.0 + lambda * norm(&g)),
-                "component {j}: FD {fd} vs {}",
-                est[j]
-            );
+            assert!((fd - est[j]).abs() <= 1e-8 * (1.0 + lambda * norm(&g)), "component {j}: FD {fd} vs {}", est[j]);
         }
         // R is orthogonal: the gradient's norm is lambda ||g||.
         assert!((norm(&est) - lambda * norm(&g)).abs() <= 1e-10 * (1.0 + lambda * norm(&g)));
@@ -121,18 +112,9 @@ fn rotation_trick_gradient_is_the_transpose_of_its_forward_map() {
 fn rotation_trick_fallbacks() {
     let g = vec![1.0, 2.0, 3.0];
     // ||z|| < 1e-8 and z^ = -q^ both fall back to ste; q = 0 gives lambda = 0, so a zero gradient.
-    assert_eq!(
-        reference::estimator_row(Estimator::RotationTrick, &g, &[0.0; 3], &[1.0, 0.0, 0.0]),
-        g
-    );
-    assert_eq!(
-        reference::estimator_row(Estimator::RotationTrick, &g, &[1.0, -2.0, 0.5], &[-2.0, 4.0, -1.0]),
-        g
-    );
-    assert_eq!(
-        reference::estimator_row(Estimator::RotationTrick, &g, &[1.0, -2.0, 0.5], &[0.0; 3]),
-        vec![0.0; 3]
-    );
+    assert_eq!(reference::estimator_row(Estimator::RotationTrick, &g, &[0.0; 3], &[1.0, 0.0, 0.0]), g);
+    assert_eq!(reference::estimator_row(Estimator::RotationTrick, &g, &[1.0, -2.0, 0.5], &[-2.0, 4.0, -1.0]), g);
+    assert_eq!(reference::estimator_row(Estimator::RotationTrick, &g, &[1.0, -2.0, 0.5], &[0.0; 3]), vec![0.0; 3]);
     // z^ = q^ (same direction): R = I, so lambda g.
     let out = reference::estimator_row(Estimator::RotationTrick, &g, &[1.0, 1.0, 1.0], &[2.0, 2.0, 2.0]);
     for (o, gi) in out.iter().zip(&g) {
@@ -159,10 +141,8 @@ fn codebook_and_commitment_gradients_match_finite_differences() {
         // Values exactly representable in f32, so the f32 and f64 paths see the same numbers.
         let z: Vec<f64> = normal(&mut rng, n * m).iter().map(|&v| v as f32 as f64).collect();
         let c: Vec<f64> = normal(&mut rng, k * m).iter().map(|&v| v as f32 as f64).collect();
-        let (z32, c32): (Vec<f32>, Vec<f32>) = (
-            z.iter().map(|&v| v as f32).collect(),
-            c.iter().map(|&v| v as f32).collect(),
-        );
+        let (z32, c32): (Vec<f32>, Vec<f32>) =
+            (z.iter().map(|&v| v as f32).collect(), c.iter().map(|&v| v as f32).collect());
         let index = reference::assign(&z32, &c32, m).index;
         let h = 1e-4; // central differences are exact for quadratics up to rounding
         let fd_c = central_difference(|cc| reference::loss_codebook(&z, cc, &index, m, batch), &c, h);
@@ -176,10 +156,7 @@ fn codebook_and_commitment_gradients_match_finite_differences() {
         for estimator in Estimator::ALL {
             let grad_z = reference::estimator_grad(estimator, &vec![0.0; n * m], &z32, &index, &c32, m, beta, batch);
             for (a, b) in fd_z.iter().zip(&grad_z) {
-                assert!(
-                    (a - b).abs() < 1e-8,
-                    "{estimator}: d(beta L_commit)/dz: FD {a} vs analytic {b}"
-                );
+                assert!((a - b).abs() < 1e-8, "{estimator}: d(beta L_commit)/dz: FD {a} vs analytic {b}");
             }
         }
     }
@@ -212,10 +189,7 @@ fn ema_step_by_hand() {
 
 #[test]
 fn stats_by_hand() {
-    let a = Assignment {
-        index: vec![0, 0, 1, 3],
-        distance: vec![1.0, 1.0, 2.0, 4.0],
-    };
+    let a = Assignment { index: vec![0, 0, 1, 3], distance: vec![1.0, 1.0, 2.0, 4.0] };
     let s = reference::stats(&a, 4, 2, Some((&[1, 1, 0, 1], 2)));
     assert_eq!((s.total, s.dead_codes), (4, 1));
     assert_eq!(s.usage, 0.75);

@@ -11,25 +11,14 @@ use vqgrad::shaders::{self, Lanes};
 const ENTRY_POINTS: &[(&str, &[&str])] = &[
     ("assign.wgsl", &["assign"]),
     ("estimator.wgsl", &["estimator_backward"]),
-    (
-        "codebook.wgsl",
-        &[
-            "clear_counts",
-            "count_codes",
-            "segment_sums",
-            "ema_sizes",
-            "ema_codebook",
-        ],
-    ),
+    ("codebook.wgsl", &["clear_counts", "count_codes", "segment_sums", "ema_sizes", "ema_codebook"]),
     ("stats.wgsl", &["clear_label_counts", "count_labels", "summarize"]),
 ];
 
 /// Every source the crate compiles: each file in `shaders/` plus the scalar `assign` variant.
 fn sources() -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = shaders::ALL
-        .iter()
-        .map(|(name, src)| (name.to_string(), src.to_string()))
-        .collect();
+    let mut out: Vec<(String, String)> =
+        shaders::ALL.iter().map(|(name, src)| (name.to_string(), src.to_string())).collect();
     out.push(("assign.wgsl (scalar)".into(), shaders::assign_source(Lanes::Scalar)));
     out
 }
@@ -54,10 +43,7 @@ fn shaders_dir_matches_the_constants() {
     on_disk.sort();
     let mut listed: Vec<String> = shaders::ALL.iter().map(|(n, _)| n.to_string()).collect();
     listed.sort();
-    assert_eq!(
-        on_disk, listed,
-        "every file in shaders/ must be in vqgrad::shaders::ALL"
-    );
+    assert_eq!(on_disk, listed, "every file in shaders/ must be in vqgrad::shaders::ALL");
     for (name, src) in shaders::ALL {
         assert_eq!(&std::fs::read_to_string(dir.join(name)).unwrap(), src);
     }
@@ -80,19 +66,12 @@ fn every_shader_validates_and_translates_to_every_backend() {
     for (name, src) in sources() {
         let (module, info) = parse_and_validate(&name, &src);
         let file = name.split(' ').next().unwrap();
-        let expected = entry_points
-            .get(file)
-            .unwrap_or_else(|| panic!("{file}: no expected entry points listed"));
+        let expected = entry_points.get(file).unwrap_or_else(|| panic!("{file}: no expected entry points listed"));
         let found: Vec<&str> = module.entry_points.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(&found, expected, "{name}: entry points");
 
         for ep in &module.entry_points {
-            assert_eq!(
-                ep.stage,
-                naga::ShaderStage::Compute,
-                "{name}: {} is not a compute entry point",
-                ep.name
-            );
+            assert_eq!(ep.stage, naga::ShaderStage::Compute, "{name}: {} is not a compute entry point", ep.name);
             let stage_ep = Some((ep.stage, ep.name.as_str()));
             // Overrides take their defaults, as a pipeline that sets no constants would.
             let (module, info) =
@@ -101,63 +80,34 @@ fn every_shader_validates_and_translates_to_every_backend() {
             let ctx = format!("{name}::{}", ep.name);
 
             let spv_opts = spv::Options::default();
-            let spv_pipe = spv::PipelineOptions {
-                shader_stage: ep.stage,
-                entry_point: ep.name.clone(),
-            };
+            let spv_pipe = spv::PipelineOptions { shader_stage: ep.stage, entry_point: ep.name.clone() };
             let words = spv::write_vec(&module, &info, &spv_opts, Some(&spv_pipe))
                 .unwrap_or_else(|e| panic!("{ctx}: SPIR-V: {e}"));
             assert!(words.len() > 5 && words[0] == 0x0723_0203, "{ctx}: not a SPIR-V module");
 
-            let msl_opts = msl::Options {
-                fake_missing_bindings: true,
-                ..Default::default()
-            };
-            let msl_pipe = msl::PipelineOptions {
-                entry_point: Some((ep.stage, ep.name.clone())),
-                ..Default::default()
-            };
+            let msl_opts = msl::Options { fake_missing_bindings: true, ..Default::default() };
+            let msl_pipe =
+                msl::PipelineOptions { entry_point: Some((ep.stage, ep.name.clone())), ..Default::default() };
             let (msl_src, _) =
                 msl::write_string(&module, &info, &msl_opts, &msl_pipe).unwrap_or_else(|e| panic!("{ctx}: MSL: {e}"));
             assert!(msl_src.contains("kernel"), "{ctx}: MSL has no kernel");
 
-            let hlsl_opts = hlsl::Options {
-                fake_missing_bindings: true,
-                ..Default::default()
-            };
-            let hlsl_pipe = hlsl::PipelineOptions {
-                entry_point: Some((ep.stage, ep.name.clone())),
-            };
+            let hlsl_opts = hlsl::Options { fake_missing_bindings: true, ..Default::default() };
+            let hlsl_pipe = hlsl::PipelineOptions { entry_point: Some((ep.stage, ep.name.clone())) };
             let mut hlsl_src = String::new();
             hlsl::Writer::new(&mut hlsl_src, &hlsl_opts, &hlsl_pipe)
                 .write(&module, &info, None)
                 .unwrap_or_else(|e| panic!("{ctx}: HLSL: {e}"));
-            assert!(
-                hlsl_src.contains("[numthreads("),
-                "{ctx}: HLSL has no compute entry point"
-            );
+            assert!(hlsl_src.contains("[numthreads("), "{ctx}: HLSL has no compute entry point");
 
             let glsl_opts = glsl::Options::default(); // GLSL ES 3.10, the first with compute shaders
-            let glsl_pipe = glsl::PipelineOptions {
-                shader_stage: ep.stage,
-                entry_point: ep.name.clone(),
-                multiview: None,
-            };
+            let glsl_pipe =
+                glsl::PipelineOptions { shader_stage: ep.stage, entry_point: ep.name.clone(), multiview: None };
             let mut glsl_src = String::new();
-            glsl::Writer::new(
-                &mut glsl_src,
-                &module,
-                &info,
-                &glsl_opts,
-                &glsl_pipe,
-                Default::default(),
-            )
-            .and_then(|mut w| w.write())
-            .unwrap_or_else(|e| panic!("{ctx}: GLSL ES: {e}"));
-            assert!(
-                glsl_src.contains("layout(local_size_x"),
-                "{ctx}: GLSL has no compute layout"
-            );
+            glsl::Writer::new(&mut glsl_src, &module, &info, &glsl_opts, &glsl_pipe, Default::default())
+                .and_then(|mut w| w.write())
+                .unwrap_or_else(|e| panic!("{ctx}: GLSL ES: {e}"));
+            assert!(glsl_src.contains("layout(local_size_x"), "{ctx}: GLSL has no compute layout");
             translated += 1;
         }
     }
@@ -171,9 +121,7 @@ fn a_broken_shader_is_caught() {
     let module = naga::front::wgsl::parse_str(&broken);
     let caught = match module {
         Err(_) => true,
-        Ok(module) => Validator::new(ValidationFlags::all(), Capabilities::empty())
-            .validate(&module)
-            .is_err(),
+        Ok(module) => Validator::new(ValidationFlags::all(), Capabilities::empty()).validate(&module).is_err(),
     };
     assert!(caught, "a u32 + f32 shader slipped through");
 }

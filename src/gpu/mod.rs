@@ -27,10 +27,7 @@ impl GpuOptions {
     /// Options from `VQGRAD_BACKEND` and `VQGRAD_ADAPTER`; unset or empty variables mean no filter.
     pub fn from_env() -> Result<Self> {
         let var = |name| std::env::var(name).ok().filter(|v: &String| !v.trim().is_empty());
-        Ok(GpuOptions {
-            backend: var(ENV_BACKEND).map(|v| parse_backend(&v)).transpose()?,
-            adapter: var(ENV_ADAPTER),
-        })
+        Ok(GpuOptions { backend: var(ENV_BACKEND).map(|v| parse_backend(&v)).transpose()?, adapter: var(ENV_ADAPTER) })
     }
 
     fn backends(&self) -> wgpu::Backends {
@@ -48,11 +45,7 @@ impl GpuOptions {
         if let Some(a) = &self.adapter {
             parts.push(format!("name containing `{a}`"));
         }
-        if parts.is_empty() {
-            String::new()
-        } else {
-            format!(" with {}", parts.join(" and "))
-        }
+        if parts.is_empty() { String::new() } else { format!(" with {}", parts.join(" and ")) }
     }
 }
 
@@ -63,11 +56,7 @@ pub fn parse_backend(s: &str) -> Result<wgpu::Backend> {
         "metal" | "mtl" => Ok(wgpu::Backend::Metal),
         "dx12" | "d3d12" => Ok(wgpu::Backend::Dx12),
         "gl" | "gles" | "opengl" => Ok(wgpu::Backend::Gl),
-        _ => Err(Error::InvalidSetting {
-            what: "backend",
-            value: s.to_string(),
-            expected: "vulkan, metal, dx12, gl",
-        }),
+        _ => Err(Error::InvalidSetting { what: "backend", value: s.to_string(), expected: "vulkan, metal, dx12, gl" }),
     }
 }
 
@@ -196,10 +185,7 @@ pub fn reported_limits(l: &wgpu::Limits) -> Vec<(&'static str, u64)> {
     out.push(("max_storage_buffer_binding_size", l.max_storage_buffer_binding_size));
     out.push(("max_buffer_size", l.max_buffer_size));
     out.push(("max_compute_workgroup_size_y", l.max_compute_workgroup_size_y as u64));
-    out.push((
-        "min_storage_buffer_offset_alignment",
-        l.min_storage_buffer_offset_alignment as u64,
-    ));
+    out.push(("min_storage_buffer_offset_alignment", l.min_storage_buffer_offset_alignment as u64));
     out
 }
 
@@ -264,10 +250,8 @@ impl Gpu {
             required_limits: limits,
             ..Default::default()
         };
-        let (device, queue) = pollster::block_on(adapter.request_device(&desc)).map_err(|e| Error::RequestDevice {
-            adapter: info.name.clone(),
-            message: e.to_string(),
-        })?;
+        let (device, queue) = pollster::block_on(adapter.request_device(&desc))
+            .map_err(|e| Error::RequestDevice { adapter: info.name.clone(), message: e.to_string() })?;
         let health = Arc::new(Health::default());
         let lost = health.clone();
         device.set_device_lost_callback(move |reason, message| {
@@ -275,29 +259,15 @@ impl Gpu {
         });
         let errors = health.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
-            errors
-                .errors
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(e.to_string());
+            errors.errors.lock().unwrap_or_else(|p| p.into_inner()).push(e.to_string());
         }));
-        Ok(Gpu {
-            device,
-            queue,
-            info,
-            health: Some(health),
-        })
+        Ok(Gpu { device, queue, info, health: Some(health) })
     }
 
     /// Wraps the caller's own device and queue. The caller's error handlers and device-lost callback stay as
     /// they are: vqgrad still captures its own errors in error scopes, but [`Gpu::check`] has nothing to report.
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Self {
-        Gpu {
-            device,
-            queue,
-            info,
-            health: None,
-        }
+        Gpu { device, queue, info, health: None }
     }
 
     /// The adapter this device runs on.
@@ -307,12 +277,7 @@ impl Gpu {
 
     /// A one-line description: `name (backend, type)`.
     pub fn describe(&self) -> String {
-        format!(
-            "{} ({}, {})",
-            self.info.name,
-            backend_name(self.info.backend),
-            device_type_name(self.info.device_type)
-        )
+        format!("{} ({}, {})", self.info.name, backend_name(self.info.backend), device_type_name(self.info.device_type))
     }
 
     /// Whether the device has been lost, or reported an error outside every error scope since the last call.
@@ -338,10 +303,7 @@ impl Gpu {
     pub fn wait(&self) -> Result<()> {
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Wgpu {
-                context: "waiting for the GPU".into(),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| Error::Wgpu { context: "waiting for the GPU".into(), message: e.to_string() })?;
         self.check()
     }
 
@@ -370,29 +332,21 @@ pub fn scoped<T>(device: &wgpu::Device, context: impl FnOnce() -> String, f: imp
     let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
     let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
     let out = f();
-    let caught = [validation.pop(), oom.pop(), internal.pop()]
-        .into_iter()
-        .find_map(pollster::block_on);
+    let caught = [validation.pop(), oom.pop(), internal.pop()].into_iter().find_map(pollster::block_on);
     match caught {
-        Some(e) => Err(Error::Wgpu {
-            context: context(),
-            message: e.to_string(),
-        }),
+        Some(e) => Err(Error::Wgpu { context: context(), message: e.to_string() }),
         None => Ok(out),
     }
 }
 
 /// Usages of the buffers [`upload`] and [`zeroed`] make: storage, and copies both ways.
-pub const DATA_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
-    .union(wgpu::BufferUsages::COPY_SRC)
-    .union(wgpu::BufferUsages::COPY_DST);
+pub const DATA_USAGE: wgpu::BufferUsages =
+    wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC).union(wgpu::BufferUsages::COPY_DST);
 
 fn check_size(device: &wgpu::Device, label: &str, bytes: u64) -> Result<()> {
     let max = device.limits().max_buffer_size;
     if bytes > max {
-        return Err(Error::Shape(format!(
-            "buffer `{label}` would hold {bytes} bytes; the device allows {max}"
-        )));
+        return Err(Error::Shape(format!("buffer `{label}` would hold {bytes} bytes; the device allows {max}")));
     }
     Ok(())
 }
@@ -418,10 +372,7 @@ pub fn upload<T: bytemuck::Pod>(device: &wgpu::Device, label: &str, data: &[T]) 
 
 /// A zeroed storage buffer of `len` elements of `T` (at least 4 bytes).
 pub fn zeroed<T: bytemuck::Pod>(device: &wgpu::Device, label: &str, len: usize) -> Result<wgpu::Buffer> {
-    let bytes = (len as u64)
-        .saturating_mul(std::mem::size_of::<T>() as u64)
-        .max(4)
-        .next_multiple_of(4);
+    let bytes = (len as u64).saturating_mul(std::mem::size_of::<T>() as u64).max(4).next_multiple_of(4);
     check_size(device, label, bytes)?;
     scoped(
         device,
@@ -460,9 +411,8 @@ pub fn read_buffer<T: bytemuck::Pod>(
         device,
         || "copying a buffer for readback".into(),
         || {
-            let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("vqgrad readback"),
-            });
+            let mut encoder =
+                device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("vqgrad readback") });
             encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, size);
             queue.submit([encoder.finish()]);
         },

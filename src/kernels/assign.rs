@@ -65,13 +65,7 @@ impl Assign {
         let layout = bind_group_layout(
             device,
             "assign",
-            &[
-                (0, Slot::Uniform),
-                (1, Slot::Read),
-                (2, Slot::Read),
-                (3, Slot::ReadWrite),
-                (4, Slot::ReadWrite),
-            ],
+            &[(0, Slot::Uniform), (1, Slot::Read), (2, Slot::Read), (3, Slot::ReadWrite), (4, Slot::ReadWrite)],
         )?;
         let vec4 = shader(device, "assign.wgsl (vec4)", &assign_source(Lanes::Vec4))?;
         let scalar = shader(device, "assign.wgsl (scalar)", &assign_source(Lanes::Scalar))?;
@@ -106,13 +100,7 @@ impl Assign {
             Lanes::Scalar => self.scalar.clone(),
         };
         let groups = n.div_ceil(self.workgroup_size * ROWS_PER_INVOCATION);
-        Ok(BoundAssign {
-            pipeline,
-            bind_group,
-            _params: params,
-            grid: grid(groups, self.max_groups)?,
-            shape,
-        })
+        Ok(BoundAssign { pipeline, bind_group, _params: params, grid: grid(groups, self.max_groups)?, shape })
     }
 }
 

@@ -172,20 +172,14 @@ impl Codebook {
         let code_tiles = shape.k.div_ceil(TILE / dim_tile);
         let dim_tiles = shape.m.div_ceil(dim_tile);
         if code_tiles > self.max_groups || dim_tiles > self.max_groups {
-            return Err(Error::Shape(format!(
-                "k = {} codes of m = {} exceed one dispatch's grid",
-                shape.k, shape.m
-            )));
+            return Err(Error::Shape(format!("k = {} codes of m = {} exceed one dispatch's grid", shape.k, shape.m)));
         }
         Ok((code_tiles, dim_tiles))
     }
 
     fn counts_pass(&self, device: &wgpu::Device, buffers: CountBuffers<'_>, shape: CodebookShape) -> Result<CountPass> {
-        let params = uniform(
-            device,
-            "codebook count params",
-            &Self::params(shape, false, 1.0, EmaSettings::default()),
-        )?;
+        let params =
+            uniform(device, "codebook count params", &Self::params(shape, false, 1.0, EmaSettings::default()))?;
         let bind_group = bind_group(
             device,
             "codebook counts",
@@ -233,12 +227,7 @@ impl Codebook {
                 Binding::new(5, "grad", out, codes),
             ],
         )?;
-        Ok(SumsPass {
-            pipeline: self.segment_sums.clone(),
-            bind_group,
-            _params: params,
-            grid,
-        })
+        Ok(SumsPass { pipeline: self.segment_sums.clone(), bind_group, _params: params, grid })
     }
 
     /// Binds the usage counts: `counts[k] = #{i : index[i] = k}`.
@@ -250,9 +239,7 @@ impl Codebook {
         k: u32,
     ) -> Result<BoundCounts> {
         check_shape(&[("n", n), ("k", k)], &[])?;
-        Ok(BoundCounts {
-            pass: self.counts_pass(device, *buffers, CodebookShape { n, k, m: 1 })?,
-        })
+        Ok(BoundCounts { pass: self.counts_pass(device, *buffers, CodebookShape { n, k, m: 1 })? })
     }
 
     /// Binds the codebook gradient of `L_cb = 1/(B m) sum_i ||sg(z_i) - c_{a_i}||^2` with batch size `batch`.
@@ -296,16 +283,10 @@ impl Codebook {
             &[("n x m", shape.n, shape.m), ("k x m", shape.k, shape.m)],
         )?;
         if !(settings.decay.is_finite() && (0.0..=1.0).contains(&settings.decay)) {
-            return Err(Error::Input(format!(
-                "the EMA decay must be in [0, 1], got {}",
-                settings.decay
-            )));
+            return Err(Error::Input(format!("the EMA decay must be in [0, 1], got {}", settings.decay)));
         }
         if !(settings.eps.is_finite() && settings.eps > 0.0) {
-            return Err(Error::Input(format!(
-                "the EMA epsilon must be > 0, got {}",
-                settings.eps
-            )));
+            return Err(Error::Input(format!("the EMA epsilon must be > 0, got {}", settings.eps)));
         }
         let codes = shape.k as u64 * shape.m as u64;
         let sums = zeroed::<f32>(device, "codebook ema sums", codes as usize)?;
@@ -321,11 +302,7 @@ impl Codebook {
             shape,
             params,
         )?;
-        let params = uniform(
-            device,
-            "codebook ema params",
-            &Self::params(shape, false, 1.0, settings),
-        )?;
+        let params = uniform(device, "codebook ema params", &Self::params(shape, false, 1.0, settings))?;
         let bind_group = bind_group(
             device,
             "codebook ema",
@@ -341,14 +318,7 @@ impl Codebook {
             ],
         )?;
         Ok(BoundEma {
-            counts: self.counts_pass(
-                device,
-                CountBuffers {
-                    index: buffers.index,
-                    counts: buffers.counts,
-                },
-                shape,
-            )?,
+            counts: self.counts_pass(device, CountBuffers { index: buffers.index, counts: buffers.counts }, shape)?,
             sums: sums_pass,
             sizes: self.ema_sizes.clone(),
             update: self.ema_codebook.clone(),

@@ -130,13 +130,7 @@ impl EstimatorBackward {
             ],
         )?;
         let grid = grid(n.div_ceil(self.workgroup_size), self.max_groups)?;
-        Ok(BoundEstimator {
-            pipeline: self.pipeline.clone(),
-            bind_group,
-            params,
-            grid,
-            shape,
-        })
+        Ok(BoundEstimator { pipeline: self.pipeline.clone(), bind_group, params, grid, shape })
     }
 }
 

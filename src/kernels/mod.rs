@@ -46,12 +46,7 @@ pub(crate) fn bind_group_layout(
     scoped(
         device,
         || format!("bind-group layout `{label}`"),
-        || {
-            device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                label: Some(label),
-                entries: &entries,
-            })
-        },
+        || device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(label), entries: &entries }),
     )
 }
 
@@ -110,9 +105,7 @@ pub(crate) fn pipeline(
 /// Checks a workgroup size against the device: a power of two from 1 to `max` (the kernel's own cap).
 pub(crate) fn check_workgroup_size(device: &wgpu::Device, workgroup_size: u32, max: u32) -> Result<()> {
     let limits = device.limits();
-    let device_max = limits
-        .max_compute_invocations_per_workgroup
-        .min(limits.max_compute_workgroup_size_x);
+    let device_max = limits.max_compute_invocations_per_workgroup.min(limits.max_compute_workgroup_size_x);
     if !workgroup_size.is_power_of_two() || workgroup_size > max.min(device_max) {
         return Err(Error::Shape(format!(
             "workgroup size {workgroup_size} must be a power of two at most {}",
@@ -132,12 +125,7 @@ pub(crate) struct Binding<'a> {
 
 impl<'a> Binding<'a> {
     pub(crate) fn new(slot: u32, name: &'static str, buffer: &'a wgpu::Buffer, bytes: u64) -> Self {
-        Binding {
-            slot,
-            name,
-            buffer,
-            bytes: bytes.max(4).next_multiple_of(4),
-        }
+        Binding { slot, name, buffer, bytes: bytes.max(4).next_multiple_of(4) }
     }
 }
 
@@ -153,17 +141,10 @@ pub(crate) fn bind_group(
     let max_binding = device.limits().max_storage_buffer_binding_size;
     for b in bindings {
         if b.buffer.size() < b.bytes {
-            return Err(Error::BufferTooSmall {
-                buffer: b.name,
-                expected: b.bytes,
-                actual: b.buffer.size(),
-            });
+            return Err(Error::BufferTooSmall { buffer: b.name, expected: b.bytes, actual: b.buffer.size() });
         }
         if !b.buffer.usage().contains(wgpu::BufferUsages::STORAGE) {
-            return Err(Error::BufferUsage {
-                buffer: b.name,
-                missing: "STORAGE".into(),
-            });
+            return Err(Error::BufferUsage { buffer: b.name, missing: "STORAGE".into() });
         }
         if b.bytes > max_binding {
             return Err(Error::Shape(format!(
@@ -173,10 +154,7 @@ pub(crate) fn bind_group(
             )));
         }
     }
-    let mut entries = vec![wgpu::BindGroupEntry {
-        binding: 0,
-        resource: uniform.as_entire_binding(),
-    }];
+    let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
     entries.extend(bindings.iter().map(|b| wgpu::BindGroupEntry {
         binding: b.slot,
         resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
@@ -188,21 +166,13 @@ pub(crate) fn bind_group(
     scoped(
         device,
         || format!("bind group `{label}`"),
-        || {
-            device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some(label),
-                layout,
-                entries: &entries,
-            })
-        },
+        || device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(label), layout, entries: &entries }),
     )
 }
 
 fn uniform_bytes<T: ShaderType + WriteInto>(value: &T) -> Vec<u8> {
     let mut buffer = encase::UniformBuffer::new(Vec::<u8>::new());
-    buffer
-        .write(value)
-        .expect("a parameter struct always fits a growable buffer");
+    buffer.write(value).expect("a parameter struct always fits a growable buffer");
     buffer.into_inner()
 }
 

@@ -111,11 +111,8 @@ impl Stats {
     pub fn with_workgroup_size(device: &wgpu::Device, workgroup_size: u32) -> Result<Self> {
         check_workgroup_size(device, workgroup_size, 256)?;
         use Slot::*;
-        let labels_layout = bind_group_layout(
-            device,
-            "stats labels",
-            &[(0, Uniform), (1, Read), (2, Read), (3, ReadWrite)],
-        )?;
+        let labels_layout =
+            bind_group_layout(device, "stats labels", &[(0, Uniform), (1, Read), (2, Read), (3, ReadWrite)])?;
         let summary_layout = bind_group_layout(
             device,
             "stats summary",
@@ -140,9 +137,7 @@ impl Stats {
         let StatsShape { n, k, m, classes } = shape;
         check_shape(&[("n", n), ("k", k), ("m", m)], &[("k x classes", k, classes)])?;
         if buffers.labels.is_some() != (classes > 0) {
-            return Err(Error::Shape(
-                "labels need classes >= 1, and classes >= 1 needs labels".into(),
-            ));
+            return Err(Error::Shape("labels need classes >= 1, and classes >= 1 needs labels".into()));
         }
         let params = uniform(device, "stats params", &Params { n, k, m, classes })?;
         let cells = k as u64 * classes as u64;
@@ -174,10 +169,7 @@ impl Stats {
                     ],
                 )?;
                 let groups = |count: u64| {
-                    grid(
-                        u32::try_from(count.div_ceil(self.workgroup_size as u64)).unwrap_or(u32::MAX),
-                        self.max_groups,
-                    )
+                    grid(u32::try_from(count.div_ceil(self.workgroup_size as u64)).unwrap_or(u32::MAX), self.max_groups)
                 };
                 Some(LabelPass {
                     clear: self.clear_label_counts.clone(),
@@ -249,9 +241,6 @@ impl BoundStats {
     /// Maps the staging buffer after the submit that holds [`copy_out`](Self::copy_out), waiting for the GPU.
     pub fn read(&self, device: &wgpu::Device) -> Result<CodeStats> {
         let raw: Vec<RawStats> = map_read(device, &self.staging)?;
-        raw.first()
-            .copied()
-            .map(CodeStats::from)
-            .ok_or_else(|| Error::Readback("the stats buffer is empty".into()))
+        raw.first().copied().map(CodeStats::from).ok_or_else(|| Error::Readback("the stats buffer is empty".into()))
     }
 }

@@ -10,15 +10,7 @@ fn counts_on_gpu(gpu: &Gpu, kernel: &Codebook, index: &[u32], k: usize) -> Vec<u
     // Stale values must be cleared by the kernel.
     let cb = gpu.upload("counts", &vec![7u32; k]).unwrap();
     let bound = kernel
-        .bind_counts(
-            &gpu.device,
-            &CountBuffers {
-                index: &ib,
-                counts: &cb,
-            },
-            index.len() as u32,
-            k as u32,
-        )
+        .bind_counts(&gpu.device, &CountBuffers { index: &ib, counts: &cb }, index.len() as u32, k as u32)
         .unwrap();
     run_pass(gpu, |pass| bound.encode(pass));
     gpu.read::<u32>(&cb).unwrap()[..k].to_vec()
@@ -30,11 +22,7 @@ fn counts_are_exact() {
     let kernel = Codebook::new(&gpu.device).unwrap();
     for (seed, &(n, k)) in [(1, 1), (5, 1), (1000, 16), (70000, 4096), (300, 3)].iter().enumerate() {
         let index = Data::new(seed as u64).indices(n, k as u32);
-        assert_eq!(
-            counts_on_gpu(&gpu, &kernel, &index, k),
-            reference::counts(&index, k),
-            "n={n} k={k}"
-        );
+        assert_eq!(counts_on_gpu(&gpu, &kernel, &index, k), reference::counts(&index, k), "n={n} k={k}");
     }
     // Collapse: every row on one code.
     let index = vec![2u32; 5000];
@@ -59,28 +47,12 @@ fn grad_on_gpu(
     let ib = gpu.upload("index", index).unwrap();
     let cb = gpu.upload("codebook", codebook).unwrap();
     let gb = gpu.upload("grad", &vec![f32::NAN; k * m]).unwrap();
-    let shape = CodebookShape {
-        n: n as u32,
-        k: k as u32,
-        m: m as u32,
-    };
+    let shape = CodebookShape { n: n as u32, k: k as u32, m: m as u32 };
     let bound = kernel
-        .bind_grad(
-            &gpu.device,
-            &GradBuffers {
-                z: &zb,
-                index: &ib,
-                codebook: &cb,
-                grad: &gb,
-            },
-            shape,
-            batch as u32,
-        )
+        .bind_grad(&gpu.device, &GradBuffers { z: &zb, index: &ib, codebook: &cb, grad: &gb }, shape, batch as u32)
         .unwrap();
     run_pass(gpu, |pass| bound.encode(pass));
-    GradRun {
-        grad: gpu.read::<f32>(&gb).unwrap()[..k * m].to_vec(),
-    }
+    GradRun { grad: gpu.read::<f32>(&gb).unwrap()[..k * m].to_vec() }
 }
 
 /// The kernel's documented order: each code's rows in increasing row order, summed in f32, then scaled.
@@ -108,9 +80,7 @@ fn check_grad(what: &str, z: &[f32], index: &[u32], codebook: &[f32], m: usize, 
         }
     }
     let eps = f32::EPSILON as f64;
-    assert_close_each(what, gpu_grad, &cpu, |e| {
-        2.0 * (n_k[e / m] as f64 + 2.0) * eps * abs_sum[e] + 1e-30
-    });
+    assert_close_each(what, gpu_grad, &cpu, |e| 2.0 * (n_k[e / m] as f64 + 2.0) * eps * abs_sum[e] + 1e-30);
 }
 
 #[test]
@@ -119,35 +89,35 @@ fn gradient_matches_the_reference_and_the_sequential_order() {
     let kernel = Codebook::new(&gpu.device).unwrap();
     // (n, k, m): one code; several code tiles (2048 / m codes per workgroup); two dimension tiles (m > 256);
     // many chunks of 256 rows; m not a multiple of 4.
-    for (seed, &(n, k, m)) in [
-        (5, 1, 1),
-        (1000, 16, 8),
-        (300, 4096, 4),
-        (2000, 3, 256),
-        (50, 10, 300),
-        (777, 700, 3),
-        (1, 5, 2),
-    ]
-    .iter()
-    .enumerate()
-    {
+    // (n, k, m, scale): one code; several code tiles (2048 / m codes per workgroup); two dimension tiles
+    // (m > 256); many chunks of 256 rows; m not a multiple of 4; magnitudes 1e4 and 1e-6.
+    let cases = [
+        (5, 1, 1, 1.0),
+        (1000, 16, 8, 1.0),
+        (300, 4096, 4, 1.0),
+        (2000, 3, 256, 1.0),
+        (50, 10, 300, 1.0),
+        (777, 700, 3, 1.0),
+        (1, 5, 2, 1.0),
+        (400, 50, 64, 1.0),
+        (500, 20, 64, 1e4),
+        (500, 20, 5, 1e-6),
+    ];
+    for (seed, &(n, k, m, scale)) in cases.iter().enumerate() {
         let mut d = Data::new(seed as u64 + 100);
-        let z = d.normal(n * m, 1.0);
-        let codebook = d.normal(k * m, 1.0);
+        let z = d.normal(n * m, scale);
+        let codebook = d.normal(k * m, scale);
         let index = d.indices(n, k as u32);
         let batch = n;
         let out = grad_on_gpu(&gpu, &kernel, &z, &index, &codebook, m, batch);
-        let what = format!("n={n} k={k} m={m}");
+        let what = format!("n={n} k={k} m={m} scale={scale}");
         check_grad(&what, &z, &index, &codebook, m, batch, &out.grad);
         let expected = sequential_f32_grad(&z, &index, &codebook, m, batch);
         assert_eq!(bits(&out.grad), bits(&expected), "{what}: not the sequential f32 sum");
         // Dead codes get exactly zero gradient.
         let n_k = reference::counts(&index, k);
         for c in (0..k).filter(|&c| n_k[c] == 0) {
-            assert!(
-                out.grad[c * m..(c + 1) * m].iter().all(|&g| g == 0.0),
-                "{what}: dead code {c}"
-            );
+            assert!(out.grad[c * m..(c + 1) * m].iter().all(|&g| g == 0.0), "{what}: dead code {c}");
         }
     }
 }
@@ -181,22 +151,10 @@ fn ema_steps_match_the_reference() {
         let counts = gpu.zeroed::<u32>("counts", k).unwrap();
         let zb = gpu.zeroed::<f32>("z", n * m).unwrap();
         let ib = gpu.zeroed::<u32>("index", n).unwrap();
-        let shape = CodebookShape {
-            n: n as u32,
-            k: k as u32,
-            m: m as u32,
-        };
-        let buffers = EmaBuffers {
-            z: &zb,
-            index: &ib,
-            codebook: &cb,
-            counts: &counts,
-            ema_size: &sizes,
-            ema_sum: &sums,
-        };
-        let bound = kernel
-            .bind_ema(&gpu.device, &buffers, shape, EmaSettings::default())
-            .unwrap();
+        let shape = CodebookShape { n: n as u32, k: k as u32, m: m as u32 };
+        let buffers =
+            EmaBuffers { z: &zb, index: &ib, codebook: &cb, counts: &counts, ema_size: &sizes, ema_sum: &sums };
+        let bound = kernel.bind_ema(&gpu.device, &buffers, shape, EmaSettings::default()).unwrap();
         let mut state = reference::EmaState::new(&codebook, k);
         for step in 0..5 {
             // A new batch each step, assigned to the current codebook (half the codes may stay unused).
@@ -246,34 +204,16 @@ fn bad_ema_settings_and_shapes_are_errors() {
     let gpu = gpu_or_skip!();
     let kernel = Codebook::new(&gpu.device).unwrap();
     let b = gpu.zeroed::<f32>("b", 64).unwrap();
-    let buffers = EmaBuffers {
-        z: &b,
-        index: &b,
-        codebook: &b,
-        counts: &b,
-        ema_size: &b,
-        ema_sum: &b,
-    };
+    let buffers = EmaBuffers { z: &b, index: &b, codebook: &b, counts: &b, ema_size: &b, ema_sum: &b };
     let shape = CodebookShape { n: 4, k: 4, m: 2 };
     for s in [
         EmaSettings { decay: 1.5, eps: 1e-5 },
-        EmaSettings {
-            decay: f32::NAN,
-            eps: 1e-5,
-        },
+        EmaSettings { decay: f32::NAN, eps: 1e-5 },
         EmaSettings { decay: 0.99, eps: 0.0 },
     ] {
-        assert!(
-            matches!(kernel.bind_ema(&gpu.device, &buffers, shape, s), Err(Error::Input(_))),
-            "{s:?}"
-        );
+        assert!(matches!(kernel.bind_ema(&gpu.device, &buffers, shape, s), Err(Error::Input(_))), "{s:?}");
     }
-    let grad = GradBuffers {
-        z: &b,
-        index: &b,
-        codebook: &b,
-        grad: &b,
-    };
+    let grad = GradBuffers { z: &b, index: &b, codebook: &b, grad: &b };
     assert!(matches!(
         kernel.bind_grad(&gpu.device, &grad, CodebookShape { n: 4, k: 4, m: 2 }, 0),
         Err(Error::Shape(_))

@@ -83,6 +83,7 @@ pub fn assert_close_each(what: &str, gpu: &[f32], cpu: &[f64], tol: impl Fn(usiz
         }
     }
     if let Some((ratio, i)) = worst {
+        eprintln!("{what}: largest absolute error {max_abs:.3e}, largest error/tolerance {ratio:.3}");
         assert!(
             ratio <= 1.0,
             "{what}: largest error at element {i}: GPU {} vs CPU {} (error {:.3e}, tolerance {:.3e}); largest absolute error {max_abs:.3e}",

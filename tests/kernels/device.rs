@@ -45,10 +45,7 @@ fn a_lost_device_is_reported() {
     let gpu = gpu_or_skip!();
     gpu.device.destroy();
     let _ = gpu.device.poll(wgpu::PollType::wait_indefinitely());
-    assert!(
-        matches!(gpu.check(), Err(Error::DeviceLost(_))),
-        "destroy() must surface as DeviceLost"
-    );
+    assert!(matches!(gpu.check(), Err(Error::DeviceLost(_))), "destroy() must surface as DeviceLost");
 }
 
 #[test]
@@ -59,17 +56,8 @@ fn adapter_filters() {
     let name = gpu.info().name.clone();
     // A substring of the chosen adapter's name, in another case, finds an adapter.
     let part = name.chars().take(4).collect::<String>().to_uppercase();
-    assert!(
-        Gpu::new(&GpuOptions {
-            adapter: Some(part),
-            ..Default::default()
-        })
-        .is_ok()
-    );
-    match Gpu::new(&GpuOptions {
-        adapter: Some("no such adapter 1234".into()),
-        ..Default::default()
-    }) {
+    assert!(Gpu::new(&GpuOptions { adapter: Some(part), ..Default::default() }).is_ok());
+    match Gpu::new(&GpuOptions { adapter: Some("no such adapter 1234".into()), ..Default::default() }) {
         Err(Error::NoAdapter { filter, found }) => {
             assert!(filter.contains("no such adapter 1234"));
             assert!(found.contains(&name), "the message lists the adapters present: {found}");
@@ -77,15 +65,9 @@ fn adapter_filters() {
         Err(e) => panic!("wrong error: {e}"),
         Ok(_) => panic!("a filter matching nothing must fail"),
     }
-    assert!(matches!(
-        vqgrad::gpu::parse_backend("vulkan"),
-        Ok(wgpu::Backend::Vulkan)
-    ));
+    assert!(matches!(vqgrad::gpu::parse_backend("vulkan"), Ok(wgpu::Backend::Vulkan)));
     assert!(matches!(vqgrad::gpu::parse_backend("DX12"), Ok(wgpu::Backend::Dx12)));
-    assert!(matches!(
-        vqgrad::gpu::parse_backend("cuda"),
-        Err(Error::InvalidSetting { .. })
-    ));
+    assert!(matches!(vqgrad::gpu::parse_backend("cuda"), Err(Error::InvalidSetting { .. })));
 }
 
 #[test]
@@ -102,12 +84,7 @@ fn kernels_run_on_the_callers_own_device() {
     let bound = kernel
         .bind(
             &caller.device,
-            &AssignBuffers {
-                z: &zb,
-                codebook: &zb,
-                index: &ib,
-                distance: &db,
-            },
+            &AssignBuffers { z: &zb, codebook: &zb, index: &ib, distance: &db },
             AssignShape { n: 16, k: 16, m: 4 },
         )
         .unwrap();

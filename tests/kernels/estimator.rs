@@ -26,11 +26,7 @@ impl Case {
         self.index.len()
     }
     fn shape(&self) -> EstimatorShape {
-        EstimatorShape {
-            n: self.n() as u32,
-            k: (self.codebook.len() / self.m) as u32,
-            m: self.m as u32,
-        }
+        EstimatorShape { n: self.n() as u32, k: (self.codebook.len() / self.m) as u32, m: self.m as u32 }
     }
 }
 
@@ -46,19 +42,9 @@ fn bind(gpu: &Gpu, kernel: &EstimatorBackward, case: &Case, settings: EstimatorS
     let index = gpu.upload("index", &case.index).unwrap();
     let codebook = gpu.upload("codebook", &case.codebook).unwrap();
     let out = gpu.zeroed::<f32>("grad_z", case.z.len()).unwrap();
-    let buffers = EstimatorBuffers {
-        g: &g,
-        z: &z,
-        index: &index,
-        codebook: &codebook,
-        grad_z: &out,
-    };
+    let buffers = EstimatorBuffers { g: &g, z: &z, index: &index, codebook: &codebook, grad_z: &out };
     let bound = kernel.bind(&gpu.device, &buffers, case.shape(), settings).unwrap();
-    Bound {
-        bound,
-        out,
-        _inputs: vec![g, z, index, codebook],
-    }
+    Bound { bound, out, _inputs: vec![g, z, index, codebook] }
 }
 
 fn run(gpu: &Gpu, b: &Bound, len: usize) -> Vec<f32> {
@@ -67,11 +53,7 @@ fn run(gpu: &Gpu, b: &Bound, len: usize) -> Vec<f32> {
 }
 
 fn settings(estimator: Estimator, beta: f32, batch: usize) -> EstimatorSettings {
-    EstimatorSettings {
-        estimator,
-        beta,
-        batch: batch as u32,
-    }
+    EstimatorSettings { estimator, beta, batch: batch as u32 }
 }
 
 fn norm(x: &[f64]) -> f64 {
@@ -107,11 +89,7 @@ fn check(what: &str, case: &Case, gpu_out: &[f32], s: EstimatorSettings) {
                 Estimator::Ste => 1.0,
                 Estimator::Rotation | Estimator::DivEq => 1.0 + (zn + qn) / (norm(&diff) + 1e-8),
                 Estimator::RotationTrick => {
-                    let w: Vec<f64> = z
-                        .iter()
-                        .zip(&q)
-                        .map(|(a, b)| a / zn.max(1e-30) + b / qn.max(1e-12))
-                        .collect();
+                    let w: Vec<f64> = z.iter().zip(&q).map(|(a, b)| a / zn.max(1e-30) + b / qn.max(1e-12)).collect();
                     1.0 + 4.0 / norm(&w).max(1e-6)
                 }
             };
@@ -119,25 +97,15 @@ fn check(what: &str, case: &Case, gpu_out: &[f32], s: EstimatorSettings) {
         })
         .collect();
     let rtol = 4.0 * (m as f64 + 16.0) * f32::EPSILON as f64;
-    assert_close_each(&format!("{what} {}", s.estimator), gpu_out, &cpu, |e| {
-        rtol * scales[e / m]
-    });
+    assert_close_each(&format!("{what} {}", s.estimator), gpu_out, &cpu, |e| rtol * scales[e / m]);
 }
 
 #[test]
 fn every_estimator_matches_the_reference_on_random_inputs() {
     let gpu = gpu_or_skip!();
     let kernel = EstimatorBackward::new(&gpu.device).unwrap();
-    for (seed, &(n, k, m)) in [
-        (1, 1, 1),
-        (10, 3, 2),
-        (257, 37, 3),
-        (100, 16, 4),
-        (1000, 512, 8),
-        (64, 8, 256),
-    ]
-    .iter()
-    .enumerate()
+    for (seed, &(n, k, m)) in
+        [(1, 1, 1), (10, 3, 2), (257, 37, 3), (100, 16, 4), (1000, 512, 8), (64, 8, 256)].iter().enumerate()
     {
         let case = Case::random(seed as u64, n, k, m);
         for estimator in Estimator::ALL {
@@ -197,10 +165,7 @@ fn edge_cases_give_finite_values_that_match_the_reference() {
             for beta in [0.0, 0.25] {
                 let s = settings(estimator, beta, case.n());
                 let out = run(&gpu, &bind(&gpu, &kernel, &case, s), case.z.len());
-                assert!(
-                    out.iter().all(|v| v.is_finite()),
-                    "m={m} {estimator}: NaN or Inf in {out:?}"
-                );
+                assert!(out.iter().all(|v| v.is_finite()), "m={m} {estimator}: NaN or Inf in {out:?}");
                 check(&format!("edge m={m} beta={beta}"), &case, &out, s);
                 // z = q: no rotation (and no commitment) gradient.
                 if estimator == Estimator::Rotation {
@@ -218,12 +183,8 @@ fn estimator_identities_hold_on_the_gpu() {
     let case = Case::random(21, 300, 20, 6);
     let m = case.m;
     let out = |e| run(&gpu, &bind(&gpu, &kernel, &case, settings(e, 0.0, 300)), case.z.len());
-    let (ste, rot, trick, diveq) = (
-        out(Estimator::Ste),
-        out(Estimator::Rotation),
-        out(Estimator::RotationTrick),
-        out(Estimator::DivEq),
-    );
+    let (ste, rot, trick, diveq) =
+        (out(Estimator::Ste), out(Estimator::Rotation), out(Estimator::RotationTrick), out(Estimator::DivEq));
     let tol = 1e-5;
     for i in 0..case.n() {
         let r = i * m..(i + 1) * m;
@@ -235,29 +196,18 @@ fn estimator_identities_hold_on_the_gpu() {
         let (s, ro, t, d) = (f(&ste), f(&rot), f(&trick), f(&diveq));
         // ste = rotation + diveq
         for j in 0..m {
-            assert!(
-                (s[j] - ro[j] - d[j]).abs() <= tol * norm(&s),
-                "row {i}: ste != rotation + diveq"
-            );
+            assert!((s[j] - ro[j] - d[j]).abs() <= tol * norm(&s), "row {i}: ste != rotation + diveq");
         }
         // rotation is parallel to q - z: its component orthogonal to v vanishes
         let vn = norm(&v);
         let along: f64 = ro.iter().zip(&v).map(|(a, b)| a * b / vn).sum();
         let orth: Vec<f64> = ro.iter().zip(&v).map(|(a, b)| a - along * b / vn).collect();
-        assert!(
-            norm(&orth) <= tol * norm(&s),
-            "row {i}: rotation is not parallel to q - z"
-        );
+        assert!(norm(&orth) <= tol * norm(&s), "row {i}: rotation is not parallel to q - z");
         // rotation-trick: ||lambda R^T g|| = lambda ||g|| (R is orthogonal)
         let zrow = f(&case.z);
-        let q: Vec<f64> = (0..m)
-            .map(|j| case.codebook[case.index[i] as usize * m + j] as f64)
-            .collect();
+        let q: Vec<f64> = (0..m).map(|j| case.codebook[case.index[i] as usize * m + j] as f64).collect();
         let lambda = norm(&q) / norm(&zrow);
-        assert!(
-            (norm(&t) - lambda * norm(&s)).abs() <= tol * lambda * norm(&s),
-            "row {i}: rotation-trick norm"
-        );
+        assert!((norm(&t) - lambda * norm(&s)).abs() <= tol * lambda * norm(&s), "row {i}: rotation-trick norm");
     }
 }
 
@@ -285,13 +235,7 @@ fn bad_settings_are_errors() {
     let case = Case::random(4, 8, 2, 4);
     let g = gpu.upload("g", &case.g).unwrap();
     let index = gpu.upload("index", &case.index).unwrap();
-    let buffers = EstimatorBuffers {
-        g: &g,
-        z: &g,
-        index: &index,
-        codebook: &g,
-        grad_z: &g,
-    };
+    let buffers = EstimatorBuffers { g: &g, z: &g, index: &index, codebook: &g, grad_z: &g };
     let shape = case.shape();
     for (beta, batch) in [(f32::NAN, 8), (-1.0, 8), (f32::INFINITY, 8)] {
         let r = kernel.bind(&gpu.device, &buffers, shape, settings(Estimator::Ste, beta, batch));
@@ -299,12 +243,7 @@ fn bad_settings_are_errors() {
     }
     let r = kernel.bind(&gpu.device, &buffers, shape, settings(Estimator::Ste, 0.25, 0));
     assert!(matches!(r, Err(Error::Shape(_))), "batch 0 must be rejected");
-    let r = kernel.bind(
-        &gpu.device,
-        &buffers,
-        EstimatorShape { n: 9, ..shape },
-        settings(Estimator::Ste, 0.25, 8),
-    );
+    let r = kernel.bind(&gpu.device, &buffers, EstimatorShape { n: 9, ..shape }, settings(Estimator::Ste, 0.25, 8));
     assert!(matches!(r, Err(Error::BufferTooSmall { buffer: "g", .. })));
     assert_clean(&gpu);
 }

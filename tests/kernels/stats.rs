@@ -21,34 +21,12 @@ fn stats_on_gpu(
     let lb = labels.map(|(l, _)| gpu.upload("labels", l).unwrap());
     let counts = Codebook::new(&gpu.device)
         .unwrap()
-        .bind_counts(
-            &gpu.device,
-            &CountBuffers {
-                index: &ib,
-                counts: &cb,
-            },
-            n as u32,
-            k as u32,
-        )
+        .bind_counts(&gpu.device, &CountBuffers { index: &ib, counts: &cb }, n as u32, k as u32)
         .unwrap();
     let stats = Stats::new(&gpu.device).unwrap();
-    let shape = StatsShape {
-        n: n as u32,
-        k: k as u32,
-        m: m as u32,
-        classes: labels.map_or(0, |(_, c)| c as u32),
-    };
+    let shape = StatsShape { n: n as u32, k: k as u32, m: m as u32, classes: labels.map_or(0, |(_, c)| c as u32) };
     let bound = stats
-        .bind(
-            &gpu.device,
-            &StatsBuffers {
-                index: &ib,
-                distance: &db,
-                counts: &cb,
-                labels: lb.as_ref(),
-            },
-            shape,
-        )
+        .bind(&gpu.device, &StatsBuffers { index: &ib, distance: &db, counts: &cb, labels: lb.as_ref() }, shape)
         .unwrap();
     let mut encoder = gpu.device.create_command_encoder(&Default::default());
     {
@@ -69,10 +47,7 @@ fn check(what: &str, gpu: &CodeStats, cpu: &CodeStats) {
     assert_eq!(gpu.total, cpu.total, "{what}: total");
     assert_eq!(gpu.dead_codes, cpu.dead_codes, "{what}: dead codes");
     let close = |name: &str, a: f64, b: f64, tol: f64| {
-        assert!(
-            (a - b).abs() <= tol,
-            "{what}: {name} GPU {a} vs CPU {b} (tolerance {tol:e})"
-        )
+        assert!((a - b).abs() <= tol, "{what}: {name} GPU {a} vs CPU {b} (tolerance {tol:e})")
     };
     close("usage", gpu.usage, cpu.usage, 1e-6);
     close("entropy", gpu.entropy, cpu.entropy, 1e-5 + 1e-5 * cpu.entropy);
@@ -89,15 +64,8 @@ fn check(what: &str, gpu: &CodeStats, cpu: &CodeStats) {
 fn statistics_match_the_reference() {
     let gpu = gpu_or_skip!();
     // (n, k, m, classes): more codes than rows (many dead), one code, labels or none, N past one workgroup.
-    for (seed, &(n, k, m, classes)) in [
-        (8192, 32, 4, 8),
-        (100, 4096, 8, 0),
-        (50, 1, 3, 2),
-        (3000, 700, 2, 0),
-        (1, 3, 1, 1),
-    ]
-    .iter()
-    .enumerate()
+    for (seed, &(n, k, m, classes)) in
+        [(8192, 32, 4, 8), (100, 4096, 8, 0), (50, 1, 3, 2), (3000, 700, 2, 0), (1, 3, 1, 1)].iter().enumerate()
     {
         let mut d = Data::new(seed as u64);
         // Skewed use: codes drawn from the first half more often, so entropy is not trivially ln K.
@@ -111,15 +79,9 @@ fn statistics_match_the_reference() {
         let labels = (classes > 0).then(|| d.indices(n, classes as u32));
         let label_arg = labels.as_deref().map(|l| (l, classes));
         let gpu_stats = stats_on_gpu(&gpu, &index, &dist, k, m, label_arg);
-        assert_eq!(
-            gpu_stats,
-            stats_on_gpu(&gpu, &index, &dist, k, m, label_arg),
-            "two runs differ"
-        );
-        let assignment = reference::Assignment {
-            index: index.clone(),
-            distance: dist.iter().map(|&v| v as f64).collect(),
-        };
+        assert_eq!(gpu_stats, stats_on_gpu(&gpu, &index, &dist, k, m, label_arg), "two runs differ");
+        let assignment =
+            reference::Assignment { index: index.clone(), distance: dist.iter().map(|&v| v as f64).collect() };
         let cpu_stats = reference::stats(&assignment, k, m, label_arg);
         check(&format!("n={n} k={k} m={m} classes={classes}"), &gpu_stats, &cpu_stats);
     }
@@ -130,14 +92,7 @@ fn known_values() {
     let gpu = gpu_or_skip!();
     // 4 codes, rows on codes 0, 0, 1, 1: two dead, entropy ln 2, perplexity 2; labels make code 0 pure and code
     // 1 split, so purity = (2 + 1) / 4.
-    let s = stats_on_gpu(
-        &gpu,
-        &[0, 0, 1, 1],
-        &[1.0, 2.0, 3.0, 4.0],
-        4,
-        2,
-        Some((&[0, 0, 0, 1], 2)),
-    );
+    let s = stats_on_gpu(&gpu, &[0, 0, 1, 1], &[1.0, 2.0, 3.0, 4.0], 4, 2, Some((&[0, 0, 0, 1], 2)));
     assert_eq!((s.total, s.dead_codes), (4, 2));
     assert!((s.usage - 0.5).abs() < 1e-7);
     assert!((s.entropy - 2f64.ln()).abs() < 1e-6, "entropy {}", s.entropy);
@@ -154,53 +109,18 @@ fn labels_and_classes_must_agree() {
     let gpu = gpu_or_skip!();
     let stats = Stats::new(&gpu.device).unwrap();
     let b = gpu.zeroed::<u32>("b", 16).unwrap();
-    let with_labels = StatsBuffers {
-        index: &b,
-        distance: &b,
-        counts: &b,
-        labels: Some(&b),
-    };
-    let without = StatsBuffers {
-        labels: None,
-        ..with_labels
-    };
+    let with_labels = StatsBuffers { index: &b, distance: &b, counts: &b, labels: Some(&b) };
+    let without = StatsBuffers { labels: None, ..with_labels };
     assert!(matches!(
-        stats.bind(
-            &gpu.device,
-            &with_labels,
-            StatsShape {
-                n: 4,
-                k: 4,
-                m: 1,
-                classes: 0
-            }
-        ),
+        stats.bind(&gpu.device, &with_labels, StatsShape { n: 4, k: 4, m: 1, classes: 0 }),
         Err(Error::Shape(_))
     ));
     assert!(matches!(
-        stats.bind(
-            &gpu.device,
-            &without,
-            StatsShape {
-                n: 4,
-                k: 4,
-                m: 1,
-                classes: 2
-            }
-        ),
+        stats.bind(&gpu.device, &without, StatsShape { n: 4, k: 4, m: 1, classes: 2 }),
         Err(Error::Shape(_))
     ));
     assert!(matches!(
-        stats.bind(
-            &gpu.device,
-            &without,
-            StatsShape {
-                n: 0,
-                k: 4,
-                m: 1,
-                classes: 0
-            }
-        ),
+        stats.bind(&gpu.device, &without, StatsShape { n: 0, k: 4, m: 1, classes: 0 }),
         Err(Error::Shape(_))
     ));
     assert_clean(&gpu);
