@@ -5,6 +5,9 @@
 //                               ema mode:  center = 0, scale = 1 gives the per-code sums of z
 //   ema_sizes                   N_k <- g N_k + (1 - g) n_k, and n = sum_k N_k      (one workgroup)
 //   ema_codebook                M_k <- g M_k + (1 - g) sum_k;  c_k = M_k / N'_k,  N'_k = (N_k + eps) / (n + K eps) n
+//   mark_used, reset_dead       dead-code reset: codes unused since the last reset take the encoding of a
+//                               pseudo-random batch row (lowbias32 hash of the seed, step and code; as
+//                               vqgrad::train::reset_row); with EMA their state restarts (N_k = 1, M_k = c_k)
 // No float atomics anywhere: segment_sums adds the rows of a code in increasing row order, the same order as a
 // sequential loop, so the result is bit-identical run to run (and equals a sequential f32 sum).
 // Indices must be < k; larger ones are clamped to k - 1, never read out of bounds.
@@ -18,6 +21,17 @@ struct Params {
     decay: f32,        // EMA decay g
     eps: f32,          // Laplace smoothing epsilon
     dim_tile: u32,     // segment_sums: dimensions per workgroup (the codes per workgroup are TILE / dim_tile)
+    seed_mix: u32,     // reset_dead: the mixed seed
+    flags: u32,        // reset_dead: bit 0, an EMA state to restart
+    _pad0: u32,
+    _pad1: u32,
+}
+
+struct Step {
+    step_size: f32,
+    bc2_sqrt: f32,
+    row_offset: u32,
+    step: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -29,6 +43,8 @@ struct Params {
 @group(0) @binding(6) var<storage, read_write> ema_size: array<f32>;
 @group(0) @binding(7) var<storage, read_write> ema_sum: array<f32>;
 @group(0) @binding(8) var<storage, read_write> ema_total: array<f32>;
+@group(0) @binding(9) var<storage, read_write> used: array<u32>;
+@group(1) @binding(0) var<uniform> step: Step;
 
 override WORKGROUP_SIZE: u32 = 256u;
 const CHUNK: u32 = 256u;   // rows staged per step of segment_sums
@@ -144,4 +160,44 @@ fn ema_codebook(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     ema_sum[e] = m_new;
     let smoothed = (ema_size[k] + params.eps) / (total + f32(params.k) * params.eps) * total;
     codebook[e] = m_new / smoothed;
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn mark_used(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let k = linear_id(gid, nwg);
+    if (k < params.k && atomicLoad(&counts[k]) > 0u) {
+        used[k] = 1u;
+    }
+}
+
+fn mix32(v: u32) -> u32 {
+    var x = v;
+    x ^= x >> 16u;
+    x *= 0x7feb352du;
+    x ^= x >> 15u;
+    x *= 0x846ca68bu;
+    x ^= x >> 16u;
+    return x;
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn reset_dead(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let k = linear_id(gid, nwg);
+    if (k >= params.k) {
+        return;
+    }
+    if (used[k] == 0u) {
+        let row = mix32(params.seed_mix ^ mix32(step.step ^ mix32(k))) % params.n;
+        for (var j = 0u; j < params.m; j++) {
+            let v = z[row * params.m + j];
+            codebook[k * params.m + j] = v;
+            if ((params.flags & 1u) != 0u) {
+                ema_sum[k * params.m + j] = v;
+            }
+        }
+        if ((params.flags & 1u) != 0u) {
+            ema_size[k] = 1.0;
+        }
+    }
+    used[k] = 0u;
 }

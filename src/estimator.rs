@@ -6,6 +6,7 @@ use std::str::FromStr;
 
 /// How the gradient passes the quantization `q = c[argmin_k ||z - c_k||]`, given g = dL/dq~.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "study", derive(serde::Serialize, serde::Deserialize), serde(rename_all = "kebab-case"))]
 pub enum Estimator {
     /// Straight-through: `g` (dq/dz = I).
     Ste,
@@ -14,6 +15,7 @@ pub enum Estimator {
     /// Fifty et al. (ICLR 2025): `lambda R^T g`, R the rotation taking z^ to q^, lambda = ||q|| / ||z||.
     RotationTrick,
     /// The complement of `Rotation`: `g - (g.u) u` (vector-quantize-pytorch's `directional_reparam`, no noise).
+    #[cfg_attr(feature = "study", serde(rename = "diveq"))]
     DivEq,
 }
 

@@ -11,12 +11,18 @@
 //! - [`gpu`]: adapter choice, device limits, error capture and buffer helpers.
 //! - [`shaders`]: the WGSL sources as constants.
 
+#[cfg(feature = "study")]
+pub mod data;
 pub mod error;
 pub mod estimator;
 pub mod gpu;
 pub mod kernels;
+#[cfg(feature = "study")]
+pub mod model;
 pub mod reference;
 pub mod shaders;
+#[cfg(feature = "study")]
+pub mod train;
 
 pub use error::{Error, Result};
 pub use estimator::Estimator;

@@ -6,6 +6,9 @@ use serde_json::json;
 use std::process::ExitCode;
 use vqgrad::gpu::{self, GpuOptions};
 
+mod cli;
+use cli::train;
+
 #[derive(Parser)]
 #[command(
     name = "vqgrad",
@@ -31,6 +34,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Train the VQ autoencoder of STUDY.md once and report its metrics.
+    Train(Box<train::TrainArgs>),
 }
 
 fn parse_backend(s: &str) -> Result<wgpu::Backend, String> {
@@ -49,12 +54,17 @@ fn main() -> ExitCode {
     let options = GpuOptions { backend: cli.backend, adapter: cli.adapter.clone().filter(|a| !a.trim().is_empty()) };
     let result = match cli.command {
         Command::Info { json } => info(&options, json),
+        Command::Train(args) => train::run(&options, &args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            // Bad input (settings, shapes, data) exits 2, like a usage error; anything else 1.
+            let bad_input = e.downcast_ref::<vqgrad::Error>().is_some_and(|e| {
+                matches!(e, vqgrad::Error::Input(_) | vqgrad::Error::InvalidSetting { .. } | vqgrad::Error::Shape(_))
+            });
+            ExitCode::from(if bad_input { 2 } else { 1 })
         }
     }
 }
@@ -92,6 +102,9 @@ fn info(options: &GpuOptions, as_json: bool) -> anyhow::Result<()> {
         }
         Err(e) => (serde_json::Value::Null, Some(e.to_string())),
     };
+    if let Err(e) = &chosen {
+        eprintln!("{e}; vqgrad runs on the CPU reference engine");
+    }
     if as_json {
         let out = json!({
             "version": env!("CARGO_PKG_VERSION"),
@@ -127,10 +140,7 @@ fn info(options: &GpuOptions, as_json: bool) -> anyhow::Result<()> {
                 println!("  {name:<40} {}", if g.device.features().contains(*f) { "yes" } else { "no" });
             }
         }
-        Err(e) => {
-            println!("chosen: none");
-            eprintln!("{e}; vqgrad runs on the CPU reference engine");
-        }
+        Err(_) => println!("chosen: none"),
     }
     Ok(())
 }

@@ -12,9 +12,26 @@ pub const CODEBOOK: &str = include_str!("../shaders/codebook.wgsl");
 /// Codebook-use statistics: dead codes, entropy, perplexity, quantization error, purity.
 pub const STATS: &str = include_str!("../shaders/stats.wgsl");
 
+/// Dense layers: the tiled product (forward, input and weight gradients), bias gradient, ReLU mask.
+pub const DENSE: &str = include_str!("../shaders/dense.wgsl");
+/// The reconstruction loss gradient and fixed-order sums.
+pub const LOSS: &str = include_str!("../shaders/loss.wgsl");
+/// Adam with PyTorch's semantics.
+pub const ADAM: &str = include_str!("../shaders/adam.wgsl");
+/// Row gathers: the minibatch from the training set, and q = c[a].
+pub const GATHER: &str = include_str!("../shaders/gather.wgsl");
+
 /// Every kernel family's file name and source, in a fixed order.
-pub const ALL: &[(&str, &str)] =
-    &[("assign.wgsl", ASSIGN), ("estimator.wgsl", ESTIMATOR), ("codebook.wgsl", CODEBOOK), ("stats.wgsl", STATS)];
+pub const ALL: &[(&str, &str)] = &[
+    ("assign.wgsl", ASSIGN),
+    ("estimator.wgsl", ESTIMATOR),
+    ("codebook.wgsl", CODEBOOK),
+    ("stats.wgsl", STATS),
+    ("dense.wgsl", DENSE),
+    ("loss.wgsl", LOSS),
+    ("adam.wgsl", ADAM),
+    ("gather.wgsl", GATHER),
+];
 
 const VARIANT_BEGIN: &str = "// VARIANT BEGIN\n";
 const VARIANT_END: &str = "// VARIANT END\n";

@@ -75,3 +75,128 @@ fn help_and_version_exit_0() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
 }
+
+/// A minimal .npy (format 1.0) writer for the tests: `descr` like "<f4", `shape`, raw little-endian bytes.
+fn write_npy(path: &std::path::Path, descr: &str, shape: &[usize], data: &[u8]) {
+    let shape_txt = match shape {
+        [n] => format!("({n},)"),
+        _ => format!("({})", shape.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")),
+    };
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_txt}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend((header.len() as u16).to_le_bytes());
+    bytes.extend(header.as_bytes());
+    bytes.extend(data);
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+const QUICK: &[&str] =
+    &["--steps", "20", "--eval-every", "10", "--n-train", "512", "--n-eval", "256", "--batch", "64", "--quiet"];
+
+#[test]
+fn train_writes_a_json_run_and_a_table() {
+    let dir = std::env::temp_dir().join(format!("vqgrad-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out_path = dir.join("run.json");
+    for engine in [&[][..], &["--cpu"][..]] {
+        let mut args = vec!["train", "--preset", "E3", "--estimator", "rotation", "--out", out_path.to_str().unwrap()];
+        args.extend_from_slice(QUICK);
+        args.extend_from_slice(engine);
+        let out = vqgrad(&args);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let table = String::from_utf8_lossy(&out.stdout);
+        assert!(table.contains("dead_codes") && table.contains("purity"), "{table}");
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out_path).unwrap()).unwrap();
+        for key in [
+            "dead_codes",
+            "usage",
+            "entropy",
+            "perplexity",
+            "recon_mse",
+            "quant_err",
+            "purity",
+            "subspace_err",
+            "steps_per_sec",
+            "wall_s",
+        ] {
+            assert!(v["metrics"].get(key).is_some(), "metrics.{key} missing");
+        }
+        assert!(v["metrics"]["purity"].as_f64().unwrap() > 0.0, "clusters have labels: purity is a number");
+        assert!(v["metrics"]["subspace_err"].is_null());
+        assert_eq!(v["config"]["estimator"], "rotation");
+        assert_eq!(v["config"]["codes"], 32);
+        assert_eq!(v["config"]["data"]["kind"], "clusters");
+        assert_eq!(v["curve"].as_array().unwrap().len(), 2);
+        assert_eq!(v["curve"][1]["step"], 20);
+        assert!(v["adapter"]["name"].is_string());
+        if engine.is_empty() && v["engine"] == "cpu" {
+            assert!(!require_gpu(), "VQGRAD_REQUIRE_GPU=1 but train ran on the CPU");
+        }
+    }
+}
+
+#[test]
+fn bad_training_input_exits_2_with_a_clear_message() {
+    let dir = std::env::temp_dir().join(format!("vqgrad-cli-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    write_npy(&dir.join("ok.npy"), "<f4", &[10, 3], &f32_bytes(&[0.5; 30]));
+    write_npy(&dir.join("ints.npy"), "<i4", &[10, 3], &[0u8; 120]);
+    write_npy(&dir.join("flat.npy"), "<f4", &[30], &f32_bytes(&[0.5; 30]));
+    let mut nan = vec![0.5f32; 30];
+    nan[7] = f32::NAN;
+    write_npy(&dir.join("nan.npy"), "<f4", &[10, 3], &f32_bytes(&nan));
+    write_npy(&dir.join("empty.npy"), "<f4", &[0, 3], &[]);
+    std::fs::write(dir.join("garbage.npy"), b"not a numpy file").unwrap();
+    write_npy(&dir.join("labels_short.npy"), "<i8", &[9], &[0u8; 72]);
+    write_npy(&dir.join("labels_float.npy"), "<f4", &[10], &f32_bytes(&[0.0; 10]));
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec!["--k".into(), "0".into()], "codes"),
+        (vec!["--latent".into(), "0".into()], "latent"),
+        (vec!["--beta".into(), "-0.5".into()], "beta"),
+        (vec!["--lr".into(), "0".into()], "lr"),
+        (vec!["--lr".into(), "NaN".into()], "lr"),
+        (vec!["--batch".into(), "0".into()], "batch"),
+        (vec!["--batch".into(), "100000".into()], "larger than the training set"),
+        (vec!["--steps".into(), "0".into()], "steps"),
+        (vec!["--estimator".into(), "magic".into()], "ste, rotation, rotation-trick, diveq"),
+        (vec!["--preset".into(), "E9".into()], "E9"),
+        (
+            vec!["--data".into(), p("ok.npy"), "--dim".into(), "4".into(), "--batch".into(), "4".into()],
+            "does not match",
+        ),
+        (vec!["--data".into(), p("ints.npy")], "float32 or float64"),
+        (vec!["--data".into(), p("flat.npy")], "2-D"),
+        (vec!["--data".into(), p("nan.npy")], "NaN"),
+        (vec!["--data".into(), p("empty.npy")], "empty"),
+        (vec!["--data".into(), p("garbage.npy")], "garbage.npy"),
+        (vec!["--data".into(), p("missing.npy")], "missing.npy"),
+        (
+            vec!["--data".into(), p("ok.npy"), "--labels".into(), p("labels_short.npy"), "--batch".into(), "4".into()],
+            "labels",
+        ),
+        (
+            vec!["--data".into(), p("ok.npy"), "--labels".into(), p("labels_float.npy"), "--batch".into(), "4".into()],
+            "integers",
+        ),
+    ];
+    for (extra, needle) in cases {
+        // Every case fails before any training step.
+        let mut args = vec!["train".to_string(), "--quiet".into()];
+        args.extend(extra.iter().cloned());
+        let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        let out = vqgrad(&refs);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{extra:?} must exit 2; stderr: {err}");
+        assert!(err.contains(needle), "{extra:?}: the message should mention `{needle}`: {err}");
+        assert!(!err.contains("panicked"), "{extra:?} panicked: {err}");
+    }
+}

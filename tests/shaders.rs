@@ -13,6 +13,10 @@ const ENTRY_POINTS: &[(&str, &[&str])] = &[
     ("estimator.wgsl", &["estimator_backward"]),
     ("codebook.wgsl", &["clear_counts", "count_codes", "segment_sums", "ema_sizes", "ema_codebook"]),
     ("stats.wgsl", &["clear_label_counts", "count_labels", "summarize"]),
+    ("dense.wgsl", &["matmul", "column_sums", "relu_mask"]),
+    ("loss.wgsl", &["rec_grad", "sum_sq_diff", "sum"]),
+    ("adam.wgsl", &["adam"]),
+    ("gather.wgsl", &["gather_rows", "gather_codes"]),
 ];
 
 /// Every source the crate compiles: each file in `shaders/` plus the scalar `assign` variant.
@@ -111,7 +115,7 @@ fn every_shader_validates_and_translates_to_every_backend() {
             translated += 1;
         }
     }
-    assert_eq!(translated, 11, "entry points translated");
+    assert_eq!(translated, 20, "entry points translated");
 }
 
 #[test]

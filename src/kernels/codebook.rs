@@ -5,10 +5,10 @@
 
 use super::{
     Binding, F32, Slot, bind_group, bind_group_layout, check_shape, check_workgroup_size, dispatch, pipeline, shader,
-    uniform,
+    thread_grid, uniform,
 };
 use crate::error::{Error, Result};
-use crate::gpu::{grid, zeroed};
+use crate::gpu::zeroed;
 use crate::shaders;
 
 /// The sizes: `n` rows of z and index, `k` codes, latent dimension `m`.
@@ -78,6 +78,10 @@ struct Params {
     decay: f32,
     eps: f32,
     dim_tile: u32,
+    seed_mix: u32,
+    flags: u32,
+    pad0: u32,
+    pad1: u32,
 }
 
 /// Accumulators per `segment_sums` workgroup (`TILE` in the shader).
@@ -95,6 +99,7 @@ pub struct Codebook {
     segment_sums: wgpu::ComputePipeline,
     ema_sizes: wgpu::ComputePipeline,
     ema_codebook: wgpu::ComputePipeline,
+    module: wgpu::ShaderModule,
     workgroup_size: u32,
     max_groups: u32,
 }
@@ -142,6 +147,7 @@ impl Codebook {
             count_layout,
             sums_layout,
             ema_layout,
+            module,
             workgroup_size,
             max_groups: device.limits().max_compute_workgroups_per_dimension,
         })
@@ -157,13 +163,15 @@ impl Codebook {
             decay: ema.decay,
             eps: ema.eps,
             dim_tile: shape.m.min(MAX_DIM_TILE),
+            seed_mix: 0,
+            flags: 0,
+            pad0: 0,
+            pad1: 0,
         }
     }
 
     fn threads(&self, count: u64) -> Result<(u32, u32)> {
-        let groups = u32::try_from(count.div_ceil(self.workgroup_size as u64))
-            .map_err(|_| Error::Shape(format!("{count} elements are too many for one dispatch")))?;
-        grid(groups, self.max_groups)
+        thread_grid(count, self.workgroup_size, self.max_groups)
     }
 
     /// The (code tiles, dimension tiles) grid of `segment_sums`.
@@ -200,7 +208,6 @@ impl Codebook {
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn sums_pass(
         &self,
         device: &wgpu::Device,
@@ -326,6 +333,112 @@ impl Codebook {
             update_grid: self.threads(codes)?,
             _scratch: [sums, total, params],
         })
+    }
+
+    /// Binds the dead-code reset for a batch of `shape.n` rows: [`BoundReset::encode_mark`] after each step's
+    /// counts marks the used codes; [`BoundReset::encode_reset`] replaces the unused ones and clears the marks.
+    /// `seed_mix` comes from [`seed_mix`]; `step` gives group 1 (the step number).
+    pub fn bind_reset(
+        &self,
+        device: &wgpu::Device,
+        buffers: &ResetBuffers<'_>,
+        shape: CodebookShape,
+        seed_mix: u32,
+        step: &super::step::StepUniform,
+    ) -> Result<BoundReset> {
+        check_shape(
+            &[("n", shape.n), ("k", shape.k), ("m", shape.m)],
+            &[("n x m", shape.n, shape.m), ("k x m", shape.k, shape.m)],
+        )?;
+        use Slot::*;
+        let layout = bind_group_layout(
+            device,
+            "codebook reset",
+            &[(0, Uniform), (2, Read), (3, ReadWrite), (4, ReadWrite), (6, ReadWrite), (7, ReadWrite), (9, ReadWrite)],
+        )?;
+        let mark = pipeline(device, &layout, &self.module, "mark_used", self.workgroup_size)?;
+        let reset =
+            super::pipeline_with(device, &[&layout, step.layout()], &self.module, "reset_dead", self.workgroup_size)?;
+        let mut p = Self::params(shape, false, 1.0, EmaSettings::default());
+        p.seed_mix = seed_mix;
+        p.flags = buffers.ema.is_some() as u32;
+        let params = uniform(device, "codebook reset params", &p)?;
+        let codes = shape.k as u64 * shape.m as u64 * F32;
+        let dummy = zeroed::<f32>(device, "codebook reset unused", 1)?;
+        let (size, sum, ema_bytes) = match buffers.ema {
+            Some((size, sum)) => (size, sum, (shape.k as u64 * F32, codes)),
+            None => (&dummy, &dummy, (F32, F32)),
+        };
+        let bind_group = bind_group(
+            device,
+            "codebook reset",
+            &layout,
+            &params,
+            &[
+                Binding::new(2, "z", buffers.z, shape.n as u64 * shape.m as u64 * F32),
+                Binding::new(3, "codebook", buffers.codebook, codes),
+                Binding::new(4, "counts", buffers.counts, shape.k as u64 * 4),
+                Binding::new(6, "ema_size", size, ema_bytes.0),
+                Binding::new(7, "ema_sum", sum, ema_bytes.1),
+                Binding::new(9, "used", buffers.used, shape.k as u64 * 4),
+            ],
+        )?;
+        Ok(BoundReset { mark, reset, bind_group, grid: self.threads(shape.k as u64)?, _buffers: [params, dummy] })
+    }
+}
+
+/// Buffers for the dead-code reset: the batch's `z` (n x m), the `codebook`, this step's `counts` (k u32), the
+/// `used` marks (k u32, zeroed at the start) and, in EMA mode, the EMA state `(ema_size, ema_sum)`.
+#[derive(Clone, Copy)]
+pub struct ResetBuffers<'a> {
+    pub z: &'a wgpu::Buffer,
+    pub codebook: &'a wgpu::Buffer,
+    pub counts: &'a wgpu::Buffer,
+    pub used: &'a wgpu::Buffer,
+    pub ema: Option<(&'a wgpu::Buffer, &'a wgpu::Buffer)>,
+}
+
+/// A 32-bit integer mix (Chris Wellons' lowbias32), the same as `mix32` in `codebook.wgsl`.
+pub fn mix32(mut x: u32) -> u32 {
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x7feb_352d);
+    x ^= x >> 15;
+    x = x.wrapping_mul(0x846c_a68b);
+    x ^= x >> 16;
+    x
+}
+
+/// The mixed seed the reset hash starts from: lowbias32 of both halves of the seed.
+pub fn seed_mix(seed: u64) -> u32 {
+    mix32(seed as u32 ^ mix32((seed >> 32) as u32))
+}
+
+/// The batch row whose encoding replaces unused code `code` at a reset after step `step` (as `reset_dead`).
+pub fn reset_row(seed: u64, step: u64, code: u32, batch: u32) -> u32 {
+    mix32(seed_mix(seed) ^ mix32(step as u32 ^ mix32(code))) % batch
+}
+
+/// The dead-code reset bound to buffers.
+pub struct BoundReset {
+    mark: wgpu::ComputePipeline,
+    reset: wgpu::ComputePipeline,
+    bind_group: wgpu::BindGroup,
+    grid: (u32, u32),
+    _buffers: [wgpu::Buffer; 2],
+}
+
+impl BoundReset {
+    /// Marks the codes this step's counts show as used.
+    pub fn encode_mark(&self, pass: &mut wgpu::ComputePass<'_>) {
+        dispatch(pass, &self.mark, &self.bind_group, self.grid);
+    }
+
+    /// Replaces the codes unused since the last reset, with step `slot` of `step` at group 1.
+    pub fn encode_reset(&self, pass: &mut wgpu::ComputePass<'_>, step: &super::step::StepUniform, slot: u32) {
+        pass.set_pipeline(&self.reset);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        step.bind(pass, slot);
+        pass.dispatch_workgroups(self.grid.0, self.grid.1, 1);
     }
 }
 

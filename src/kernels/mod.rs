@@ -2,10 +2,15 @@
 //! `bind` checks the caller's buffers against a shape and makes the bind group once; the bound object records
 //! into the caller's `ComputePass` with `encode`, as often as needed, with no allocation.
 
+pub mod adam;
 pub mod assign;
 pub mod codebook;
+pub mod dense;
 pub mod estimator;
+pub mod gather;
+pub mod loss;
 pub mod stats;
+pub mod step;
 
 use crate::error::{Error, Result};
 use crate::gpu::scoped;
@@ -71,13 +76,25 @@ pub(crate) fn pipeline(
     entry: &str,
     workgroup_size: u32,
 ) -> Result<wgpu::ComputePipeline> {
+    pipeline_with(device, &[layout], module, entry, workgroup_size)
+}
+
+/// A pipeline whose layout has several bind groups (group i is `layouts[i]`).
+pub(crate) fn pipeline_with(
+    device: &wgpu::Device,
+    layouts: &[&wgpu::BindGroupLayout],
+    module: &wgpu::ShaderModule,
+    entry: &str,
+    workgroup_size: u32,
+) -> Result<wgpu::ComputePipeline> {
+    let layouts: Vec<Option<&wgpu::BindGroupLayout>> = layouts.iter().map(|l| Some(*l)).collect();
     let pipeline_layout = scoped(
         device,
         || format!("pipeline layout for `{entry}`"),
         || {
             device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
                 label: Some(entry),
-                bind_group_layouts: &[Some(layout)],
+                bind_group_layouts: &layouts,
                 immediate_size: 0,
             })
         },
@@ -228,4 +245,11 @@ pub(crate) fn dispatch(
     pass.set_pipeline(pipeline);
     pass.set_bind_group(0, bind_group, &[]);
     pass.dispatch_workgroups(grid.0, grid.1, 1);
+}
+
+/// The grid for one invocation per element: `count` elements in workgroups of `workgroup_size`.
+pub(crate) fn thread_grid(count: u64, workgroup_size: u32, max_per_dim: u32) -> Result<(u32, u32)> {
+    let groups = u32::try_from(count.div_ceil(workgroup_size as u64))
+        .map_err(|_| Error::Shape(format!("{count} elements are too many for one dispatch")))?;
+    crate::gpu::grid(groups, max_per_dim)
 }

@@ -2,6 +2,7 @@
 //! Each test runs on its own device, states its tolerance, and fails on any wgpu validation error.
 //! Without an adapter each test prints SKIPPED and passes, unless VQGRAD_REQUIRE_GPU=1.
 
+#[path = "../common/mod.rs"]
 mod common;
 
 mod assign;

@@ -2,6 +2,9 @@
 //! shaders' rearrangements): the oracle the GPU tests compare against, and the engine used where no adapter
 //! exists. Inputs are the same f32 buffers the GPU sees; matrices are row-major.
 
+#[cfg(feature = "study")]
+pub mod train;
+
 use crate::estimator::Estimator;
 use crate::kernels::codebook::EmaSettings;
 use crate::kernels::stats::CodeStats;
@@ -19,8 +22,8 @@ fn row(x: &[f32], i: usize, m: usize) -> &[f32] {
     &x[i * m..(i + 1) * m]
 }
 
-fn dist2(a: &[f32], b: &[f32]) -> f64 {
-    a.iter().zip(b).map(|(&x, &y)| (x as f64 - y as f64).powi(2)).sum()
+fn dist2(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum()
 }
 
 fn dot(a: &[f64], b: &[f64]) -> f64 {
@@ -33,14 +36,19 @@ fn norm(a: &[f64]) -> f64 {
 
 /// Nearest code of every row of `z` (n x m) in `codebook` (k x m).
 pub fn assign(z: &[f32], codebook: &[f32], m: usize) -> Assignment {
+    assign_f64(&to_f64(z), &to_f64(codebook), m)
+}
+
+/// [`assign`] on f64 values.
+pub fn assign_f64(z: &[f64], codebook: &[f64], m: usize) -> Assignment {
     let (n, k) = (z.len() / m, codebook.len() / m);
     let mut index = Vec::with_capacity(n);
     let mut distance = Vec::with_capacity(n);
     for i in 0..n {
-        let zi = row(z, i, m);
+        let zi = &z[i * m..(i + 1) * m];
         let (mut best_k, mut best_d) = (0u32, f64::INFINITY);
         for c in 0..k {
-            let d = dist2(zi, row(codebook, c, m));
+            let d = dist2(zi, &codebook[c * m..(c + 1) * m]);
             if d < best_d {
                 best_d = d;
                 best_k = c as u32;
@@ -99,12 +107,12 @@ pub fn rotation_trick_forward(z: &[f64], q: &[f64]) -> Vec<f64> {
     (0..z.len()).map(|j| qn / zn * (z[j] - 2.0 * r[j] * rz + 2.0 * q_hat[j] * zz)).collect()
 }
 
-fn to_f64(x: &[f32]) -> Vec<f64> {
+/// Widens f32 values.
+pub fn to_f64(x: &[f32]) -> Vec<f64> {
     x.iter().map(|&v| v as f64).collect()
 }
 
 /// `dL/dz` for every row: `E(g_i, z_i, q_i) + 2 beta / (B m) (z_i - q_i)`, `q_i = codebook[index[i]]`.
-#[allow(clippy::too_many_arguments)]
 pub fn estimator_grad(
     estimator: Estimator,
     g: &[f32],

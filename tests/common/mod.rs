@@ -1,5 +1,6 @@
 //! Shared test helpers: a GPU per test (or a printed skip), seeded data, and comparisons that report the largest
 //! error and where it is.
+#![allow(dead_code)] // each test crate uses a part
 
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;

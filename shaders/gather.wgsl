@@ -1,0 +1,49 @@
+// Gathers rows by index.
+//   gather_rows   out[r, :] = data[schedule[step.row_offset + r], :]    (the minibatch; the schedule is uploaded
+//                 per chunk of steps, the offset comes per step through a dynamic-offset uniform)
+//   gather_codes  out[i, :] = codebook[index[i], :]                     (q = c[a])
+
+struct Params {
+    rows: u32,   // rows to write
+    width: u32,  // floats per row
+    limit: u32,  // rows in the source (indices are clamped below it)
+    _pad: u32,
+}
+
+struct Step {
+    step_size: f32,
+    bc2_sqrt: f32,
+    row_offset: u32,
+    step: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> source: array<f32>;
+@group(0) @binding(2) var<storage, read> index: array<u32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(1) @binding(0) var<uniform> step: Step;
+
+override WORKGROUP_SIZE: u32 = 256u;
+
+fn copy_row(e: u32, offset: u32) {
+    let r = e / params.width;
+    let j = e % params.width;
+    let src = min(index[offset + r], params.limit - 1u);
+    out[e] = source[src * params.width + j];
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn gather_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let e = gid.x + gid.y * nwg.x * WORKGROUP_SIZE;
+    if (e < params.rows * params.width) {
+        copy_row(e, step.row_offset);
+    }
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn gather_codes(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let e = gid.x + gid.y * nwg.x * WORKGROUP_SIZE;
+    if (e < params.rows * params.width) {
+        copy_row(e, 0u);
+    }
+}

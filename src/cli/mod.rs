@@ -1,0 +1,3 @@
+//! The command-line tool's subcommands (the binary only).
+
+pub mod train;

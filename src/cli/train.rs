@@ -1,0 +1,300 @@
+//! `vqgrad train`: one run of the model of STUDY.md, on the GPU or, where no adapter exists, on the CPU engine.
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use std::path::PathBuf;
+use vqgrad::Estimator;
+use vqgrad::data::DataSpec;
+use vqgrad::gpu::{self, GpuOptions};
+use vqgrad::model::{CodebookInit, CodebookMode, EncoderKind};
+use vqgrad::train::{Metrics, RunResult, TrainConfig};
+
+/// The experiments of STUDY.md section 5, as presets of a single run (sweeps vary K, beta or sigma around them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Preset {
+    /// Subspace data (d = 256, r = 4, sigma = 0.05), m = 4, K = 32, beta = 0.25.
+    #[value(name = "E1")]
+    E1,
+    /// 2-D data and latent (d = m = 2), K = 4.
+    #[value(name = "E2")]
+    E2,
+    /// Clusters (d = 32, 8 clusters, spread 0.5), m = 8, K = 32.
+    #[value(name = "E3")]
+    E3,
+    /// E1 with K = 64 (the K sweep's headline setting).
+    #[value(name = "E4")]
+    E4,
+    /// E1 with K = 64 (the beta sweep's base).
+    #[value(name = "E5")]
+    E5,
+    /// E1 with K = 64 (the noise sweep's base).
+    #[value(name = "E6")]
+    E6,
+    /// E1 (the k-means comparison trains this model).
+    #[value(name = "E7")]
+    E7,
+    /// E1 (the overhead measurement times this model).
+    #[value(name = "E8")]
+    E8,
+}
+
+impl Preset {
+    fn config(self) -> TrainConfig {
+        let e1 = TrainConfig::default();
+        match self {
+            Preset::E1 | Preset::E7 | Preset::E8 => e1,
+            Preset::E2 => TrainConfig { data: DataSpec::Gaussian { dim: 2 }, latent: 2, codes: 4, ..e1 },
+            Preset::E3 => TrainConfig {
+                data: DataSpec::Clusters { dim: 32, clusters: 8, spread: 0.5 },
+                latent: 8,
+                codes: 32,
+                ..e1
+            },
+            Preset::E4 | Preset::E5 | Preset::E6 => TrainConfig { codes: 64, ..e1 },
+        }
+    }
+}
+
+/// Generated data sets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DataKind {
+    Subspace,
+    Clusters,
+    Gaussian,
+}
+
+fn parse<T: std::str::FromStr<Err = vqgrad::Error>>(s: &str) -> Result<T, String> {
+    s.parse().map_err(|e: vqgrad::Error| e.to_string())
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    /// Start from a STUDY.md experiment's settings; the flags below override them.
+    #[arg(long, value_enum)]
+    preset: Option<Preset>,
+    /// Generated data set (default: the preset's, else subspace).
+    #[arg(long, value_enum, conflicts_with = "data")]
+    dataset: Option<DataKind>,
+    /// Train on a 2-D float32/float64 .npy file (n x d) instead.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Integer labels (.npy, n) for the --data file, for purity.
+    #[arg(long, requires = "data")]
+    labels: Option<PathBuf>,
+    /// The share of the --data rows (the last ones) kept for evaluation.
+    #[arg(long, default_value_t = 0.2, requires = "data")]
+    eval_split: f64,
+    /// Data dimension d (generated data; checked against a --data file).
+    #[arg(long)]
+    dim: Option<u32>,
+    /// Subspace rank r.
+    #[arg(long)]
+    rank: Option<u32>,
+    /// Subspace noise sigma.
+    #[arg(long)]
+    sigma: Option<f64>,
+    /// Number of clusters.
+    #[arg(long)]
+    clusters: Option<u32>,
+    /// Cluster spread.
+    #[arg(long)]
+    spread: Option<f64>,
+    /// Training samples (generated data).
+    #[arg(long)]
+    n_train: Option<u32>,
+    /// Eval samples (generated data).
+    #[arg(long)]
+    n_eval: Option<u32>,
+    /// Latent dimension m (default: the subspace rank, the number of clusters, or the preset's).
+    #[arg(long)]
+    latent: Option<u32>,
+    /// Encoder: linear or mlp.
+    #[arg(long, value_parser = parse::<EncoderKind>)]
+    encoder: Option<EncoderKind>,
+    /// Hidden width of the mlp encoder and decoder.
+    #[arg(long)]
+    hidden: Option<u32>,
+    /// Codebook size K.
+    #[arg(long)]
+    k: Option<u32>,
+    /// Commitment weight beta.
+    #[arg(long, allow_negative_numbers = true)]
+    beta: Option<f64>,
+    /// Gradient estimator: ste, rotation, rotation-trick or diveq.
+    #[arg(long, value_parser = parse::<Estimator>)]
+    estimator: Option<Estimator>,
+    /// Codebook update: grad (Adam on L_cb) or ema.
+    #[arg(long, value_parser = parse::<CodebookMode>)]
+    codebook_mode: Option<CodebookMode>,
+    /// Codebook init: uniform, normal or kmeans.
+    #[arg(long, value_parser = parse::<CodebookInit>)]
+    codebook_init: Option<CodebookInit>,
+    /// Training steps.
+    #[arg(long)]
+    steps: Option<u32>,
+    /// Batch size B.
+    #[arg(long)]
+    batch: Option<u32>,
+    /// Adam learning rate.
+    #[arg(long, allow_negative_numbers = true)]
+    lr: Option<f64>,
+    /// Seed of every random draw (data, init, shuffles).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Evaluate every this many steps (and at the end).
+    #[arg(long)]
+    eval_every: Option<u32>,
+    /// Every N steps, replace the codes unused since the last reset with batch encodings (0: off).
+    #[arg(long)]
+    reset_dead: Option<u32>,
+    /// Write the run as one JSON object to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+    /// Use the CPU engine even when an adapter exists.
+    #[arg(long)]
+    cpu: bool,
+}
+
+/// The run's settings: the preset (or E1's defaults), then every flag given.
+pub fn config(args: &TrainArgs) -> vqgrad::Result<TrainConfig> {
+    let mut c = args.preset.unwrap_or(Preset::E1).config();
+    let bad = |msg: String| vqgrad::Error::Input(msg);
+    if let Some(path) = &args.data {
+        c.data = DataSpec::File { path: path.clone(), labels: args.labels.clone(), eval_split: args.eval_split };
+    } else if let Some(kind) = args.dataset {
+        let dim = |default| args.dim.unwrap_or(default);
+        c.data = match kind {
+            DataKind::Subspace => DataSpec::Subspace { dim: dim(256), rank: 4, sigma: 0.05 },
+            DataKind::Clusters => DataSpec::Clusters { dim: dim(32), clusters: 8, spread: 0.5 },
+            DataKind::Gaussian => DataSpec::Gaussian { dim: dim(16) },
+        };
+        c.latent = match c.data {
+            DataSpec::Clusters { clusters, .. } => clusters,
+            DataSpec::Gaussian { dim } => dim.min(c.latent),
+            _ => c.latent,
+        };
+    }
+    match &mut c.data {
+        DataSpec::Subspace { dim, rank, sigma } => {
+            *dim = args.dim.unwrap_or(*dim);
+            *rank = args.rank.unwrap_or(*rank);
+            *sigma = args.sigma.unwrap_or(*sigma);
+            if args.latent.is_none() && args.rank.is_some() {
+                c.latent = *rank; // STUDY.md: latent m = r
+            }
+        }
+        DataSpec::Clusters { dim, clusters, spread } => {
+            *dim = args.dim.unwrap_or(*dim);
+            *clusters = args.clusters.unwrap_or(*clusters);
+            *spread = args.spread.unwrap_or(*spread);
+            if args.latent.is_none() && args.clusters.is_some() {
+                c.latent = *clusters; // STUDY.md: latent m = C
+            }
+        }
+        DataSpec::Gaussian { dim } => *dim = args.dim.unwrap_or(*dim),
+        DataSpec::File { .. } => {}
+    }
+    let generated_only = [("--rank", args.rank.is_some()), ("--sigma", args.sigma.is_some())];
+    if !matches!(c.data, DataSpec::Subspace { .. })
+        && let Some((flag, _)) = generated_only.iter().find(|(_, given)| *given)
+    {
+        return Err(bad(format!("{flag} applies to subspace data only")));
+    }
+    if !matches!(c.data, DataSpec::Clusters { .. }) && (args.clusters.is_some() || args.spread.is_some()) {
+        return Err(bad("--clusters and --spread apply to cluster data only".into()));
+    }
+    macro_rules! set {
+        ($($field:ident <- $arg:ident),*) => { $(if let Some(v) = args.$arg { c.$field = v; })* };
+    }
+    set!(n_train <- n_train, n_eval <- n_eval, latent <- latent, encoder <- encoder, hidden <- hidden,
+         codes <- k, beta <- beta, estimator <- estimator, codebook_mode <- codebook_mode,
+         codebook_init <- codebook_init, steps <- steps, batch <- batch, lr <- lr, seed <- seed,
+         eval_every <- eval_every, reset_dead <- reset_dead);
+    c.validate()?;
+    Ok(c)
+}
+
+fn metrics_json(m: &Metrics, r: Option<&RunResult>) -> serde_json::Value {
+    let mut v = serde_json::to_value(m).unwrap_or_default();
+    if let Some(r) = r {
+        v["steps_per_sec"] = json!(r.steps_per_sec);
+        v["wall_s"] = json!(r.wall_s);
+    }
+    v
+}
+
+fn print_table(m: &Metrics, r: &RunResult, engine: &str) {
+    let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
+    println!("{:<14} {}", "engine", engine);
+    println!("{:<14} {}", "steps", m.step);
+    println!("{:<14} {:.5}", "loss", m.loss);
+    println!("{:<14} {}", "dead_codes", m.dead_codes);
+    println!("{:<14} {:.4}", "usage", m.usage);
+    println!("{:<14} {:.4}", "entropy", m.entropy);
+    println!("{:<14} {:.3}", "perplexity", m.perplexity);
+    println!("{:<14} {:.6}", "recon_mse", m.recon_mse);
+    println!("{:<14} {:.6}", "quant_err", m.quant_err);
+    println!("{:<14} {}", "purity", opt(m.purity));
+    println!("{:<14} {}", "subspace_err", opt(m.subspace_err));
+    println!("{:<14} {:.4}", "batch_usage", m.batch_usage);
+    println!("{:<14} {:.1}", "steps_per_sec", r.steps_per_sec);
+    println!("{:<14} {:.2}", "wall_s", r.wall_s);
+}
+
+pub fn run(options: &GpuOptions, args: &TrainArgs) -> anyhow::Result<()> {
+    let config = config(args)?;
+    let data = config.load_data()?;
+    if let Some(want) = args.dim
+        && want != data.dim
+    {
+        return Err(vqgrad::Error::Input(format!("--dim {want} does not match the data's d = {}", data.dim)).into());
+    }
+    let bar = if args.quiet {
+        ProgressBar::hidden()
+    } else {
+        let bar = ProgressBar::new(config.steps as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    };
+    let on_eval = |m: &Metrics| {
+        bar.set_position(m.step as u64);
+        bar.set_message(format!("loss {:.4}  dead {}  perplexity {:.2}", m.loss, m.dead_codes, m.perplexity));
+    };
+    let gpu = if args.cpu { None } else { Some(vqgrad::Gpu::new(options)) };
+    let (result, engine, adapter) = match gpu {
+        Some(Ok(gpu)) => {
+            let trainer = vqgrad::train::gpu::GpuTrainer::new(&gpu, &config, &data)?;
+            let result = trainer.run(on_eval)?;
+            let info = gpu.info();
+            (result, "gpu", json!({ "name": info.name, "backend": gpu::backend_name(info.backend) }))
+        }
+        other => {
+            if let Some(Err(e)) = other {
+                eprintln!("{e}; training on the CPU reference engine");
+            }
+            let trainer = vqgrad::train::cpu::CpuTrainer::new(&config, data)?;
+            (trainer.run(on_eval), "cpu", json!({ "name": "vqgrad CPU reference (f64)", "backend": "cpu" }))
+        }
+    };
+    bar.finish_and_clear();
+    print_table(&result.metrics, &result, engine);
+    if let Some(path) = &args.out {
+        let out = json!({
+            "config": config,
+            "adapter": adapter,
+            "engine": engine,
+            "metrics": metrics_json(&result.metrics, Some(&result)),
+            "curve": result.curve.iter().map(|m| metrics_json(m, None)).collect::<Vec<_>>(),
+        });
+        let text = serde_json::to_string_pretty(&out)?;
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}

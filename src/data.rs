@@ -1,0 +1,265 @@
+//! The data sets of STUDY.md section 3, generated on the host from a seed, and a user's `.npy` files.
+//!
+//! Reproducibility: every random draw comes from ChaCha8 (`rand_chacha`, identical on every platform) seeded with
+//! the run's seed, one stream per purpose ([`Stream`]): the data's structure (the subspace basis, the cluster
+//! centres), the training set, the eval set, the parameters, the codebook, the shuffles, k-means seeding and
+//! dead-code resets. Normal draws are `rand_distr::StandardNormal`. So a run is reproducible from its JSON.
+
+use crate::error::{Error, Result};
+use nalgebra::DMatrix;
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
+use std::path::{Path, PathBuf};
+
+/// The purposes that get their own random stream.
+#[derive(Clone, Copy, Debug)]
+pub enum Stream {
+    Structure = 1,
+    Train = 2,
+    Eval = 3,
+    Params = 4,
+    Codebook = 5,
+    Shuffle = 6,
+    Kmeans = 7,
+    Reset = 8,
+}
+
+/// The generator for `seed` and `stream`.
+pub fn rng(seed: u64, stream: Stream) -> ChaCha8Rng {
+    let mut r = ChaCha8Rng::seed_from_u64(seed);
+    r.set_stream(stream as u64);
+    r
+}
+
+/// What data to train on.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum DataSpec {
+    /// `x = A s + sigma e`: A (d x r) orthonormal, s ~ N(0, I_r), e ~ N(0, I_d).
+    Subspace { dim: u32, rank: u32, sigma: f64 },
+    /// `x = mu_y + spread e`: centres mu_c ~ N(0, I_d), labels y uniform over the clusters.
+    Clusters { dim: u32, clusters: u32, spread: f64 },
+    /// `x ~ N(0, I_d)`.
+    Gaussian { dim: u32 },
+    /// A 2-D float32/float64 `.npy` (n x d), optional integer labels (n); the last `eval_split` of the rows is the
+    /// eval set.
+    File { path: PathBuf, labels: Option<PathBuf>, eval_split: f64 },
+}
+
+/// A data set ready for training: row-major f32 matrices.
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    pub dim: u32,
+    pub train: Vec<f32>,
+    pub eval: Vec<f32>,
+    pub train_labels: Option<Vec<u32>>,
+    pub eval_labels: Option<Vec<u32>>,
+    /// Label classes (0 without labels).
+    pub classes: u32,
+    /// The subspace basis A (d x r, row-major) for `subspace` data.
+    pub basis: Option<Vec<f64>>,
+    pub rank: u32,
+}
+
+impl Dataset {
+    pub fn train_rows(&self) -> usize {
+        self.train.len() / self.dim as usize
+    }
+    pub fn eval_rows(&self) -> usize {
+        self.eval.len() / self.dim as usize
+    }
+}
+
+fn normals(rng: &mut ChaCha8Rng, len: usize) -> Vec<f64> {
+    (0..len).map(|_| StandardNormal.sample(rng)).collect()
+}
+
+/// Generates or loads the data. `n_train` and `n_eval` apply to generated sets.
+pub fn load(spec: &DataSpec, n_train: u32, n_eval: u32, seed: u64) -> Result<Dataset> {
+    if let DataSpec::File { path, labels, eval_split } = spec {
+        return load_npy(path, labels.as_deref(), *eval_split);
+    }
+    if n_train == 0 || n_eval == 0 {
+        return Err(Error::Input("the training and eval sets need at least one sample each".into()));
+    }
+    let (n_train, n_eval) = (n_train as usize, n_eval as usize);
+    let mut structure = rng(seed, Stream::Structure);
+    let (mut train_rng, mut eval_rng) = (rng(seed, Stream::Train), rng(seed, Stream::Eval));
+    match *spec {
+        DataSpec::Subspace { dim, rank, sigma } => {
+            let (d, r) = (dim as usize, rank as usize);
+            if d == 0 || r == 0 || r > d || !(sigma.is_finite() && sigma >= 0.0) {
+                return Err(Error::Input(format!(
+                    "subspace data needs 1 <= rank <= dim and sigma >= 0, got dim {d}, rank {r}, sigma {sigma}"
+                )));
+            }
+            let g = DMatrix::from_row_slice(d, r, &normals(&mut structure, d * r));
+            let a = g.qr().q(); // d x r, orthonormal columns
+            let sample = |rng: &mut ChaCha8Rng, n: usize| -> Vec<f32> {
+                let mut out = Vec::with_capacity(n * d);
+                for _ in 0..n {
+                    let s = normals(rng, r);
+                    let e = normals(rng, d);
+                    out.extend((0..d).map(|i| ((0..r).map(|j| a[(i, j)] * s[j]).sum::<f64>() + sigma * e[i]) as f32));
+                }
+                out
+            };
+            let basis = (0..d).flat_map(|i| (0..r).map(move |j| (i, j))).map(|(i, j)| a[(i, j)]).collect();
+            Ok(Dataset {
+                dim,
+                train: sample(&mut train_rng, n_train),
+                eval: sample(&mut eval_rng, n_eval),
+                train_labels: None,
+                eval_labels: None,
+                classes: 0,
+                basis: Some(basis),
+                rank,
+            })
+        }
+        DataSpec::Clusters { dim, clusters, spread } => {
+            let (d, c) = (dim as usize, clusters as usize);
+            if d == 0 || c == 0 || !(spread.is_finite() && spread >= 0.0) {
+                return Err(Error::Input(format!(
+                    "cluster data needs dim >= 1, clusters >= 1, spread >= 0, got {d}, {c}, {spread}"
+                )));
+            }
+            let centres = normals(&mut structure, c * d);
+            let sample = |rng: &mut ChaCha8Rng, n: usize| -> (Vec<f32>, Vec<u32>) {
+                let mut x = Vec::with_capacity(n * d);
+                let mut y = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let label = rng.random_range(0..c);
+                    let e = normals(rng, d);
+                    x.extend((0..d).map(|i| (centres[label * d + i] + spread * e[i]) as f32));
+                    y.push(label as u32);
+                }
+                (x, y)
+            };
+            let (train, train_labels) = sample(&mut train_rng, n_train);
+            let (eval, eval_labels) = sample(&mut eval_rng, n_eval);
+            Ok(Dataset {
+                dim,
+                train,
+                eval,
+                train_labels: Some(train_labels),
+                eval_labels: Some(eval_labels),
+                classes: clusters,
+                basis: None,
+                rank: 0,
+            })
+        }
+        DataSpec::Gaussian { dim } => {
+            if dim == 0 {
+                return Err(Error::Input("gaussian data needs dim >= 1".into()));
+            }
+            let d = dim as usize;
+            let sample = |rng: &mut ChaCha8Rng, n: usize| normals(rng, n * d).into_iter().map(|v| v as f32).collect();
+            Ok(Dataset {
+                dim,
+                train: sample(&mut train_rng, n_train),
+                eval: sample(&mut eval_rng, n_eval),
+                train_labels: None,
+                eval_labels: None,
+                classes: 0,
+                basis: None,
+                rank: 0,
+            })
+        }
+        DataSpec::File { .. } => unreachable!("handled above"),
+    }
+}
+
+fn open_npy(path: &Path) -> Result<npyz::NpyFile<std::io::BufReader<std::fs::File>>> {
+    let file = std::fs::File::open(path).map_err(|e| Error::Input(format!("{}: cannot open: {e}", path.display())))?;
+    npyz::NpyFile::new(std::io::BufReader::new(file))
+        .map_err(|e| Error::Input(format!("{}: not a valid .npy file: {e}", path.display())))
+}
+
+/// Reads a 2-D float32/float64 `.npy` (C or Fortran order) and optional integer labels; splits off the last
+/// `eval_split` of the rows as the eval set. Every problem is an error naming the file.
+pub fn load_npy(path: &Path, labels: Option<&Path>, eval_split: f64) -> Result<Dataset> {
+    let name = path.display();
+    if !(eval_split > 0.0 && eval_split < 1.0) {
+        return Err(Error::Input(format!("the eval split must be in (0, 1), got {eval_split}")));
+    }
+    let npy = open_npy(path)?;
+    let shape = npy.shape().to_vec();
+    if shape.len() != 2 {
+        return Err(Error::Input(format!("{name}: expected a 2-D array (n x d), got shape {shape:?}")));
+    }
+    let (n, d) = (shape[0] as usize, shape[1] as usize);
+    if n == 0 || d == 0 {
+        return Err(Error::Input(format!("{name}: the array is empty (shape {shape:?})")));
+    }
+    if d > u32::MAX as usize || n.checked_mul(d).is_none_or(|e| e > u32::MAX as usize) {
+        return Err(Error::Input(format!("{name}: shape {shape:?} is too large")));
+    }
+    let fortran = npy.order() == npyz::Order::Fortran;
+    let dtype = npy.dtype();
+    let values: Vec<f32> = match &dtype {
+        npyz::DType::Plain(t) if t.type_char() == npyz::TypeChar::Float && t.size_field() == 4 => npy.into_vec::<f32>(),
+        npyz::DType::Plain(t) if t.type_char() == npyz::TypeChar::Float && t.size_field() == 8 => {
+            npy.into_vec::<f64>().map(|v| v.into_iter().map(|x| x as f32).collect())
+        }
+        other => return Err(Error::Input(format!("{name}: expected float32 or float64, got dtype {}", other.descr()))),
+    }
+    .map_err(|e| Error::Input(format!("{name}: cannot read the data: {e}")))?;
+    if values.len() != n * d {
+        return Err(Error::Input(format!("{name}: expected {} values, read {}", n * d, values.len())));
+    }
+    let values = if fortran { (0..n * d).map(|e| values[(e % d) * n + e / d]).collect() } else { values };
+    if let Some(bad) = values.iter().position(|v| !v.is_finite()) {
+        return Err(Error::Input(format!(
+            "{name}: row {}, column {} is {} (NaN and Inf are not allowed)",
+            bad / d,
+            bad % d,
+            values[bad]
+        )));
+    }
+    let labels = labels.map(|p| load_labels(p, n)).transpose()?;
+    let n_eval = ((n as f64 * eval_split).round() as usize).max(1);
+    if n_eval >= n {
+        return Err(Error::Input(format!("{name}: {n} rows are too few to split off an eval set of {n_eval}")));
+    }
+    let n_train = n - n_eval;
+    let classes = labels.as_ref().map_or(0, |l| l.iter().max().map_or(0, |&m| m + 1));
+    Ok(Dataset {
+        dim: d as u32,
+        train: values[..n_train * d].to_vec(),
+        eval: values[n_train * d..].to_vec(),
+        train_labels: labels.as_ref().map(|l| l[..n_train].to_vec()),
+        eval_labels: labels.as_ref().map(|l| l[n_train..].to_vec()),
+        classes,
+        basis: None,
+        rank: 0,
+    })
+}
+
+fn load_labels(path: &Path, n: usize) -> Result<Vec<u32>> {
+    let name = path.display();
+    let npy = open_npy(path)?;
+    let shape = npy.shape().to_vec();
+    if shape.len() != 1 || shape[0] as usize != n {
+        return Err(Error::Input(format!("{name}: expected {n} labels (a 1-D array), got shape {shape:?}")));
+    }
+    let read_err = |e: std::io::Error| Error::Input(format!("{name}: cannot read the labels: {e}"));
+    let wide: Vec<i128> = match npy.dtype() {
+        npyz::DType::Plain(t) => match (t.type_char(), t.size_field()) {
+            (npyz::TypeChar::Int, 1) => npy.into_vec::<i8>().map_err(read_err)?.into_iter().map(i128::from).collect(),
+            (npyz::TypeChar::Int, 2) => npy.into_vec::<i16>().map_err(read_err)?.into_iter().map(i128::from).collect(),
+            (npyz::TypeChar::Int, 4) => npy.into_vec::<i32>().map_err(read_err)?.into_iter().map(i128::from).collect(),
+            (npyz::TypeChar::Int, 8) => npy.into_vec::<i64>().map_err(read_err)?.into_iter().map(i128::from).collect(),
+            (npyz::TypeChar::Uint, 1) => npy.into_vec::<u8>().map_err(read_err)?.into_iter().map(i128::from).collect(),
+            (npyz::TypeChar::Uint, 2) => npy.into_vec::<u16>().map_err(read_err)?.into_iter().map(i128::from).collect(),
+            (npyz::TypeChar::Uint, 4) => npy.into_vec::<u32>().map_err(read_err)?.into_iter().map(i128::from).collect(),
+            (npyz::TypeChar::Uint, 8) => npy.into_vec::<u64>().map_err(read_err)?.into_iter().map(i128::from).collect(),
+            _ => return Err(Error::Input(format!("{name}: labels must be integers, got dtype {t}"))),
+        },
+        other => return Err(Error::Input(format!("{name}: labels must be integers, got dtype {}", other.descr()))),
+    };
+    if let Some(bad) = wide.iter().position(|&v| !(0..=u32::MAX as i128 / 2).contains(&v)) {
+        return Err(Error::Input(format!("{name}: label {} at row {bad} is out of range", wide[bad])));
+    }
+    Ok(wide.into_iter().map(|v| v as u32).collect())
+}

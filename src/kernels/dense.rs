@@ -1,0 +1,296 @@
+//! Dense layers (`shaders/dense.wgsl`): the forward product with bias and optional ReLU, the input and weight
+//! gradients, the bias gradient and the ReLU mask. Weights and biases live in one flat parameter buffer at the
+//! offsets a [`Linear`] names; W is `out x in`, row-major, as PyTorch's `nn.Linear` stores it.
+
+use super::{
+    Binding, F32, Slot, bind_group, bind_group_layout, check_shape, dispatch, pipeline, shader, thread_grid, uniform,
+};
+use crate::error::{Error, Result};
+use crate::shaders;
+
+/// A linear layer inside a flat parameter buffer: `W` (`out x in`) at `w_off`, `b` (`out`) at `b_off`, in floats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Linear {
+    pub input: u32,
+    pub output: u32,
+    pub w_off: u32,
+    pub b_off: u32,
+}
+
+#[derive(encase::ShaderType, Default)]
+struct Params {
+    rows: u32,
+    cols: u32,
+    inner: u32,
+    flags: u32,
+    a_off: u32,
+    a_row: u32,
+    a_col: u32,
+    b_off: u32,
+    b_row: u32,
+    b_col: u32,
+    c_off: u32,
+    c_row: u32,
+    bias_off: u32,
+    pad0: u32,
+    pad1: u32,
+    pad2: u32,
+}
+
+const FLAG_BIAS: u32 = 1;
+const FLAG_RELU: u32 = 2;
+const TILE: u32 = 16;
+
+/// The dense pipelines. Make once per device.
+pub struct Dense {
+    layout: wgpu::BindGroupLayout,
+    matmul: wgpu::ComputePipeline,
+    column_sums: wgpu::ComputePipeline,
+    relu_mask: wgpu::ComputePipeline,
+    dummy: wgpu::Buffer,
+    workgroup_size: u32,
+    max_groups: u32,
+}
+
+/// One dense operation bound to buffers.
+pub struct BoundDense {
+    pipeline: wgpu::ComputePipeline,
+    bind_group: wgpu::BindGroup,
+    _params: wgpu::Buffer,
+    grid: (u32, u32),
+}
+
+impl BoundDense {
+    /// Records the dispatch into the caller's pass.
+    pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
+        dispatch(pass, &self.pipeline, &self.bind_group, self.grid);
+    }
+}
+
+/// The last element a strided access reads, plus one.
+fn extent(off: u32, rows: u32, row_stride: u32, cols: u32, col_stride: u32) -> u64 {
+    off as u64 + (rows as u64 - 1) * row_stride as u64 + (cols as u64 - 1) * col_stride as u64 + 1
+}
+
+impl Dense {
+    /// Creates the pipelines (`column_sums` and `relu_mask` with 64-wide workgroups; `matmul` is 16 x 16).
+    pub fn new(device: &wgpu::Device) -> Result<Self> {
+        use Slot::*;
+        let layout =
+            bind_group_layout(device, "dense", &[(0, Uniform), (1, Read), (2, Read), (3, Read), (4, ReadWrite)])?;
+        let module = shader(device, "dense.wgsl", shaders::DENSE)?;
+        let workgroup_size = 64;
+        Ok(Dense {
+            matmul: pipeline(device, &layout, &module, "matmul", workgroup_size)?,
+            column_sums: pipeline(device, &layout, &module, "column_sums", workgroup_size)?,
+            relu_mask: pipeline(device, &layout, &module, "relu_mask", workgroup_size)?,
+            dummy: crate::gpu::zeroed::<f32>(device, "dense unused binding", 1)?,
+            layout,
+            workgroup_size,
+            max_groups: device.limits().max_compute_workgroups_per_dimension,
+        })
+    }
+
+    fn bind(
+        &self,
+        device: &wgpu::Device,
+        pipeline: &wgpu::ComputePipeline,
+        p: Params,
+        a: (&'static str, &wgpu::Buffer, u64),
+        b: (&'static str, &wgpu::Buffer, u64),
+        bias: (&'static str, &wgpu::Buffer, u64),
+        c: (&'static str, &wgpu::Buffer, u64),
+        grid: (u32, u32),
+    ) -> Result<BoundDense> {
+        for (name, _, elements) in [a, b, bias, c] {
+            if elements > u32::MAX as u64 {
+                return Err(Error::Shape(format!("`{name}` needs {elements} elements, past a u32 index")));
+            }
+        }
+        let params = uniform(device, "dense params", &p)?;
+        let bind_group = bind_group(
+            device,
+            "dense",
+            &self.layout,
+            &params,
+            &[
+                Binding::new(1, a.0, a.1, a.2 * F32),
+                Binding::new(2, b.0, b.1, b.2 * F32),
+                Binding::new(3, bias.0, bias.1, bias.2 * F32),
+                Binding::new(4, c.0, c.1, c.2 * F32),
+            ],
+        )?;
+        Ok(BoundDense { pipeline: pipeline.clone(), bind_group, _params: params, grid })
+    }
+
+    fn matmul_grid(&self, rows: u32, cols: u32) -> Result<(u32, u32)> {
+        let (x, y) = (cols.div_ceil(TILE), rows.div_ceil(TILE));
+        if x > self.max_groups || y > self.max_groups {
+            return Err(Error::Shape(format!("a {rows} x {cols} product exceeds one dispatch's grid")));
+        }
+        Ok((x, y))
+    }
+
+    /// `y = act(x W^T + b)` for `batch` rows: x is `batch x input`, y is `batch x output`.
+    pub fn bind_forward(
+        &self,
+        device: &wgpu::Device,
+        layer: Linear,
+        x: &wgpu::Buffer,
+        params: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        batch: u32,
+        relu: bool,
+    ) -> Result<BoundDense> {
+        let Linear { input, output, w_off, b_off } = layer;
+        check_shape(&[("batch", batch), ("input", input), ("output", output)], &[("batch x input", batch, input)])?;
+        let p = Params {
+            rows: batch,
+            cols: output,
+            inner: input,
+            flags: FLAG_BIAS | if relu { FLAG_RELU } else { 0 },
+            a_row: input,
+            a_col: 1,
+            b_off: w_off,
+            b_row: 1,
+            b_col: input,
+            c_row: output,
+            bias_off: b_off,
+            ..Default::default()
+        };
+        let w_end = extent(w_off, output, input, input, 1).max(b_off as u64 + output as u64);
+        let grid = self.matmul_grid(batch, output)?;
+        self.bind(
+            device,
+            &self.matmul,
+            p,
+            ("x", x, batch as u64 * input as u64),
+            ("params", params, w_end),
+            ("params", params, w_end),
+            ("y", y, batch as u64 * output as u64),
+            grid,
+        )
+    }
+
+    /// `dx = dy W`: dy is `batch x output`, dx is `batch x input`.
+    pub fn bind_input_grad(
+        &self,
+        device: &wgpu::Device,
+        layer: Linear,
+        dy: &wgpu::Buffer,
+        params: &wgpu::Buffer,
+        dx: &wgpu::Buffer,
+        batch: u32,
+    ) -> Result<BoundDense> {
+        let Linear { input, output, w_off, .. } = layer;
+        check_shape(&[("batch", batch), ("input", input), ("output", output)], &[("batch x output", batch, output)])?;
+        let p = Params {
+            rows: batch,
+            cols: input,
+            inner: output,
+            a_row: output,
+            a_col: 1,
+            b_off: w_off,
+            b_row: input,
+            b_col: 1,
+            c_row: input,
+            ..Default::default()
+        };
+        let grid = self.matmul_grid(batch, input)?;
+        self.bind(
+            device,
+            &self.matmul,
+            p,
+            ("dy", dy, batch as u64 * output as u64),
+            ("params", params, extent(w_off, output, input, input, 1)),
+            ("unused", &self.dummy, 1),
+            ("dx", dx, batch as u64 * input as u64),
+            grid,
+        )
+    }
+
+    /// `dW = dy^T x`, written into `grads` at the layer's `w_off`.
+    pub fn bind_weight_grad(
+        &self,
+        device: &wgpu::Device,
+        layer: Linear,
+        dy: &wgpu::Buffer,
+        x: &wgpu::Buffer,
+        grads: &wgpu::Buffer,
+        batch: u32,
+    ) -> Result<BoundDense> {
+        let Linear { input, output, w_off, .. } = layer;
+        check_shape(&[("batch", batch), ("input", input), ("output", output)], &[("output x input", output, input)])?;
+        let p = Params {
+            rows: output,
+            cols: input,
+            inner: batch,
+            a_row: 1,
+            a_col: output,
+            b_row: input,
+            b_col: 1,
+            c_off: w_off,
+            c_row: input,
+            ..Default::default()
+        };
+        let grid = self.matmul_grid(output, input)?;
+        self.bind(
+            device,
+            &self.matmul,
+            p,
+            ("dy", dy, batch as u64 * output as u64),
+            ("x", x, batch as u64 * input as u64),
+            ("unused", &self.dummy, 1),
+            ("grads", grads, extent(w_off, output, input, input, 1)),
+            grid,
+        )
+    }
+
+    /// `db = sum over rows of dy`, written into `grads` at the layer's `b_off`.
+    pub fn bind_bias_grad(
+        &self,
+        device: &wgpu::Device,
+        layer: Linear,
+        dy: &wgpu::Buffer,
+        grads: &wgpu::Buffer,
+        batch: u32,
+    ) -> Result<BoundDense> {
+        let Linear { output, b_off, .. } = layer;
+        check_shape(&[("batch", batch), ("output", output)], &[("batch x output", batch, output)])?;
+        let p = Params { rows: batch, cols: output, a_row: output, a_col: 1, c_off: b_off, ..Default::default() };
+        let grid = thread_grid(output as u64, self.workgroup_size, self.max_groups)?;
+        self.bind(
+            device,
+            &self.column_sums,
+            p,
+            ("dy", dy, batch as u64 * output as u64),
+            ("unused", &self.dummy, 1),
+            ("unused", &self.dummy, 1),
+            ("grads", grads, b_off as u64 + output as u64),
+            grid,
+        )
+    }
+
+    /// ReLU backward in place: `grad[e] = 0` where `output[e] <= 0`, for `len` elements.
+    pub fn bind_relu_mask(
+        &self,
+        device: &wgpu::Device,
+        grad: &wgpu::Buffer,
+        output: &wgpu::Buffer,
+        len: u32,
+    ) -> Result<BoundDense> {
+        check_shape(&[("len", len)], &[])?;
+        let p = Params { rows: len, ..Default::default() };
+        let grid = thread_grid(len as u64, self.workgroup_size, self.max_groups)?;
+        self.bind(
+            device,
+            &self.relu_mask,
+            p,
+            ("unused", &self.dummy, 1),
+            ("relu output", output, len as u64),
+            ("unused", &self.dummy, 1),
+            ("grad", grad, len as u64),
+            grid,
+        )
+    }
+}

@@ -1,0 +1,129 @@
+//! Row gathers (`shaders/gather.wgsl`): the minibatch `x[r] = data[schedule[offset + r]]`, with the offset from a
+//! [`StepUniform`] slot, and the quantized codes `q[i] = codebook[index[i]]`.
+
+use super::step::StepUniform;
+use super::{
+    Binding, F32, Slot, bind_group, bind_group_layout, check_shape, dispatch, pipeline, pipeline_with, shader,
+    thread_grid, uniform,
+};
+use crate::error::Result;
+use crate::shaders;
+
+#[derive(encase::ShaderType)]
+struct Params {
+    rows: u32,
+    width: u32,
+    limit: u32,
+    pad: u32,
+}
+
+/// The gather pipelines. Make once per device, with the step uniform `gather_rows` reads.
+pub struct Gather {
+    layout: wgpu::BindGroupLayout,
+    rows: wgpu::ComputePipeline,
+    codes: wgpu::ComputePipeline,
+    max_groups: u32,
+}
+
+const WORKGROUP_SIZE: u32 = 256;
+
+/// A gather bound to buffers.
+pub struct BoundGather {
+    pipeline: wgpu::ComputePipeline,
+    bind_group: wgpu::BindGroup,
+    _params: wgpu::Buffer,
+    grid: (u32, u32),
+}
+
+impl BoundGather {
+    /// Records a code gather (no step uniform needed).
+    pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
+        dispatch(pass, &self.pipeline, &self.bind_group, self.grid);
+    }
+
+    /// Records a minibatch gather for step `slot` of `step`.
+    pub fn encode_step(&self, pass: &mut wgpu::ComputePass<'_>, step: &StepUniform, slot: u32) {
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        step.bind(pass, slot);
+        pass.dispatch_workgroups(self.grid.0, self.grid.1, 1);
+    }
+}
+
+impl Gather {
+    /// Creates the pipelines; `step` provides group 1's layout for `gather_rows`.
+    pub fn new(device: &wgpu::Device, step: &StepUniform) -> Result<Self> {
+        use Slot::*;
+        let layout = bind_group_layout(device, "gather", &[(0, Uniform), (1, Read), (2, Read), (3, ReadWrite)])?;
+        let module = shader(device, "gather.wgsl", shaders::GATHER)?;
+        Ok(Gather {
+            rows: pipeline_with(device, &[&layout, step.layout()], &module, "gather_rows", WORKGROUP_SIZE)?,
+            codes: pipeline(device, &layout, &module, "gather_codes", WORKGROUP_SIZE)?,
+            layout,
+            max_groups: device.limits().max_compute_workgroups_per_dimension,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)] // the private core of bind_rows and bind_codes
+    fn bind(
+        &self,
+        device: &wgpu::Device,
+        pipeline: &wgpu::ComputePipeline,
+        source: &wgpu::Buffer,
+        source_rows: u32,
+        index: &wgpu::Buffer,
+        index_len: u64,
+        out: &wgpu::Buffer,
+        rows: u32,
+        width: u32,
+    ) -> Result<BoundGather> {
+        check_shape(
+            &[("rows", rows), ("width", width), ("source rows", source_rows)],
+            &[("rows x width", rows, width), ("source", source_rows, width)],
+        )?;
+        let params = uniform(device, "gather params", &Params { rows, width, limit: source_rows, pad: 0 })?;
+        let bind_group = bind_group(
+            device,
+            "gather",
+            &self.layout,
+            &params,
+            &[
+                Binding::new(1, "source", source, source_rows as u64 * width as u64 * F32),
+                Binding::new(2, "index", index, index_len * 4),
+                Binding::new(3, "out", out, rows as u64 * width as u64 * F32),
+            ],
+        )?;
+        let grid = thread_grid(rows as u64 * width as u64, WORKGROUP_SIZE, self.max_groups)?;
+        Ok(BoundGather { pipeline: pipeline.clone(), bind_group, _params: params, grid })
+    }
+
+    /// Minibatch gather: `batch` rows of `data` (`data_rows x width`) picked by `schedule` (which holds
+    /// `schedule_len` row indices; each step reads `batch` of them from its slot's `row_offset`).
+    pub fn bind_rows(
+        &self,
+        device: &wgpu::Device,
+        data: &wgpu::Buffer,
+        data_rows: u32,
+        schedule: &wgpu::Buffer,
+        schedule_len: u32,
+        out: &wgpu::Buffer,
+        batch: u32,
+        width: u32,
+    ) -> Result<BoundGather> {
+        self.bind(device, &self.rows, data, data_rows, schedule, schedule_len as u64, out, batch, width)
+    }
+
+    /// `q[i] = codebook[index[i]]` for `n` rows of width `m` from `k` codes.
+    pub fn bind_codes(
+        &self,
+        device: &wgpu::Device,
+        codebook: &wgpu::Buffer,
+        index: &wgpu::Buffer,
+        q: &wgpu::Buffer,
+        n: u32,
+        k: u32,
+        m: u32,
+    ) -> Result<BoundGather> {
+        self.bind(device, &self.codes, codebook, k, index, n as u64, q, n, m)
+    }
+}

@@ -1,0 +1,232 @@
+//! The training step in plain Rust, every value in f64: the oracle the GPU trainer is compared with, the engine
+//! used where no adapter exists, and the subject of the finite-difference checks of the whole backward pass.
+
+use super::{assign_f64, estimator_row};
+use crate::estimator::Estimator;
+use crate::kernels::dense::Linear;
+use crate::model::{CodebookMode, Layout};
+
+/// `y = act(x W^T + b)` for `rows` rows.
+pub fn linear_forward(p: &[f64], l: Linear, x: &[f64], rows: usize, relu: bool) -> Vec<f64> {
+    let (input, output) = (l.input as usize, l.output as usize);
+    let (w, b) = (&p[l.w_off as usize..], &p[l.b_off as usize..]);
+    let mut y = vec![0.0; rows * output];
+    for r in 0..rows {
+        for o in 0..output {
+            let s: f64 = (0..input).map(|i| x[r * input + i] * w[o * input + i]).sum::<f64>() + b[o];
+            y[r * output + o] = if relu { s.max(0.0) } else { s };
+        }
+    }
+    y
+}
+
+/// Adds `dW = dy^T x` and `db = sum dy` into `grads`; returns `dx = dy W`.
+pub fn linear_backward(p: &[f64], l: Linear, x: &[f64], dy: &[f64], rows: usize, grads: &mut [f64]) -> Vec<f64> {
+    let (input, output) = (l.input as usize, l.output as usize);
+    let (w_off, b_off) = (l.w_off as usize, l.b_off as usize);
+    let mut dx = vec![0.0; rows * input];
+    for r in 0..rows {
+        for o in 0..output {
+            let g = dy[r * output + o];
+            grads[b_off + o] += g;
+            for i in 0..input {
+                grads[w_off + o * input + i] += g * x[r * input + i];
+                dx[r * input + i] += g * p[w_off + o * input + i];
+            }
+        }
+    }
+    dx
+}
+
+/// Runs layers in order (ReLU after all but the last); returns every layer's output, the last one last.
+pub fn forward_layers(p: &[f64], layers: &[Linear], x: &[f64], rows: usize) -> Vec<Vec<f64>> {
+    let mut outs: Vec<Vec<f64>> = Vec::with_capacity(layers.len());
+    for (i, &l) in layers.iter().enumerate() {
+        let input = if i == 0 { x } else { &outs[i - 1] };
+        let y = linear_forward(p, l, input, rows, i + 1 < layers.len());
+        outs.push(y);
+    }
+    outs
+}
+
+/// Back through `layers` given their input `x`, outputs `outs` and the gradient at the last output; adds the
+/// parameter gradients into `grads` and returns the gradient at `x`.
+pub fn backward_layers(
+    p: &[f64],
+    layers: &[Linear],
+    x: &[f64],
+    outs: &[Vec<f64>],
+    dy: Vec<f64>,
+    rows: usize,
+    grads: &mut [f64],
+) -> Vec<f64> {
+    let mut dy = dy;
+    for i in (0..layers.len()).rev() {
+        let input = if i == 0 { x } else { &outs[i - 1] };
+        let mut dx = linear_backward(p, layers[i], input, &dy, rows, grads);
+        if i > 0 {
+            // ReLU backward from the ReLU's output, as the GPU does.
+            for (g, &y) in dx.iter_mut().zip(&outs[i - 1]) {
+                if y <= 0.0 {
+                    *g = 0.0;
+                }
+            }
+        }
+        dy = dx;
+    }
+    dy
+}
+
+/// The loss terms of one batch (STUDY.md section 2).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Losses {
+    pub rec: f64,
+    /// L_cb (equal to L_commit in value).
+    pub cb: f64,
+    /// `rec + cb + beta commit` in grad mode; `rec + beta commit` in EMA mode (no L_cb).
+    pub total: f64,
+}
+
+/// Everything the backward pass produced for one batch.
+#[derive(Clone, Debug)]
+pub struct Step {
+    pub losses: Losses,
+    pub index: Vec<u32>,
+    pub dist: Vec<f64>,
+    pub z: Vec<f64>,
+    pub xhat: Vec<f64>,
+    /// Gradients of the flat parameters.
+    pub grads: Vec<f64>,
+    /// dL_cb/dC (zero in EMA mode).
+    pub codebook_grad: Vec<f64>,
+}
+
+/// The model's state in f64.
+#[derive(Clone, Debug)]
+pub struct CpuModel {
+    pub layout: Layout,
+    pub latent: usize,
+    pub params: Vec<f64>,
+    pub codebook: Vec<f64>,
+}
+
+impl CpuModel {
+    /// Encodings of `rows` samples.
+    pub fn encode(&self, x: &[f64], rows: usize) -> Vec<f64> {
+        forward_layers(&self.params, &self.layout.encoder, x, rows).pop().unwrap_or_default()
+    }
+
+    /// Reconstructions from decoder inputs.
+    pub fn decode(&self, q: &[f64], rows: usize) -> Vec<f64> {
+        forward_layers(&self.params, &self.layout.decoder, q, rows).pop().unwrap_or_default()
+    }
+
+    /// One batch forward and backward with `estimator`, `beta` and the batch size `rows`.
+    pub fn step(&self, x: &[f64], rows: usize, estimator: Estimator, beta: f64, mode: CodebookMode) -> Step {
+        let m = self.latent;
+        let d = x.len() / rows;
+        let enc_outs = forward_layers(&self.params, &self.layout.encoder, x, rows);
+        let z = enc_outs.last().cloned().unwrap_or_default();
+        let a = assign_f64(&z, &self.codebook, m);
+        let q: Vec<f64> =
+            a.index.iter().flat_map(|&k| self.codebook[k as usize * m..(k as usize + 1) * m].to_vec()).collect();
+        let dec_outs = forward_layers(&self.params, &self.layout.decoder, &q, rows);
+        let xhat = dec_outs.last().cloned().unwrap_or_default();
+
+        let rec = xhat.iter().zip(x).map(|(a, b)| (a - b).powi(2)).sum::<f64>() / (rows * d) as f64;
+        let cb = a.distance.iter().sum::<f64>() / (rows * m) as f64;
+        let total = rec + if mode == CodebookMode::Grad { cb } else { 0.0 } + beta * cb;
+
+        let mut grads = vec![0.0; self.params.len()];
+        let dxhat: Vec<f64> = xhat.iter().zip(x).map(|(a, b)| 2.0 / (rows * d) as f64 * (a - b)).collect();
+        let g = backward_layers(&self.params, &self.layout.decoder, &q, &dec_outs, dxhat, rows, &mut grads);
+        let commit = 2.0 * beta / (rows * m) as f64;
+        let mut dz = Vec::with_capacity(rows * m);
+        for i in 0..rows {
+            let r = i * m..(i + 1) * m;
+            let e = estimator_row(estimator, &g[r.clone()], &z[r.clone()], &q[r.clone()]);
+            dz.extend((0..m).map(|j| e[j] + commit * (z[i * m + j] - q[i * m + j])));
+        }
+        backward_layers(&self.params, &self.layout.encoder, x, &enc_outs, dz, rows, &mut grads);
+
+        let mut codebook_grad = vec![0.0; self.codebook.len()];
+        if mode == CodebookMode::Grad {
+            for (i, &k) in a.index.iter().enumerate() {
+                for j in 0..m {
+                    let e = k as usize * m + j;
+                    codebook_grad[e] += 2.0 / (rows * m) as f64 * (self.codebook[e] - z[i * m + j]);
+                }
+            }
+        }
+        Step { losses: Losses { rec, cb, total }, index: a.index, dist: a.distance, z, xhat, grads, codebook_grad }
+    }
+}
+
+/// Adam with PyTorch's semantics on f64 values.
+#[derive(Clone, Debug)]
+pub struct CpuAdam {
+    pub m: Vec<f64>,
+    pub v: Vec<f64>,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+}
+
+impl CpuAdam {
+    pub fn new(len: usize, beta1: f64, beta2: f64, eps: f64) -> Self {
+        CpuAdam { m: vec![0.0; len], v: vec![0.0; len], beta1, beta2, eps }
+    }
+
+    /// One update at step `t` (1-based).
+    pub fn update(&mut self, p: &mut [f64], g: &[f64], lr: f64, t: u64) {
+        let step_size = lr / (1.0 - self.beta1.powf(t as f64));
+        let bc2_sqrt = (1.0 - self.beta2.powf(t as f64)).sqrt();
+        for e in 0..p.len() {
+            self.m[e] += (1.0 - self.beta1) * (g[e] - self.m[e]);
+            self.v[e] = self.beta2 * self.v[e] + (1.0 - self.beta2) * g[e] * g[e];
+            p[e] -= step_size * self.m[e] / (self.v[e].sqrt() / bc2_sqrt + self.eps);
+        }
+    }
+}
+
+/// The EMA codebook state in f64.
+#[derive(Clone, Debug)]
+pub struct CpuEma {
+    pub size: Vec<f64>,
+    pub sum: Vec<f64>,
+    pub decay: f64,
+    pub eps: f64,
+}
+
+impl CpuEma {
+    /// N_k = 1, M_k = c_k.
+    pub fn new(codebook: &[f64], k: usize, decay: f64, eps: f64) -> Self {
+        CpuEma { size: vec![1.0; k], sum: codebook.to_vec(), decay, eps }
+    }
+
+    /// One update from a batch's encodings and assignments; rewrites `codebook`.
+    pub fn update(&mut self, codebook: &mut [f64], z: &[f64], index: &[u32], m: usize) {
+        let k = self.size.len();
+        let g = self.decay;
+        let mut counts = vec![0.0f64; k];
+        let mut sums = vec![0.0f64; k * m];
+        for (i, &a) in index.iter().enumerate() {
+            counts[a as usize] += 1.0;
+            for j in 0..m {
+                sums[a as usize * m + j] += z[i * m + j];
+            }
+        }
+        for (size, count) in self.size.iter_mut().zip(&counts) {
+            *size = g * *size + (1.0 - g) * count;
+        }
+        let n: f64 = self.size.iter().sum();
+        for c in 0..k {
+            let smoothed = (self.size[c] + self.eps) / (n + k as f64 * self.eps) * n;
+            for j in 0..m {
+                let e = c * m + j;
+                self.sum[e] = g * self.sum[e] + (1.0 - g) * sums[e];
+                codebook[e] = self.sum[e] / smoothed;
+            }
+        }
+    }
+}

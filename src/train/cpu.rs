@@ -1,0 +1,189 @@
+//! The CPU engine: the training step of [`crate::reference::train`] in f64, on the same initial parameters and
+//! batches as the GPU engine.
+
+use super::{ADAM_BETAS, ADAM_EPS, EMA, KMEANS_ITERS, KMEANS_SAMPLES, Metrics, RunResult, Schedule, TrainConfig};
+use crate::data::{Dataset, Stream, rng};
+use crate::error::Result;
+use crate::model::{CodebookInit, CodebookMode, EncoderKind, Layout, init_codebook, init_params};
+use crate::reference::train::{CpuAdam, CpuEma, CpuModel, Step};
+use crate::reference::{Assignment, assign_f64, stats, to_f64};
+use std::time::Instant;
+
+/// The initial flat parameters and codebook of a run (f32, as both engines start), before any k-means.
+pub fn initial_state(config: &TrainConfig, layout: &Layout, data_dim: u32) -> (Vec<f32>, Vec<f32>) {
+    let _ = data_dim;
+    let params = init_params(layout, &mut rng(config.seed, Stream::Params));
+    let codebook =
+        init_codebook(config.codebook_init, config.codes, config.latent, &mut rng(config.seed, Stream::Codebook));
+    (params, codebook)
+}
+
+/// Lloyd's algorithm from `centres` on the rows of `z`: each step moves every used centre to its rows' mean.
+pub fn lloyd(z: &[f64], centres: &mut [f64], m: usize, iters: usize) {
+    let k = centres.len() / m;
+    for _ in 0..iters {
+        let a = assign_f64(z, centres, m);
+        let mut sums = vec![0.0; k * m];
+        let mut counts = vec![0usize; k];
+        for (i, &c) in a.index.iter().enumerate() {
+            counts[c as usize] += 1;
+            for j in 0..m {
+                sums[c as usize * m + j] += z[i * m + j];
+            }
+        }
+        for c in (0..k).filter(|&c| counts[c] > 0) {
+            for j in 0..m {
+                centres[c * m + j] = sums[c * m + j] / counts[c] as f64;
+            }
+        }
+    }
+}
+
+/// Trains on the CPU.
+pub struct CpuTrainer {
+    config: TrainConfig,
+    data: Dataset,
+    train: Vec<f64>,
+    eval: Vec<f64>,
+    pub model: CpuModel,
+    adam_params: CpuAdam,
+    adam_codebook: CpuAdam,
+    ema: Option<CpuEma>,
+    schedule: Schedule,
+    step: u64,
+    last: Option<(Step, Vec<u32>)>,
+    used: Vec<bool>,
+}
+
+impl CpuTrainer {
+    /// Initializes from the config's seed (k-means included).
+    pub fn new(config: &TrainConfig, data: Dataset) -> Result<Self> {
+        config.validate()?;
+        let shape = config.shape(&data);
+        let layout = shape.layout();
+        let (params, codebook) = initial_state(config, &layout, data.dim);
+        let m = config.latent as usize;
+        let k = config.codes as usize;
+        let train = to_f64(&data.train);
+        let eval = to_f64(&data.eval);
+        let mut model = CpuModel { layout, latent: m, params: to_f64(&params), codebook: to_f64(&codebook) };
+        if config.codebook_init == CodebookInit::Kmeans {
+            let rows = data.train_rows().min(KMEANS_SAMPLES);
+            let z = model.encode(&train[..rows * data.dim as usize], rows);
+            let mut centres = super::kmeans_plus_plus(&z, m, k, &mut rng(config.seed, Stream::Kmeans));
+            lloyd(&z, &mut centres, m, KMEANS_ITERS);
+            model.codebook = centres;
+        }
+        let ema = (config.codebook_mode == CodebookMode::Ema).then(|| CpuEma::new(&model.codebook, k, EMA.0, EMA.1));
+        Ok(CpuTrainer {
+            adam_params: CpuAdam::new(model.params.len(), ADAM_BETAS.0, ADAM_BETAS.1, ADAM_EPS),
+            adam_codebook: CpuAdam::new(model.codebook.len(), ADAM_BETAS.0, ADAM_BETAS.1, ADAM_EPS),
+            schedule: Schedule::new(config.seed, data.train_rows(), config.batch as usize),
+            config: config.clone(),
+            train,
+            eval,
+            model,
+            ema,
+            data,
+            step: 0,
+            last: None,
+            used: vec![false; k],
+        })
+    }
+
+    /// One training step on the next batch.
+    pub fn step(&mut self) {
+        let (b, d, m) = (self.config.batch as usize, self.data.dim as usize, self.config.latent as usize);
+        let rows = self.schedule.next_batch().to_vec();
+        let x: Vec<f64> =
+            rows.iter().flat_map(|&r| self.train[r as usize * d..(r as usize + 1) * d].to_vec()).collect();
+        let step = self.model.step(&x, b, self.config.estimator, self.config.beta, self.config.codebook_mode);
+        self.step += 1;
+        self.adam_params.update(&mut self.model.params, &step.grads, self.config.lr, self.step);
+        match &mut self.ema {
+            Some(ema) => ema.update(&mut self.model.codebook, &step.z, &step.index, m),
+            None => self.adam_codebook.update(&mut self.model.codebook, &step.codebook_grad, self.config.lr, self.step),
+        }
+        for &a in &step.index {
+            self.used[a as usize] = true;
+        }
+        if self.config.reset_dead > 0 && self.step.is_multiple_of(self.config.reset_dead as u64) {
+            let (seed, t) = (self.config.seed, self.step);
+            super::reset_unused(
+                &mut self.model.codebook,
+                &mut self.used,
+                &step.z,
+                m,
+                b as u32,
+                seed,
+                t,
+                self.ema.as_mut(),
+            );
+        }
+        self.last = Some((step, rows));
+    }
+
+    /// The metrics on the eval set now.
+    pub fn evaluate(&self) -> Metrics {
+        let (d, m, k) = (self.data.dim as usize, self.config.latent as usize, self.config.codes as usize);
+        let n = self.data.eval_rows();
+        let z = self.model.encode(&self.eval, n);
+        let a: Assignment = assign_f64(&z, &self.model.codebook, m);
+        let q: Vec<f64> =
+            a.index.iter().flat_map(|&c| self.model.codebook[c as usize * m..(c as usize + 1) * m].to_vec()).collect();
+        let xhat = self.model.decode(&q, n);
+        let recon_mse = xhat.iter().zip(&self.eval).map(|(a, b)| (a - b).powi(2)).sum::<f64>() / (n * d) as f64;
+        let labels = self.data.eval_labels.as_deref().map(|l| (l, self.data.classes as usize));
+        let s = stats(&a, k, m, labels);
+        let (loss, batch_usage) = match &self.last {
+            Some((step, _)) => {
+                let mut seen = vec![false; k];
+                step.index.iter().for_each(|&c| seen[c as usize] = true);
+                (step.losses.total, seen.iter().filter(|&&u| u).count() as f64 / k as f64)
+            }
+            None => (f64::NAN, f64::NAN),
+        };
+        let subspace_err = match (&self.data.basis, self.config.encoder) {
+            (Some(basis), EncoderKind::Linear) => {
+                let w = self.model.layout.decoder[0];
+                let wd = &self.model.params[w.w_off as usize..w.b_off as usize];
+                Some(super::subspace_err(wd, d, m, basis, self.data.rank as usize))
+            }
+            _ => None,
+        };
+        Metrics {
+            step: self.step as u32,
+            loss,
+            dead_codes: s.dead_codes,
+            usage: s.usage,
+            entropy: s.entropy,
+            perplexity: s.perplexity,
+            recon_mse,
+            quant_err: s.quant_err,
+            purity: s.purity,
+            subspace_err,
+            batch_usage,
+        }
+    }
+
+    /// Trains for the configured steps, evaluating every `eval_every` steps and at the end.
+    pub fn run(mut self, mut on_eval: impl FnMut(&Metrics)) -> RunResult {
+        let start = Instant::now();
+        let mut curve = Vec::new();
+        for s in 1..=self.config.steps {
+            self.step();
+            if s % self.config.eval_every == 0 || s == self.config.steps {
+                let metrics = self.evaluate();
+                on_eval(&metrics);
+                curve.push(metrics);
+            }
+        }
+        let wall_s = start.elapsed().as_secs_f64();
+        RunResult {
+            metrics: curve.last().cloned().expect("steps >= 1 gives one evaluation"),
+            curve,
+            steps_per_sec: self.config.steps as f64 / wall_s,
+            wall_s,
+        }
+    }
+}

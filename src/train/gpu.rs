@@ -1,0 +1,586 @@
+//! The GPU engine. All buffers, pipelines and bind groups are made once in [`GpuTrainer::new`]; each step is one
+//! compute pass, a chunk of steps is one command buffer and one submit, and nothing is read back between
+//! evaluations. An evaluation reads back two 32-byte statistics structs, two sums and (for `subspace_err`) the
+//! decoder weights.
+
+use super::cpu::{initial_state, lloyd};
+use super::{
+    ADAM_BETAS, ADAM_EPS, EMA, KMEANS_ITERS, KMEANS_SAMPLES, Metrics, RunResult, Schedule, TrainConfig,
+    kmeans_plus_plus,
+};
+use crate::data::{Dataset, Stream, rng};
+use crate::error::Result;
+use crate::gpu::{Gpu, read_buffer};
+use crate::kernels::adam::{Adam, AdamSettings, BoundAdam};
+use crate::kernels::assign::{Assign, AssignBuffers, AssignShape, BoundAssign};
+use crate::kernels::codebook::{
+    BoundCounts, BoundEma, BoundGrad, BoundReset, Codebook, CodebookShape, CountBuffers, EmaBuffers, EmaSettings,
+    GradBuffers, ResetBuffers, seed_mix,
+};
+use crate::kernels::dense::{BoundDense, Dense, Linear};
+use crate::kernels::estimator::{
+    BoundEstimator, EstimatorBackward, EstimatorBuffers, EstimatorSettings, EstimatorShape,
+};
+use crate::kernels::gather::{BoundGather, Gather};
+use crate::kernels::loss::{BoundLoss, Loss};
+use crate::kernels::stats::{BoundStats, Stats, StatsBuffers, StatsShape};
+use crate::kernels::step::{StepConstants, StepUniform};
+use crate::model::{CodebookInit, CodebookMode, EncoderKind, Layout};
+use crate::reference::to_f64;
+use crate::reference::train::CpuModel;
+use std::time::Instant;
+
+/// Steps recorded into one submit, at most.
+pub const STEPS_PER_SUBMIT: u32 = 64;
+
+/// The kernels, made once per device.
+struct Kernels {
+    dense: Dense,
+    assign: Assign,
+    estimator: EstimatorBackward,
+    codebook: Codebook,
+    stats: Stats,
+    loss: Loss,
+    adam: Adam,
+    gather: Gather,
+}
+
+/// The recorded pieces of one training step and of one evaluation.
+struct Recorded {
+    gather_batch: BoundGather,
+    encoder: Vec<BoundDense>,
+    assign: BoundAssign,
+    gather_q: BoundGather,
+    decoder: Vec<BoundDense>,
+    rec_grad: BoundLoss,
+    decoder_back: Vec<BoundDense>,
+    estimator: BoundEstimator,
+    encoder_back: Vec<BoundDense>,
+    codebook: CodebookUpdate,
+    adam_params: BoundAdam,
+    batch_counts: BoundCounts,
+    reset: Option<BoundReset>,
+    // Evaluation.
+    eval_encoder: Vec<BoundDense>,
+    eval_assign: BoundAssign,
+    eval_counts: BoundCounts,
+    eval_stats: BoundStats,
+    eval_gather_q: BoundGather,
+    eval_decoder: Vec<BoundDense>,
+    eval_sq: BoundLoss,
+    batch_sq: BoundLoss,
+    batch_stats: BoundStats,
+}
+
+enum CodebookUpdate {
+    Grad(BoundGrad, BoundAdam),
+    Ema(BoundEma),
+}
+
+/// Every buffer of a run, made once.
+struct Buffers {
+    train: wgpu::Buffer,
+    eval: wgpu::Buffer,
+    eval_labels: Option<wgpu::Buffer>,
+    schedule: wgpu::Buffer,
+    params: wgpu::Buffer,
+    grads: wgpu::Buffer,
+    adam_m: wgpu::Buffer,
+    adam_v: wgpu::Buffer,
+    codebook: wgpu::Buffer,
+    codebook_grad: wgpu::Buffer,
+    codebook_m: wgpu::Buffer,
+    codebook_v: wgpu::Buffer,
+    ema_size: wgpu::Buffer,
+    ema_sum: wgpu::Buffer,
+    counts: wgpu::Buffer,
+    used: wgpu::Buffer,
+    metrics: wgpu::Buffer,
+    // The batch.
+    x: wgpu::Buffer,
+    z: wgpu::Buffer,
+    index: wgpu::Buffer,
+    dist: wgpu::Buffer,
+    q: wgpu::Buffer,
+    xhat: wgpu::Buffer,
+    dxhat: wgpu::Buffer,
+    g: wgpu::Buffer,
+    dz: wgpu::Buffer,
+    h_enc: wgpu::Buffer,
+    h_dec: wgpu::Buffer,
+    dh_enc: wgpu::Buffer,
+    dh_dec: wgpu::Buffer,
+    batch_counts: wgpu::Buffer,
+    // The eval set.
+    eval_z: wgpu::Buffer,
+    eval_index: wgpu::Buffer,
+    eval_dist: wgpu::Buffer,
+    eval_q: wgpu::Buffer,
+    eval_xhat: wgpu::Buffer,
+    eval_hidden: wgpu::Buffer,
+    eval_counts: wgpu::Buffer,
+}
+
+/// A run on the GPU.
+pub struct GpuTrainer<'g> {
+    gpu: &'g Gpu,
+    config: TrainConfig,
+    data_dim: u32,
+    layout: Layout,
+    basis: Option<(Vec<f64>, usize)>,
+    step_uniform: StepUniform,
+    rec: Recorded,
+    buffers: Buffers,
+    schedule: Schedule,
+    step: u64,
+}
+
+/// Forward through `layers` (ReLU after all but the last), from `input` into `outs`.
+fn forward_chain(
+    k: &Kernels,
+    device: &wgpu::Device,
+    layers: &[Linear],
+    input: &wgpu::Buffer,
+    outs: &[&wgpu::Buffer],
+    params: &wgpu::Buffer,
+    rows: u32,
+) -> Result<Vec<BoundDense>> {
+    let mut out = Vec::new();
+    for (i, &layer) in layers.iter().enumerate() {
+        let x = if i == 0 { input } else { outs[i - 1] };
+        out.push(k.dense.bind_forward(device, layer, x, params, outs[i], rows, i + 1 < layers.len())?);
+    }
+    Ok(out)
+}
+
+/// Backward through `layers` from the gradient `dy_last` at the last output: parameter gradients into `grads`;
+/// the gradient at each hidden input into `hidden_grads[i - 1]` (then ReLU-masked), and at the chain's input into
+/// `input_grad` when given.
+#[allow(clippy::too_many_arguments)] // one call per chain; a struct would only rename the arguments
+fn backward_chain(
+    k: &Kernels,
+    device: &wgpu::Device,
+    layers: &[Linear],
+    input: &wgpu::Buffer,
+    outs: &[&wgpu::Buffer],
+    dy_last: &wgpu::Buffer,
+    hidden_grads: &[&wgpu::Buffer],
+    input_grad: Option<&wgpu::Buffer>,
+    params: &wgpu::Buffer,
+    grads: &wgpu::Buffer,
+    rows: u32,
+) -> Result<Vec<BoundDense>> {
+    let mut out = Vec::new();
+    for i in (0..layers.len()).rev() {
+        let layer = layers[i];
+        let x = if i == 0 { input } else { outs[i - 1] };
+        let dy = if i + 1 == layers.len() { dy_last } else { hidden_grads[i] };
+        out.push(k.dense.bind_weight_grad(device, layer, dy, x, grads, rows)?);
+        out.push(k.dense.bind_bias_grad(device, layer, dy, grads, rows)?);
+        if i > 0 {
+            let dx = hidden_grads[i - 1];
+            out.push(k.dense.bind_input_grad(device, layer, dy, params, dx, rows)?);
+            out.push(k.dense.bind_relu_mask(device, dx, outs[i - 1], rows * layer.input)?);
+        } else if let Some(dx) = input_grad {
+            out.push(k.dense.bind_input_grad(device, layer, dy, params, dx, rows)?);
+        }
+    }
+    Ok(out)
+}
+
+impl<'g> GpuTrainer<'g> {
+    /// Uploads the data and the initial state, and binds every kernel.
+    pub fn new(gpu: &'g Gpu, config: &TrainConfig, data: &Dataset) -> Result<Self> {
+        config.validate()?;
+        let device = &gpu.device;
+        let layout = config.shape(data).layout();
+        let (b, d, m, k, h) = (config.batch, data.dim, config.latent, config.codes, config.hidden);
+        let (n_train, n_eval) = (data.train_rows() as u32, data.eval_rows() as u32);
+        let (params0, mut codebook0) = initial_state(config, &layout, d);
+        if config.codebook_init == CodebookInit::Kmeans {
+            // Encodings of the first samples with the initial parameters, then k-means++ and Lloyd, on the host in
+            // f64 exactly as the CPU engine does, so both engines start from the same codebook.
+            let model =
+                CpuModel { layout: layout.clone(), latent: m as usize, params: to_f64(&params0), codebook: vec![] };
+            let rows = data.train_rows().min(KMEANS_SAMPLES);
+            let z = model.encode(&to_f64(&data.train[..rows * d as usize]), rows);
+            let mut centres = kmeans_plus_plus(&z, m as usize, k as usize, &mut rng(config.seed, Stream::Kmeans));
+            lloyd(&z, &mut centres, m as usize, KMEANS_ITERS);
+            codebook0 = centres.iter().map(|&v| v as f32).collect();
+        }
+        let (ema_size0, ema_sum0) = crate::kernels::codebook::ema_initial_state(&codebook0, k as usize);
+        let mlp = config.encoder == EncoderKind::Mlp;
+        let f = |label: &str, len: u32| gpu.zeroed::<f32>(label, len as usize);
+        let u = |label: &str, len: u32| gpu.zeroed::<u32>(label, len as usize);
+        let hidden = if mlp { b * h } else { 1 };
+        let bufs = Buffers {
+            train: gpu.upload("train data", &data.train)?,
+            eval: gpu.upload("eval data", &data.eval)?,
+            eval_labels: data.eval_labels.as_ref().map(|l| gpu.upload("eval labels", l)).transpose()?,
+            schedule: u("schedule", STEPS_PER_SUBMIT * b)?,
+            params: gpu.upload("params", &params0)?,
+            grads: f("grads", layout.len)?,
+            adam_m: f("adam m", layout.len)?,
+            adam_v: f("adam v", layout.len)?,
+            codebook: gpu.upload("codebook", &codebook0)?,
+            codebook_grad: f("codebook grad", k * m)?,
+            codebook_m: f("codebook adam m", k * m)?,
+            codebook_v: f("codebook adam v", k * m)?,
+            ema_size: gpu.upload("ema size", &ema_size0)?,
+            ema_sum: gpu.upload("ema sum", &ema_sum0)?,
+            counts: u("counts", k)?,
+            used: u("used codes", k)?,
+            metrics: f("metrics", 4)?,
+            x: f("x", b * d)?,
+            z: f("z", b * m)?,
+            index: u("index", b)?,
+            dist: f("distance", b)?,
+            q: f("q", b * m)?,
+            xhat: f("xhat", b * d)?,
+            dxhat: f("dxhat", b * d)?,
+            g: f("g", b * m)?,
+            dz: f("dz", b * m)?,
+            h_enc: f("h enc", hidden)?,
+            h_dec: f("h dec", hidden)?,
+            dh_enc: f("dh enc", hidden)?,
+            dh_dec: f("dh dec", hidden)?,
+            batch_counts: u("batch counts", k)?,
+            eval_z: f("eval z", n_eval * m)?,
+            eval_index: u("eval index", n_eval)?,
+            eval_dist: f("eval distance", n_eval)?,
+            eval_q: f("eval q", n_eval * m)?,
+            eval_xhat: f("eval xhat", n_eval * d)?,
+            eval_hidden: f("eval hidden", if mlp { n_eval * h } else { 1 })?,
+            eval_counts: u("eval counts", k)?,
+        };
+        let step_uniform = StepUniform::new(device, STEPS_PER_SUBMIT)?;
+        let ks = Kernels {
+            dense: Dense::new(device)?,
+            assign: Assign::new(device)?,
+            estimator: EstimatorBackward::new(device)?,
+            codebook: Codebook::new(device)?,
+            stats: Stats::new(device)?,
+            loss: Loss::new(device)?,
+            adam: Adam::new(device, &step_uniform)?,
+            gather: Gather::new(device, &step_uniform)?,
+        };
+        let rec = Self::bind(device, &ks, &bufs, config, &layout, &step_uniform, (n_train, n_eval, d, data.classes))?;
+        Ok(GpuTrainer {
+            gpu,
+            config: config.clone(),
+            data_dim: d,
+            layout,
+            basis: data.basis.clone().map(|basis| (basis, data.rank as usize)),
+            step_uniform,
+            rec,
+            buffers: bufs,
+            schedule: Schedule::new(config.seed, data.train_rows(), b as usize),
+            step: 0,
+        })
+    }
+
+    fn bind(
+        device: &wgpu::Device,
+        ks: &Kernels,
+        bf: &Buffers,
+        config: &TrainConfig,
+        layout: &Layout,
+        step: &StepUniform,
+        (n_train, n_eval, d, classes): (u32, u32, u32, u32),
+    ) -> Result<Recorded> {
+        let (b, m, k) = (config.batch, config.latent, config.codes);
+        let mlp = config.encoder == EncoderKind::Mlp;
+        let enc_outs: Vec<&wgpu::Buffer> = if mlp { vec![&bf.h_enc, &bf.z] } else { vec![&bf.z] };
+        let dec_outs: Vec<&wgpu::Buffer> = if mlp { vec![&bf.h_dec, &bf.xhat] } else { vec![&bf.xhat] };
+        let eval_enc: Vec<&wgpu::Buffer> = if mlp { vec![&bf.eval_hidden, &bf.eval_z] } else { vec![&bf.eval_z] };
+        let eval_dec: Vec<&wgpu::Buffer> = if mlp { vec![&bf.eval_hidden, &bf.eval_xhat] } else { vec![&bf.eval_xhat] };
+        let cb_shape = CodebookShape { n: b, k, m };
+        let adam = AdamSettings { beta1: ADAM_BETAS.0 as f32, beta2: ADAM_BETAS.1 as f32, eps: ADAM_EPS as f32 };
+        let codebook = match config.codebook_mode {
+            CodebookMode::Grad => CodebookUpdate::Grad(
+                ks.codebook.bind_grad(
+                    device,
+                    &GradBuffers { z: &bf.z, index: &bf.index, codebook: &bf.codebook, grad: &bf.codebook_grad },
+                    cb_shape,
+                    b,
+                )?,
+                ks.adam.bind(device, &bf.codebook, &bf.codebook_grad, &bf.codebook_m, &bf.codebook_v, k * m, adam)?,
+            ),
+            CodebookMode::Ema => CodebookUpdate::Ema(ks.codebook.bind_ema(
+                device,
+                &EmaBuffers {
+                    z: &bf.z,
+                    index: &bf.index,
+                    codebook: &bf.codebook,
+                    counts: &bf.counts,
+                    ema_size: &bf.ema_size,
+                    ema_sum: &bf.ema_sum,
+                },
+                cb_shape,
+                EmaSettings { decay: EMA.0 as f32, eps: EMA.1 as f32 },
+            )?),
+        };
+        let reset = if config.reset_dead > 0 {
+            let ema = (config.codebook_mode == CodebookMode::Ema).then_some((&bf.ema_size, &bf.ema_sum));
+            let buffers = ResetBuffers { z: &bf.z, codebook: &bf.codebook, counts: &bf.counts, used: &bf.used, ema };
+            Some(ks.codebook.bind_reset(device, &buffers, cb_shape, seed_mix(config.seed), step)?)
+        } else {
+            None
+        };
+        let estimator_settings = EstimatorSettings { estimator: config.estimator, beta: config.beta as f32, batch: b };
+        let eval_labels = bf.eval_labels.as_ref();
+        Ok(Recorded {
+            gather_batch: ks.gather.bind_rows(
+                device,
+                &bf.train,
+                n_train,
+                &bf.schedule,
+                STEPS_PER_SUBMIT * b,
+                &bf.x,
+                b,
+                d,
+            )?,
+            encoder: forward_chain(ks, device, &layout.encoder, &bf.x, &enc_outs, &bf.params, b)?,
+            assign: ks.assign.bind(
+                device,
+                &AssignBuffers { z: &bf.z, codebook: &bf.codebook, index: &bf.index, distance: &bf.dist },
+                AssignShape { n: b, k, m },
+            )?,
+            gather_q: ks.gather.bind_codes(device, &bf.codebook, &bf.index, &bf.q, b, k, m)?,
+            decoder: forward_chain(ks, device, &layout.decoder, &bf.q, &dec_outs, &bf.params, b)?,
+            rec_grad: ks.loss.bind_rec_grad(device, &bf.xhat, &bf.x, &bf.dxhat, b, d)?,
+            decoder_back: backward_chain(
+                ks,
+                device,
+                &layout.decoder,
+                &bf.q,
+                &dec_outs,
+                &bf.dxhat,
+                &[&bf.dh_dec],
+                Some(&bf.g),
+                &bf.params,
+                &bf.grads,
+                b,
+            )?,
+            estimator: ks.estimator.bind(
+                device,
+                &EstimatorBuffers { g: &bf.g, z: &bf.z, index: &bf.index, codebook: &bf.codebook, grad_z: &bf.dz },
+                EstimatorShape { n: b, k, m },
+                estimator_settings,
+            )?,
+            encoder_back: backward_chain(
+                ks,
+                device,
+                &layout.encoder,
+                &bf.x,
+                &enc_outs,
+                &bf.dz,
+                &[&bf.dh_enc],
+                None,
+                &bf.params,
+                &bf.grads,
+                b,
+            )?,
+            codebook,
+            adam_params: ks.adam.bind(device, &bf.params, &bf.grads, &bf.adam_m, &bf.adam_v, layout.len, adam)?,
+            batch_counts: ks.codebook.bind_counts(
+                device,
+                &CountBuffers { index: &bf.index, counts: if reset.is_some() { &bf.counts } else { &bf.batch_counts } },
+                b,
+                k,
+            )?,
+            reset,
+            eval_encoder: forward_chain(ks, device, &layout.encoder, &bf.eval, &eval_enc, &bf.params, n_eval)?,
+            eval_assign: ks.assign.bind(
+                device,
+                &AssignBuffers {
+                    z: &bf.eval_z,
+                    codebook: &bf.codebook,
+                    index: &bf.eval_index,
+                    distance: &bf.eval_dist,
+                },
+                AssignShape { n: n_eval, k, m },
+            )?,
+            eval_counts: ks.codebook.bind_counts(
+                device,
+                &CountBuffers { index: &bf.eval_index, counts: &bf.eval_counts },
+                n_eval,
+                k,
+            )?,
+            eval_stats: ks.stats.bind(
+                device,
+                &StatsBuffers {
+                    index: &bf.eval_index,
+                    distance: &bf.eval_dist,
+                    counts: &bf.eval_counts,
+                    labels: eval_labels,
+                },
+                StatsShape { n: n_eval, k, m, classes: if eval_labels.is_some() { classes } else { 0 } },
+            )?,
+            eval_gather_q: ks.gather.bind_codes(device, &bf.codebook, &bf.eval_index, &bf.eval_q, n_eval, k, m)?,
+            eval_decoder: forward_chain(ks, device, &layout.decoder, &bf.eval_q, &eval_dec, &bf.params, n_eval)?,
+            eval_sq: ks.loss.bind_sum_sq_diff(device, &bf.eval_xhat, &bf.eval, &bf.metrics, 0, n_eval * d)?,
+            batch_sq: ks.loss.bind_sum_sq_diff(device, &bf.xhat, &bf.x, &bf.metrics, 1, b * d)?,
+            batch_stats: ks.stats.bind(
+                device,
+                &StatsBuffers { index: &bf.index, distance: &bf.dist, counts: &bf.batch_counts, labels: None },
+                StatsShape { n: b, k, m, classes: 0 },
+            )?,
+        })
+    }
+
+    /// Records one training step (slot `slot` of this submit) into its own compute pass.
+    fn record_step(&self, encoder: &mut wgpu::CommandEncoder, slot: u32, t: u64) {
+        let r = &self.rec;
+        let s = &self.step_uniform;
+        let mut pass = encoder
+            .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("train step"), timestamp_writes: None });
+        r.gather_batch.encode_step(&mut pass, s, slot);
+        r.encoder.iter().for_each(|op| op.encode(&mut pass));
+        r.assign.encode(&mut pass);
+        r.gather_q.encode(&mut pass);
+        r.decoder.iter().for_each(|op| op.encode(&mut pass));
+        r.rec_grad.encode(&mut pass);
+        r.decoder_back.iter().for_each(|op| op.encode(&mut pass));
+        r.estimator.encode(&mut pass);
+        r.encoder_back.iter().for_each(|op| op.encode(&mut pass));
+        match &r.codebook {
+            CodebookUpdate::Grad(grad, adam) => {
+                grad.encode(&mut pass);
+                adam.encode(&mut pass, s, slot);
+            }
+            CodebookUpdate::Ema(ema) => ema.encode(&mut pass),
+        }
+        r.adam_params.encode(&mut pass, s, slot);
+        if let Some(reset) = &r.reset {
+            if self.config.codebook_mode == CodebookMode::Grad {
+                r.batch_counts.encode(&mut pass); // the EMA update counted already
+            }
+            reset.encode_mark(&mut pass);
+            if t.is_multiple_of(self.config.reset_dead as u64) {
+                reset.encode_reset(&mut pass, s, slot);
+            }
+        }
+    }
+
+    /// Runs `steps` training steps, `STEPS_PER_SUBMIT` to a submit, with no readback.
+    pub fn train_steps(&mut self, steps: u32) -> Result<()> {
+        let b = self.config.batch;
+        let mut left = steps;
+        while left > 0 {
+            let chunk = left.min(STEPS_PER_SUBMIT);
+            let mut schedule = Vec::with_capacity((chunk * b) as usize);
+            let mut constants = Vec::with_capacity(chunk as usize);
+            for slot in 0..chunk {
+                schedule.extend_from_slice(self.schedule.next_batch());
+                let t = self.step + 1 + slot as u64;
+                constants.push(StepConstants::adam(t, self.config.lr, ADAM_BETAS.0, ADAM_BETAS.1, slot * b));
+            }
+            self.gpu.queue.write_buffer(&self.buffers.schedule, 0, bytemuck::cast_slice(&schedule));
+            self.step_uniform.write(&self.gpu.queue, &constants)?;
+            let mut encoder =
+                self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("train") });
+            for slot in 0..chunk {
+                self.record_step(&mut encoder, slot, self.step + 1 + slot as u64);
+            }
+            self.gpu.queue.submit([encoder.finish()]);
+            self.step += chunk as u64;
+            left -= chunk;
+        }
+        self.gpu.check()
+    }
+
+    /// Evaluates on the eval set (and the last batch) and reads back the statistics.
+    pub fn evaluate(&self) -> Result<Metrics> {
+        let r = &self.rec;
+        let mut encoder =
+            self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("eval") });
+        {
+            let mut pass = encoder
+                .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("eval"), timestamp_writes: None });
+            r.eval_encoder.iter().for_each(|op| op.encode(&mut pass));
+            r.eval_assign.encode(&mut pass);
+            r.eval_counts.encode(&mut pass);
+            r.eval_stats.encode(&mut pass);
+            r.eval_gather_q.encode(&mut pass);
+            r.eval_decoder.iter().for_each(|op| op.encode(&mut pass));
+            r.eval_sq.encode(&mut pass);
+            r.batch_sq.encode(&mut pass);
+            if self.rec.reset.is_none() {
+                r.batch_counts.encode(&mut pass);
+            }
+            r.batch_stats.encode(&mut pass);
+        }
+        r.eval_stats.copy_out(&mut encoder);
+        r.batch_stats.copy_out(&mut encoder);
+        self.gpu.queue.submit([encoder.finish()]);
+        let eval = r.eval_stats.read(&self.gpu.device)?;
+        let batch = r.batch_stats.read(&self.gpu.device)?;
+        let sums: Vec<f32> = read_buffer(&self.gpu.device, &self.gpu.queue, &self.buffers.metrics)?;
+        let (b, d, m) = (self.config.batch as f64, self.data_dim as f64, self.config.latent as f64);
+        let n_eval = (self.buffers.eval.size() / 4) as f64 / d;
+        let rec = sums[1] as f64 / (b * d);
+        let cb = batch.quant_err;
+        let loss = rec + if self.config.codebook_mode == CodebookMode::Grad { cb } else { 0.0 } + self.config.beta * cb;
+        let subspace_err = match (&self.basis, self.config.encoder) {
+            (Some((basis, rank)), EncoderKind::Linear) => {
+                let params: Vec<f32> = read_buffer(&self.gpu.device, &self.gpu.queue, &self.buffers.params)?;
+                let w = self.layout.decoder[0];
+                let wd = to_f64(&params[w.w_off as usize..w.b_off as usize]);
+                Some(super::subspace_err(&wd, self.data_dim as usize, m as usize, basis, *rank))
+            }
+            _ => None,
+        };
+        self.gpu.check()?;
+        Ok(Metrics {
+            step: self.step as u32,
+            loss: if self.step == 0 { f64::NAN } else { loss },
+            dead_codes: eval.dead_codes,
+            usage: eval.usage,
+            entropy: eval.entropy,
+            perplexity: eval.perplexity,
+            recon_mse: sums[0] as f64 / (n_eval * d),
+            quant_err: eval.quant_err,
+            purity: eval.purity,
+            subspace_err,
+            batch_usage: if self.step == 0 {
+                f64::NAN
+            } else {
+                1.0 - batch.dead_codes as f64 / self.config.codes as f64
+            },
+        })
+    }
+
+    /// The flat parameters and the codebook, read back (for tests and for saving a model).
+    pub fn read_state(&self) -> Result<(Vec<f32>, Vec<f32>)> {
+        let device = &self.gpu.device;
+        let params: Vec<f32> = read_buffer(device, &self.gpu.queue, &self.buffers.params)?;
+        let codebook: Vec<f32> = read_buffer(device, &self.gpu.queue, &self.buffers.codebook)?;
+        let k = (self.config.codes * self.config.latent) as usize;
+        Ok((params[..self.layout.len as usize].to_vec(), codebook[..k].to_vec()))
+    }
+
+    /// Steps taken so far.
+    pub fn steps_done(&self) -> u64 {
+        self.step
+    }
+
+    /// Trains for the configured steps, evaluating every `eval_every` steps and at the end; `on_eval` sees each
+    /// evaluation as it comes.
+    pub fn run(mut self, mut on_eval: impl FnMut(&Metrics)) -> Result<RunResult> {
+        let start = Instant::now();
+        let mut curve = Vec::new();
+        let total = self.config.steps;
+        while (self.step as u32) < total {
+            let done = self.step as u32;
+            let next_eval = ((done / self.config.eval_every) + 1) * self.config.eval_every;
+            self.train_steps(next_eval.min(total) - done)?;
+            let metrics = self.evaluate()?;
+            on_eval(&metrics);
+            curve.push(metrics);
+        }
+        let wall_s = start.elapsed().as_secs_f64();
+        let metrics = curve.last().cloned().expect("steps >= 1 gives one evaluation");
+        Ok(RunResult { metrics, curve, steps_per_sec: total as f64 / wall_s, wall_s })
+    }
+}

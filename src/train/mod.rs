@@ -1,0 +1,265 @@
+//! Training the model of STUDY.md end to end: the configuration, the minibatch schedule, the metrics, and two
+//! engines with the same step: [`gpu::GpuTrainer`] (everything on the GPU, reading back only statistics) and
+//! [`cpu::CpuTrainer`] (the f64 reference, used where no adapter exists).
+
+pub mod cpu;
+pub mod gpu;
+
+use crate::data::{self, DataSpec, Dataset, Stream};
+use crate::error::{Error, Result};
+use crate::estimator::Estimator;
+use crate::model::{CodebookInit, CodebookMode, EncoderKind, ModelShape};
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+
+/// Every setting of a run (STUDY.md's defaults in [`TrainConfig::default`]).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TrainConfig {
+    pub data: DataSpec,
+    /// Training samples (generated data).
+    pub n_train: u32,
+    /// Eval samples (generated data).
+    pub n_eval: u32,
+    pub encoder: EncoderKind,
+    pub hidden: u32,
+    /// Latent dimension m.
+    pub latent: u32,
+    /// Codes K.
+    pub codes: u32,
+    pub estimator: Estimator,
+    pub beta: f64,
+    pub codebook_mode: CodebookMode,
+    pub codebook_init: CodebookInit,
+    pub steps: u32,
+    pub batch: u32,
+    pub lr: f64,
+    pub seed: u64,
+    pub eval_every: u32,
+    /// Every this many steps, replace the codes unused since the last reset (0: off).
+    pub reset_dead: u32,
+}
+
+impl Default for TrainConfig {
+    /// STUDY.md's E1: subspace data (d = 256, r = 4, sigma = 0.05), m = 4, K = 32, beta = 0.25.
+    fn default() -> Self {
+        TrainConfig {
+            data: DataSpec::Subspace { dim: 256, rank: 4, sigma: 0.05 },
+            n_train: 16384,
+            n_eval: 8192,
+            encoder: EncoderKind::Linear,
+            hidden: 128,
+            latent: 4,
+            codes: 32,
+            estimator: Estimator::Ste,
+            beta: 0.25,
+            codebook_mode: CodebookMode::Grad,
+            codebook_init: CodebookInit::Uniform,
+            steps: 2000,
+            batch: 256,
+            lr: 1e-3,
+            seed: 0,
+            eval_every: 250,
+            reset_dead: 0,
+        }
+    }
+}
+
+/// The largest label count purity is computed for.
+pub const MAX_CLASSES: u32 = 65536;
+
+impl TrainConfig {
+    /// Checks the settings that do not depend on the data.
+    pub fn validate(&self) -> Result<()> {
+        let positive = [
+            ("codes (K)", self.codes),
+            ("latent (m)", self.latent),
+            ("hidden", self.hidden),
+            ("steps", self.steps),
+            ("batch", self.batch),
+            ("eval-every", self.eval_every),
+        ];
+        for (name, v) in positive {
+            if v == 0 {
+                return Err(Error::Input(format!("{name} must be at least 1")));
+            }
+        }
+        if !(self.beta.is_finite() && self.beta >= 0.0) {
+            return Err(Error::Input(format!("beta must be finite and >= 0, got {}", self.beta)));
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(Error::Input(format!("lr must be finite and > 0, got {}", self.lr)));
+        }
+        Ok(())
+    }
+
+    /// Loads the data and checks it against the settings.
+    pub fn load_data(&self) -> Result<Dataset> {
+        self.validate()?;
+        let data = data::load(&self.data, self.n_train, self.n_eval, self.seed)?;
+        if self.batch as usize > data.train_rows() {
+            return Err(Error::Input(format!(
+                "the batch ({}) is larger than the training set ({} rows)",
+                self.batch,
+                data.train_rows()
+            )));
+        }
+        if data.classes > MAX_CLASSES {
+            return Err(Error::Input(format!("{} label classes; at most {MAX_CLASSES} are supported", data.classes)));
+        }
+        Ok(data)
+    }
+
+    /// The model's shape on `data`.
+    pub fn shape(&self, data: &Dataset) -> ModelShape {
+        ModelShape { dim: data.dim, latent: self.latent, codes: self.codes, encoder: self.encoder, hidden: self.hidden }
+    }
+}
+
+/// The metrics of STUDY.md section 4 at one point of a run.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Metrics {
+    pub step: u32,
+    /// The training loss on the last batch.
+    pub loss: f64,
+    pub dead_codes: u32,
+    pub usage: f64,
+    pub entropy: f64,
+    pub perplexity: f64,
+    pub recon_mse: f64,
+    pub quant_err: f64,
+    pub purity: Option<f64>,
+    pub subspace_err: Option<f64>,
+    /// Distinct codes in the last training batch / K.
+    pub batch_usage: f64,
+}
+
+/// A finished run.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RunResult {
+    pub metrics: Metrics,
+    pub curve: Vec<Metrics>,
+    /// Training steps per second of wall time, the periodic evaluations included.
+    pub steps_per_sec: f64,
+    pub wall_s: f64,
+}
+
+/// The minibatch order: a fresh seeded shuffle of the training rows each epoch; each epoch yields
+/// floor(n / B) batches (the remainder of a shuffle is dropped, so every batch has B rows).
+pub struct Schedule {
+    rng: ChaCha8Rng,
+    order: Vec<u32>,
+    next: usize,
+    batch: usize,
+}
+
+impl Schedule {
+    pub fn new(seed: u64, n_train: usize, batch: usize) -> Self {
+        Schedule {
+            rng: data::rng(seed, Stream::Shuffle),
+            order: (0..n_train as u32).collect(),
+            next: usize::MAX,
+            batch,
+        }
+    }
+
+    /// The next batch's row indices.
+    pub fn next_batch(&mut self) -> &[u32] {
+        if self.next.saturating_add(self.batch) > self.order.len() {
+            self.order.shuffle(&mut self.rng);
+            self.next = 0;
+        }
+        let start = self.next;
+        self.next += self.batch;
+        &self.order[start..start + self.batch]
+    }
+}
+
+/// `1 - ||A^T U||_F^2 / r`, U the top-r left singular vectors of the decoder weight `w` (`d x m`, row-major) and A
+/// the subspace basis (`d x r`, row-major). 0 means the subspace is recovered.
+pub fn subspace_err(w: &[f64], d: usize, m: usize, basis: &[f64], r: usize) -> f64 {
+    let wm = nalgebra::DMatrix::from_row_slice(d, m, w);
+    let svd = wm.svd(true, false);
+    let Some(u) = svd.u else { return f64::NAN };
+    let mut order: Vec<usize> = (0..svd.singular_values.len()).collect();
+    order.sort_by(|&a, &b| svd.singular_values[b].total_cmp(&svd.singular_values[a]));
+    let a = nalgebra::DMatrix::from_row_slice(d, r, basis);
+    let mut captured = 0.0;
+    for &col in order.iter().take(r) {
+        let uc = u.column(col);
+        let proj = a.transpose() * uc;
+        captured += proj.norm_squared();
+    }
+    1.0 - captured / r as f64
+}
+
+/// PyTorch-style `lr / (1 - beta1^t)` and `sqrt(1 - beta2^t)` come from [`crate::kernels::step::StepConstants`];
+/// these are the Adam settings STUDY.md fixes.
+pub const ADAM_BETAS: (f64, f64) = (0.9, 0.999);
+/// Adam's epsilon.
+pub const ADAM_EPS: f64 = 1e-8;
+/// The EMA decay and Laplace epsilon.
+pub const EMA: (f64, f64) = (0.99, 1e-5);
+/// Samples k-means init runs on.
+pub const KMEANS_SAMPLES: usize = 4096;
+/// Lloyd iterations after k-means++.
+pub const KMEANS_ITERS: usize = 10;
+
+/// k-means++ seeding (seeded) of `k` centres among the rows of `z` (`n x m`).
+pub fn kmeans_plus_plus(z: &[f64], m: usize, k: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
+    use rand::RngExt;
+    let n = z.len() / m;
+    let row = |i: usize| &z[i * m..(i + 1) * m];
+    let dist = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f64>();
+    let mut centres = Vec::with_capacity(k * m);
+    centres.extend_from_slice(row(rng.random_range(0..n)));
+    let mut nearest: Vec<f64> = (0..n).map(|i| dist(row(i), &centres[..m])).collect();
+    for _ in 1..k {
+        let total: f64 = nearest.iter().sum();
+        let pick = if total > 0.0 {
+            let mut target = rng.random_range(0.0..total);
+            let mut chosen = n - 1;
+            for (i, &w) in nearest.iter().enumerate() {
+                if target < w {
+                    chosen = i;
+                    break;
+                }
+                target -= w;
+            }
+            chosen
+        } else {
+            rng.random_range(0..n)
+        };
+        let c = row(pick).to_vec();
+        for (i, nd) in nearest.iter_mut().enumerate() {
+            *nd = nd.min(dist(row(i), &c));
+        }
+        centres.extend(c);
+    }
+    centres
+}
+
+/// Dead-code reset: every code not used since the last reset takes the encoding of a pseudo-random row of the
+/// current batch ([`crate::kernels::codebook::reset_row`]); with EMA its state restarts there (N_k = 1, M_k = the new c_k). Clears `used`.
+pub fn reset_unused(
+    codebook: &mut [f64],
+    used: &mut [bool],
+    z: &[f64],
+    m: usize,
+    batch: u32,
+    seed: u64,
+    step: u64,
+    ema: Option<&mut crate::reference::train::CpuEma>,
+) {
+    let mut ema = ema;
+    for k in 0..used.len() {
+        if !used[k] {
+            let r = crate::kernels::codebook::reset_row(seed, step, k as u32, batch) as usize;
+            codebook[k * m..(k + 1) * m].copy_from_slice(&z[r * m..(r + 1) * m]);
+            if let Some(e) = ema.as_deref_mut() {
+                e.size[k] = 1.0;
+                e.sum[k * m..(k + 1) * m].copy_from_slice(&z[r * m..(r + 1) * m]);
+            }
+        }
+        used[k] = false;
+    }
+}
