@@ -11,7 +11,10 @@ use vqgrad::shaders::{self, Lanes};
 const ENTRY_POINTS: &[(&str, &[&str])] = &[
     ("assign.wgsl", &["assign"]),
     ("estimator.wgsl", &["estimator_backward"]),
-    ("codebook.wgsl", &["clear_counts", "count_codes", "segment_sums", "ema_sizes", "ema_codebook"]),
+    (
+        "codebook.wgsl",
+        &["clear_counts", "count_codes", "segment_sums", "ema_sizes", "ema_codebook", "mark_used", "reset_dead"],
+    ),
     ("stats.wgsl", &["clear_label_counts", "count_labels", "summarize"]),
     ("dense.wgsl", &["matmul", "column_sums", "relu_mask"]),
     ("loss.wgsl", &["rec_grad", "sum_sq_diff", "sum"]),
@@ -115,7 +118,7 @@ fn every_shader_validates_and_translates_to_every_backend() {
             translated += 1;
         }
     }
-    assert_eq!(translated, 20, "entry points translated");
+    assert_eq!(translated, 22, "entry points translated");
 }
 
 #[test]
