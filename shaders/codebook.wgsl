@@ -5,6 +5,7 @@
 //                               ema mode:  center = 0, scale = 1 gives the per-code sums of z
 //   ema_sizes                   N_k <- g N_k + (1 - g) n_k, and n = sum_k N_k      (one workgroup)
 //   ema_codebook                M_k <- g M_k + (1 - g) sum_k;  c_k = M_k / N'_k,  N'_k = (N_k + eps) / (n + K eps) n
+//   lloyd_update                k-means: c_k = sums_k / n_k where n_k > 0 (unused codes stay)
 //   mark_used, reset_dead       dead-code reset: codes unused since the last reset take the encoding of a
 //                               pseudo-random batch row (lowbias32 hash of the seed, step and code; as
 //                               vqgrad::train::reset_row); with EMA their state restarts (N_k = 1, M_k = c_k)
@@ -160,6 +161,18 @@ fn ema_codebook(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     ema_sum[e] = m_new;
     let smoothed = (ema_size[k] + params.eps) / (total + f32(params.k) * params.eps) * total;
     codebook[e] = m_new / smoothed;
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn lloyd_update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let e = linear_id(gid, nwg);
+    if (e >= params.k * params.m) {
+        return;
+    }
+    let n = atomicLoad(&counts[e / params.m]);
+    if (n > 0u) {
+        codebook[e] = sums[e] / f32(n);
+    }
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)

@@ -5,8 +5,8 @@
 //   rotation        (g.u) u,  u = (q - z) / (||q - z|| + 1e-8)             (the seed's; z == q gives 0)
 //   rotation-trick  lambda R^T g = lambda (g - 2 r (r.g) + 2 z^ (q^.g))    (Fifty et al., ICLR 2025)
 //   diveq           g - (g.u) u                                            (the complement of rotation)
-// Every estimator is a per-row combination  a g + b (q - z) + c z + d q,  so a row costs one pass of dot
-// products (two for rotation-trick), then one pass that writes. One invocation per row.
+// Every estimator is a per-row combination  a g + b (q - z) + c z + e (z^ + q^),  so a row costs one pass of
+// dot products (two for rotation-trick), then one pass that writes. One invocation per row.
 
 struct Params {
     n: u32,
@@ -51,7 +51,6 @@ fn estimator_backward(
     var gv = 0.0; // g . (q - z)
     var zz = 0.0;
     var qq = 0.0;
-    var gz = 0.0;
     var gq = 0.0;
     for (var j = 0u; j < m; j++) {
         let zj = z[zs + j];
@@ -62,14 +61,15 @@ fn estimator_backward(
         gv = fma(gj, vj, gv);
         zz = fma(zj, zj, zz);
         qq = fma(qj, qj, qq);
-        gz = fma(gj, zj, gz);
         gq = fma(gj, qj, gq);
     }
 
     var a = 1.0; // coefficient of g
     var b = 0.0; // of (q - z)
     var c = 0.0; // of z
-    var d = 0.0; // of q
+    var e = 0.0; // of w = z^ + q^ (rotation-trick)
+    var inv_zn = 0.0;
+    var inv_qn = 0.0;
     if (params.estimator == ROTATION || params.estimator == DIVEQ) {
         let denom = sqrt(vv) + 1e-8;
         let proj = gv / (denom * denom); // (g.u) u = proj (q - z)
@@ -83,22 +83,25 @@ fn estimator_backward(
         let zn = sqrt(zz);
         let qn = sqrt(qq);
         if (zn >= 1e-8) {
-            let inv_zn = 1.0 / zn;
             // q^ as torch.nn.functional.normalize makes it: q = 0 gives q^ = 0 (and lambda = 0).
-            let inv_qn = 1.0 / max(qn, 1e-12);
-            // Pass 2: ||z^ + q^|| elementwise, which stays accurate when z^ and q^ are nearly opposite.
-            var ss = 0.0;
+            let izn = 1.0 / zn;
+            let iqn = 1.0 / max(qn, 1e-12);
+            // Pass 2: w = z^ + q^ elementwise, which stays accurate when z^ and q^ are nearly opposite; r = w / ||w||.
+            var ww = 0.0;
+            var gw = 0.0;
             for (var j = 0u; j < m; j++) {
-                let w = z[zs + j] * inv_zn + codebook[qs + j] * inv_qn;
-                ss = fma(w, w, ss);
+                let w = z[zs + j] * izn + codebook[qs + j] * iqn;
+                ww = fma(w, w, ww);
+                gw = fma(g[zs + j], w, gw);
             }
-            let s = sqrt(ss);
-            if (s >= 1e-6) {
-                let lambda = qn * inv_zn;
-                let rg = (gz * inv_zn + gq * inv_qn) / s; // r . g
+            if (sqrt(ww) >= 1e-6) {
+                // lambda R^T g = lambda (g - 2 w (w.g) / ||w||^2 + 2 z^ (q^.g))
+                let lambda = qn * izn;
                 a = lambda;
-                c = lambda * inv_zn * (2.0 * gq * inv_qn - 2.0 * rg / s);
-                d = -2.0 * lambda * rg * inv_qn / s;
+                e = -2.0 * lambda * gw / ww;
+                c = 2.0 * lambda * izn * gq * iqn;
+                inv_zn = izn;
+                inv_qn = iqn;
             }
         }
     }
@@ -108,6 +111,7 @@ fn estimator_backward(
     for (var j = 0u; j < m; j++) {
         let zj = z[zs + j];
         let qj = codebook[qs + j];
-        grad_z[zs + j] = a * g[zs + j] + b * (qj - zj) + c * zj + d * qj;
+        let w = zj * inv_zn + qj * inv_qn;
+        grad_z[zs + j] = a * g[zs + j] + b * (qj - zj) + c * zj + e * w;
     }
 }

@@ -33,8 +33,8 @@ pub const ALL: &[(&str, &str)] = &[
     ("gather.wgsl", GATHER),
 ];
 
-const VARIANT_BEGIN: &str = "// VARIANT BEGIN\n";
-const VARIANT_END: &str = "// VARIANT END\n";
+const VARIANT_BEGIN: &str = "// VARIANT BEGIN";
+const VARIANT_END: &str = "// VARIANT END";
 
 /// The load width of the `assign` kernel: 4 floats per load needs `m % 4 == 0`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,12 +58,16 @@ pub fn assign_source(lanes: Lanes) -> String {
     match lanes {
         Lanes::Vec4 => ASSIGN.to_string(),
         Lanes::Scalar => {
-            let start = ASSIGN.find(VARIANT_BEGIN).expect("assign.wgsl has a VARIANT BEGIN marker");
-            let end = ASSIGN.find(VARIANT_END).expect("assign.wgsl has a VARIANT END marker");
+            // The block starts after the BEGIN marker's line and ends where the END marker's line starts, so a
+            // checkout with CRLF line endings works too.
+            let begin = ASSIGN.find(VARIANT_BEGIN).and_then(|i| ASSIGN[i..].find('\n').map(|n| i + n + 1));
+            let end = ASSIGN.find(VARIANT_END);
+            let (Some(start), Some(end)) = (begin, end) else {
+                unreachable!("assign.wgsl has VARIANT BEGIN and END markers (tests/shaders.rs checks)")
+            };
             format!(
-                "{}{}alias Row = f32;\nconst LANES: u32 = 1u;\nfn lane_sum(v: Row) -> f32 {{\n    return v;\n}}\n{}",
+                "{}alias Row = f32;\nconst LANES: u32 = 1u;\nfn lane_sum(v: Row) -> f32 {{\n    return v;\n}}\n{}",
                 &ASSIGN[..start],
-                VARIANT_BEGIN,
                 &ASSIGN[end..]
             )
         }

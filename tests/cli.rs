@@ -2,6 +2,9 @@
 
 use std::process::Command;
 
+mod common;
+use common::{f32_bytes, write_npy};
+
 fn vqgrad(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_vqgrad")).args(args).output().expect("the binary runs")
 }
@@ -74,28 +77,6 @@ fn help_and_version_exit_0() {
     let out = vqgrad(&["--version"]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
-}
-
-/// A minimal .npy (format 1.0) writer for the tests: `descr` like "<f4", `shape`, raw little-endian bytes.
-fn write_npy(path: &std::path::Path, descr: &str, shape: &[usize], data: &[u8]) {
-    let shape_txt = match shape {
-        [n] => format!("({n},)"),
-        _ => format!("({})", shape.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")),
-    };
-    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_txt}, }}");
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    bytes.extend((header.len() as u16).to_le_bytes());
-    bytes.extend(header.as_bytes());
-    bytes.extend(data);
-    std::fs::write(path, bytes).unwrap();
-}
-
-fn f32_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
 const QUICK: &[&str] =

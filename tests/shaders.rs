@@ -13,7 +13,16 @@ const ENTRY_POINTS: &[(&str, &[&str])] = &[
     ("estimator.wgsl", &["estimator_backward"]),
     (
         "codebook.wgsl",
-        &["clear_counts", "count_codes", "segment_sums", "ema_sizes", "ema_codebook", "mark_used", "reset_dead"],
+        &[
+            "clear_counts",
+            "count_codes",
+            "segment_sums",
+            "ema_sizes",
+            "ema_codebook",
+            "lloyd_update",
+            "mark_used",
+            "reset_dead",
+        ],
     ),
     ("stats.wgsl", &["clear_label_counts", "count_labels", "summarize"]),
     ("dense.wgsl", &["matmul", "column_sums", "relu_mask"]),
@@ -118,7 +127,7 @@ fn every_shader_validates_and_translates_to_every_backend() {
             translated += 1;
         }
     }
-    assert_eq!(translated, 22, "entry points translated");
+    assert_eq!(translated, 23, "entry points translated");
 }
 
 #[test]

@@ -208,3 +208,79 @@ fn the_whole_backward_pass_matches_finite_differences() {
         }
     }
 }
+
+#[test]
+fn lloyd_on_the_gpu_matches_the_cpu() {
+    let gpu = gpu_or_skip!();
+    // Well-separated clusters, so no row sits near a tie between centres.
+    let (n, k, m) = (2000usize, 6usize, 3usize);
+    let mut d = common::Data::new(2);
+    let centres: Vec<f32> = d.normal(k * m, 10.0);
+    let labels = d.indices(n, k as u32);
+    let noise = d.normal(n * m, 0.5);
+    let z: Vec<f32> = (0..n * m).map(|e| centres[labels[e / m] as usize * m + e % m] + noise[e]).collect();
+    let start: Vec<f32> = (0..k).flat_map(|c| z[c * 7 * m..(c * 7 + 1) * m].to_vec()).collect();
+    let gpu_out = vqgrad::train::gpu::lloyd_on_gpu(&gpu, &z, &start, m as u32, 10).unwrap();
+    let mut cpu = vqgrad::reference::to_f64(&start);
+    vqgrad::train::cpu::lloyd(&vqgrad::reference::to_f64(&z), &mut cpu, m, 10);
+    for (a, b) in gpu_out.iter().zip(&cpu) {
+        assert!((*a as f64 - b).abs() < 1e-4 * (1.0 + b.abs()), "GPU {a} vs CPU {b}");
+    }
+}
+
+/// Every data set and option trains on the GPU and gives finite metrics: gaussian, clusters, a .npy file with
+/// labels; mlp; k-means and normal init; EMA; dead-code reset; every estimator.
+#[test]
+fn every_data_set_and_option_trains() {
+    let gpu = gpu_or_skip!();
+    let dir = std::env::temp_dir().join(format!("vqgrad-train-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (rows, cols) = (400usize, 5usize);
+    let values = common::Data::new(4).normal(rows * cols, 1.0);
+    common::write_npy(&dir.join("x.npy"), "<f4", &[rows, cols], &common::f32_bytes(&values));
+    let labels: Vec<u8> = (0..rows).flat_map(|i| ((i % 3) as i64).to_le_bytes()).collect();
+    common::write_npy(&dir.join("y.npy"), "<i8", &[rows], &labels);
+    let base = small(Estimator::Ste, CodebookMode::Grad, EncoderKind::Linear);
+    let configs = [
+        TrainConfig {
+            data: DataSpec::Gaussian { dim: 6 },
+            latent: 2,
+            codebook_init: CodebookInit::Kmeans,
+            ..base.clone()
+        },
+        TrainConfig {
+            data: DataSpec::Clusters { dim: 8, clusters: 4, spread: 0.5 },
+            latent: 4,
+            estimator: Estimator::DivEq,
+            encoder: EncoderKind::Mlp,
+            codebook_mode: CodebookMode::Ema,
+            reset_dead: 5,
+            ..base.clone()
+        },
+        TrainConfig {
+            data: DataSpec::File { path: dir.join("x.npy"), labels: Some(dir.join("y.npy")), eval_split: 0.25 },
+            estimator: Estimator::RotationTrick,
+            codebook_init: CodebookInit::Uniform,
+            ..base.clone()
+        },
+        TrainConfig {
+            estimator: Estimator::Rotation,
+            codebook_init: CodebookInit::Kmeans,
+            reset_dead: 7,
+            ..base.clone()
+        },
+    ];
+    for config in configs {
+        let what = format!("{:?}", config.data);
+        let data = config.load_data().unwrap();
+        let labelled = data.eval_labels.is_some();
+        let result = GpuTrainer::new(&gpu, &config, &data).unwrap().run(|_| {}).unwrap();
+        let m = &result.metrics;
+        assert_eq!(m.step, 50, "{what}");
+        for v in [m.loss, m.entropy, m.perplexity, m.recon_mse, m.quant_err, m.batch_usage, result.steps_per_sec] {
+            assert!(v.is_finite(), "{what}: {m:?}");
+        }
+        assert_eq!(m.purity.is_some(), labelled, "{what}: purity needs labels");
+    }
+    common::assert_clean(&gpu);
+}

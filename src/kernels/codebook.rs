@@ -99,6 +99,7 @@ pub struct Codebook {
     segment_sums: wgpu::ComputePipeline,
     ema_sizes: wgpu::ComputePipeline,
     ema_codebook: wgpu::ComputePipeline,
+    lloyd_update: wgpu::ComputePipeline,
     module: wgpu::ShaderModule,
     workgroup_size: u32,
     max_groups: u32,
@@ -144,6 +145,7 @@ impl Codebook {
             segment_sums: make(&sums_layout, "segment_sums")?,
             ema_sizes: make(&ema_layout, "ema_sizes")?,
             ema_codebook: make(&ema_layout, "ema_codebook")?,
+            lloyd_update: make(&ema_layout, "lloyd_update")?,
             count_layout,
             sums_layout,
             ema_layout,
@@ -335,6 +337,49 @@ impl Codebook {
         })
     }
 
+    /// Binds one Lloyd iteration on the rows `z` with their current assignment `index` (from assign): counts,
+    /// per-code sums, then every used code moves to its rows' mean. Owns the sums scratch buffer.
+    pub fn bind_lloyd(
+        &self,
+        device: &wgpu::Device,
+        buffers: &LloydBuffers<'_>,
+        shape: CodebookShape,
+    ) -> Result<BoundLloyd> {
+        check_shape(
+            &[("n", shape.n), ("k", shape.k), ("m", shape.m)],
+            &[("n x m", shape.n, shape.m), ("k x m", shape.k, shape.m)],
+        )?;
+        let codes = shape.k as u64 * shape.m as u64;
+        let sums = zeroed::<f32>(device, "lloyd sums", codes as usize)?;
+        let dummy = zeroed::<f32>(device, "lloyd unused", 1)?;
+        let params = Self::params(shape, false, 1.0, EmaSettings::default());
+        let sums_pass =
+            self.sums_pass(device, "lloyd sums", buffers.z, buffers.index, buffers.codebook, &sums, shape, params)?;
+        let params = uniform(device, "lloyd params", &Self::params(shape, false, 1.0, EmaSettings::default()))?;
+        let bind_group = bind_group(
+            device,
+            "lloyd",
+            &self.ema_layout,
+            &params,
+            &[
+                Binding::new(3, "codebook", buffers.codebook, codes * F32),
+                Binding::new(4, "counts", buffers.counts, shape.k as u64 * 4),
+                Binding::new(5, "sums", &sums, codes * F32),
+                Binding::new(6, "unused", &dummy, F32),
+                Binding::new(7, "unused", &dummy, F32),
+                Binding::new(8, "unused", &dummy, F32),
+            ],
+        )?;
+        Ok(BoundLloyd {
+            counts: self.counts_pass(device, CountBuffers { index: buffers.index, counts: buffers.counts }, shape)?,
+            sums: sums_pass,
+            update: self.lloyd_update.clone(),
+            bind_group,
+            grid: self.threads(codes)?,
+            _scratch: [sums, dummy, params],
+        })
+    }
+
     /// Binds the dead-code reset for a batch of `shape.n` rows: [`BoundReset::encode_mark`] after each step's
     /// counts marks the used codes; [`BoundReset::encode_reset`] replaces the unused ones and clears the marks.
     /// `seed_mix` comes from [`seed_mix`]; `step` gives group 1 (the step number).
@@ -384,6 +429,35 @@ impl Codebook {
             ],
         )?;
         Ok(BoundReset { mark, reset, bind_group, grid: self.threads(shape.k as u64)?, _buffers: [params, dummy] })
+    }
+}
+
+/// Buffers for a Lloyd iteration: `z` (n x m), `index` (n u32, the current assignment), `codebook` (k x m,
+/// rewritten) and `counts` (k u32, written).
+#[derive(Clone, Copy)]
+pub struct LloydBuffers<'a> {
+    pub z: &'a wgpu::Buffer,
+    pub index: &'a wgpu::Buffer,
+    pub codebook: &'a wgpu::Buffer,
+    pub counts: &'a wgpu::Buffer,
+}
+
+/// A Lloyd iteration bound to buffers (record the assign kernel before it).
+pub struct BoundLloyd {
+    counts: CountPass,
+    sums: SumsPass,
+    update: wgpu::ComputePipeline,
+    bind_group: wgpu::BindGroup,
+    grid: (u32, u32),
+    _scratch: [wgpu::Buffer; 3],
+}
+
+impl BoundLloyd {
+    /// Records counts, sums and the centroid update (four dispatches).
+    pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
+        self.counts.encode(pass);
+        dispatch(pass, &self.sums.pipeline, &self.sums.bind_group, self.sums.grid);
+        dispatch(pass, &self.update, &self.bind_group, self.grid);
     }
 }
 

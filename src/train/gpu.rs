@@ -3,7 +3,7 @@
 //! evaluations. An evaluation reads back two 32-byte statistics structs, two sums and (for `subspace_err`) the
 //! decoder weights.
 
-use super::cpu::{initial_state, lloyd};
+use super::cpu::initial_state;
 use super::{
     ADAM_BETAS, ADAM_EPS, EMA, KMEANS_ITERS, KMEANS_SAMPLES, Metrics, RunResult, Schedule, TrainConfig,
     kmeans_plus_plus,
@@ -15,7 +15,7 @@ use crate::kernels::adam::{Adam, AdamSettings, BoundAdam};
 use crate::kernels::assign::{Assign, AssignBuffers, AssignShape, BoundAssign};
 use crate::kernels::codebook::{
     BoundCounts, BoundEma, BoundGrad, BoundReset, Codebook, CodebookShape, CountBuffers, EmaBuffers, EmaSettings,
-    GradBuffers, ResetBuffers, seed_mix,
+    GradBuffers, LloydBuffers, ResetBuffers, seed_mix,
 };
 use crate::kernels::dense::{BoundDense, Dense, Linear};
 use crate::kernels::estimator::{
@@ -198,15 +198,16 @@ impl<'g> GpuTrainer<'g> {
         let (n_train, n_eval) = (data.train_rows() as u32, data.eval_rows() as u32);
         let (params0, mut codebook0) = initial_state(config, &layout, d);
         if config.codebook_init == CodebookInit::Kmeans {
-            // Encodings of the first samples with the initial parameters, then k-means++ and Lloyd, on the host in
-            // f64 exactly as the CPU engine does, so both engines start from the same codebook.
+            // Encodings of the first samples with the initial parameters (on the host: one small product), the
+            // k-means++ seeding (sequential by nature), then Lloyd's iterations on the GPU with the assign kernel.
             let model =
                 CpuModel { layout: layout.clone(), latent: m as usize, params: to_f64(&params0), codebook: vec![] };
             let rows = data.train_rows().min(KMEANS_SAMPLES);
             let z = model.encode(&to_f64(&data.train[..rows * d as usize]), rows);
-            let mut centres = kmeans_plus_plus(&z, m as usize, k as usize, &mut rng(config.seed, Stream::Kmeans));
-            lloyd(&z, &mut centres, m as usize, KMEANS_ITERS);
-            codebook0 = centres.iter().map(|&v| v as f32).collect();
+            let seeds = kmeans_plus_plus(&z, m as usize, k as usize, &mut rng(config.seed, Stream::Kmeans));
+            let z32: Vec<f32> = z.iter().map(|&v| v as f32).collect();
+            let seeds32: Vec<f32> = seeds.iter().map(|&v| v as f32).collect();
+            codebook0 = lloyd_on_gpu(gpu, &z32, &seeds32, m, KMEANS_ITERS as u32)?;
         }
         let (ema_size0, ema_sum0) = crate::kernels::codebook::ema_initial_state(&codebook0, k as usize);
         let mlp = config.encoder == EncoderKind::Mlp;
@@ -583,4 +584,39 @@ impl<'g> GpuTrainer<'g> {
         let metrics = curve.last().cloned().expect("steps >= 1 gives one evaluation");
         Ok(RunResult { metrics, curve, steps_per_sec: total as f64 / wall_s, wall_s })
     }
+}
+
+/// Lloyd's algorithm on the GPU: `iters` rounds of assign (the nearest-code kernel) and centroid update, from
+/// `centres` (k x m) on the rows of `z` (n x m). Codes that no row picks stay where they are. Returns the centres.
+pub fn lloyd_on_gpu(gpu: &Gpu, z: &[f32], centres: &[f32], m: u32, iters: u32) -> Result<Vec<f32>> {
+    let device = &gpu.device;
+    let (n, k) = ((z.len() / m as usize) as u32, (centres.len() / m as usize) as u32);
+    let zb = gpu.upload("lloyd z", z)?;
+    let codebook = gpu.upload("lloyd centres", centres)?;
+    let index = gpu.zeroed::<u32>("lloyd index", n as usize)?;
+    let dist = gpu.zeroed::<f32>("lloyd distance", n as usize)?;
+    let counts = gpu.zeroed::<u32>("lloyd counts", k as usize)?;
+    let assign = Assign::new(device)?.bind(
+        device,
+        &AssignBuffers { z: &zb, codebook: &codebook, index: &index, distance: &dist },
+        AssignShape { n, k, m },
+    )?;
+    let update = Codebook::new(device)?.bind_lloyd(
+        device,
+        &LloydBuffers { z: &zb, index: &index, codebook: &codebook, counts: &counts },
+        CodebookShape { n, k, m },
+    )?;
+    let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("lloyd") });
+    {
+        let mut pass =
+            encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("lloyd"), timestamp_writes: None });
+        for _ in 0..iters {
+            assign.encode(&mut pass);
+            update.encode(&mut pass);
+        }
+    }
+    gpu.queue.submit([encoder.finish()]);
+    let out: Vec<f32> = read_buffer(device, &gpu.queue, &codebook)?;
+    gpu.check()?;
+    Ok(out[..(k * m) as usize].to_vec())
 }

@@ -228,3 +228,35 @@ fn bad_ema_settings_and_shapes_are_errors() {
     ));
     assert_clean(&gpu);
 }
+
+#[test]
+fn ema_updates_are_bit_identical_run_to_run() {
+    let gpu = gpu_or_skip!();
+    let kernel = Codebook::new(&gpu.device).unwrap();
+    let (n, k, m) = (700, 50, 6);
+    let mut d = Data::new(31);
+    let codebook = d.normal(k * m, 0.5);
+    let z = d.normal(n * m, 1.0);
+    let index = d.indices(n, k as u32);
+    let (size0, sum0) = ema_initial_state(&codebook, k);
+    let run = || {
+        let cb = gpu.upload("codebook", &codebook).unwrap();
+        let size = gpu.upload("ema_size", &size0).unwrap();
+        let sum = gpu.upload("ema_sum", &sum0).unwrap();
+        let counts = gpu.zeroed::<u32>("counts", k).unwrap();
+        let zb = gpu.upload("z", &z).unwrap();
+        let ib = gpu.upload("index", &index).unwrap();
+        let buffers = EmaBuffers { z: &zb, index: &ib, codebook: &cb, counts: &counts, ema_size: &size, ema_sum: &sum };
+        let shape = CodebookShape { n: n as u32, k: k as u32, m: m as u32 };
+        let bound = kernel.bind_ema(&gpu.device, &buffers, shape, EmaSettings::default()).unwrap();
+        for _ in 0..3 {
+            run_pass(&gpu, |pass| bound.encode(pass));
+        }
+        (
+            bits(&gpu.read::<f32>(&cb).unwrap()),
+            bits(&gpu.read::<f32>(&size).unwrap()),
+            bits(&gpu.read::<f32>(&sum).unwrap()),
+        )
+    };
+    assert_eq!(run(), run(), "two runs of three EMA steps differ");
+}

@@ -93,3 +93,111 @@ fn kernels_run_on_the_callers_own_device() {
     assert_eq!(caller.read::<u32>(&ib).unwrap(), (0..16).collect::<Vec<u32>>());
     assert_clean(&gpu);
 }
+
+/// The kernels on a device of the caller's making with WebGPU's default limits, except at most 8 workgroups per
+/// grid dimension: every dispatch here needs an (x, y) grid, so the linearized 2-D indexing runs for real.
+#[test]
+fn kernels_run_on_default_limits_with_two_dimensional_grids() {
+    use vqgrad::kernels::codebook::{
+        Codebook, CodebookShape, CountBuffers, EmaBuffers, EmaSettings, ema_initial_state,
+    };
+    use vqgrad::kernels::estimator::{EstimatorBackward, EstimatorBuffers, EstimatorSettings, EstimatorShape};
+    use vqgrad::kernels::stats::{Stats, StatsBuffers, StatsShape};
+    use vqgrad::{Estimator, reference};
+    let Some(ours) = crate::common::gpu() else { return };
+    let adapter = vqgrad::gpu::enumerate_adapters(wgpu::Backends::all())
+        .into_iter()
+        .find(|a| a.get_info().name == ours.info().name)
+        .expect("the adapter vqgrad chose");
+    let limits = wgpu::Limits { max_compute_workgroups_per_dimension: 8, ..wgpu::Limits::default() };
+    let desc = wgpu::DeviceDescriptor { required_limits: limits, ..Default::default() };
+    // wgpu's default uncaptured-error handler panics, so any validation error fails this test.
+    let (device, queue) = pollster::block_on(adapter.request_device(&desc)).unwrap();
+    let gpu = Gpu::from_device(device, queue, adapter.get_info());
+    let (n, k, m) = (3000usize, 40usize, 8usize);
+    let mut d = Data::new(17);
+    let z = d.normal(n * m, 1.0);
+    let g = d.normal(n * m, 1.0);
+    let codebook = d.normal(k * m, 1.0);
+    let labels = d.indices(n, 5);
+    let (zb, gb, cb, lb) = (
+        gpu.upload("z", &z).unwrap(),
+        gpu.upload("g", &g).unwrap(),
+        gpu.upload("c", &codebook).unwrap(),
+        gpu.upload("labels", &labels).unwrap(),
+    );
+    let ib = gpu.zeroed::<u32>("index", n).unwrap();
+    let db = gpu.zeroed::<f32>("distance", n).unwrap();
+    let gz = gpu.zeroed::<f32>("grad_z", n * m).unwrap();
+    let counts = gpu.zeroed::<u32>("counts", k).unwrap();
+    let (size0, sum0) = ema_initial_state(&codebook, k);
+    let (size, sum) = (gpu.upload("size", &size0).unwrap(), gpu.upload("sum", &sum0).unwrap());
+    let ema_cb = gpu.upload("ema codebook", &codebook).unwrap();
+    let dev = &gpu.device;
+    let (nu, ku, mu) = (n as u32, k as u32, m as u32);
+    let assign = Assign::new(dev)
+        .unwrap()
+        .bind(
+            dev,
+            &AssignBuffers { z: &zb, codebook: &cb, index: &ib, distance: &db },
+            AssignShape { n: nu, k: ku, m: mu },
+        )
+        .unwrap();
+    let settings = EstimatorSettings { estimator: Estimator::RotationTrick, beta: 0.25, batch: nu };
+    let estimator = EstimatorBackward::new(dev)
+        .unwrap()
+        .bind(
+            dev,
+            &EstimatorBuffers { g: &gb, z: &zb, index: &ib, codebook: &cb, grad_z: &gz },
+            EstimatorShape { n: nu, k: ku, m: mu },
+            settings,
+        )
+        .unwrap();
+    let codebook_kernels = Codebook::new(dev).unwrap();
+    let count = codebook_kernels.bind_counts(dev, &CountBuffers { index: &ib, counts: &counts }, nu, ku).unwrap();
+    let ema_counts = gpu.zeroed::<u32>("ema counts", k).unwrap();
+    let ema = codebook_kernels
+        .bind_ema(
+            dev,
+            &EmaBuffers { z: &zb, index: &ib, codebook: &ema_cb, counts: &ema_counts, ema_size: &size, ema_sum: &sum },
+            CodebookShape { n: nu, k: ku, m: mu },
+            EmaSettings::default(),
+        )
+        .unwrap();
+    let stats = Stats::new(dev)
+        .unwrap()
+        .bind(
+            dev,
+            &StatsBuffers { index: &ib, distance: &db, counts: &counts, labels: Some(&lb) },
+            StatsShape { n: nu, k: ku, m: mu, classes: 5 },
+        )
+        .unwrap();
+    let mut encoder = dev.create_command_encoder(&Default::default());
+    {
+        let mut pass = encoder.begin_compute_pass(&Default::default());
+        assign.encode(&mut pass);
+        estimator.encode(&mut pass);
+        count.encode(&mut pass);
+        stats.encode(&mut pass);
+        ema.encode(&mut pass);
+    }
+    stats.copy_out(&mut encoder);
+    gpu.queue.submit([encoder.finish()]);
+    let gpu_stats = stats.read(dev).unwrap();
+
+    let cpu = reference::assign(&z, &codebook, m);
+    assert_eq!(gpu.read::<u32>(&ib).unwrap()[..n], cpu.index[..], "assign on a 2-D grid");
+    assert_eq!(gpu.read::<u32>(&counts).unwrap()[..k], reference::counts(&cpu.index, k)[..], "counts on a 2-D grid");
+    let want = reference::estimator_grad(Estimator::RotationTrick, &g, &z, &cpu.index, &codebook, m, 0.25, n);
+    let got = gpu.read::<f32>(&gz).unwrap();
+    let worst = got[..n * m].iter().zip(&want).map(|(&a, &b)| (a as f64 - b).abs()).fold(0.0, f64::max);
+    assert!(worst < 1e-4, "estimator on a 2-D grid: largest error {worst:e}");
+    assert_eq!(gpu_stats.total, n as u32);
+    assert_eq!(gpu_stats.dead_codes, reference::stats(&cpu, k, m, Some((&labels, 5))).dead_codes);
+    let mut state = reference::EmaState::new(&codebook, k);
+    let mut cpu_cb = codebook.clone();
+    reference::ema_update(&mut state, &mut cpu_cb, &z, &cpu.index, m, EmaSettings::default());
+    let got_cb = gpu.read::<f32>(&ema_cb).unwrap();
+    let worst = got_cb[..k * m].iter().zip(&cpu_cb).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(worst < 1e-5, "EMA update on a 2-D grid: largest error {worst:e}");
+}

@@ -117,7 +117,7 @@ fn every_estimator_matches_the_reference_on_random_inputs() {
 }
 
 /// Rows that break naive formulas: z = q, z = 0, q = 0, z = q = 0, q = -2z (z^ = -q^), magnitudes 1e4 and
-/// 1e-6, g = 0, then random rows.
+/// 1e-6, g = 0, q = -2z + 1e-4 noise (just above rotation-trick's fallback), then random rows.
 fn edge_case(m: usize) -> Case {
     let mut d = Data::new(99 + m as u64);
     let n = 40;
@@ -149,6 +149,14 @@ fn edge_case(m: usize) -> Case {
     set(&mut z, 6, d.normal(m, 1e-6));
     index[6] = 3; // tiny
     case.g[7 * m..8 * m].fill(0.0); // g = 0
+    // Row 8: nearly opposite, just above the fallback (||z^ + q^|| ~ 1e-4): code 4 = -2 z + 1e-4 noise.
+    let near: Vec<f32> = d.normal(m, 1.0);
+    let noise: Vec<f32> = d.normal(m, 1e-4);
+    set(&mut z, 8, near.clone());
+    for (c, (&a, &e)) in codebook[4 * m..5 * m].iter_mut().zip(near.iter().zip(&noise)) {
+        *c = -2.0 * a + e;
+    }
+    index[8] = 4;
     case.z = z;
     case.index = index;
     case.codebook = codebook;
@@ -167,9 +175,12 @@ fn edge_cases_give_finite_values_that_match_the_reference() {
                 let out = run(&gpu, &bind(&gpu, &kernel, &case, s), case.z.len());
                 assert!(out.iter().all(|v| v.is_finite()), "m={m} {estimator}: NaN or Inf in {out:?}");
                 check(&format!("edge m={m} beta={beta}"), &case, &out, s);
-                // z = q: no rotation (and no commitment) gradient.
+                // z = q: no rotation (and no commitment) gradient; diveq passes g unchanged.
                 if estimator == Estimator::Rotation {
                     assert!(out[..m].iter().all(|&v| v == 0.0), "rotation at z = q must be 0");
+                }
+                if estimator == Estimator::DivEq {
+                    assert_eq!(&out[..m], &case.g[..m], "diveq at z = q must be g");
                 }
             }
         }
