@@ -10,6 +10,8 @@
 //!   used where no adapter exists.
 //! - [`gpu`]: adapter choice, device limits, error capture and buffer helpers.
 //! - [`shaders`]: the WGSL sources as constants.
+//! - With the `study` feature (on by default): [`data`] (STUDY.md's data sets and `.npy` input), [`model`]
+//!   (shapes, parameter layout, initialization) and [`train`] (the GPU and CPU training engines).
 
 #[cfg(feature = "study")]
 pub mod data;

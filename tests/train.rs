@@ -76,6 +76,7 @@ fn gpu_training_matches_the_cpu_reference_after_50_steps() {
                     ("recon_mse", gm.recon_mse, cm.recon_mse),
                     ("quant_err", gm.quant_err, cm.quant_err),
                     ("entropy", gm.entropy, cm.entropy),
+                    ("batch_usage", gm.batch_usage, cm.batch_usage),
                     ("subspace_err", gm.subspace_err.unwrap_or(0.0), cm.subspace_err.unwrap_or(0.0)),
                 ] {
                     assert!((a - b).abs() <= 2e-5 * b.abs().max(1e-3), "{what}: {name} GPU {a} vs CPU {b}");

@@ -1,6 +1,8 @@
 //! Every kernel in plain Rust with f64 accumulation, written straight from STUDY.md's formulas (not from the
 //! shaders' rearrangements): the oracle the GPU tests compare against, and the engine used where no adapter
-//! exists. Inputs are the same f32 buffers the GPU sees; matrices are row-major.
+//! exists. Inputs are the same f32 buffers the GPU sees; matrices are row-major. Inputs are assumed valid (m >= 1,
+//! indices < K, lengths that agree): the kernels' `bind` and the trainers check them first, and a violation here
+//! panics rather than computing something wrong.
 
 #[cfg(feature = "study")]
 pub mod train;

@@ -58,7 +58,8 @@ struct Recorded {
     encoder_back: Vec<BoundDense>,
     codebook: CodebookUpdate,
     adam_params: BoundAdam,
-    batch_counts: BoundCounts,
+    /// This step's counts for the dead-code marks (grad mode; the EMA update counts by itself).
+    step_counts: BoundCounts,
     reset: Option<BoundReset>,
     // Evaluation.
     eval_encoder: Vec<BoundDense>,
@@ -69,6 +70,7 @@ struct Recorded {
     eval_decoder: Vec<BoundDense>,
     eval_sq: BoundLoss,
     batch_sq: BoundLoss,
+    batch_counts: BoundCounts,
     batch_stats: BoundStats,
 }
 
@@ -133,6 +135,7 @@ pub struct GpuTrainer<'g> {
     buffers: Buffers,
     schedule: Schedule,
     step: u64,
+    n_eval: u32,
 }
 
 /// Forward through `layers` (ReLU after all but the last), from `input` into `outs`.
@@ -277,6 +280,7 @@ impl<'g> GpuTrainer<'g> {
             buffers: bufs,
             schedule: Schedule::new(config.seed, data.train_rows(), b as usize),
             step: 0,
+            n_eval,
         })
     }
 
@@ -384,9 +388,9 @@ impl<'g> GpuTrainer<'g> {
             )?,
             codebook,
             adam_params: ks.adam.bind(device, &bf.params, &bf.grads, &bf.adam_m, &bf.adam_v, layout.len, adam)?,
-            batch_counts: ks.codebook.bind_counts(
+            step_counts: ks.codebook.bind_counts(
                 device,
-                &CountBuffers { index: &bf.index, counts: if reset.is_some() { &bf.counts } else { &bf.batch_counts } },
+                &CountBuffers { index: &bf.index, counts: &bf.counts },
                 b,
                 k,
             )?,
@@ -422,6 +426,12 @@ impl<'g> GpuTrainer<'g> {
             eval_decoder: forward_chain(ks, device, &layout.decoder, &bf.eval_q, &eval_dec, &bf.params, n_eval)?,
             eval_sq: ks.loss.bind_sum_sq_diff(device, &bf.eval_xhat, &bf.eval, &bf.metrics, 0, n_eval * d)?,
             batch_sq: ks.loss.bind_sum_sq_diff(device, &bf.xhat, &bf.x, &bf.metrics, 1, b * d)?,
+            batch_counts: ks.codebook.bind_counts(
+                device,
+                &CountBuffers { index: &bf.index, counts: &bf.batch_counts },
+                b,
+                k,
+            )?,
             batch_stats: ks.stats.bind(
                 device,
                 &StatsBuffers { index: &bf.index, distance: &bf.dist, counts: &bf.batch_counts, labels: None },
@@ -455,7 +465,7 @@ impl<'g> GpuTrainer<'g> {
         r.adam_params.encode(&mut pass, s, slot);
         if let Some(reset) = &r.reset {
             if self.config.codebook_mode == CodebookMode::Grad {
-                r.batch_counts.encode(&mut pass); // the EMA update counted already
+                r.step_counts.encode(&mut pass); // the EMA update counted already
             }
             reset.encode_mark(&mut pass);
             if t.is_multiple_of(self.config.reset_dead as u64) {
@@ -507,9 +517,7 @@ impl<'g> GpuTrainer<'g> {
             r.eval_decoder.iter().for_each(|op| op.encode(&mut pass));
             r.eval_sq.encode(&mut pass);
             r.batch_sq.encode(&mut pass);
-            if self.rec.reset.is_none() {
-                r.batch_counts.encode(&mut pass);
-            }
+            r.batch_counts.encode(&mut pass);
             r.batch_stats.encode(&mut pass);
         }
         r.eval_stats.copy_out(&mut encoder);
@@ -519,7 +527,7 @@ impl<'g> GpuTrainer<'g> {
         let batch = r.batch_stats.read(&self.gpu.device)?;
         let sums: Vec<f32> = read_buffer(&self.gpu.device, &self.gpu.queue, &self.buffers.metrics)?;
         let (b, d, m) = (self.config.batch as f64, self.data_dim as f64, self.config.latent as f64);
-        let n_eval = (self.buffers.eval.size() / 4) as f64 / d;
+        let n_eval = self.n_eval as f64;
         let rec = sums[1] as f64 / (b * d);
         let cb = batch.quant_err;
         let loss = rec + if self.config.codebook_mode == CodebookMode::Grad { cb } else { 0.0 } + self.config.beta * cb;
