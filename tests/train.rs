@@ -223,7 +223,7 @@ fn lloyd_on_the_gpu_matches_the_cpu() {
     let start: Vec<f32> = (0..k).flat_map(|c| z[c * 7 * m..(c * 7 + 1) * m].to_vec()).collect();
     let gpu_out = vqgrad::train::gpu::lloyd_on_gpu(&gpu, &z, &start, m as u32, 10).unwrap();
     let mut cpu = vqgrad::reference::to_f64(&start);
-    vqgrad::train::cpu::lloyd(&vqgrad::reference::to_f64(&z), &mut cpu, m, 10);
+    vqgrad::train::lloyd(&vqgrad::reference::to_f64(&z), &mut cpu, m, 10);
     for (a, b) in gpu_out.iter().zip(&cpu) {
         assert!((*a as f64 - b).abs() < 1e-4 * (1.0 + b.abs()), "GPU {a} vs CPU {b}");
     }

@@ -4,40 +4,10 @@
 use super::{ADAM_BETAS, ADAM_EPS, EMA, KMEANS_ITERS, KMEANS_SAMPLES, Metrics, RunResult, Schedule, TrainConfig};
 use crate::data::{Dataset, Stream, rng};
 use crate::error::Result;
-use crate::model::{CodebookInit, CodebookMode, EncoderKind, Layout, init_codebook, init_params};
+use crate::model::{CodebookInit, CodebookMode, EncoderKind};
 use crate::reference::train::{CpuAdam, CpuEma, CpuModel, Step};
 use crate::reference::{Assignment, assign_f64, stats, to_f64};
 use std::time::Instant;
-
-/// The initial flat parameters and codebook of a run (f32, as both engines start), before any k-means.
-pub fn initial_state(config: &TrainConfig, layout: &Layout, data_dim: u32) -> (Vec<f32>, Vec<f32>) {
-    let _ = data_dim;
-    let params = init_params(layout, &mut rng(config.seed, Stream::Params));
-    let codebook =
-        init_codebook(config.codebook_init, config.codes, config.latent, &mut rng(config.seed, Stream::Codebook));
-    (params, codebook)
-}
-
-/// Lloyd's algorithm from `centres` on the rows of `z`: each step moves every used centre to its rows' mean.
-pub fn lloyd(z: &[f64], centres: &mut [f64], m: usize, iters: usize) {
-    let k = centres.len() / m;
-    for _ in 0..iters {
-        let a = assign_f64(z, centres, m);
-        let mut sums = vec![0.0; k * m];
-        let mut counts = vec![0usize; k];
-        for (i, &c) in a.index.iter().enumerate() {
-            counts[c as usize] += 1;
-            for j in 0..m {
-                sums[c as usize * m + j] += z[i * m + j];
-            }
-        }
-        for c in (0..k).filter(|&c| counts[c] > 0) {
-            for j in 0..m {
-                centres[c * m + j] = sums[c * m + j] / counts[c] as f64;
-            }
-        }
-    }
-}
 
 /// Trains on the CPU.
 pub struct CpuTrainer {
@@ -61,7 +31,7 @@ impl CpuTrainer {
         config.validate()?;
         let shape = config.shape(&data);
         let layout = shape.layout();
-        let (params, codebook) = initial_state(config, &layout, data.dim);
+        let (params, codebook) = super::initial_state(config, &layout);
         let m = config.latent as usize;
         let k = config.codes as usize;
         let train = to_f64(&data.train);
@@ -71,7 +41,7 @@ impl CpuTrainer {
             let rows = data.train_rows().min(KMEANS_SAMPLES);
             let z = model.encode(&train[..rows * data.dim as usize], rows);
             let mut centres = super::kmeans_plus_plus(&z, m, k, &mut rng(config.seed, Stream::Kmeans));
-            lloyd(&z, &mut centres, m, KMEANS_ITERS);
+            super::lloyd(&z, &mut centres, m, KMEANS_ITERS);
             model.codebook = centres;
         }
         let ema = (config.codebook_mode == CodebookMode::Ema).then(|| CpuEma::new(&model.codebook, k, EMA.0, EMA.1));

@@ -3,9 +3,8 @@
 //! evaluations. An evaluation reads back two 32-byte statistics structs, two sums and (for `subspace_err`) the
 //! decoder weights.
 
-use super::cpu::initial_state;
 use super::{
-    ADAM_BETAS, ADAM_EPS, EMA, KMEANS_ITERS, KMEANS_SAMPLES, Metrics, RunResult, Schedule, TrainConfig,
+    ADAM_BETAS, ADAM_EPS, EMA, KMEANS_ITERS, KMEANS_SAMPLES, Metrics, RunResult, Schedule, TrainConfig, initial_state,
     kmeans_plus_plus,
 };
 use crate::data::{Dataset, Stream, rng};
@@ -199,7 +198,7 @@ impl<'g> GpuTrainer<'g> {
         let layout = config.shape(data).layout();
         let (b, d, m, k, h) = (config.batch, data.dim, config.latent, config.codes, config.hidden);
         let (n_train, n_eval) = (data.train_rows() as u32, data.eval_rows() as u32);
-        let (params0, mut codebook0) = initial_state(config, &layout, d);
+        let (params0, mut codebook0) = initial_state(config, &layout);
         if config.codebook_init == CodebookInit::Kmeans {
             // Encodings of the first samples with the initial parameters (on the host: one small product), the
             // k-means++ seeding (sequential by nature), then Lloyd's iterations on the GPU with the assign kernel.

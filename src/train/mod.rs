@@ -8,7 +8,7 @@ pub mod gpu;
 use crate::data::{self, DataSpec, Dataset, Stream};
 use crate::error::{Error, Result};
 use crate::estimator::Estimator;
-use crate::model::{CodebookInit, CodebookMode, EncoderKind, ModelShape};
+use crate::model::{CodebookInit, CodebookMode, EncoderKind, Layout, ModelShape};
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
@@ -171,6 +171,39 @@ impl Schedule {
         let start = self.next;
         self.next += self.batch;
         &self.order[start..start + self.batch]
+    }
+}
+
+/// The initial flat parameters and codebook of a run (f32, as both engines start), before any k-means.
+pub fn initial_state(config: &TrainConfig, layout: &Layout) -> (Vec<f32>, Vec<f32>) {
+    let params = crate::model::init_params(layout, &mut data::rng(config.seed, Stream::Params));
+    let codebook = crate::model::init_codebook(
+        config.codebook_init,
+        config.codes,
+        config.latent,
+        &mut data::rng(config.seed, Stream::Codebook),
+    );
+    (params, codebook)
+}
+
+/// Lloyd's algorithm from `centres` on the rows of `z`: each step moves every used centre to its rows' mean.
+pub fn lloyd(z: &[f64], centres: &mut [f64], m: usize, iters: usize) {
+    let k = centres.len() / m;
+    for _ in 0..iters {
+        let a = crate::reference::assign_f64(z, centres, m);
+        let mut sums = vec![0.0; k * m];
+        let mut counts = vec![0usize; k];
+        for (i, &c) in a.index.iter().enumerate() {
+            counts[c as usize] += 1;
+            for j in 0..m {
+                sums[c as usize * m + j] += z[i * m + j];
+            }
+        }
+        for c in (0..k).filter(|&c| counts[c] > 0) {
+            for j in 0..m {
+                centres[c * m + j] = sums[c * m + j] / counts[c] as f64;
+            }
+        }
     }
 }
 
