@@ -14,6 +14,8 @@
 //!   (shapes, parameter layout, initialization) and [`train`] (the GPU and CPU training engines).
 
 #[cfg(feature = "study")]
+pub mod analysis;
+#[cfg(feature = "study")]
 pub mod data;
 pub mod error;
 pub mod estimator;

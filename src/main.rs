@@ -36,6 +36,11 @@ enum Command {
     },
     /// Train the VQ autoencoder of STUDY.md once and report its metrics.
     Train(Box<train::TrainArgs>),
+    /// Train a grid of runs (estimators x K x beta x sigma x seeds x any train flag), one JSON line per run;
+    /// rerunning resumes.
+    Sweep(Box<cli::sweep::SweepArgs>),
+    /// Statistics across seeds, Welch's t-tests between estimators, tables and plots from results files.
+    Report(cli::report::ReportArgs),
 }
 
 fn parse_backend(s: &str) -> Result<wgpu::Backend, String> {
@@ -55,6 +60,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Info { json } => info(&options, json),
         Command::Train(args) => train::run(&options, &args),
+        Command::Sweep(args) => cli::sweep::run(&options, &args),
+        Command::Report(args) => cli::report::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

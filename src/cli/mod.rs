@@ -1,3 +1,5 @@
 //! The command-line tool's subcommands (the binary only).
 
+pub mod report;
+pub mod sweep;
 pub mod train;

@@ -227,9 +227,9 @@ fn metrics_json(m: &Metrics, r: Option<&RunResult>) -> serde_json::Value {
     v
 }
 
-fn print_table(m: &Metrics, r: &RunResult, engine: &str) {
+fn print_table(m: &Metrics, run: &serde_json::Value) {
     let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
-    println!("{:<14} {}", "engine", engine);
+    println!("{:<14} {}", "engine", run["engine"].as_str().unwrap_or("?"));
     println!("{:<14} {}", "steps", m.step);
     println!("{:<14} {:.5}", "loss", m.loss);
     println!("{:<14} {}", "dead_codes", m.dead_codes);
@@ -241,8 +241,58 @@ fn print_table(m: &Metrics, r: &RunResult, engine: &str) {
     println!("{:<14} {}", "purity", opt(m.purity));
     println!("{:<14} {}", "subspace_err", opt(m.subspace_err));
     println!("{:<14} {:.4}", "batch_usage", m.batch_usage);
-    println!("{:<14} {:.1}", "steps_per_sec", r.steps_per_sec);
-    println!("{:<14} {:.2}", "wall_s", r.wall_s);
+    println!("{:<14} {:.1}", "steps_per_sec", run["metrics"]["steps_per_sec"].as_f64().unwrap_or(f64::NAN));
+    println!("{:<14} {:.2}", "wall_s", run["metrics"]["wall_s"].as_f64().unwrap_or(f64::NAN));
+}
+
+/// Where runs execute: the GPU when an adapter exists (and `--cpu` was not given), else the CPU reference engine.
+pub enum Engine {
+    Gpu(Box<vqgrad::Gpu>),
+    Cpu,
+}
+
+impl Engine {
+    /// The GPU of `options`, or the CPU engine with a one-line note on stderr when there is none.
+    pub fn choose(options: &GpuOptions, force_cpu: bool) -> Engine {
+        if force_cpu {
+            return Engine::Cpu;
+        }
+        match vqgrad::Gpu::new(options) {
+            Ok(gpu) => Engine::Gpu(Box::new(gpu)),
+            Err(e) => {
+                eprintln!("{e}; training on the CPU reference engine");
+                Engine::Cpu
+            }
+        }
+    }
+
+    /// Trains `config` on `data` and returns the run as one JSON object: `config`, `adapter`, `engine`,
+    /// `metrics` (with `steps_per_sec` and `wall_s`) and `curve`.
+    pub fn train(
+        &self,
+        config: &TrainConfig,
+        data: vqgrad::data::Dataset,
+        on_eval: impl FnMut(&Metrics),
+    ) -> anyhow::Result<serde_json::Value> {
+        let (result, engine, adapter) = match self {
+            Engine::Gpu(gpu) => {
+                let result = vqgrad::train::gpu::GpuTrainer::new(gpu, config, &data)?.run(on_eval)?;
+                let info = gpu.info();
+                (result, "gpu", json!({ "name": info.name, "backend": gpu::backend_name(info.backend) }))
+            }
+            Engine::Cpu => {
+                let result = vqgrad::train::cpu::CpuTrainer::new(config, data)?.run(on_eval);
+                (result, "cpu", json!({ "name": "vqgrad CPU reference (f64)", "backend": "cpu" }))
+            }
+        };
+        Ok(json!({
+            "config": config,
+            "adapter": adapter,
+            "engine": engine,
+            "metrics": metrics_json(&result.metrics, Some(&result)),
+            "curve": result.curve.iter().map(|m| metrics_json(m, None)).collect::<Vec<_>>(),
+        }))
+    }
 }
 
 pub fn run(options: &GpuOptions, args: &TrainArgs) -> anyhow::Result<()> {
@@ -267,33 +317,12 @@ pub fn run(options: &GpuOptions, args: &TrainArgs) -> anyhow::Result<()> {
         bar.set_position(m.step as u64);
         bar.set_message(format!("loss {:.4}  dead {}  perplexity {:.2}", m.loss, m.dead_codes, m.perplexity));
     };
-    let gpu = if args.cpu { None } else { Some(vqgrad::Gpu::new(options)) };
-    let (result, engine, adapter) = match gpu {
-        Some(Ok(gpu)) => {
-            let trainer = vqgrad::train::gpu::GpuTrainer::new(&gpu, &config, &data)?;
-            let result = trainer.run(on_eval)?;
-            let info = gpu.info();
-            (result, "gpu", json!({ "name": info.name, "backend": gpu::backend_name(info.backend) }))
-        }
-        other => {
-            if let Some(Err(e)) = other {
-                eprintln!("{e}; training on the CPU reference engine");
-            }
-            let trainer = vqgrad::train::cpu::CpuTrainer::new(&config, data)?;
-            (trainer.run(on_eval), "cpu", json!({ "name": "vqgrad CPU reference (f64)", "backend": "cpu" }))
-        }
-    };
+    let run = Engine::choose(options, args.cpu).train(&config, data, on_eval)?;
     bar.finish_and_clear();
-    print_table(&result.metrics, &result, engine);
+    let metrics: Metrics = serde_json::from_value(run["metrics"].clone())?;
+    print_table(&metrics, &run);
     if let Some(path) = &args.out {
-        let out = json!({
-            "config": config,
-            "adapter": adapter,
-            "engine": engine,
-            "metrics": metrics_json(&result.metrics, Some(&result)),
-            "curve": result.curve.iter().map(|m| metrics_json(m, None)).collect::<Vec<_>>(),
-        });
-        let text = serde_json::to_string_pretty(&out)?;
+        let text = serde_json::to_string_pretty(&run)?;
         std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())

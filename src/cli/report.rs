@@ -1,0 +1,378 @@
+//! `vqgrad report`: statistics across seeds for every setting and estimator, Welch's t-tests between estimators,
+//! plots, `report.md` and `summary.json`.
+
+use anyhow::Context;
+use plotters::prelude::*;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use vqgrad::analysis::{Summary, summarize, welch_p};
+
+#[derive(clap::Args, Debug)]
+pub struct ReportArgs {
+    /// Results files (JSON Lines from `sweep`); several are merged, a run present twice counts once.
+    #[arg(required = true)]
+    pub results: Vec<PathBuf>,
+    /// Directory for report.md, summary.json and the plots.
+    #[arg(long, default_value = "report")]
+    pub out: PathBuf,
+}
+
+/// Every metric reported, in order.
+pub const METRICS: &[&str] = &[
+    "dead_codes",
+    "usage",
+    "entropy",
+    "perplexity",
+    "recon_mse",
+    "quant_err",
+    "purity",
+    "subspace_err",
+    "batch_usage",
+    "loss",
+    "steps_per_sec",
+    "wall_s",
+];
+
+/// One finished run from a results file.
+#[derive(Clone, Debug)]
+pub struct Run {
+    pub config: Value,
+    pub metrics: Value,
+    pub curve: Vec<Value>,
+}
+
+impl Run {
+    pub fn estimator(&self) -> String {
+        self.config["estimator"].as_str().unwrap_or("?").to_string()
+    }
+    pub fn metric(&self, name: &str) -> f64 {
+        self.metrics[name].as_f64().unwrap_or(f64::NAN)
+    }
+}
+
+/// The runs of several results files; duplicates (the same configuration) count once; lines that are not runs
+/// are reported and skipped.
+pub fn load_runs(files: &[PathBuf]) -> anyhow::Result<Vec<Run>> {
+    let mut seen = BTreeSet::new();
+    let mut runs = Vec::new();
+    for path in files {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let ends_clean = text.ends_with('\n') || text.is_empty();
+        let lines: Vec<&str> = text.lines().collect();
+        for (n, line) in lines.iter().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            match serde_json::from_str::<Value>(line) {
+                Ok(v) if v["config"].is_object() && v["metrics"].is_object() => {
+                    if seen.insert(super::sweep::key(&v["config"])) {
+                        let curve = v["curve"].as_array().cloned().unwrap_or_default();
+                        runs.push(Run { config: v["config"].clone(), metrics: v["metrics"].clone(), curve });
+                    }
+                }
+                _ if n + 1 == lines.len() && !ends_clean => {
+                    eprintln!("{}: ignoring a truncated last line", path.display())
+                }
+                _ => eprintln!("{}: line {} is not a run; skipped", path.display(), n + 1),
+            }
+        }
+    }
+    Ok(runs)
+}
+
+/// `config` flattened to dotted keys (`data.sigma`), without `seed` and `estimator`.
+fn setting(config: &Value) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    fn walk(prefix: &str, v: &Value, out: &mut BTreeMap<String, String>) {
+        match v {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    walk(&key, v, out);
+                }
+            }
+            other => {
+                out.insert(prefix.to_string(), other.to_string().trim_matches('"').to_string());
+            }
+        }
+    }
+    walk("", config, &mut out);
+    out.remove("seed");
+    out.remove("estimator");
+    out
+}
+
+/// Runs with the same setting (all but seed and estimator), split by estimator.
+#[derive(Clone, Debug)]
+pub struct Group {
+    pub setting: BTreeMap<String, String>,
+    pub by_estimator: BTreeMap<String, Vec<Run>>,
+}
+
+pub fn groups(runs: &[Run]) -> Vec<Group> {
+    let mut map: BTreeMap<BTreeMap<String, String>, BTreeMap<String, Vec<Run>>> = BTreeMap::new();
+    for run in runs {
+        map.entry(setting(&run.config)).or_default().entry(run.estimator()).or_default().push(run.clone());
+    }
+    map.into_iter().map(|(setting, by_estimator)| Group { setting, by_estimator }).collect()
+}
+
+/// The setting keys whose values differ between groups (with the data kind always), for short labels.
+fn varying(groups: &[Group]) -> Vec<String> {
+    let mut keys: BTreeSet<String> = BTreeSet::new();
+    if let Some(first) = groups.first() {
+        for g in groups {
+            for (k, v) in &g.setting {
+                if first.setting.get(k) != Some(v) {
+                    keys.insert(k.clone());
+                }
+            }
+        }
+    }
+    keys.insert("data.kind".into());
+    keys.into_iter().collect()
+}
+
+fn label(g: &Group, keys: &[String]) -> String {
+    keys.iter().filter_map(|k| g.setting.get(k).map(|v| format!("{k}={v}"))).collect::<Vec<_>>().join(", ")
+}
+
+fn fmt_summary(s: &Summary) -> String {
+    if s.n == 0 {
+        return "-".into();
+    }
+    if s.n < 2 {
+        return format!("{:.4} (n=1)", s.mean);
+    }
+    format!("{:.4} ± {:.4} [±{:.4}]", s.mean, s.std, s.ci95)
+}
+
+fn fmt_p(p: Option<f64>) -> String {
+    match p {
+        Some(p) if p < 1e-4 => format!("{p:.1e}"),
+        Some(p) => format!("{p:.4}"),
+        None => "-".into(),
+    }
+}
+
+/// A named series of (x, mean, error half-width) points.
+pub type Series = (String, Vec<(f64, f64, f64)>);
+
+/// A line plot with error bars: one series per name of (x, mean, error half-width). Writes `stem.svg` and
+/// `stem.png`.
+pub fn line_plot(stem: &Path, title: &str, x_label: &str, y_label: &str, series: &[Series]) -> anyhow::Result<()> {
+    let points = series.iter().flat_map(|(_, p)| p.iter()).filter(|p| p.1.is_finite());
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, y, e) in points {
+        let e = if e.is_finite() { e } else { 0.0 };
+        (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y - e), y1.max(y + e));
+    }
+    if x0 > x1 {
+        return Ok(()); // nothing finite to draw
+    }
+    let pad = |a: f64, b: f64| if b > a { (b - a) * 0.05 } else { a.abs().max(1.0) * 0.05 };
+    let (px, py) = (pad(x0, x1), pad(y0, y1));
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (720, 460)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(64)
+            .build_cartesian_2d((x0 - px)..(x1 + px), (y0 - py)..(y1 + py))?;
+        chart.configure_mesh().x_desc(x_label).y_desc(y_label).draw()?;
+        for (i, (name, pts)) in series.iter().enumerate() {
+            let color = Palette99::pick(i).to_rgba();
+            let pts: Vec<(f64, f64, f64)> = pts.iter().copied().filter(|p| p.1.is_finite()).collect();
+            chart
+                .draw_series(LineSeries::new(pts.iter().map(|p| (p.0, p.1)), color.stroke_width(2)))?
+                .label(name.clone())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+            chart.draw_series(
+                pts.iter()
+                    .filter(|p| p.2.is_finite() && p.2 > 0.0)
+                    .map(|&(x, y, e)| ErrorBar::new_vertical(x, y - e, y, y + e, color.filled(), 6)),
+            )?;
+            chart.draw_series(pts.iter().map(|&(x, y, _)| Circle::new((x, y), 3, color.filled())))?;
+        }
+        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+        root.present()?;
+    }
+    std::fs::write(stem.with_extension("svg"), &svg)?;
+    svg_to_png(&svg, &stem.with_extension("png"))
+}
+
+/// Renders SVG text to a PNG with resvg (system fonts for the labels; without any, the text is left out).
+fn svg_to_png(svg: &str, path: &Path) -> anyhow::Result<()> {
+    use resvg::{tiny_skia, usvg};
+    let mut options = usvg::Options::default();
+    let fonts = options.fontdb_mut();
+    fonts.load_system_fonts();
+    // The plots ask for "sans-serif": map it to a face this machine has (DejaVu Sans where present).
+    let families: Vec<String> =
+        fonts.faces().filter_map(|f| f.families.first().map(|(name, _)| name.clone())).collect();
+    if let Some(family) = families.iter().find(|f| f.as_str() == "DejaVu Sans").or(families.first()) {
+        fonts.set_sans_serif_family(family.clone());
+    }
+    let tree = usvg::Tree::from_str(svg, &options)?;
+    let size = tree.size().to_int_size();
+    let mut pixmap = tiny_skia::Pixmap::new(size.width(), size.height()).context("allocating the PNG's pixels")?;
+    resvg::render(&tree, tiny_skia::Transform::default(), &mut pixmap.as_mut());
+    pixmap.save_png(path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// The summaries, tests and plots of a set of runs, written to `out`. Returns the summary JSON.
+pub fn write_report(runs: &[Run], out: &Path, sources: &[PathBuf]) -> anyhow::Result<Value> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let groups = groups(runs);
+    let keys = varying(&groups);
+    let mut md = String::new();
+    writeln!(md, "# vqgrad report\n")?;
+    let names: Vec<String> = sources.iter().map(|p| p.display().to_string()).collect();
+    writeln!(md, "{} runs in {} settings, from {}.\n", runs.len(), groups.len(), names.join(", "))?;
+    writeln!(
+        md,
+        "Each cell: mean ± sample std [± half-width of the 95% confidence interval of the mean, Student's t] over \
+         seeds. p: Welch's two-sided t-test between two estimators.\n"
+    )?;
+    let mut summary_groups = Vec::new();
+    for (gi, g) in groups.iter().enumerate() {
+        writeln!(md, "## Setting {}: {}\n", gi + 1, label(g, &keys))?;
+        let estimators: Vec<&String> = g.by_estimator.keys().collect();
+        writeln!(
+            md,
+            "| metric | {} |",
+            estimators.iter().map(|e| format!("{e} (n={})", g.by_estimator[*e].len())).collect::<Vec<_>>().join(" | ")
+        )?;
+        writeln!(md, "|---|{}", "---|".repeat(estimators.len()))?;
+        let mut est_json = serde_json::Map::new();
+        let mut tests = serde_json::Map::new();
+        for metric in METRICS {
+            let values: Vec<Vec<f64>> =
+                estimators.iter().map(|e| g.by_estimator[*e].iter().map(|r| r.metric(metric)).collect()).collect();
+            if values.iter().all(|v| v.iter().all(|x| !x.is_finite())) {
+                continue; // e.g. purity without labels
+            }
+            let sums: Vec<Summary> = values.iter().map(|v| summarize(v)).collect();
+            writeln!(md, "| {metric} | {} |", sums.iter().map(fmt_summary).collect::<Vec<_>>().join(" | "))?;
+            for (e, s) in estimators.iter().zip(&sums) {
+                est_json.entry(e.to_string()).or_insert_with(|| json!({}))[*metric] = serde_json::to_value(s)?;
+            }
+            let mut pairs = serde_json::Map::new();
+            for a in 0..estimators.len() {
+                for b in a + 1..estimators.len() {
+                    pairs.insert(
+                        format!("{} vs {}", estimators[a], estimators[b]),
+                        json!(welch_p(&values[a], &values[b])),
+                    );
+                }
+            }
+            tests.insert(metric.to_string(), Value::Object(pairs));
+        }
+        if estimators.len() > 1 {
+            writeln!(md, "\nWelch p-values:\n")?;
+            let pair_names: Vec<String> = tests
+                .values()
+                .next()
+                .and_then(|v| v.as_object())
+                .map(|o| o.keys().cloned().collect())
+                .unwrap_or_default();
+            writeln!(md, "| metric | {} |", pair_names.join(" | "))?;
+            writeln!(md, "|---|{}", "---|".repeat(pair_names.len()))?;
+            for (metric, pairs) in &tests {
+                let cells: Vec<String> = pair_names.iter().map(|p| fmt_p(pairs[p].as_f64())).collect();
+                writeln!(md, "| {metric} | {} |", cells.join(" | "))?;
+            }
+        }
+        // Training curves: the mean over seeds at each evaluation.
+        for metric in ["dead_codes", "perplexity", "loss"] {
+            let series: Vec<Series> = estimators
+                .iter()
+                .map(|e| {
+                    let runs = &g.by_estimator[*e];
+                    let mut steps: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
+                    for r in runs {
+                        for point in &r.curve {
+                            if let (Some(s), Some(v)) = (point["step"].as_u64(), point[metric].as_f64()) {
+                                steps.entry(s).or_default().push(v);
+                            }
+                        }
+                    }
+                    let pts = steps.into_iter().map(|(s, v)| {
+                        let sm = summarize(&v);
+                        (s as f64, sm.mean, sm.ci95)
+                    });
+                    (e.to_string(), pts.collect())
+                })
+                .collect();
+            let stem = out.join(format!("curve_{}_{metric}", gi + 1));
+            line_plot(&stem, &format!("setting {}: {metric} during training", gi + 1), "step", metric, &series)?;
+            writeln!(md, "\n![{metric} during training](curve_{}_{metric}.svg)", gi + 1)?;
+        }
+        writeln!(md)?;
+        summary_groups
+            .push(json!({ "setting": g.setting, "label": label(g, &keys), "estimators": est_json, "welch_p": tests }));
+    }
+    // Metrics against K, beta and sigma, where the runs vary them with everything else equal.
+    writeln!(md, "## Against K, beta and sigma\n")?;
+    let mut sweeps = 0;
+    for (axis, axis_label, metrics) in [
+        ("codes", "K", &["dead_codes", "entropy", "perplexity"][..]),
+        ("beta", "beta", &["dead_codes", "entropy", "perplexity", "recon_mse"][..]),
+        ("data.sigma", "sigma", &["dead_codes", "entropy", "perplexity", "recon_mse"][..]),
+    ] {
+        let mut families: BTreeMap<BTreeMap<String, String>, Vec<&Group>> = BTreeMap::new();
+        for g in &groups {
+            if g.setting.contains_key(axis) {
+                let mut rest = g.setting.clone();
+                rest.remove(axis);
+                families.entry(rest).or_default().push(g);
+            }
+        }
+        for (fi, family) in families.values().filter(|f| f.len() >= 2).enumerate() {
+            sweeps += 1;
+            for metric in metrics {
+                let mut by_est: BTreeMap<String, Vec<(f64, f64, f64)>> = BTreeMap::new();
+                for g in family {
+                    let x: f64 = g.setting[axis].parse().unwrap_or(f64::NAN);
+                    for (e, runs) in &g.by_estimator {
+                        let s = summarize(&runs.iter().map(|r| r.metric(metric)).collect::<Vec<_>>());
+                        by_est.entry(e.clone()).or_default().push((x, s.mean, s.ci95));
+                    }
+                }
+                let series: Vec<Series> = by_est
+                    .into_iter()
+                    .map(|(e, mut p)| {
+                        p.sort_by(|a, b| a.0.total_cmp(&b.0));
+                        (e, p)
+                    })
+                    .collect();
+                let name = format!("{metric}_vs_{axis_label}_{}", fi + 1);
+                line_plot(&out.join(&name), &format!("{metric} against {axis_label}"), axis_label, metric, &series)?;
+                writeln!(md, "![{metric} against {axis_label}]({name}.svg)")?;
+            }
+        }
+    }
+    if sweeps == 0 {
+        writeln!(md, "(no settings that differ only in K, beta or sigma)")?;
+    }
+    let summary = json!({ "runs": runs.len(), "sources": names, "groups": summary_groups });
+    std::fs::write(out.join("summary.json"), serde_json::to_string_pretty(&summary)? + "\n")?;
+    std::fs::write(out.join("report.md"), md)?;
+    Ok(summary)
+}
+
+pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
+    let runs = load_runs(&args.results)?;
+    if runs.is_empty() {
+        return Err(vqgrad::Error::Input("no runs in the results files".into()).into());
+    }
+    write_report(&runs, &args.out, &args.results)?;
+    eprintln!("{} runs; wrote {}", runs.len(), args.out.join("report.md").display());
+    Ok(())
+}

@@ -1,0 +1,309 @@
+//! `vqgrad sweep`: a grid of `train` runs, appended to a JSONL file one finished run per line, resumable and
+//! shardable.
+
+use super::train::{Engine, TrainArgs, config};
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use vqgrad::gpu::GpuOptions;
+use vqgrad::train::TrainConfig;
+
+#[derive(clap::Args, Debug)]
+pub struct SweepArgs {
+    /// The results file (JSON Lines), appended to; runs already in it are skipped.
+    #[arg(long, default_value = "results.jsonl")]
+    pub out: PathBuf,
+    /// A grid file (JSON): an object of train flags (without `--`) to a value or a list of values, e.g.
+    /// {"preset": "E1", "estimator": ["ste", "rotation"], "k": [16, 32], "seeds": "0..5"}.
+    #[arg(long)]
+    pub grid: Option<PathBuf>,
+    /// Seeds: a range `A..B` (B excluded) or a comma list [default: 0..5, or the grid file's].
+    #[arg(long)]
+    pub seeds: Option<String>,
+    /// Presets, comma-separated.
+    #[arg(long)]
+    pub preset: Option<String>,
+    /// Estimators, comma-separated.
+    #[arg(long)]
+    pub estimator: Option<String>,
+    /// Codebook sizes K, comma-separated.
+    #[arg(long)]
+    pub k: Option<String>,
+    /// Commitment weights beta, comma-separated.
+    #[arg(long)]
+    pub beta: Option<String>,
+    /// Subspace noise levels sigma, comma-separated.
+    #[arg(long)]
+    pub sigma: Option<String>,
+    /// Any other train flag with comma-separated values, as KEY=V1,V2 (e.g. --set steps=500 --set
+    /// codebook-mode=grad,ema); repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUES")]
+    pub set: Vec<String>,
+    /// Run only share I of N (0-based) of the grid: the runs whose index in the grid is I mod N. The grid's order
+    /// is fixed, so N machines with I = 0..N-1 cover it exactly once.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+    /// Stop after this many new runs (the rest stays for the next invocation).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Print the grid's runs (one config per line) and exit.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Use the CPU engine even when an adapter exists.
+    #[arg(long)]
+    pub cpu: bool,
+}
+
+/// A `train` flag and the values it takes across the grid.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Axis {
+    pub flag: String,
+    pub values: Vec<String>,
+}
+
+/// Seeds from `A..B` (B excluded), a comma list, or one number.
+pub fn parse_seeds(spec: &str) -> anyhow::Result<Vec<String>> {
+    let spec = spec.trim();
+    if let Some((a, b)) = spec.split_once("..") {
+        let (a, b): (u64, u64) = (a.trim().parse()?, b.trim().parse()?);
+        if a >= b {
+            bail!("the seed range {spec} is empty");
+        }
+        return Ok((a..b).map(|s| s.to_string()).collect());
+    }
+    let seeds: Vec<String> = spec.split(',').map(|s| s.trim().to_string()).collect();
+    for s in &seeds {
+        s.parse::<u64>().with_context(|| format!("seed `{s}` is not a non-negative integer"))?;
+    }
+    Ok(seeds)
+}
+
+fn list(values: &str) -> Vec<String> {
+    values.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect()
+}
+
+fn json_values(key: &str, v: &serde_json::Value) -> anyhow::Result<Vec<String>> {
+    let one = |v: &serde_json::Value| -> anyhow::Result<String> {
+        Ok(match v {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Number(n) => n.to_string(),
+            serde_json::Value::Bool(b) => b.to_string(),
+            other => bail!("grid key `{key}`: unsupported value {other}"),
+        })
+    };
+    match v {
+        serde_json::Value::Array(items) => items.iter().map(one).collect(),
+        other => Ok(vec![one(other)?]),
+    }
+}
+
+/// The grid's axes: the grid file's, then the flags' (a flag replaces the file's axis of the same name); seeds
+/// come last, so consecutive runs differ in seed first.
+pub fn axes(args: &SweepArgs) -> anyhow::Result<Vec<Axis>> {
+    let mut axes: Vec<Axis> = Vec::new();
+    let mut seeds: Option<Vec<String>> = None;
+    let mut put = |flag: &str, values: Vec<String>| {
+        let flag = flag.trim().trim_start_matches("--").replace('_', "-");
+        match axes.iter_mut().find(|a| a.flag == flag) {
+            Some(axis) => axis.values = values,
+            None => axes.push(Axis { flag, values }),
+        }
+    };
+    if let Some(path) = &args.grid {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading the grid file {}", path.display()))?;
+        let grid: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text)
+            .map_err(|e| vqgrad::Error::Input(format!("{}: not a JSON object: {e}", path.display())))?;
+        for (key, value) in &grid {
+            let values = json_values(key, value)?;
+            if key == "seeds" || key == "seed" {
+                seeds = Some(match value {
+                    serde_json::Value::String(s) => parse_seeds(s)?,
+                    _ => values,
+                });
+            } else {
+                put(key, values);
+            }
+        }
+    }
+    for (flag, values) in [
+        ("preset", &args.preset),
+        ("estimator", &args.estimator),
+        ("k", &args.k),
+        ("beta", &args.beta),
+        ("sigma", &args.sigma),
+    ] {
+        if let Some(v) = values {
+            put(flag, list(v));
+        }
+    }
+    for set in &args.set {
+        let Some((key, values)) = set.split_once('=') else {
+            return Err(vqgrad::Error::Input(format!("--set {set}: expected KEY=V1,V2")).into());
+        };
+        put(key, list(values));
+    }
+    if let Some(spec) = &args.seeds {
+        seeds = Some(parse_seeds(spec)?);
+    }
+    let seeds = match seeds {
+        Some(s) => s,
+        None => parse_seeds("0..5")?,
+    };
+    for axis in &axes {
+        if axis.values.is_empty() {
+            return Err(vqgrad::Error::Input(format!("the grid gives `{}` no values", axis.flag)).into());
+        }
+        if ["out", "quiet", "cpu", "seed"].contains(&axis.flag.as_str()) {
+            return Err(vqgrad::Error::Input(format!("`{}` cannot be a grid axis", axis.flag)).into());
+        }
+    }
+    axes.push(Axis { flag: "seed".into(), values: seeds });
+    Ok(axes)
+}
+
+#[derive(clap::Parser)]
+#[command(name = "train")]
+struct TrainOnly {
+    #[command(flatten)]
+    args: TrainArgs,
+}
+
+/// Every configuration of the grid, in its fixed order (the first axis varies slowest).
+pub fn grid(axes: &[Axis]) -> anyhow::Result<Vec<TrainConfig>> {
+    let total: usize = axes.iter().map(|a| a.values.len()).product();
+    let mut out = Vec::with_capacity(total);
+    for index in 0..total {
+        let mut argv = vec!["train".to_string()];
+        let mut rest = index;
+        let mut picks = vec![0; axes.len()];
+        for (i, axis) in axes.iter().enumerate().rev() {
+            picks[i] = rest % axis.values.len();
+            rest /= axis.values.len();
+        }
+        for (axis, &pick) in axes.iter().zip(&picks) {
+            argv.push(format!("--{}", axis.flag));
+            argv.push(axis.values[pick].clone());
+        }
+        let parsed = <TrainOnly as clap::Parser>::try_parse_from(&argv).map_err(|e| {
+            vqgrad::Error::Input(format!("grid run `{}`: {}", argv[1..].join(" "), e.render().to_string().trim()))
+        })?;
+        out.push(config(&parsed.args)?);
+    }
+    Ok(out)
+}
+
+/// The key a run is recognized by: its whole configuration as canonical JSON.
+pub fn key(config: &serde_json::Value) -> String {
+    serde_json::to_string(config).unwrap_or_default()
+}
+
+/// The configurations already in a results file. A last line without its newline (a crash mid-write) is
+/// reported and cut off; any other line that does not parse is reported and skipped.
+pub fn done_runs(path: &Path) -> anyhow::Result<HashSet<String>> {
+    let mut done = HashSet::new();
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(done),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    if complete < bytes.len() {
+        eprintln!(
+            "{}: ignoring a truncated last line ({} bytes, an interrupted write); it is removed",
+            path.display(),
+            bytes.len() - complete
+        );
+        let file = std::fs::OpenOptions::new().write(true).open(path)?;
+        file.set_len(complete as u64)?;
+        file.sync_all()?;
+    }
+    for (n, line) in bytes[..complete].split(|&b| b == b'\n').enumerate() {
+        if line.iter().all(|b| b.is_ascii_whitespace()) {
+            continue;
+        }
+        match serde_json::from_slice::<serde_json::Value>(line) {
+            Ok(v) if v.get("config").is_some() => {
+                done.insert(key(&v["config"]));
+            }
+            _ => eprintln!("{}: line {} is not a run; skipped", path.display(), n + 1),
+        }
+    }
+    Ok(done)
+}
+
+/// Appends one run as a line, flushed and synced to disk before the next run starts.
+pub fn append(path: &Path, run: &serde_json::Value) -> anyhow::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let mut line = serde_json::to_string(run)?;
+    line.push('\n');
+    file.write_all(line.as_bytes())?;
+    file.flush()?;
+    file.sync_all()?;
+    Ok(())
+}
+
+/// `I/N` with I < N.
+pub fn parse_shard(spec: &str) -> anyhow::Result<(usize, usize)> {
+    let bad = || vqgrad::Error::Input(format!("--shard {spec}: expected I/N with 0 <= I < N"));
+    let (i, n) = spec.split_once('/').ok_or_else(bad)?;
+    let (i, n): (usize, usize) = (i.trim().parse().map_err(|_| bad())?, n.trim().parse().map_err(|_| bad())?);
+    if n == 0 || i >= n {
+        return Err(bad().into());
+    }
+    Ok((i, n))
+}
+
+pub fn run(options: &GpuOptions, args: &SweepArgs) -> anyhow::Result<()> {
+    let axes = axes(args)?;
+    let configs = grid(&axes)?;
+    let (shard, shards) = args.shard.as_deref().map(parse_shard).transpose()?.unwrap_or((0, 1));
+    let mine: Vec<&TrainConfig> =
+        configs.iter().enumerate().filter(|(i, _)| i % shards == shard).map(|(_, c)| c).collect();
+    if args.dry_run {
+        for c in &mine {
+            println!("{}", serde_json::to_string(c)?);
+        }
+        eprintln!("{} runs in this shard ({} in the grid)", mine.len(), configs.len());
+        return Ok(());
+    }
+    let done = done_runs(&args.out)?;
+    let todo: Vec<&TrainConfig> =
+        mine.iter().copied().filter(|c| !done.contains(&key(&serde_json::to_value(c).unwrap_or_default()))).collect();
+    let skipped = mine.len() - todo.len();
+    let limit = args.limit.unwrap_or(usize::MAX).min(todo.len());
+    let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new(mine.len() as u64) };
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} runs, {eta} left {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_position(skipped as u64);
+    if skipped > 0 {
+        bar.println(format!("{skipped} of {} runs already in {}", mine.len(), args.out.display()));
+    }
+    let engine = Engine::choose(options, args.cpu);
+    for config in todo.iter().take(limit) {
+        bar.set_message(format!("{} K={} seed {}", config.estimator, config.codes, config.seed));
+        let data = config.load_data()?;
+        let run = engine.train(config, data, |_| {})?;
+        append(&args.out, &run)?;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let new = limit;
+    eprintln!(
+        "{new} new runs, {skipped} already done, {} left in this shard; results in {}",
+        todo.len() - new,
+        args.out.display()
+    );
+    Ok(())
+}

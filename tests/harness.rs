@@ -1,0 +1,179 @@
+//! The study harness: statistics against hand-computed values, sweep resume after an interruption (no run lost,
+//! none duplicated), a truncated results line, shards, and the report's files.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use vqgrad::analysis::{summarize, welch_p};
+
+#[test]
+fn statistics_match_a_hand_computed_example() {
+    let a = [1.0, 2.0, 3.0, 4.0, 5.0];
+    let s = summarize(&a);
+    assert_eq!(s.n, 5);
+    assert!((s.mean - 3.0).abs() < 1e-12);
+    assert!((s.std - 2.5f64.sqrt()).abs() < 1e-12, "sample std {}", s.std);
+    // t(0.975, 4) = 2.776445105; half-width = t * std / sqrt(5).
+    assert!((s.ci95 - 2.776445105 * 2.5f64.sqrt() / 5f64.sqrt()).abs() < 1e-6, "ci {}", s.ci95);
+    // Welch: t = -3 / sqrt(2.5), df = 5.882353; p = 0.1075312 (numerical integration of the t density).
+    let p = welch_p(&a, &[2.0, 4.0, 6.0, 8.0, 10.0]).unwrap();
+    assert!((p - 0.1075312).abs() < 1e-5, "p {p}");
+    assert!(welch_p(&a, &a).unwrap() > 0.999);
+    assert_eq!(welch_p(&[1.0], &a), None);
+    assert_eq!(welch_p(&[2.0, 2.0], &[3.0, 3.0]), Some(0.0));
+    let single = summarize(&[4.0, f64::NAN]);
+    assert_eq!((single.n, single.mean), (1, 4.0));
+    assert!(single.std.is_nan());
+}
+
+fn vqgrad() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_vqgrad"))
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vqgrad-harness-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A grid of 2 estimators x 2 K x 2 seeds = 8 tiny runs on the CPU engine.
+fn sweep(out: &Path, extra: &[&str]) -> std::process::Output {
+    let mut cmd = vqgrad();
+    cmd.args(["sweep", "--out", out.to_str().unwrap(), "--estimator", "ste,rotation", "--k", "4,8", "--seeds", "0..2"]);
+    cmd.args(["--set", "steps=10", "--set", "eval-every=5", "--set", "n-train=256", "--set", "n-eval=64"]);
+    cmd.args(["--set", "batch=32", "--set", "dim=16", "--quiet", "--cpu"]);
+    cmd.args(extra);
+    cmd.output().unwrap()
+}
+
+fn configs(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::to_string(&serde_json::from_str::<serde_json::Value>(l).unwrap()["config"]).unwrap())
+        .collect()
+}
+
+#[test]
+fn an_interrupted_sweep_resumes_without_losing_or_repeating_runs() {
+    let dir = scratch("resume");
+    let out = dir.join("r.jsonl");
+    let first = sweep(&out, &["--limit", "3"]);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert_eq!(configs(&out).len(), 3);
+    // A crash in the middle of a write leaves half a line.
+    let mut text = std::fs::read_to_string(&out).unwrap();
+    let half = text.lines().next().unwrap()[..50].to_string();
+    text.push_str(&half);
+    std::fs::write(&out, text).unwrap();
+    let second = sweep(&out, &[]);
+    assert!(second.status.success());
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(err.contains("truncated"), "the truncated line is reported: {err}");
+    let all = configs(&out);
+    assert_eq!(all.len(), 8, "every run once");
+    assert_eq!(all.iter().collect::<HashSet<_>>().len(), 8, "no run twice");
+    // Rerunning a finished sweep runs nothing.
+    let third = sweep(&out, &[]);
+    assert!(String::from_utf8_lossy(&third.stderr).contains("0 new runs, 8 already done"));
+    assert_eq!(configs(&out).len(), 8);
+}
+
+#[test]
+fn a_killed_sweep_resumes() {
+    let dir = scratch("kill");
+    let out = dir.join("r.jsonl");
+    let mut cmd = vqgrad();
+    cmd.args(["sweep", "--out", out.to_str().unwrap(), "--estimator", "ste,rotation,diveq", "--seeds", "0..3"]);
+    cmd.args(["--set", "steps=3000", "--set", "n-train=512", "--set", "n-eval=64", "--set", "batch=32"]);
+    cmd.args(["--set", "dim=32", "--quiet", "--cpu"]);
+    let mut child = cmd.stderr(std::process::Stdio::null()).spawn().unwrap();
+    let start = std::time::Instant::now();
+    while std::fs::read_to_string(&out).map_or(0, |t| t.lines().count()) < 1 && start.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL: no cleanup runs
+    child.wait().unwrap();
+    let before = std::fs::read_to_string(&out).unwrap().lines().count();
+    assert!(before >= 1, "{before} runs before the kill"); // usually some of 9: a finished sweep is fine too
+    let mut again = vqgrad();
+    again.args(["sweep", "--out", out.to_str().unwrap(), "--estimator", "ste,rotation,diveq", "--seeds", "0..3"]);
+    again.args(["--set", "steps=3000", "--set", "n-train=512", "--set", "n-eval=64", "--set", "batch=32"]);
+    again.args(["--set", "dim=32", "--quiet", "--cpu"]);
+    assert!(again.output().unwrap().status.success());
+    let all = configs(&out);
+    assert_eq!(all.len(), 9);
+    assert_eq!(all.iter().collect::<HashSet<_>>().len(), 9);
+}
+
+#[test]
+fn shards_cover_the_grid_once() {
+    let dir = scratch("shards");
+    let mut seen = Vec::new();
+    for i in 0..3 {
+        let out = dir.join(format!("s{i}.jsonl"));
+        let o = sweep(&out, &["--shard", &format!("{i}/3")]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        seen.extend(configs(&out));
+    }
+    assert_eq!(seen.len(), 8);
+    assert_eq!(seen.iter().collect::<HashSet<_>>().len(), 8);
+    for bad in ["3/3", "1", "a/b", "0/0"] {
+        let o = sweep(&dir.join("bad.jsonl"), &["--shard", bad]);
+        assert_eq!(o.status.code(), Some(2), "--shard {bad}");
+    }
+}
+
+#[test]
+fn a_grid_file_gives_the_same_runs_as_flags() {
+    let dir = scratch("gridfile");
+    let grid = dir.join("grid.json");
+    std::fs::write(
+        &grid,
+        r#"{"estimator": ["ste", "rotation"], "k": [4, 8], "seeds": "0..2", "steps": 10, "eval-every": 5,
+            "n-train": 256, "n-eval": 64, "batch": 32, "dim": 16}"#,
+    )
+    .unwrap();
+    let from_file = vqgrad().args(["sweep", "--grid", grid.to_str().unwrap(), "--dry-run"]).output().unwrap();
+    let from_flags = sweep(&dir.join("x.jsonl"), &["--dry-run"]);
+    assert!(from_file.status.success(), "{}", String::from_utf8_lossy(&from_file.stderr));
+    let set =
+        |o: &std::process::Output| String::from_utf8_lossy(&o.stdout).lines().map(String::from).collect::<HashSet<_>>();
+    assert_eq!(set(&from_file), set(&from_flags));
+    assert_eq!(set(&from_file).len(), 8);
+    let bad = vqgrad().args(["sweep", "--estimator", "ste,magic", "--dry-run"]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("magic"));
+}
+
+#[test]
+fn report_writes_tables_plots_and_a_summary() {
+    let dir = scratch("report");
+    let (a, b) = (dir.join("a.jsonl"), dir.join("b.jsonl"));
+    assert!(sweep(&a, &["--shard", "0/2"]).status.success());
+    assert!(sweep(&b, &["--shard", "1/2"]).status.success());
+    let out = dir.join("report");
+    let o = vqgrad()
+        .args(["report", a.to_str().unwrap(), b.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("8 runs in 2 settings"), "{md}");
+    assert!(md.contains("| dead_codes |") && md.contains("rotation vs ste"), "{md}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let g = &summary["groups"][0];
+    assert_eq!(g["estimators"]["ste"]["dead_codes"]["n"], 2);
+    assert!(
+        g["welch_p"]["dead_codes"]["rotation vs ste"].is_number()
+            || g["welch_p"]["dead_codes"]["rotation vs ste"].is_null()
+    );
+    for file in ["dead_codes_vs_K_1.svg", "dead_codes_vs_K_1.png", "curve_1_perplexity.svg", "curve_2_loss.png"] {
+        let len = std::fs::metadata(out.join(file)).map(|m| m.len()).unwrap_or(0);
+        assert!(len > 500, "{file} is missing or empty");
+    }
+    let none = vqgrad().args(["report", dir.join("missing.jsonl").to_str().unwrap()]).output().unwrap();
+    assert!(!none.status.success());
+}
