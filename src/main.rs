@@ -41,6 +41,8 @@ enum Command {
     Sweep(Box<cli::sweep::SweepArgs>),
     /// Statistics across seeds, Welch's t-tests between estimators, tables and plots from results files.
     Report(cli::report::ReportArgs),
+    /// Run STUDY.md's experiments (E1, E3-E6) and write the report with the seed's claims beside the measurements.
+    Reproduce(cli::reproduce::ReproduceArgs),
 }
 
 fn parse_backend(s: &str) -> Result<wgpu::Backend, String> {
@@ -62,6 +64,7 @@ fn main() -> ExitCode {
         Command::Train(args) => train::run(&options, &args),
         Command::Sweep(args) => cli::sweep::run(&options, &args),
         Command::Report(args) => cli::report::run(&args),
+        Command::Reproduce(args) => cli::reproduce::run(&options, &args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -177,3 +177,38 @@ fn report_writes_tables_plots_and_a_summary() {
     let none = vqgrad().args(["report", dir.join("missing.jsonl").to_str().unwrap()]).output().unwrap();
     assert!(!none.status.success());
 }
+
+#[test]
+fn reproduce_writes_the_claims_table_and_resumes() {
+    let dir = scratch("reproduce");
+    let run = || {
+        vqgrad()
+            .args(["reproduce", "--quick", "--out", dir.to_str().unwrap(), "--quiet", "--cpu"])
+            .args(["--set", "steps=10", "--set", "eval-every=5", "--set", "n-train=256", "--set", "n-eval=64"])
+            .args(["--set", "batch=32", "--set", "seed=0"])
+            .output()
+            .unwrap()
+    };
+    let o = run();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let md = std::fs::read_to_string(dir.join("report/report.md")).unwrap();
+    assert!(md.starts_with("## The seed's claims"), "{}", &md[..200.min(md.len())]);
+    for claim in ["0 vs 5.7", "0.795 vs 0.768", "3.0 vs 25.7", "3.25 vs 2.93"] {
+        assert!(md.contains(claim), "the table names the seed's figure {claim}");
+    }
+    let claims: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report/claims.json")).unwrap()).unwrap();
+    assert_eq!(claims.as_array().unwrap().len(), 8);
+    // With one seed, E1 has one run per estimator: no test is possible, and the table says so rather than guess.
+    assert!(claims[0]["holds"].is_null(), "{}", claims[0]);
+    assert!(md.contains("not measured"));
+    let lines = std::fs::read_to_string(dir.join("results.jsonl")).unwrap().lines().count();
+    assert_eq!(lines, 3 + 3 + 3 * 6 + 3 * 4 + 3 * 4, "E1, E3, E4, E5, E6 with shared settings run once");
+    let again = run();
+    assert!(again.status.success());
+    assert_eq!(
+        std::fs::read_to_string(dir.join("results.jsonl")).unwrap().lines().count(),
+        lines,
+        "resumed: no new runs"
+    );
+}

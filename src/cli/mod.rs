@@ -1,5 +1,6 @@
 //! The command-line tool's subcommands (the binary only).
 
 pub mod report;
+pub mod reproduce;
 pub mod sweep;
 pub mod train;
