@@ -43,6 +43,8 @@ enum Command {
     Report(cli::report::ReportArgs),
     /// Run STUDY.md's experiments (E1, E3-E6) and write the report with the seed's claims beside the measurements.
     Reproduce(cli::reproduce::ReproduceArgs),
+    /// E2: a 2-D model's descent directions -dL/dz per estimator over the codebook's Voronoi cells.
+    Gradfield(cli::gradfield::GradfieldArgs),
 }
 
 fn parse_backend(s: &str) -> Result<wgpu::Backend, String> {
@@ -65,6 +67,7 @@ fn main() -> ExitCode {
         Command::Sweep(args) => cli::sweep::run(&options, &args),
         Command::Report(args) => cli::report::run(&args),
         Command::Reproduce(args) => cli::reproduce::run(&options, &args),
+        Command::Gradfield(args) => cli::gradfield::run(&options, &args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

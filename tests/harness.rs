@@ -198,7 +198,8 @@ fn reproduce_writes_the_claims_table_and_resumes() {
     }
     let claims: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("report/claims.json")).unwrap()).unwrap();
-    assert_eq!(claims.as_array().unwrap().len(), 8);
+    assert_eq!(claims.as_array().unwrap().len(), 9, "eight claims and E8");
+    assert!(md.contains("| E8 |"), "E8 is in the table");
     // With one seed, E1 has one run per estimator: no test is possible, and the table says so rather than guess.
     assert!(claims[0]["holds"].is_null(), "{}", claims[0]);
     assert!(md.contains("not measured"));
@@ -211,4 +212,58 @@ fn reproduce_writes_the_claims_table_and_resumes() {
         lines,
         "resumed: no new runs"
     );
+}
+
+/// E2's JSON holds everything needed to recompute the field: every stored direction equals the reference
+/// formulas applied to the stored model, codebook, points and targets.
+#[test]
+fn gradfield_json_matches_the_reference_formulas() {
+    use vqgrad::Estimator;
+    use vqgrad::reference::estimator_row;
+    let dir = scratch("gradfield");
+    let o =
+        vqgrad().args(["gradfield", "--steps", "30", "--grid", "9", "--out", dir.to_str().unwrap()]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    for e in Estimator::ALL {
+        assert!(text.contains(e.name()), "the summary names {e}: {text}");
+    }
+    for f in ["gradfield.svg", "gradfield.png", "gradfield.json"] {
+        assert!(std::fs::metadata(dir.join(f)).map(|m| m.len()).unwrap_or(0) > 500, "{f}");
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("gradfield.json")).unwrap()).unwrap();
+    let arr = |v: &serde_json::Value| v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect::<Vec<f64>>();
+    let (we, be, wd, bd) =
+        (arr(&v["model"]["w_enc"]), arr(&v["model"]["b_enc"]), arr(&v["model"]["w_dec"]), arr(&v["model"]["b_dec"]));
+    let beta = v["model"]["beta"].as_f64().unwrap();
+    let codes: Vec<Vec<f64>> = v["codebook"].as_array().unwrap().iter().map(arr).collect();
+    let points: Vec<Vec<f64>> = v["points"].as_array().unwrap().iter().map(arr).collect();
+    let targets: Vec<Vec<f64>> = v["targets"].as_array().unwrap().iter().map(arr).collect();
+    assert_eq!(points.len(), 81);
+    for e in Estimator::ALL {
+        let dirs: Vec<Vec<f64>> = v["neg_grad"][e.name()].as_array().unwrap().iter().map(arr).collect();
+        for ((z, x), d) in points.iter().zip(&targets).zip(&dirs) {
+            // The target encodes to the point.
+            for r in 0..2 {
+                assert!((we[2 * r] * x[0] + we[2 * r + 1] * x[1] + be[r] - z[r]).abs() < 1e-9);
+            }
+            let near = (0..codes.len())
+                .min_by(|&a, &b| {
+                    let da = (z[0] - codes[a][0]).powi(2) + (z[1] - codes[a][1]).powi(2);
+                    let db = (z[0] - codes[b][0]).powi(2) + (z[1] - codes[b][1]).powi(2);
+                    da.total_cmp(&db)
+                })
+                .unwrap();
+            let q = &codes[near];
+            let xhat = [wd[0] * q[0] + wd[1] * q[1] + bd[0], wd[2] * q[0] + wd[3] * q[1] + bd[1]];
+            let r = [xhat[0] - x[0], xhat[1] - x[1]]; // 2/d = 1 for d = 2
+            let g = [wd[0] * r[0] + wd[2] * r[1], wd[1] * r[0] + wd[3] * r[1]];
+            let est = estimator_row(e, &g, z, q);
+            for j in 0..2 {
+                let want = -(est[j] + beta * (z[j] - q[j])); // 2 beta / m = beta for m = 2
+                assert!((d[j] - want).abs() <= 1e-9 * (1.0 + want.abs()), "{e}: {} vs {want}", d[j]);
+            }
+        }
+    }
 }

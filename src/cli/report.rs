@@ -206,8 +206,31 @@ pub fn line_plot(stem: &Path, title: &str, x_label: &str, y_label: &str, series:
     svg_to_png(&svg, &stem.with_extension("png"))
 }
 
+/// A chart with a caption and a light mesh on `area`, for panels drawn by hand.
+pub fn chart_on<'a, 'b>(
+    area: &'a DrawingArea<SVGBackend<'b>, plotters::coord::Shift>,
+    title: &str,
+    x: std::ops::Range<f64>,
+    y: std::ops::Range<f64>,
+) -> anyhow::Result<
+    ChartContext<
+        'a,
+        SVGBackend<'b>,
+        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+    >,
+> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 18))
+        .margin(8)
+        .x_label_area_size(28)
+        .y_label_area_size(36)
+        .build_cartesian_2d(x, y)?;
+    chart.configure_mesh().disable_mesh().draw()?;
+    Ok(chart)
+}
+
 /// Renders SVG text to a PNG with resvg (system fonts for the labels; without any, the text is left out).
-fn svg_to_png(svg: &str, path: &Path) -> anyhow::Result<()> {
+pub fn svg_to_png(svg: &str, path: &Path) -> anyhow::Result<()> {
     use resvg::{tiny_skia, usvg};
     let mut options = usvg::Options::default();
     let fonts = options.fontdb_mut();

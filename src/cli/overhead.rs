@@ -1,0 +1,79 @@
+//! E8: the time per training step of each estimator, measured in one process with the estimators alternating, as
+//! ratios to `ste`.
+
+use super::train::Engine;
+use std::time::Instant;
+use vqgrad::Estimator;
+use vqgrad::train::TrainConfig;
+
+/// Per estimator: the median seconds per step over `rounds` rounds of `steps` steps, and the ratio to `ste`'s.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Overhead {
+    pub estimator: String,
+    pub seconds_per_step: f64,
+    pub ratio_to_ste: f64,
+    pub rounds: Vec<f64>,
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    if s.is_empty() {
+        return f64::NAN;
+    }
+    let n = s.len();
+    if n % 2 == 1 { s[n / 2] } else { (s[n / 2 - 1] + s[n / 2]) / 2.0 }
+}
+
+/// Builds one trainer per estimator on `base`'s setting, warms each up (shader compilation, caches), then times
+/// `rounds` rounds in which every estimator runs `steps` steps in turn, waiting for the GPU after each.
+pub fn measure(engine: &Engine, base: &TrainConfig, steps: u32, rounds: u32) -> anyhow::Result<Vec<Overhead>> {
+    let estimators = Estimator::ALL;
+    let data = base.load_data()?;
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); estimators.len()];
+    match engine {
+        Engine::Gpu(gpu) => {
+            let mut trainers = Vec::new();
+            for e in estimators {
+                let config = TrainConfig { estimator: e, steps: u32::MAX, ..base.clone() };
+                let mut t = vqgrad::train::gpu::GpuTrainer::new(gpu, &config, &data)?;
+                t.train_steps(steps)?; // warm-up
+                gpu.wait()?;
+                trainers.push(t);
+            }
+            for _ in 0..rounds {
+                for (t, out) in trainers.iter_mut().zip(&mut times) {
+                    let start = Instant::now();
+                    t.train_steps(steps)?;
+                    gpu.wait()?;
+                    out.push(start.elapsed().as_secs_f64() / steps as f64);
+                }
+            }
+        }
+        Engine::Cpu => {
+            let mut trainers = Vec::new();
+            for e in estimators {
+                let config = TrainConfig { estimator: e, steps: u32::MAX, ..base.clone() };
+                let mut t = vqgrad::train::cpu::CpuTrainer::new(&config, data.clone())?;
+                t.step();
+                trainers.push(t);
+            }
+            for _ in 0..rounds {
+                for (t, out) in trainers.iter_mut().zip(&mut times) {
+                    let start = Instant::now();
+                    (0..steps).for_each(|_| t.step());
+                    out.push(start.elapsed().as_secs_f64() / steps as f64);
+                }
+            }
+        }
+    }
+    let ste = median(&times[0]);
+    Ok(estimators
+        .iter()
+        .zip(times)
+        .map(|(e, rounds)| {
+            let m = median(&rounds);
+            Overhead { estimator: e.name().to_string(), seconds_per_step: m, ratio_to_ste: m / ste, rounds }
+        })
+        .collect())
+}
