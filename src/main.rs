@@ -45,6 +45,8 @@ enum Command {
     Reproduce(cli::reproduce::ReproduceArgs),
     /// E2: a 2-D model's descent directions -dL/dz per estimator over the codebook's Voronoi cells.
     Gradfield(cli::gradfield::GradfieldArgs),
+    /// E7: k-means++ and Lloyd on the GPU, on a trained model's eval encodings (--model) or on raw data.
+    Kmeans(Box<cli::kmeans::KmeansArgs>),
 }
 
 fn parse_backend(s: &str) -> Result<wgpu::Backend, String> {
@@ -68,6 +70,7 @@ fn main() -> ExitCode {
         Command::Report(args) => cli::report::run(&args),
         Command::Reproduce(args) => cli::reproduce::run(&options, &args),
         Command::Gradfield(args) => cli::gradfield::run(&options, &args),
+        Command::Kmeans(args) => cli::kmeans::run(&options, &args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

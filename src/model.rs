@@ -143,3 +143,88 @@ pub fn init_codebook(init: CodebookInit, k: u32, m: u32, rng: &mut impl rand::Rn
         }
     }
 }
+
+/// A trained model as stored by `vqgrad train --save-params`: safetensors with `encoder.{i}.weight` (`out x in`),
+/// `encoder.{i}.bias`, `decoder.{i}.weight`, `decoder.{i}.bias` and `codebook` (`K x m`), all f32, and the run's
+/// configuration (JSON) under the metadata key `config`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SavedModel {
+    pub layout: Layout,
+    /// The flat parameters in [`Layout`] order.
+    pub params: Vec<f32>,
+    pub codebook: Vec<f32>,
+    pub codes: u32,
+    pub latent: u32,
+    /// The training configuration, as JSON text.
+    pub config: String,
+}
+
+fn layer_names(layout: &Layout) -> Vec<(String, Linear)> {
+    let enc = layout.encoder.iter().enumerate().map(|(i, l)| (format!("encoder.{i}"), *l));
+    enc.chain(layout.decoder.iter().enumerate().map(|(i, l)| (format!("decoder.{i}"), *l))).collect()
+}
+
+impl SavedModel {
+    /// Writes the safetensors file.
+    pub fn save(&self, path: &std::path::Path) -> crate::Result<()> {
+        use safetensors::tensor::{Dtype, TensorView};
+        let bytes = |v: &[f32]| -> Vec<u8> { bytemuck::cast_slice(v).to_vec() };
+        let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+        for (name, l) in layer_names(&self.layout) {
+            let (w, b) = (l.w_off as usize, l.b_off as usize);
+            owned.push((
+                format!("{name}.weight"),
+                vec![l.output as usize, l.input as usize],
+                bytes(&self.params[w..b]),
+            ));
+            owned.push((
+                format!("{name}.bias"),
+                vec![l.output as usize],
+                bytes(&self.params[b..b + l.output as usize]),
+            ));
+        }
+        owned.push(("codebook".into(), vec![self.codes as usize, self.latent as usize], bytes(&self.codebook)));
+        let views: Vec<(String, TensorView<'_>)> = owned
+            .iter()
+            .map(|(n, shape, data)| TensorView::new(Dtype::F32, shape.clone(), data).map(|v| (n.clone(), v)))
+            .collect::<Result<_, _>>()
+            .map_err(|e| crate::Error::Input(format!("{}: {e}", path.display())))?;
+        let meta = std::collections::HashMap::from([("config".to_string(), self.config.clone())]);
+        let data = safetensors::serialize(views, Some(meta))
+            .map_err(|e| crate::Error::Input(format!("{}: {e}", path.display())))?;
+        std::fs::write(path, data).map_err(|e| crate::Error::Input(format!("{}: cannot write: {e}", path.display())))
+    }
+
+    /// Reads a file written by [`SavedModel::save`], given the layout its configuration implies.
+    pub fn load(path: &std::path::Path, shape: impl FnOnce(&str) -> crate::Result<ModelShape>) -> crate::Result<Self> {
+        let name = path.display();
+        let bad = |what: String| crate::Error::Input(format!("{name}: {what}"));
+        let data = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+        let (_, meta) =
+            safetensors::SafeTensors::read_metadata(&data).map_err(|e| bad(format!("not safetensors: {e}")))?;
+        let config = meta
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get("config").cloned())
+            .ok_or_else(|| bad("no `config` in the metadata: not written by vqgrad".into()))?;
+        let model_shape = shape(&config)?;
+        let layout = model_shape.layout();
+        let tensors = safetensors::SafeTensors::deserialize(&data).map_err(|e| bad(format!("not safetensors: {e}")))?;
+        let read = |tensor: &str, want: &[usize]| -> crate::Result<Vec<f32>> {
+            let t = tensors.tensor(tensor).map_err(|_| bad(format!("no tensor `{tensor}`")))?;
+            if t.dtype() != safetensors::Dtype::F32 || t.shape() != want {
+                return Err(bad(format!("`{tensor}` is {:?} {:?}, expected F32 {want:?}", t.dtype(), t.shape())));
+            }
+            Ok(bytemuck::pod_collect_to_vec(t.data()))
+        };
+        let mut params = vec![0.0f32; layout.len as usize];
+        for (n, l) in layer_names(&layout) {
+            let (w, b, o) = (l.w_off as usize, l.b_off as usize, l.output as usize);
+            params[w..b].copy_from_slice(&read(&format!("{n}.weight"), &[o, l.input as usize])?);
+            params[b..b + o].copy_from_slice(&read(&format!("{n}.bias"), &[o])?);
+        }
+        let (k, m) = (model_shape.codes as usize, model_shape.latent as usize);
+        let codebook = read("codebook", &[k, m])?;
+        Ok(SavedModel { layout, params, codebook, codes: model_shape.codes, latent: model_shape.latent, config })
+    }
+}

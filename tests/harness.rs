@@ -267,3 +267,44 @@ fn gradfield_json_matches_the_reference_formulas() {
         }
     }
 }
+
+/// E7: a model saved by `train --save-params` is clustered by `kmeans --model`: the VQ codebook's distortion on its
+/// eval encodings is the run's quant_err, and Lloyd from it never increases the distortion.
+#[test]
+fn kmeans_on_a_saved_model_and_on_raw_data() {
+    let dir = scratch("kmeans");
+    let (model, run, out) = (dir.join("m.safetensors"), dir.join("run.json"), dir.join("km.json"));
+    let small =
+        ["--steps", "60", "--eval-every", "60", "--n-train", "1024", "--n-eval", "512", "--batch", "64", "--quiet"];
+    let o = vqgrad()
+        .args(["train", "--preset", "E1", "--save-params", model.to_str().unwrap(), "--out", run.to_str().unwrap()])
+        .args(small)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = vqgrad()
+        .args(["kmeans", "--model", model.to_str().unwrap(), "--iters", "20", "--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let km: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let trained: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&run).unwrap()).unwrap();
+    let (vq, quant_err) = (km["vq"]["distortion"].as_f64().unwrap(), trained["metrics"]["quant_err"].as_f64().unwrap());
+    assert!((vq - quant_err).abs() <= 1e-4 * quant_err, "VQ distortion {vq} vs the run's quant_err {quant_err}");
+    assert_eq!(km["vq"]["dead_codes"], trained["metrics"]["dead_codes"]);
+    let polished = km["lloyd_from_vq"]["distortion"].as_f64().unwrap();
+    assert!(polished <= vq * (1.0 + 1e-6), "Lloyd increased the distortion: {vq} -> {polished}");
+    assert!(km["kmeans"]["distortion"].as_f64().unwrap() > 0.0);
+    assert_eq!((km["k"].as_u64(), km["points"].as_u64(), km["dim"].as_u64()), (Some(32), Some(512), Some(4)));
+    // Raw data, and a file that is not a saved model.
+    let raw = vqgrad()
+        .args(["kmeans", "--preset", "E3", "--n-eval", "300", "--n-train", "300", "--batch", "32", "--iters", "5"])
+        .output()
+        .unwrap();
+    assert!(raw.status.success(), "{}", String::from_utf8_lossy(&raw.stderr));
+    assert!(String::from_utf8_lossy(&raw.stdout).contains("raw eval data: 300 points of dimension 32, K = 32"));
+    std::fs::write(dir.join("bad.safetensors"), b"not a model").unwrap();
+    let bad = vqgrad().args(["kmeans", "--model", dir.join("bad.safetensors").to_str().unwrap()]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2), "{}", String::from_utf8_lossy(&bad.stderr));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("bad.safetensors"));
+}

@@ -72,91 +72,94 @@ fn parse<T: std::str::FromStr<Err = vqgrad::Error>>(s: &str) -> Result<T, String
 pub struct TrainArgs {
     /// Start from a STUDY.md experiment's settings; the flags below override them.
     #[arg(long, value_enum)]
-    preset: Option<Preset>,
+    pub preset: Option<Preset>,
     /// Generated data set (default: the preset's, else subspace).
     #[arg(long, value_enum, conflicts_with = "data")]
-    dataset: Option<DataKind>,
+    pub dataset: Option<DataKind>,
     /// Train on a 2-D float32/float64 .npy file (n x d) instead.
     #[arg(long)]
-    data: Option<PathBuf>,
+    pub data: Option<PathBuf>,
     /// Integer labels (.npy, n) for the --data file, for purity.
     #[arg(long, requires = "data")]
-    labels: Option<PathBuf>,
+    pub labels: Option<PathBuf>,
     /// The share of the --data rows (the last ones) kept for evaluation.
     #[arg(long, default_value_t = 0.2, requires = "data")]
-    eval_split: f64,
+    pub eval_split: f64,
     /// Data dimension d (generated data; checked against a --data file).
     #[arg(long)]
-    dim: Option<u32>,
+    pub dim: Option<u32>,
     /// Subspace rank r.
     #[arg(long)]
-    rank: Option<u32>,
+    pub rank: Option<u32>,
     /// Subspace noise sigma.
     #[arg(long)]
-    sigma: Option<f64>,
+    pub sigma: Option<f64>,
     /// Number of clusters.
     #[arg(long)]
-    clusters: Option<u32>,
+    pub clusters: Option<u32>,
     /// Cluster spread.
     #[arg(long)]
-    spread: Option<f64>,
+    pub spread: Option<f64>,
     /// Training samples (generated data).
     #[arg(long)]
-    n_train: Option<u32>,
+    pub n_train: Option<u32>,
     /// Eval samples (generated data).
     #[arg(long)]
-    n_eval: Option<u32>,
+    pub n_eval: Option<u32>,
     /// Latent dimension m (default: the subspace rank, the number of clusters, or the preset's).
     #[arg(long)]
-    latent: Option<u32>,
+    pub latent: Option<u32>,
     /// Encoder: linear or mlp.
     #[arg(long, value_parser = parse::<EncoderKind>)]
-    encoder: Option<EncoderKind>,
+    pub encoder: Option<EncoderKind>,
     /// Hidden width of the mlp encoder and decoder.
     #[arg(long)]
-    hidden: Option<u32>,
+    pub hidden: Option<u32>,
     /// Codebook size K.
     #[arg(long)]
-    k: Option<u32>,
+    pub k: Option<u32>,
     /// Commitment weight beta.
     #[arg(long, allow_negative_numbers = true)]
-    beta: Option<f64>,
+    pub beta: Option<f64>,
     /// Gradient estimator: ste, rotation, rotation-trick or diveq.
     #[arg(long, value_parser = parse::<Estimator>)]
-    estimator: Option<Estimator>,
+    pub estimator: Option<Estimator>,
     /// Codebook update: grad (Adam on L_cb) or ema.
     #[arg(long, value_parser = parse::<CodebookMode>)]
-    codebook_mode: Option<CodebookMode>,
+    pub codebook_mode: Option<CodebookMode>,
     /// Codebook init: uniform, normal or kmeans.
     #[arg(long, value_parser = parse::<CodebookInit>)]
-    codebook_init: Option<CodebookInit>,
+    pub codebook_init: Option<CodebookInit>,
     /// Training steps.
     #[arg(long)]
-    steps: Option<u32>,
+    pub steps: Option<u32>,
     /// Batch size B.
     #[arg(long)]
-    batch: Option<u32>,
+    pub batch: Option<u32>,
     /// Adam learning rate.
     #[arg(long, allow_negative_numbers = true)]
-    lr: Option<f64>,
+    pub lr: Option<f64>,
     /// Seed of every random draw (data, init, shuffles).
     #[arg(long)]
-    seed: Option<u64>,
+    pub seed: Option<u64>,
     /// Evaluate every this many steps (and at the end).
     #[arg(long)]
-    eval_every: Option<u32>,
+    pub eval_every: Option<u32>,
     /// Every N steps, replace the codes unused since the last reset with batch encodings (0: off).
     #[arg(long)]
-    reset_dead: Option<u32>,
+    pub reset_dead: Option<u32>,
     /// Write the run as one JSON object to this file.
     #[arg(long)]
-    out: Option<PathBuf>,
+    pub out: Option<PathBuf>,
     /// No progress bar.
     #[arg(long)]
-    quiet: bool,
+    pub quiet: bool,
     /// Use the CPU engine even when an adapter exists.
     #[arg(long)]
-    cpu: bool,
+    pub cpu: bool,
+    /// Save the trained model (safetensors: layers, codebook, and the configuration) for `kmeans --model`.
+    #[arg(long)]
+    pub save_params: Option<PathBuf>,
 }
 
 /// The run's settings: the preset (or E1's defaults), then every flag given.
@@ -274,17 +277,45 @@ impl Engine {
         data: vqgrad::data::Dataset,
         on_eval: impl FnMut(&Metrics),
     ) -> anyhow::Result<serde_json::Value> {
-        let (result, engine, adapter) = match self {
+        self.train_and_save(config, data, on_eval, None)
+    }
+
+    /// [`Engine::train`], also saving the trained model to `save` when given.
+    pub fn train_and_save(
+        &self,
+        config: &TrainConfig,
+        data: vqgrad::data::Dataset,
+        on_eval: impl FnMut(&Metrics),
+        save: Option<&std::path::Path>,
+    ) -> anyhow::Result<serde_json::Value> {
+        let layout = config.shape(&data).layout();
+        let (result, engine, adapter, state) = match self {
             Engine::Gpu(gpu) => {
-                let result = vqgrad::train::gpu::GpuTrainer::new(gpu, config, &data)?.run(on_eval)?;
+                let mut trainer = vqgrad::train::gpu::GpuTrainer::new(gpu, config, &data)?;
+                let result = trainer.run(on_eval)?;
+                let state = if save.is_some() { Some(trainer.read_state()?) } else { None };
                 let info = gpu.info();
-                (result, "gpu", json!({ "name": info.name, "backend": gpu::backend_name(info.backend) }))
+                (result, "gpu", json!({ "name": info.name, "backend": gpu::backend_name(info.backend) }), state)
             }
             Engine::Cpu => {
-                let result = vqgrad::train::cpu::CpuTrainer::new(config, data)?.run(on_eval);
-                (result, "cpu", json!({ "name": "vqgrad CPU reference (f64)", "backend": "cpu" }))
+                let mut trainer = vqgrad::train::cpu::CpuTrainer::new(config, data)?;
+                let result = trainer.run(on_eval);
+                let narrow = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+                let state = Some((narrow(&trainer.model.params), narrow(&trainer.model.codebook)));
+                (result, "cpu", json!({ "name": "vqgrad CPU reference (f64)", "backend": "cpu" }), state)
             }
         };
+        if let (Some(path), Some((params, codebook))) = (save, state) {
+            let saved = vqgrad::model::SavedModel {
+                layout,
+                params,
+                codebook,
+                codes: config.codes,
+                latent: config.latent,
+                config: serde_json::to_string(config)?,
+            };
+            saved.save(path)?;
+        }
         Ok(json!({
             "config": config,
             "adapter": adapter,
@@ -317,7 +348,7 @@ pub fn run(options: &GpuOptions, args: &TrainArgs) -> anyhow::Result<()> {
         bar.set_position(m.step as u64);
         bar.set_message(format!("loss {:.4}  dead {}  perplexity {:.2}", m.loss, m.dead_codes, m.perplexity));
     };
-    let run = Engine::choose(options, args.cpu).train(&config, data, on_eval)?;
+    let run = Engine::choose(options, args.cpu).train_and_save(&config, data, on_eval, args.save_params.as_deref())?;
     bar.finish_and_clear();
     let metrics: Metrics = serde_json::from_value(run["metrics"].clone())?;
     print_table(&metrics, &run);

@@ -137,7 +137,7 @@ impl CpuTrainer {
     }
 
     /// Trains for the configured steps, evaluating every `eval_every` steps and at the end.
-    pub fn run(mut self, mut on_eval: impl FnMut(&Metrics)) -> RunResult {
+    pub fn run(&mut self, mut on_eval: impl FnMut(&Metrics)) -> RunResult {
         let start = Instant::now();
         let mut curve = Vec::new();
         for s in 1..=self.config.steps {

@@ -575,7 +575,7 @@ impl<'g> GpuTrainer<'g> {
 
     /// Trains for the configured steps, evaluating every `eval_every` steps and at the end; `on_eval` sees each
     /// evaluation as it comes.
-    pub fn run(mut self, mut on_eval: impl FnMut(&Metrics)) -> Result<RunResult> {
+    pub fn run(&mut self, mut on_eval: impl FnMut(&Metrics)) -> Result<RunResult> {
         let start = Instant::now();
         let mut curve = Vec::new();
         let total = self.config.steps;
