@@ -198,7 +198,9 @@ fn reproduce_writes_the_claims_table_and_resumes() {
     }
     let claims: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("report/claims.json")).unwrap()).unwrap();
-    assert_eq!(claims.as_array().unwrap().len(), 9, "eight claims and E8");
+    assert_eq!(claims.as_array().unwrap().len(), 10, "eight claims, E8 and E7");
+    assert!(md.contains("### E7: VQ against k-means"), "E7 is in the report");
+    assert_eq!(std::fs::read_dir(dir.join("models")).unwrap().count(), 3, "one E1 model per estimator");
     assert!(md.contains("| E8 |"), "E8 is in the table");
     // With one seed, E1 has one run per estimator: no test is possible, and the table says so rather than guess.
     assert!(claims[0]["holds"].is_null(), "{}", claims[0]);

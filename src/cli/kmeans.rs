@@ -47,29 +47,77 @@ fn lloyd(engine: &Engine, z: &[f64], start: &[f64], m: usize, iters: u32) -> any
     })
 }
 
+/// k-means on `z` (`m` columns) with `k` codes: k-means++ seeded by `seed`, then `iters` Lloyd iterations; with
+/// `vq`, also the VQ codebook's figures and Lloyd from it. Returns the JSON `kmeans` prints and writes.
+pub fn analyse(
+    engine: &Engine,
+    z: &[f64],
+    m: usize,
+    k: usize,
+    seed: u64,
+    iters: u32,
+    vq: Option<&[f64]>,
+) -> anyhow::Result<serde_json::Value> {
+    let n = z.len() / m;
+    if k == 0 || k > n {
+        return Err(vqgrad::Error::Input(format!("K = {k} must be between 1 and the {n} points")).into());
+    }
+    let seeds = kmeans_plus_plus(z, m, k, &mut rng(seed, Stream::Kmeans));
+    let centres = lloyd(engine, z, &seeds, m, iters)?;
+    let mut out = json!({ "k": k, "points": n, "dim": m, "iters": iters, "kmeans": figures(z, &centres, m) });
+    if let Some(vq) = vq.filter(|c| c.len() == k * m) {
+        // The VQ codebook as it is, and after Lloyd from it: a codebook at a Lloyd fixed point does not move.
+        let vq_figures = figures(z, vq, m);
+        let polished = lloyd(engine, z, vq, m, iters)?;
+        let polished_figures = figures(z, &polished, m);
+        let d0 = vq_figures["distortion"].as_f64().unwrap_or(f64::NAN);
+        let d1 = polished_figures["distortion"].as_f64().unwrap_or(f64::NAN);
+        let moved: f64 = vq.iter().zip(&polished).map(|(a, b)| (a - b).powi(2)).sum::<f64>()
+            / vq.iter().map(|a| a * a).sum::<f64>().max(1e-30);
+        out["vq"] = vq_figures;
+        out["lloyd_from_vq"] = polished_figures;
+        out["lloyd_gap"] = json!((d0 - d1) / d1);
+        out["codebook_moved"] = json!(moved);
+    }
+    Ok(out)
+}
+
+/// The eval-set encodings of a saved model, with its configuration and codebook.
+pub fn model_encodings(path: &std::path::Path) -> anyhow::Result<(TrainConfig, Vec<f64>, SavedModel)> {
+    let mut loaded: Option<(TrainConfig, vqgrad::data::Dataset)> = None;
+    let saved = SavedModel::load(path, |text| {
+        let c: TrainConfig = serde_json::from_str(text)
+            .map_err(|e| vqgrad::Error::Input(format!("{}: the stored config: {e}", path.display())))?;
+        let data = c.load_data()?;
+        let shape = c.shape(&data);
+        loaded = Some((c, data));
+        Ok(shape)
+    })?;
+    let (c, data) = loaded.context("the model's configuration")?;
+    let model = CpuModel {
+        layout: saved.layout.clone(),
+        latent: saved.latent as usize,
+        params: to_f64(&saved.params),
+        codebook: to_f64(&saved.codebook),
+    };
+    let z = model.encode(&to_f64(&data.eval), data.eval_rows());
+    Ok((c, z, saved))
+}
+
 pub fn run(options: &GpuOptions, args: &KmeansArgs) -> anyhow::Result<()> {
     let engine = Engine::choose(options, args.data.cpu);
-    let (cfg, z, m, k, vq_codebook, source) = match &args.model {
+    let (cfg, z, m, k, vq, source) = match &args.model {
         Some(path) => {
-            let mut loaded: Option<(TrainConfig, vqgrad::data::Dataset)> = None;
-            let saved = SavedModel::load(path, |text| {
-                let c: TrainConfig = serde_json::from_str(text)
-                    .map_err(|e| vqgrad::Error::Input(format!("{}: the stored config: {e}", path.display())))?;
-                let data = c.load_data()?;
-                let shape = c.shape(&data);
-                loaded = Some((c, data));
-                Ok(shape)
-            })?;
-            let (c, data) = loaded.context("the model's configuration")?;
-            let model = CpuModel {
-                layout: saved.layout.clone(),
-                latent: saved.latent as usize,
-                params: to_f64(&saved.params),
-                codebook: to_f64(&saved.codebook),
-            };
-            let z = model.encode(&to_f64(&data.eval), data.eval_rows());
+            let (c, z, saved) = model_encodings(path)?;
             let k = args.data.k.unwrap_or(saved.codes) as usize;
-            (c, z, saved.latent as usize, k, Some(model.codebook), format!("eval encodings of {}", path.display()))
+            (
+                c,
+                z,
+                saved.latent as usize,
+                k,
+                Some(to_f64(&saved.codebook)),
+                format!("eval encodings of {}", path.display()),
+            )
         }
         None => {
             let c = config(&args.data)?;
@@ -78,22 +126,10 @@ pub fn run(options: &GpuOptions, args: &KmeansArgs) -> anyhow::Result<()> {
             (c.clone(), to_f64(&data.eval), data.dim as usize, k, None, "raw eval data".to_string())
         }
     };
-    let n = z.len() / m;
-    if k == 0 || k > n {
-        return Err(vqgrad::Error::Input(format!("K = {k} must be between 1 and the {n} points")).into());
-    }
-    let seeds = kmeans_plus_plus(&z, m, k, &mut rng(cfg.seed, Stream::Kmeans));
-    let centres = lloyd(&engine, &z, &seeds, m, args.iters)?;
-    let mut out = json!({
-        "source": source,
-        "k": k,
-        "points": n,
-        "dim": m,
-        "iters": args.iters,
-        "kmeans": figures(&z, &centres, m),
-        "config": cfg,
-    });
-    println!("{source}: {n} points of dimension {m}, K = {k}");
+    let mut out = analyse(&engine, &z, m, k, cfg.seed, args.iters, vq.as_deref())?;
+    out["source"] = json!(source);
+    out["config"] = json!(cfg);
+    println!("{source}: {} points of dimension {m}, K = {k}", z.len() / m);
     let row = |name: &str, f: &serde_json::Value| {
         println!(
             "{name:<28} distortion {:.6}  dead {:>4}  entropy {:.4}",
@@ -103,26 +139,14 @@ pub fn run(options: &GpuOptions, args: &KmeansArgs) -> anyhow::Result<()> {
         )
     };
     row("k-means++ + Lloyd", &out["kmeans"]);
-    if let Some(vq) = vq_codebook.filter(|c| c.len() == k * m) {
-        // The VQ codebook as it is, and after Lloyd from it: a codebook at a Lloyd fixed point does not move.
-        let vq_figures = figures(&z, &vq, m);
-        let polished = lloyd(&engine, &z, &vq, m, args.iters)?;
-        let polished_figures = figures(&z, &polished, m);
-        let d0 = vq_figures["distortion"].as_f64().unwrap_or(f64::NAN);
-        let d1 = polished_figures["distortion"].as_f64().unwrap_or(f64::NAN);
-        let moved: f64 = vq.iter().zip(&polished).map(|(a, b)| (a - b).powi(2)).sum::<f64>()
-            / vq.iter().map(|a| a * a).sum::<f64>().max(1e-30);
-        row("the VQ codebook", &vq_figures);
-        row("Lloyd from the VQ codebook", &polished_figures);
+    if out.get("vq").is_some() {
+        row("the VQ codebook", &out["vq"]);
+        row("Lloyd from the VQ codebook", &out["lloyd_from_vq"]);
         println!(
             "Lloyd gap: the VQ distortion is {:.2}% above its Lloyd fixed point; the codebook moves by {:.4} of its norm^2",
-            100.0 * (d0 - d1) / d1,
-            moved
+            100.0 * out["lloyd_gap"].as_f64().unwrap_or(f64::NAN),
+            out["codebook_moved"].as_f64().unwrap_or(f64::NAN)
         );
-        out["vq"] = vq_figures;
-        out["lloyd_from_vq"] = polished_figures;
-        out["lloyd_gap"] = json!((d0 - d1) / d1);
-        out["codebook_moved"] = json!(moved);
     }
     if let Some(path) = &args.data.out {
         std::fs::write(path, serde_json::to_string_pretty(&out)? + "\n")

@@ -184,6 +184,57 @@ fn claims() -> Vec<Claim> {
     ]
 }
 
+/// E7: per estimator, the VQ distortion on the E1 model's eval encodings beside k-means at the same K, and the
+/// Lloyd gap (how far the VQ distortion is above the Lloyd fixed point reached from the VQ codebook).
+fn e7_table(e7: &[serde_json::Value], json: &mut serde_json::Value) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "\n### E7: VQ against k-means (E1 models, K = 32, eval encodings)\n");
+    let _ = writeln!(
+        md,
+        "| estimator | VQ quant_err | k-means distortion | Lloyd gap (VQ above its Lloyd fixed point) | VQ dead codes | k-means dead codes |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|---|");
+    let metric = |est: &str, f: &dyn Fn(&serde_json::Value) -> Option<f64>| -> Vec<f64> {
+        e7.iter().filter(|a| a["estimator"] == est).filter_map(f).collect()
+    };
+    for est in ESTIMATORS.split(',') {
+        let s = |f: &dyn Fn(&serde_json::Value) -> Option<f64>| {
+            let sm = summarize(&metric(est, f));
+            format!("{:.5} ± {:.5}", sm.mean, sm.std)
+        };
+        let _ = writeln!(
+            md,
+            "| {est} | {} | {} | {} | {} | {} |",
+            s(&|a| a["vq"]["distortion"].as_f64()),
+            s(&|a| a["kmeans"]["distortion"].as_f64()),
+            s(&|a| a["lloyd_gap"].as_f64()),
+            s(&|a| a["vq"]["dead_codes"].as_f64()),
+            s(&|a| a["kmeans"]["dead_codes"].as_f64()),
+        );
+    }
+    let gap = |est: &str| metric(est, &|a: &serde_json::Value| a["lloyd_gap"].as_f64());
+    let (rot, ste) = (gap("rotation"), gap("ste"));
+    let p = welch_p(&rot, &ste);
+    let holds = p.map(|p| p < 0.05 && summarize(&rot).mean < summarize(&ste).mean);
+    let _ = writeln!(
+        md,
+        "\nThe seed: \"VQ approaches k-means fixed points\" (better with rotation). Rotation's Lloyd gap {:.4} vs STE's {:.4}, \
+         p = {}: {}.",
+        summarize(&rot).mean,
+        summarize(&ste).mean,
+        p.map_or("-".into(), |p| format!("{p:.3}")),
+        match holds {
+            Some(true) => "holds",
+            Some(false) => "does not hold",
+            None => "not measured",
+        }
+    );
+    if let Some(rows) = json.as_array_mut() {
+        rows.push(json!({ "id": "E7", "claim": "rotation approaches the k-means fixed point more closely", "runs": e7, "p": p, "holds": holds }));
+    }
+    md
+}
+
 /// The closing table's rows: claim, the seed's figure, measured rotation and STE (mean ± std), Welch p, holds?
 fn claims_table(runs: &[Run], overhead: &[super::overhead::Overhead]) -> (String, serde_json::Value) {
     let mut md = String::new();
@@ -294,10 +345,39 @@ pub fn run(options: &GpuOptions, args: &ReproduceArgs) -> anyhow::Result<()> {
         eprintln!("E8: timing the estimators ({rounds} rounds of {timed_steps} steps each)");
     }
     let overhead = super::overhead::measure(&engine, &e8_base, timed_steps, rounds)?;
+    // E7: the E1 models of every estimator and seed, saved once (resumable), then k-means on their encodings.
+    let models = args.out.join("models");
+    std::fs::create_dir_all(&models)?;
+    let mut e7 = Vec::new();
+    for config in grid(&experiments(args.quick, &args.set)?[0].1)? {
+        let path = models.join(format!("E1-{}-seed{}.safetensors", config.estimator, config.seed));
+        if !path.exists() {
+            if !args.quiet {
+                eprintln!("E7: training {}", path.display());
+            }
+            let data = config.load_data()?;
+            engine.train_and_save(&config, data, |_| {}, Some(&path))?;
+        }
+        let (c, z, saved) = super::kmeans::model_encodings(&path)?;
+        let codebook = vqgrad::reference::to_f64(&saved.codebook);
+        let mut a = super::kmeans::analyse(
+            &engine,
+            &z,
+            saved.latent as usize,
+            saved.codes as usize,
+            c.seed,
+            50,
+            Some(&codebook),
+        )?;
+        a["estimator"] = json!(c.estimator.name());
+        a["seed"] = json!(c.seed);
+        e7.push(a);
+    }
     let runs = load_runs(std::slice::from_ref(&results))?;
     let report_dir = args.out.join("report");
     write_report(&runs, &report_dir, std::slice::from_ref(&results))?;
-    let (table, json) = claims_table(&runs, &overhead);
+    let (mut table, mut json) = claims_table(&runs, &overhead);
+    table.push_str(&e7_table(&e7, &mut json));
     let md_path = report_dir.join("report.md");
     let body = std::fs::read_to_string(&md_path)?;
     std::fs::write(&md_path, format!("{table}\n{body}"))?;
