@@ -305,8 +305,7 @@ fn claims_table(runs: &[Run], overhead: &[super::overhead::Overhead]) -> (String
         );
         rows.push(json!({ "id": "E8", "claim": "rotation step-time overhead", "seed": "+5%", "ratios": overhead, "holds": r <= 1.05 }));
     }
-    let _ =
-        writeln!(md, "\nE2 (gradient fields) runs as `vqgrad gradfield`; E7 (k-means) is not part of this run yet.");
+    let _ = writeln!(md, "\nE2 (gradient fields) runs as `vqgrad gradfield`; E7 follows.");
     (md, json!(rows))
 }
 
