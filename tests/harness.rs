@@ -198,7 +198,8 @@ fn reproduce_writes_the_claims_table_and_resumes() {
     }
     let claims: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("report/claims.json")).unwrap()).unwrap();
-    assert_eq!(claims.as_array().unwrap().len(), 10, "eight claims, E8 and E7");
+    assert_eq!(claims.as_array().unwrap().len(), 11, "eight claims, E8, E7 and E2");
+    assert!(md.contains("### E2: gradient fields") && dir.join("report/gradfield.png").exists(), "E2 is in the report");
     assert!(md.contains("### E7: VQ against k-means"), "E7 is in the report");
     assert_eq!(std::fs::read_dir(dir.join("models")).unwrap().count(), 3, "one E1 model per estimator");
     assert!(md.contains("| E8 |"), "E8 is in the table");

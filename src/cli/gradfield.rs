@@ -206,7 +206,9 @@ fn draw(field: &GradField, svg_path: &std::path::Path) -> anyhow::Result<String>
     Ok(svg)
 }
 
-pub fn run(options: &GpuOptions, args: &GradfieldArgs) -> anyhow::Result<()> {
+/// Trains the 2-D model, computes the field and writes `gradfield.svg`, `.png` and `.json` into `args.out`.
+/// Returns per estimator the mean cosine to q - z and the share of arrows that stay in their own cell.
+pub fn generate(engine: &Engine, args: &GradfieldArgs) -> anyhow::Result<Vec<(Estimator, f64, f64)>> {
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let config = TrainConfig {
         data: DataSpec::Gaussian { dim: 2 },
@@ -225,9 +227,9 @@ pub fn run(options: &GpuOptions, args: &GradfieldArgs) -> anyhow::Result<()> {
         let (p, c) = vqgrad::train::initial_state(&config, &layout);
         (vqgrad::reference::to_f64(&p), vqgrad::reference::to_f64(&c))
     } else {
-        match Engine::choose(options, args.cpu) {
+        match engine {
             Engine::Gpu(gpu) => {
-                let mut trainer = vqgrad::train::gpu::GpuTrainer::new(&gpu, &config, &data)?;
+                let mut trainer = vqgrad::train::gpu::GpuTrainer::new(gpu, &config, &data)?;
                 trainer.train_steps(args.steps)?;
                 let (p, c) = trainer.read_state()?;
                 (vqgrad::reference::to_f64(&p), vqgrad::reference::to_f64(&c))
@@ -255,6 +257,11 @@ pub fn run(options: &GpuOptions, args: &GradfieldArgs) -> anyhow::Result<()> {
         .collect::<serde_json::Map<_, _>>()
         .into();
     std::fs::write(args.out.join("gradfield.json"), serde_json::to_string_pretty(&json)? + "\n")?;
+    Ok(summary)
+}
+
+pub fn run(options: &GpuOptions, args: &GradfieldArgs) -> anyhow::Result<()> {
+    let summary = generate(&Engine::choose(options, args.cpu), args)?;
     println!("{:<16} {:>22} {:>26}", "estimator", "mean cos(-dL/dz, q-z)", "arrows into their own cell");
     for (e, cos, inside) in summary {
         println!("{:<16} {:>22.4} {:>26.4}", e.name(), cos, inside);
