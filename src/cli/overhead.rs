@@ -6,12 +6,15 @@ use std::time::Instant;
 use vqgrad::Estimator;
 use vqgrad::train::TrainConfig;
 
-/// Per estimator: the median seconds per step over `rounds` rounds of `steps` steps, and the ratio to `ste`'s.
+/// Per estimator: the median seconds per step over `rounds` rounds of `steps` steps; the median over rounds of
+/// the ratio to `ste`'s time in the same round, and that ratio's range over the rounds.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Overhead {
     pub estimator: String,
     pub seconds_per_step: f64,
     pub ratio_to_ste: f64,
+    pub ratio_min: f64,
+    pub ratio_max: f64,
     pub rounds: Vec<f64>,
 }
 
@@ -67,13 +70,21 @@ pub fn measure(engine: &Engine, base: &TrainConfig, steps: u32, rounds: u32) -> 
             }
         }
     }
-    let ste = median(&times[0]);
+    let ste = times[0].clone();
     Ok(estimators
         .iter()
         .zip(times)
         .map(|(e, rounds)| {
-            let m = median(&rounds);
-            Overhead { estimator: e.name().to_string(), seconds_per_step: m, ratio_to_ste: m / ste, rounds }
+            // Ratios within a round cancel most of the machine's drift between rounds.
+            let ratios: Vec<f64> = rounds.iter().zip(&ste).map(|(t, s)| t / s).collect();
+            Overhead {
+                estimator: e.name().to_string(),
+                seconds_per_step: median(&rounds),
+                ratio_to_ste: median(&ratios),
+                ratio_min: ratios.iter().copied().fold(f64::INFINITY, f64::min),
+                ratio_max: ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                rounds,
+            }
         })
         .collect())
 }

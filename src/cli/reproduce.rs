@@ -317,20 +317,40 @@ fn claims_table(runs: &[Run], overhead: &[super::overhead::Overhead]) -> (String
     }
     let ratio = |name: &str| overhead.iter().find(|o| o.estimator == name).map(|o| o.ratio_to_ste);
     if let Some(r) = ratio("rotation") {
-        // The seed: "+5%, negligible overhead". It holds when rotation costs at most 5% more per step.
-        let verdict = if r <= 1.05 { "holds" } else { "does not hold" };
+        // The seed: "+5%, negligible overhead". It holds when rotation's median ratio is at most 1.05, fails when
+        // every round shows more than 5%, and is inconclusive when the rounds' spread straddles the line.
+        let rot = overhead.iter().find(|o| o.estimator == "rotation");
+        let (lo, hi) = rot.map_or((r, r), |o| (o.ratio_min, o.ratio_max));
+        let verdict = if r <= 1.05 {
+            "holds".to_string()
+        } else if lo > 1.05 {
+            "does not hold".to_string()
+        } else {
+            format!("inconclusive: rounds span {lo:.2} to {hi:.2}")
+        };
         let trick = ratio("rotation-trick").map_or("-".into(), |r| format!("{r:.3}"));
         let _ = writeln!(
             md,
             "| E8 | rotation costs at most about 5% more per step than STE (time per step / STE's) | +5% | {r:.3} | 1 | {trick} | - | {verdict} |"
         );
-        let all: Vec<String> = overhead.iter().map(|o| format!("{} {:.3}", o.estimator, o.ratio_to_ste)).collect();
+        let all: Vec<String> = overhead
+            .iter()
+            .map(|o| format!("{} {:.3} (rounds {:.3} to {:.3})", o.estimator, o.ratio_to_ste, o.ratio_min, o.ratio_max))
+            .collect();
         let _ = writeln!(
             md,
-            "\nE8: the median time per training step, the estimators alternating in one process, as a ratio to ste: {}.",
+            "\nE8: the time per training step, the estimators alternating in one process, as the median over rounds of the \
+             ratio to ste in the same round: {}.",
             all.join(", ")
         );
-        rows.push(json!({ "id": "E8", "claim": "rotation step-time overhead", "seed": "+5%", "ratios": overhead, "holds": r <= 1.05 }));
+        let holds = if r <= 1.05 {
+            Some(true)
+        } else if lo > 1.05 {
+            Some(false)
+        } else {
+            None
+        };
+        rows.push(json!({ "id": "E8", "claim": "rotation step-time overhead", "seed": "+5%", "ratios": overhead, "holds": holds }));
     }
     let _ = writeln!(md, "\nE7 and E2 follow.");
     (md, json!(rows))
@@ -366,7 +386,7 @@ pub fn run(options: &GpuOptions, args: &ReproduceArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     // E8: the step-time overhead, on the E1 setting (with this run's overrides), estimators alternating.
     let e8_base = grid(&experiments(args.quick, &args.set)?[0].1)?.remove(0);
-    let (timed_steps, rounds) = if args.quick { (20, 5) } else { (100, 10) };
+    let (timed_steps, rounds) = if args.quick { (50, 7) } else { (200, 11) };
     if !args.quiet {
         eprintln!("E8: timing the estimators ({rounds} rounds of {timed_steps} steps each)");
     }
