@@ -2,10 +2,9 @@
 //! report with a closing table that sets each of the seed's claims beside what the runs measured.
 
 use super::report::{Run, load_runs, write_report};
-use super::sweep::{Axis, append, done_runs, grid, key};
+use super::sweep::{Axis, grid, run_missing};
 use super::train::Engine;
 use anyhow::Context;
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -367,23 +366,9 @@ pub fn run(options: &GpuOptions, args: &ReproduceArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let done = done_runs(&results)?;
-    let todo: Vec<&TrainConfig> =
-        configs.iter().filter(|c| !done.contains(&key(&serde_json::to_value(c).unwrap_or_default()))).collect();
-    let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new(configs.len() as u64) };
-    bar.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} runs, {eta} left {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar.set_position((configs.len() - todo.len()) as u64);
     let engine = Engine::choose(options, args.cpu);
-    for config in todo {
-        bar.set_message(format!("{} K={} seed {}", config.estimator, config.codes, config.seed));
-        let data = config.load_data()?;
-        append(&results, &engine.train(config, data, |_| {})?)?;
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
+    let all: Vec<&TrainConfig> = configs.iter().collect();
+    run_missing(&engine, &all, &results, usize::MAX, args.quiet)?;
     // E8: the step-time overhead, on the E1 setting (with this run's overrides), estimators alternating.
     let e8_base = grid(&experiments(args.quick, &args.set)?[0].1)?.remove(0);
     let (timed_steps, rounds) = if args.quick { (50, 7) } else { (200, 11) };

@@ -263,6 +263,39 @@ pub fn parse_shard(spec: &str) -> anyhow::Result<(usize, usize)> {
     Ok((i, n))
 }
 
+/// Trains the configurations of `all` that `out` does not hold yet (at most `limit` of them), appending each run
+/// as it finishes, with a progress bar over all of them. Returns (new runs, runs already there, runs left).
+pub fn run_missing(
+    engine: &Engine,
+    all: &[&TrainConfig],
+    out: &Path,
+    limit: usize,
+    quiet: bool,
+) -> anyhow::Result<(usize, usize, usize)> {
+    let done = done_runs(out)?;
+    let todo: Vec<&TrainConfig> =
+        all.iter().copied().filter(|c| !done.contains(&key(&serde_json::to_value(c).unwrap_or_default()))).collect();
+    let skipped = all.len() - todo.len();
+    let new = limit.min(todo.len());
+    let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(all.len() as u64) };
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} runs, {eta} left {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_position(skipped as u64);
+    if skipped > 0 {
+        bar.println(format!("{skipped} of {} runs already in {}", all.len(), out.display()));
+    }
+    for config in &todo[..new] {
+        bar.set_message(format!("{} K={} seed {}", config.estimator, config.codes, config.seed));
+        let data = config.load_data()?;
+        append(out, &engine.train(config, data, |_| {})?)?;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok((new, skipped, todo.len() - new))
+}
+
 pub fn run(options: &GpuOptions, args: &SweepArgs) -> anyhow::Result<()> {
     let axes = axes(args)?;
     let configs = grid(&axes)?;
@@ -276,34 +309,8 @@ pub fn run(options: &GpuOptions, args: &SweepArgs) -> anyhow::Result<()> {
         eprintln!("{} runs in this shard ({} in the grid)", mine.len(), configs.len());
         return Ok(());
     }
-    let done = done_runs(&args.out)?;
-    let todo: Vec<&TrainConfig> =
-        mine.iter().copied().filter(|c| !done.contains(&key(&serde_json::to_value(c).unwrap_or_default()))).collect();
-    let skipped = mine.len() - todo.len();
-    let limit = args.limit.unwrap_or(usize::MAX).min(todo.len());
-    let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new(mine.len() as u64) };
-    bar.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} runs, {eta} left {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar.set_position(skipped as u64);
-    if skipped > 0 {
-        bar.println(format!("{skipped} of {} runs already in {}", mine.len(), args.out.display()));
-    }
     let engine = Engine::choose(options, args.cpu);
-    for config in todo.iter().take(limit) {
-        bar.set_message(format!("{} K={} seed {}", config.estimator, config.codes, config.seed));
-        let data = config.load_data()?;
-        let run = engine.train(config, data, |_| {})?;
-        append(&args.out, &run)?;
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
-    let new = limit;
-    eprintln!(
-        "{new} new runs, {skipped} already done, {} left in this shard; results in {}",
-        todo.len() - new,
-        args.out.display()
-    );
+    let (new, skipped, left) = run_missing(&engine, &mine, &args.out, args.limit.unwrap_or(usize::MAX), args.quiet)?;
+    eprintln!("{new} new runs, {skipped} already done, {left} left in this shard; results in {}", args.out.display());
     Ok(())
 }

@@ -51,10 +51,7 @@ pub struct BoundAdam {
 impl BoundAdam {
     /// Records one update, with step `slot` of `step` at group 1.
     pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>, step: &StepUniform, slot: u32) {
-        pass.set_pipeline(&self.pipeline);
-        pass.set_bind_group(0, &self.bind_group, &[]);
-        step.bind(pass, slot);
-        pass.dispatch_workgroups(self.grid.0, self.grid.1, 1);
+        super::dispatch_step(pass, &self.pipeline, &self.bind_group, self.grid, step, slot);
     }
 }
 

@@ -43,10 +43,7 @@ impl BoundGather {
 
     /// Records a minibatch gather for step `slot` of `step`.
     pub fn encode_step(&self, pass: &mut wgpu::ComputePass<'_>, step: &StepUniform, slot: u32) {
-        pass.set_pipeline(&self.pipeline);
-        pass.set_bind_group(0, &self.bind_group, &[]);
-        step.bind(pass, slot);
-        pass.dispatch_workgroups(self.grid.0, self.grid.1, 1);
+        super::dispatch_step(pass, &self.pipeline, &self.bind_group, self.grid, step, slot);
     }
 }
 

@@ -253,3 +253,18 @@ pub(crate) fn thread_grid(count: u64, workgroup_size: u32, max_per_dim: u32) -> 
         .map_err(|_| Error::Shape(format!("{count} elements are too many for one dispatch")))?;
     crate::gpu::grid(groups, max_per_dim)
 }
+
+/// [`dispatch`] with a [`step::StepUniform`] slot at group 1 (kernels that read per-step constants).
+pub(crate) fn dispatch_step(
+    pass: &mut wgpu::ComputePass<'_>,
+    pipeline: &wgpu::ComputePipeline,
+    bind_group: &wgpu::BindGroup,
+    grid: (u32, u32),
+    step: &step::StepUniform,
+    slot: u32,
+) {
+    pass.set_pipeline(pipeline);
+    pass.set_bind_group(0, bind_group, &[]);
+    step.bind(pass, slot);
+    pass.dispatch_workgroups(grid.0, grid.1, 1);
+}
