@@ -7,6 +7,7 @@
 //   column_sums   out[c_off + j] = sum_i A[i, j]                        (the bias gradient; rows in order)
 //   relu_mask     g[i] = g[i] if y[i] > 0 else 0                        (ReLU backward, from the ReLU's output)
 // Every output element is one invocation's sum over k (or i) in increasing order: deterministic.
+// Indices are u32, so an operand has at most 2^32 elements.
 
 struct Params {
     rows: u32,
@@ -29,7 +30,6 @@ struct Params {
 
 const FLAG_BIAS: u32 = 1u;
 const FLAG_RELU: u32 = 2u;
-const T: u32 = 16u; // output tile edge; the workgroup is T x T
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
@@ -37,46 +37,67 @@ const T: u32 = 16u; // output tile edge; the workgroup is T x T
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
 
-var<workgroup> tile_a: array<f32, 256>; // T x T
-var<workgroup> tile_b: array<f32, 256>;
+override WORKGROUP_SIZE: u32 = 64u;
 
-@compute @workgroup_size(16, 16)
-fn matmul(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let i = wid.y * T + lid.y;
-    let j = wid.x * T + lid.x;
-    var acc = 0.0;
-    for (var k0 = 0u; k0 < params.inner; k0 += T) {
-        // Stage A[i, k0 + lid.x] and B[k0 + lid.y, j]; zeros outside the matrices.
-        let ka = k0 + lid.x;
-        let kb = k0 + lid.y;
-        var va = 0.0;
-        if (i < params.rows && ka < params.inner) {
-            va = a[params.a_off + i * params.a_row + ka * params.a_col];
-        }
-        var vb = 0.0;
-        if (kb < params.inner && j < params.cols) {
-            vb = b[params.b_off + kb * params.b_row + j * params.b_col];
-        }
-        tile_a[lid.y * T + lid.x] = va;
-        tile_b[lid.y * T + lid.x] = vb;
-        workgroupBarrier();
-        for (var kk = 0u; kk < T; kk++) {
-            acc = fma(tile_a[lid.y * T + kk], tile_b[kk * T + lid.x], acc);
-        }
-        workgroupBarrier();
+fn finish(i: u32, j0: u32, v: vec4<f32>) {
+    if (i >= params.rows) {
+        return;
     }
-    if (i < params.rows && j < params.cols) {
-        if ((params.flags & FLAG_BIAS) != 0u) {
-            acc += bias[params.bias_off + j];
+    for (var t = 0u; t < 4u; t++) {
+        let j = j0 + t;
+        if (j < params.cols) {
+            var out = v[t];
+            if ((params.flags & FLAG_BIAS) != 0u) {
+                out += bias[params.bias_off + j];
+            }
+            if ((params.flags & FLAG_RELU) != 0u) {
+                out = max(out, 0.0);
+            }
+            c[params.c_off + i * params.c_row + j] = out;
         }
-        if ((params.flags & FLAG_RELU) != 0u) {
-            acc = max(acc, 0.0);
-        }
-        c[params.c_off + i * params.c_row + j] = acc;
     }
 }
 
-override WORKGROUP_SIZE: u32 = 64u;
+// Each invocation computes a 4 x 4 block of C in registers, reading A and B straight from memory: no workgroup
+// memory and no barriers, which CPU drivers (lavapipe) run far faster, and the products here are small. Rows and
+// columns past the edge are clamped on load and skipped on store.
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn matmul(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let col_blocks = (params.cols + 3u) / 4u;
+    let e = gid.x + gid.y * nwg.x * WORKGROUP_SIZE;
+    let i0 = (e / col_blocks) * 4u;
+    let j0 = (e % col_blocks) * 4u;
+    if (i0 >= params.rows) {
+        return;
+    }
+    let last_i = params.rows - 1u;
+    let last_j = params.cols - 1u;
+    let a0 = params.a_off + min(i0, last_i) * params.a_row;
+    let a1 = params.a_off + min(i0 + 1u, last_i) * params.a_row;
+    let a2 = params.a_off + min(i0 + 2u, last_i) * params.a_row;
+    let a3 = params.a_off + min(i0 + 3u, last_i) * params.a_row;
+    let b0 = params.b_off + min(j0, last_j) * params.b_col;
+    let b1 = params.b_off + min(j0 + 1u, last_j) * params.b_col;
+    let b2 = params.b_off + min(j0 + 2u, last_j) * params.b_col;
+    let b3 = params.b_off + min(j0 + 3u, last_j) * params.b_col;
+    var c0 = vec4<f32>(0.0);
+    var c1 = vec4<f32>(0.0);
+    var c2 = vec4<f32>(0.0);
+    var c3 = vec4<f32>(0.0);
+    for (var k = 0u; k < params.inner; k++) {
+        let ka = k * params.a_col;
+        let kb = k * params.b_row;
+        let bk = vec4<f32>(b[b0 + kb], b[b1 + kb], b[b2 + kb], b[b3 + kb]);
+        c0 = fma(vec4<f32>(a[a0 + ka]), bk, c0);
+        c1 = fma(vec4<f32>(a[a1 + ka]), bk, c1);
+        c2 = fma(vec4<f32>(a[a2 + ka]), bk, c2);
+        c3 = fma(vec4<f32>(a[a3 + ka]), bk, c3);
+    }
+    finish(i0, j0, c0);
+    finish(i0 + 1u, j0, c1);
+    finish(i0 + 2u, j0, c2);
+    finish(i0 + 3u, j0, c3);
+}
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn column_sums(@builtin(global_invocation_id) gid: vec3<u32>) {

@@ -39,7 +39,8 @@ struct Params {
 
 const FLAG_BIAS: u32 = 1;
 const FLAG_RELU: u32 = 2;
-const TILE: u32 = 16;
+/// The edge of the output block one `matmul` invocation computes.
+const BLOCK: u32 = 4;
 
 /// The dense pipelines. Make once per device.
 pub struct Dense {
@@ -73,7 +74,7 @@ fn extent(off: u32, rows: u32, row_stride: u32, cols: u32, col_stride: u32) -> u
 }
 
 impl Dense {
-    /// Creates the pipelines (`column_sums` and `relu_mask` with 64-wide workgroups; `matmul` is 16 x 16).
+    /// Creates the pipelines, all with 64-wide workgroups.
     pub fn new(device: &wgpu::Device) -> Result<Self> {
         use Slot::*;
         let layout =
@@ -123,12 +124,10 @@ impl Dense {
         Ok(BoundDense { pipeline: pipeline.clone(), bind_group, _params: params, grid })
     }
 
+    /// One invocation per 4 x 4 block of the output.
     fn matmul_grid(&self, rows: u32, cols: u32) -> Result<(u32, u32)> {
-        let (x, y) = (cols.div_ceil(TILE), rows.div_ceil(TILE));
-        if x > self.max_groups || y > self.max_groups {
-            return Err(Error::Shape(format!("a {rows} x {cols} product exceeds one dispatch's grid")));
-        }
-        Ok((x, y))
+        let blocks = rows.div_ceil(BLOCK) as u64 * cols.div_ceil(BLOCK) as u64;
+        thread_grid(blocks, self.workgroup_size, self.max_groups)
     }
 
     /// `y = act(x W^T + b)` for `batch` rows: x is `batch x input`, y is `batch x output`.

@@ -7,6 +7,7 @@ mod common;
 
 mod assign;
 mod codebook;
+mod dense;
 mod device;
 mod estimator;
 mod stats;

@@ -1,0 +1,76 @@
+use crate::common::{Data, assert_clean, assert_close_each, run_pass};
+use crate::gpu_or_skip;
+use vqgrad::kernels::dense::{Dense, Linear};
+
+/// y = x W^T + b, dx = dy W, dW = dy^T x, db = column sums of dy, in f64 on the host.
+fn reference(x: &[f32], w: &[f32], bias: &[f32], dy: &[f32], (n, i, o): (usize, usize, usize)) -> [Vec<f64>; 4] {
+    let mut y = vec![0.0; n * o];
+    let mut dx = vec![0.0; n * i];
+    let mut dw = vec![0.0; o * i];
+    let mut db = vec![0.0; o];
+    for r in 0..n {
+        for c in 0..o {
+            y[r * o + c] = bias[c] as f64 + (0..i).map(|k| x[r * i + k] as f64 * w[c * i + k] as f64).sum::<f64>();
+            db[c] += dy[r * o + c] as f64;
+            for k in 0..i {
+                dx[r * i + k] += dy[r * o + c] as f64 * w[c * i + k] as f64;
+                dw[c * i + k] += dy[r * o + c] as f64 * x[r * i + k] as f64;
+            }
+        }
+    }
+    [y, dx, dw, db]
+}
+
+/// Every product of a layer against the f64 reference, on shapes that are not multiples of the 4 x 4 block
+/// (1, 3, 5, 7, 13 rows or columns), a ReLU layer, and the layer at a non-zero offset in the parameter buffer.
+/// Tolerance: 4 (inner + 4) eps_f32 times the element's sum of absolute terms.
+#[test]
+fn dense_products_match_the_reference_on_odd_shapes() {
+    let gpu = gpu_or_skip!();
+    let dense = Dense::new(&gpu.device).unwrap();
+    for (seed, &(n, i, o)) in [(1, 1, 1), (3, 5, 7), (13, 4, 1), (5, 256, 4), (64, 4, 256), (7, 9, 13)].iter().enumerate()
+    {
+        let mut d = Data::new(seed as u64 + 40);
+        let offset = 3 * seed; // the layer sits after other parameters
+        let layer = Linear { input: i as u32, output: o as u32, w_off: offset as u32, b_off: (offset + o * i) as u32 };
+        let (x, dy) = (d.normal(n * i, 1.0), d.normal(n * o, 1.0));
+        let mut params = d.normal(offset, 1.0);
+        let (w, bias) = (d.normal(o * i, 1.0), d.normal(o, 1.0));
+        params.extend_from_slice(&w);
+        params.extend_from_slice(&bias);
+        let up = |label, v: &[f32]| gpu.upload(label, v).unwrap();
+        let (xb, dyb, pb) = (up("x", &x), up("dy", &dy), up("params", &params));
+        let yb = gpu.zeroed::<f32>("y", n * o).unwrap();
+        let dxb = gpu.zeroed::<f32>("dx", n * i).unwrap();
+        let gb = gpu.zeroed::<f32>("grads", params.len()).unwrap();
+        let dev = &gpu.device;
+        let ops = [
+            dense.bind_forward(dev, layer, &xb, &pb, &yb, n as u32, false).unwrap(),
+            dense.bind_input_grad(dev, layer, &dyb, &pb, &dxb, n as u32).unwrap(),
+            dense.bind_weight_grad(dev, layer, &dyb, &xb, &gb, n as u32).unwrap(),
+            dense.bind_bias_grad(dev, layer, &dyb, &gb, n as u32).unwrap(),
+        ];
+        run_pass(&gpu, |pass| ops.iter().for_each(|op| op.encode(pass)));
+        let [y, dx, dw, db] = reference(&x, &w, &bias, &dy, (n, i, o));
+        // The same products of absolute values: each element's sum of |terms|, the scale of its rounding error.
+        let abs = |v: &[f32]| v.iter().map(|a| a.abs()).collect::<Vec<f32>>();
+        let [ya, dxa, dwa, dba] = reference(&abs(&x), &abs(&w), &abs(&bias), &abs(&dy), (n, i, o));
+        let grads: Vec<f32> = gpu.read(&gb).unwrap();
+        let shape = format!("n={n} in={i} out={o}");
+        let tol = |inner: usize, scale: &[f64]| {
+            let scale = scale.to_vec();
+            move |e: usize| 4.0 * (inner as f64 + 4.0) * f32::EPSILON as f64 * scale[e] + 1e-30
+        };
+        assert_close_each(&format!("y {shape}"), &gpu.read::<f32>(&yb).unwrap()[..n * o], &y, tol(i, &ya));
+        assert_close_each(&format!("dx {shape}"), &gpu.read::<f32>(&dxb).unwrap()[..n * i], &dx, tol(o, &dxa));
+        assert_close_each(&format!("dW {shape}"), &grads[offset..offset + o * i], &dw, tol(n, &dwa));
+        assert_close_each(&format!("db {shape}"), &grads[offset + o * i..offset + o * i + o], &db, tol(n, &dba));
+        assert!(grads[..offset].iter().all(|&g| g == 0.0), "{shape}: gradients written before the layer");
+        // ReLU: the same forward, clamped at zero.
+        let relu = dense.bind_forward(dev, layer, &xb, &pb, &yb, n as u32, true).unwrap();
+        run_pass(&gpu, |pass| relu.encode(pass));
+        let y_relu: Vec<f64> = y.iter().map(|v| v.max(0.0)).collect();
+        assert_close_each(&format!("relu y {shape}"), &gpu.read::<f32>(&yb).unwrap()[..n * o], &y_relu, tol(i, &ya));
+    }
+    assert_clean(&gpu);
+}
