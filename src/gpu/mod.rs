@@ -189,8 +189,13 @@ pub fn reported_limits(l: &wgpu::Limits) -> Vec<(&'static str, u64)> {
     out
 }
 
+pub mod timing;
+
 /// Optional features vqgrad uses where present (none is required).
-pub const OPTIONAL_FEATURES: &[(&str, wgpu::Features)] = &[("TIMESTAMP_QUERY", wgpu::Features::TIMESTAMP_QUERY)];
+pub const OPTIONAL_FEATURES: &[(&str, wgpu::Features)] = &[
+    ("TIMESTAMP_QUERY", wgpu::Features::TIMESTAMP_QUERY),
+    ("TIMESTAMP_QUERY_INSIDE_PASSES", wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES),
+];
 
 /// What the device reported while nobody was looking: a loss, or errors outside any error scope.
 #[derive(Default)]
@@ -243,7 +248,8 @@ impl Gpu {
     pub fn from_adapter(adapter: &wgpu::Adapter) -> Result<Self> {
         let info = adapter.get_info();
         let limits = required_limits(&info.name, &adapter.limits())?;
-        let features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
+        let wanted = OPTIONAL_FEATURES.iter().fold(wgpu::Features::empty(), |all, (_, f)| all | *f);
+        let features = adapter.features() & wanted;
         let desc = wgpu::DeviceDescriptor {
             label: Some("vqgrad"),
             required_features: features,

@@ -9,6 +9,7 @@ use super::{
 };
 use crate::data::{Dataset, Stream, rng};
 use crate::error::Result;
+use crate::gpu::timing::Timestamps;
 use crate::gpu::{Gpu, read_buffer};
 use crate::kernels::adam::{Adam, AdamSettings, BoundAdam};
 use crate::kernels::assign::{Assign, AssignBuffers, AssignShape, BoundAssign};
@@ -439,29 +440,52 @@ impl<'g> GpuTrainer<'g> {
         })
     }
 
-    /// Records one training step (slot `slot` of this submit) into its own compute pass.
-    fn record_step(&self, encoder: &mut wgpu::CommandEncoder, slot: u32, t: u64) {
+    /// Records one training step (slot `slot` of this submit) into its own compute pass. `mark` is called after
+    /// each kernel with its name (a profile's timestamps; a no-op otherwise).
+    fn record_step(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        slot: u32,
+        t: u64,
+        mark: &mut dyn FnMut(&mut wgpu::ComputePass, &'static str),
+    ) {
         let r = &self.rec;
         let s = &self.step_uniform;
         let mut pass = encoder
             .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("train step"), timestamp_writes: None });
+        mark(&mut pass, "start");
         r.gather_batch.encode_step(&mut pass, s, slot);
+        mark(&mut pass, "gather batch");
         r.encoder.iter().for_each(|op| op.encode(&mut pass));
+        mark(&mut pass, "encoder forward");
         r.assign.encode(&mut pass);
+        mark(&mut pass, "assign");
         r.gather_q.encode(&mut pass);
+        mark(&mut pass, "gather q");
         r.decoder.iter().for_each(|op| op.encode(&mut pass));
+        mark(&mut pass, "decoder forward");
         r.rec_grad.encode(&mut pass);
+        mark(&mut pass, "loss gradient");
         r.decoder_back.iter().for_each(|op| op.encode(&mut pass));
+        mark(&mut pass, "decoder backward");
         r.estimator.encode(&mut pass);
+        mark(&mut pass, "estimator backward");
         r.encoder_back.iter().for_each(|op| op.encode(&mut pass));
+        mark(&mut pass, "encoder backward");
         match &r.codebook {
             CodebookUpdate::Grad(grad, adam) => {
                 grad.encode(&mut pass);
+                mark(&mut pass, "codebook gradient");
                 adam.encode(&mut pass, s, slot);
+                mark(&mut pass, "codebook adam");
             }
-            CodebookUpdate::Ema(ema) => ema.encode(&mut pass),
+            CodebookUpdate::Ema(ema) => {
+                ema.encode(&mut pass);
+                mark(&mut pass, "codebook ema");
+            }
         }
         r.adam_params.encode(&mut pass, s, slot);
+        mark(&mut pass, "parameter adam");
         if let Some(reset) = &r.reset {
             if self.config.codebook_mode == CodebookMode::Grad {
                 r.step_counts.encode(&mut pass); // the EMA update counted already
@@ -470,28 +494,58 @@ impl<'g> GpuTrainer<'g> {
             if t.is_multiple_of(self.config.reset_dead as u64) {
                 reset.encode_reset(&mut pass, s, slot);
             }
+            mark(&mut pass, "dead-code reset");
         }
+    }
+
+    /// Writes the next `chunk` steps' batches and constants; the steps must then be recorded and submitted.
+    fn prepare_chunk(&mut self, chunk: u32) -> Result<()> {
+        let b = self.config.batch;
+        let mut schedule = Vec::with_capacity((chunk * b) as usize);
+        let mut constants = Vec::with_capacity(chunk as usize);
+        for slot in 0..chunk {
+            schedule.extend_from_slice(self.schedule.next_batch());
+            let t = self.step + 1 + slot as u64;
+            constants.push(StepConstants::adam(t, self.config.lr, ADAM_BETAS.0, ADAM_BETAS.1, slot * b));
+        }
+        self.gpu.queue.write_buffer(&self.buffers.schedule, 0, bytemuck::cast_slice(&schedule));
+        self.step_uniform.write(&self.gpu.queue, &constants)
+    }
+
+    /// Runs `steps` training steps (at most `STEPS_PER_SUBMIT`) with a timestamp after every kernel, and returns
+    /// the GPU nanoseconds per step of each kernel; `None` where the device has no timestamps inside passes.
+    pub fn profile_steps(&mut self, steps: u32) -> Result<Option<Vec<(&'static str, f64)>>> {
+        let steps = steps.clamp(1, STEPS_PER_SUBMIT);
+        let Some(mut stamps) = Timestamps::new(self.gpu, steps * 24)? else {
+            return Ok(None);
+        };
+        self.prepare_chunk(steps)?;
+        let mut encoder =
+            self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("profile") });
+        for slot in 0..steps {
+            self.record_step(&mut encoder, slot, self.step + 1 + slot as u64, &mut |pass, label| {
+                stamps.mark(pass, label)
+            });
+        }
+        stamps.resolve(&mut encoder);
+        self.gpu.queue.submit([encoder.finish()]);
+        self.step += steps as u64;
+        let totals = stamps.read(self.gpu)?;
+        self.gpu.check()?;
+        // "start" also ends each step's stretch from the previous step's last kernel: the gap between passes.
+        Ok(Some(totals.into_iter().map(|(label, ns)| (label, ns / steps as f64)).collect()))
     }
 
     /// Runs `steps` training steps, `STEPS_PER_SUBMIT` to a submit, with no readback.
     pub fn train_steps(&mut self, steps: u32) -> Result<()> {
-        let b = self.config.batch;
         let mut left = steps;
         while left > 0 {
             let chunk = left.min(STEPS_PER_SUBMIT);
-            let mut schedule = Vec::with_capacity((chunk * b) as usize);
-            let mut constants = Vec::with_capacity(chunk as usize);
-            for slot in 0..chunk {
-                schedule.extend_from_slice(self.schedule.next_batch());
-                let t = self.step + 1 + slot as u64;
-                constants.push(StepConstants::adam(t, self.config.lr, ADAM_BETAS.0, ADAM_BETAS.1, slot * b));
-            }
-            self.gpu.queue.write_buffer(&self.buffers.schedule, 0, bytemuck::cast_slice(&schedule));
-            self.step_uniform.write(&self.gpu.queue, &constants)?;
+            self.prepare_chunk(chunk)?;
             let mut encoder =
                 self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("train") });
             for slot in 0..chunk {
-                self.record_step(&mut encoder, slot, self.step + 1 + slot as u64);
+                self.record_step(&mut encoder, slot, self.step + 1 + slot as u64, &mut |_, _| {});
             }
             self.gpu.queue.submit([encoder.finish()]);
             self.step += chunk as u64;
