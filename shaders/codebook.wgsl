@@ -1,6 +1,6 @@
 // Codebook updates (STUDY.md section 2). Entry points, each with its own bindings:
 //   clear_counts, count_codes   counts[k] = #{i : index[i] = k}                    (u32 atomics: exact)
-//   segment_sums                out[k] = scale * sum_{i : index[i] = k} (z_i - center * c_k)
+//   segment_sums(_small)        out[k] = scale * sum_{i : index[i] = k} (z_i - center * c_k)
 //                               grad mode: center = 1, scale = -2/(B m) gives dL_cb/dC = 2/(B m) sum (c_k - z_i)
 //                               ema mode:  center = 0, scale = 1 gives the per-code sums of z
 //   ema_sizes                   N_k <- g N_k + (1 - g) n_k, and n = sum_k N_k      (one workgroup)
@@ -123,6 +123,30 @@ fn segment_sums(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id
             sums[code * m + dim] = params.scale * acc[e];
         }
     }
+}
+
+// segment_sums for small codebooks (k m <= SMALL_SUMS): one invocation per (code, dimension) scans every row in
+// increasing order. No workgroup memory or barriers, which CPU drivers run far faster than the tiled kernel; the
+// same order, so the same bits.
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn segment_sums_small(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let e = linear_id(gid, nwg);
+    if (e >= params.k * params.m) {
+        return;
+    }
+    let code = e / params.m;
+    let dim = e % params.m;
+    var c = 0.0;
+    if (params.center != 0u) {
+        c = codebook[e];
+    }
+    var total = 0.0;
+    for (var row = 0u; row < params.n; row++) {
+        if (min(index[row], params.k - 1u) == code) {
+            total += z[row * params.m + dim] - c;
+        }
+    }
+    sums[e] = params.scale * total;
 }
 
 var<workgroup> partial: array<f32, REDUCE>;

@@ -17,6 +17,7 @@ const ENTRY_POINTS: &[(&str, &[&str])] = &[
             "clear_counts",
             "count_codes",
             "segment_sums",
+            "segment_sums_small",
             "ema_sizes",
             "ema_codebook",
             "lloyd_update",
@@ -127,7 +128,7 @@ fn every_shader_validates_and_translates_to_every_backend() {
             translated += 1;
         }
     }
-    assert_eq!(translated, 23, "entry points translated");
+    assert_eq!(translated, 24, "entry points translated");
 }
 
 #[test]

@@ -87,9 +87,8 @@ fn check_grad(what: &str, z: &[f32], index: &[u32], codebook: &[f32], m: usize, 
 fn gradient_matches_the_reference_and_the_sequential_order() {
     let gpu = gpu_or_skip!();
     let kernel = Codebook::new(&gpu.device).unwrap();
-    // (n, k, m): one code; several code tiles (2048 / m codes per workgroup); two dimension tiles (m > 256);
-    // many chunks of 256 rows; m not a multiple of 4.
-    // (n, k, m, scale): one code; several code tiles (2048 / m codes per workgroup); two dimension tiles
+    // (n, k, m, scale): k m <= 1024 takes segment_sums_small, larger the tiled kernel; one code; several code
+    // tiles (2048 / m codes per workgroup); two dimension tiles
     // (m > 256); many chunks of 256 rows; m not a multiple of 4; magnitudes 1e4 and 1e-6.
     let cases = [
         (5, 1, 1, 1.0),
