@@ -23,27 +23,29 @@ struct Step {
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(1) @binding(0) var<uniform> step: Step;
 
-override WORKGROUP_SIZE: u32 = 256u;
+override WORKGROUP_SIZE: u32 = 64u;
 
-fn copy_row(e: u32, offset: u32) {
-    let r = e / params.width;
-    let j = e % params.width;
-    let src = min(index[offset + r], params.limit - 1u);
-    out[e] = source[src * params.width + j];
+// One invocation copies one row: no integer division per element, which CPU drivers (lavapipe) vectorize badly.
+fn copy_row(r: u32, offset: u32) {
+    let src = min(index[offset + r], params.limit - 1u) * params.width;
+    let dst = r * params.width;
+    for (var j = 0u; j < params.width; j++) {
+        out[dst + j] = source[src + j];
+    }
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn gather_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let e = gid.x + gid.y * nwg.x * WORKGROUP_SIZE;
-    if (e < params.rows * params.width) {
-        copy_row(e, step.row_offset);
+    let r = gid.x + gid.y * nwg.x * WORKGROUP_SIZE;
+    if (r < params.rows) {
+        copy_row(r, step.row_offset);
     }
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn gather_codes(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let e = gid.x + gid.y * nwg.x * WORKGROUP_SIZE;
-    if (e < params.rows * params.width) {
-        copy_row(e, 0u);
+    let r = gid.x + gid.y * nwg.x * WORKGROUP_SIZE;
+    if (r < params.rows) {
+        copy_row(r, 0u);
     }
 }

@@ -17,11 +17,12 @@ struct Params {
 
 override WORKGROUP_SIZE: u32 = 256u;
 const REDUCE: u32 = 256u;
+const PER_INVOCATION: u32 = 4u; // rec_grad: fewer, longer invocations run faster on CPU drivers
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn rec_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let e = gid.x + gid.y * nwg.x * WORKGROUP_SIZE;
-    if (e < params.len) {
+    let e0 = (gid.x + gid.y * nwg.x * WORKGROUP_SIZE) * PER_INVOCATION;
+    for (var e = e0; e < min(e0 + PER_INVOCATION, params.len); e++) {
         out[e] = params.scale * (xhat[e] - x[e]);
     }
 }

@@ -25,7 +25,7 @@ pub struct Gather {
     max_groups: u32,
 }
 
-const WORKGROUP_SIZE: u32 = 256;
+const WORKGROUP_SIZE: u32 = 64;
 
 /// A gather bound to buffers.
 pub struct BoundGather {
@@ -90,7 +90,7 @@ impl Gather {
                 Binding::new(3, "out", out, rows as u64 * width as u64 * F32),
             ],
         )?;
-        let grid = thread_grid(rows as u64 * width as u64, WORKGROUP_SIZE, self.max_groups)?;
+        let grid = thread_grid(rows as u64, WORKGROUP_SIZE, self.max_groups)?;
         Ok(BoundGather { pipeline: pipeline.clone(), bind_group, _params: params, grid })
     }
 

@@ -40,6 +40,8 @@ impl BoundLoss {
     }
 }
 
+/// Elements of `rec_grad` per invocation (`PER_INVOCATION` in the shader).
+const REC_GRAD_PER_INVOCATION: u32 = 4;
 const WORKGROUP_SIZE: u32 = 256;
 
 impl Loss {
@@ -101,7 +103,7 @@ impl Loss {
         check_shape(&[("batch", batch), ("dim", dim)], &[("batch x dim", batch, dim)])?;
         let len = batch * dim;
         let scale = (2.0 / (batch as f64 * dim as f64)) as f32;
-        let grid = thread_grid(len as u64, WORKGROUP_SIZE, self.max_groups)?;
+        let grid = thread_grid(len.div_ceil(REC_GRAD_PER_INVOCATION) as u64, WORKGROUP_SIZE, self.max_groups)?;
         self.bind(device, &self.rec_grad, Params { len, slot: 0, scale, pad: 0 }, xhat, x, grad, len as u64, grid)
     }
 
