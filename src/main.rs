@@ -47,6 +47,8 @@ enum Command {
     Gradfield(cli::gradfield::GradfieldArgs),
     /// E7: k-means++ and Lloyd on the GPU, on a trained model's eval encodings (--model) or on raw data.
     Kmeans(Box<cli::kmeans::KmeansArgs>),
+    /// Throughput of the assign kernel, of training (per estimator) and of sweeps, with the CPU engine beside it.
+    Bench(cli::bench::BenchArgs),
 }
 
 fn parse_backend(s: &str) -> Result<wgpu::Backend, String> {
@@ -71,6 +73,7 @@ fn main() -> ExitCode {
         Command::Reproduce(args) => cli::reproduce::run(&options, &args),
         Command::Gradfield(args) => cli::gradfield::run(&options, &args),
         Command::Kmeans(args) => cli::kmeans::run(&options, &args),
+        Command::Bench(args) => cli::bench::run(&options, &args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

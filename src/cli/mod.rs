@@ -1,5 +1,6 @@
 //! The command-line tool's subcommands (the binary only).
 
+pub mod bench;
 pub mod gradfield;
 pub mod kmeans;
 pub mod overhead;

@@ -18,7 +18,7 @@ pub struct Overhead {
     pub rounds: Vec<f64>,
 }
 
-fn median(v: &[f64]) -> f64 {
+pub fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
     if s.is_empty() {

@@ -123,6 +123,52 @@ struct Buffers {
     eval_counts: wgpu::Buffer,
 }
 
+impl Buffers {
+    /// Bytes of every buffer of the run.
+    fn bytes(&self) -> u64 {
+        let all = [
+            &self.train,
+            &self.eval,
+            &self.schedule,
+            &self.params,
+            &self.grads,
+            &self.adam_m,
+            &self.adam_v,
+            &self.codebook,
+            &self.codebook_grad,
+            &self.codebook_m,
+            &self.codebook_v,
+            &self.ema_size,
+            &self.ema_sum,
+            &self.counts,
+            &self.used,
+            &self.metrics,
+            &self.x,
+            &self.z,
+            &self.index,
+            &self.dist,
+            &self.q,
+            &self.xhat,
+            &self.dxhat,
+            &self.g,
+            &self.dz,
+            &self.h_enc,
+            &self.h_dec,
+            &self.dh_enc,
+            &self.dh_dec,
+            &self.batch_counts,
+            &self.eval_z,
+            &self.eval_index,
+            &self.eval_dist,
+            &self.eval_q,
+            &self.eval_xhat,
+            &self.eval_hidden,
+            &self.eval_counts,
+        ];
+        all.iter().map(|b| b.size()).sum::<u64>() + self.eval_labels.as_ref().map_or(0, |b| b.size())
+    }
+}
+
 /// A run on the GPU.
 pub struct GpuTrainer<'g> {
     gpu: &'g Gpu,
@@ -620,6 +666,11 @@ impl<'g> GpuTrainer<'g> {
         let codebook: Vec<f32> = read_buffer(device, &self.gpu.queue, &self.buffers.codebook)?;
         let k = (self.config.codes * self.config.latent) as usize;
         Ok((params[..self.layout.len as usize].to_vec(), codebook[..k].to_vec()))
+    }
+
+    /// Bytes of the run's storage buffers (data, state, activations; not the small uniforms).
+    pub fn buffer_bytes(&self) -> u64 {
+        self.buffers.bytes()
     }
 
     /// Steps taken so far.

@@ -1,0 +1,330 @@
+//! `vqgrad bench`: the assign kernel, training and sweeps on one adapter, with the CPU engine in the same run.
+//! Every figure is a median over repetitions after a warm-up (shader compilation happens at the first dispatch
+//! on some drivers); ratios are taken within one run, since absolute times on shared machines drift.
+
+use super::overhead::{self, median};
+use super::train::Engine;
+use serde::Serialize;
+use std::time::Instant;
+use vqgrad::kernels::assign::{Assign, AssignBuffers, AssignShape};
+use vqgrad::train::TrainConfig;
+use vqgrad::train::gpu::GpuTrainer;
+use vqgrad::{Estimator, Gpu, gpu::timing::Timestamps};
+
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Print one JSON object instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    /// Fewer repetitions and shorter sweeps (about a minute on lavapipe instead of several).
+    #[arg(long)]
+    pub quick: bool,
+}
+
+/// The assign shapes: the issue's two PyTorch anchors and a VQ-typical one (N, K, m).
+const ASSIGN_SHAPES: [(u32, u32, u32); 3] = [(65536, 512, 64), (16384, 1024, 256), (65536, 1024, 8)];
+
+#[derive(Serialize)]
+struct AssignFigure {
+    n: u32,
+    k: u32,
+    m: u32,
+    /// 2 N K m over the wall time of one dispatch, submitted and waited for.
+    gpu_gflops: f64,
+    /// 2 N K m over the GPU's own timestamps around the dispatch, where the adapter has them.
+    gpu_kernel_gflops: Option<f64>,
+    /// The CPU reference (`vqgrad::reference::assign`: f64, one thread), as the CPU engine uses it.
+    cpu_gflops: f64,
+    gpu_over_cpu: f64,
+}
+
+#[derive(Serialize)]
+struct TrainingFigure {
+    setting: String,
+    estimator: String,
+    gpu_steps_per_sec: f64,
+    /// Median over rounds of this estimator's step time over `ste`'s in the same round, and its range.
+    ratio_to_ste: f64,
+    ratio_min: f64,
+    ratio_max: f64,
+    cpu_steps_per_sec: f64,
+}
+
+#[derive(Serialize)]
+struct SweepFigure {
+    runs: usize,
+    steps_per_run: u32,
+    /// Run-steps per second over the whole grid, building each run and evaluating it included.
+    unbatched_run_steps_per_sec: f64,
+    /// With several runs in the same dispatches: not implemented yet (issue 5, part 3).
+    batched_run_steps_per_sec: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct KernelTime {
+    estimator: String,
+    kernel: String,
+    us_per_step: f64,
+}
+
+#[derive(Serialize)]
+struct Memory {
+    peak_host_bytes: Option<u64>,
+    /// Storage buffers of one E1 run on the GPU.
+    e1_gpu_buffer_bytes: u64,
+}
+
+#[derive(Serialize)]
+struct Report {
+    adapter: String,
+    timestamps: bool,
+    assign: Vec<AssignFigure>,
+    training: Vec<TrainingFigure>,
+    sweep: SweepFigure,
+    profile: Vec<KernelTime>,
+    memory: Memory,
+}
+
+pub fn run(options: &vqgrad::gpu::GpuOptions, args: &BenchArgs) -> anyhow::Result<()> {
+    let gpu = Gpu::new(options)?;
+    let adapter = gpu.describe();
+    eprintln!("bench on {adapter}");
+    let reps = if args.quick { 3 } else { 7 };
+    let timestamps = Timestamps::new(&gpu, 2)?.is_some();
+    let assign = ASSIGN_SHAPES
+        .iter()
+        .map(|&shape| bench_assign(&gpu, shape, reps, if args.quick { 1 } else { 3 }))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut training = Vec::new();
+    let e1 = TrainConfig::default();
+    let k64 = TrainConfig { codes: 64, ..TrainConfig::default() };
+    let engine = Engine::Gpu(Box::new(gpu));
+    let (steps, rounds) = if args.quick { (64, 3) } else { (128, 7) };
+    for (setting, base) in [("E1", &e1), ("E1, K = 64", &k64)] {
+        eprintln!("training: {setting}");
+        let on_gpu = overhead::measure(&engine, base, steps, rounds)?;
+        let on_cpu = overhead::measure(&Engine::Cpu, base, steps / 2, 1)?;
+        for (g, c) in on_gpu.iter().zip(&on_cpu) {
+            training.push(TrainingFigure {
+                setting: setting.to_string(),
+                estimator: g.estimator.clone(),
+                gpu_steps_per_sec: 1.0 / g.seconds_per_step,
+                ratio_to_ste: g.ratio_to_ste,
+                ratio_min: g.ratio_min,
+                ratio_max: g.ratio_max,
+                cpu_steps_per_sec: 1.0 / c.seconds_per_step,
+            });
+        }
+    }
+    let Engine::Gpu(gpu) = engine else { unreachable!("made above") };
+    eprintln!("sweep: 4 estimators x 5 seeds");
+    let sweep = bench_sweep(&gpu, if args.quick { 64 } else { 256 })?;
+    eprintln!("profile");
+    let (profile, e1_gpu_buffer_bytes) = bench_profile(&gpu)?;
+    let report = Report {
+        adapter,
+        timestamps,
+        assign,
+        training,
+        sweep,
+        profile,
+        memory: Memory { peak_host_bytes: peak_host_bytes(), e1_gpu_buffer_bytes },
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_tables(&report);
+    }
+    Ok(())
+}
+
+/// The nearest-code kernel at one shape: wall time per dispatch (submit and wait), the GPU's timestamps, and the
+/// CPU reference on the same data.
+fn bench_assign(gpu: &Gpu, (n, k, m): (u32, u32, u32), reps: usize, cpu_reps: usize) -> anyhow::Result<AssignFigure> {
+    eprintln!("assign: N = {n}, K = {k}, m = {m}");
+    let mut rng = vqgrad::data::rng(7, vqgrad::data::Stream::Train);
+    let normal = |len: u32, rng: &mut _| -> Vec<f32> {
+        use rand_distr::Distribution;
+        let d = rand_distr::StandardNormal;
+        (0..len).map(|_| d.sample(rng)).collect()
+    };
+    let z = normal(n * m, &mut rng);
+    let codebook = normal(k * m, &mut rng);
+    let device = &gpu.device;
+    let zb = gpu.upload("bench z", &z)?;
+    let cb = gpu.upload("bench codebook", &codebook)?;
+    let index = gpu.zeroed::<u32>("bench index", n as usize)?;
+    let dist = gpu.zeroed::<f32>("bench distance", n as usize)?;
+    let bound = Assign::new(device)?.bind(
+        device,
+        &AssignBuffers { z: &zb, codebook: &cb, index: &index, distance: &dist },
+        AssignShape { n, k, m },
+    )?;
+    let mut stamps = Timestamps::new(gpu, 2)?;
+    let mut wall = Vec::new();
+    let mut kernel = Vec::new();
+    for rep in 0..=reps {
+        let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("bench") });
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+            if let Some(s) = stamps.as_mut() {
+                s.mark(&mut pass, "start");
+            }
+            bound.encode(&mut pass);
+            if let Some(s) = stamps.as_mut() {
+                s.mark(&mut pass, "assign");
+            }
+        }
+        if let Some(s) = &stamps {
+            s.resolve(&mut encoder);
+        }
+        let start = Instant::now();
+        gpu.queue.submit([encoder.finish()]);
+        gpu.wait()?;
+        let seconds = start.elapsed().as_secs_f64();
+        let gpu_ns = match stamps.as_mut() {
+            Some(s) => s.read(gpu)?.first().map(|(_, ns)| *ns),
+            None => None,
+        };
+        if rep > 0 {
+            // rep 0 is the warm-up
+            wall.push(seconds);
+            kernel.extend(gpu_ns);
+        }
+    }
+    let mut cpu = Vec::new();
+    for _ in 0..cpu_reps {
+        let start = Instant::now();
+        std::hint::black_box(vqgrad::reference::assign(&z, &codebook, m as usize));
+        cpu.push(start.elapsed().as_secs_f64());
+    }
+    let flops = 2.0 * n as f64 * k as f64 * m as f64;
+    let gpu_gflops = flops / median(&wall) / 1e9;
+    let cpu_gflops = flops / median(&cpu) / 1e9;
+    Ok(AssignFigure {
+        n,
+        k,
+        m,
+        gpu_gflops,
+        gpu_kernel_gflops: (!kernel.is_empty()).then(|| flops / median(&kernel)),
+        cpu_gflops,
+        gpu_over_cpu: gpu_gflops / cpu_gflops,
+    })
+}
+
+/// The E1 grid of 4 estimators x 5 seeds, one run after another as `sweep` runs them.
+fn bench_sweep(gpu: &Gpu, steps: u32) -> anyhow::Result<SweepFigure> {
+    let mut runs = 0;
+    let start = Instant::now();
+    for estimator in Estimator::ALL {
+        for seed in 0..5 {
+            let config = TrainConfig { estimator, seed, steps, eval_every: steps, ..TrainConfig::default() };
+            let data = config.load_data()?;
+            GpuTrainer::new(gpu, &config, &data)?.run(|_| {})?;
+            runs += 1;
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(SweepFigure {
+        runs,
+        steps_per_run: steps,
+        unbatched_run_steps_per_sec: (runs as u32 * steps) as f64 / seconds,
+        batched_run_steps_per_sec: None,
+    })
+}
+
+/// GPU time per kernel per E1 step for each estimator (empty without timestamps), and one E1 run's buffer bytes.
+fn bench_profile(gpu: &Gpu) -> anyhow::Result<(Vec<KernelTime>, u64)> {
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    for estimator in Estimator::ALL {
+        let config = TrainConfig { estimator, steps: u32::MAX, ..TrainConfig::default() };
+        let data = config.load_data()?;
+        let mut trainer = GpuTrainer::new(gpu, &config, &data)?;
+        bytes = trainer.buffer_bytes();
+        trainer.train_steps(16)?; // warm-up
+        let mut runs: Vec<Vec<(&'static str, f64)>> = Vec::new();
+        for _ in 0..3 {
+            match trainer.profile_steps(32)? {
+                Some(p) => runs.push(p),
+                None => return Ok((Vec::new(), bytes)),
+            }
+        }
+        for (i, (kernel, _)) in runs[0].iter().enumerate() {
+            let times: Vec<f64> = runs.iter().map(|r| r[i].1).collect();
+            let kernel = if *kernel == "start" { "between steps" } else { kernel };
+            out.push(KernelTime {
+                estimator: estimator.name().to_string(),
+                kernel: kernel.to_string(),
+                us_per_step: median(&times) / 1e3,
+            });
+        }
+    }
+    Ok((out, bytes))
+}
+
+/// The process's peak resident memory (Linux: VmHWM in /proc/self/status).
+fn peak_host_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn print_tables(r: &Report) {
+    println!("adapter: {} (timestamps: {})\n", r.adapter, if r.timestamps { "yes" } else { "no" });
+    println!("assign (GFLOP/s, 2 N K m per call)");
+    println!("| N | K | m | GPU wall | GPU kernel | CPU reference | GPU / CPU |");
+    println!("|---|---|---|---|---|---|---|");
+    for a in &r.assign {
+        let kernel = a.gpu_kernel_gflops.map_or("—".into(), |g| format!("{g:.1}"));
+        println!(
+            "| {} | {} | {} | {:.1} | {kernel} | {:.2} | {:.1} |",
+            a.n, a.k, a.m, a.gpu_gflops, a.cpu_gflops, a.gpu_over_cpu
+        );
+    }
+    println!("\ntraining (steps/s; ratio = step time / ste's, median and range over rounds)");
+    println!("| setting | estimator | GPU steps/s | ratio to ste | range | CPU engine steps/s |");
+    println!("|---|---|---|---|---|---|");
+    for t in &r.training {
+        println!(
+            "| {} | {} | {:.1} | {:.3} | {:.3}–{:.3} | {:.1} |",
+            t.setting, t.estimator, t.gpu_steps_per_sec, t.ratio_to_ste, t.ratio_min, t.ratio_max, t.cpu_steps_per_sec
+        );
+    }
+    let s = &r.sweep;
+    println!(
+        "\nsweep: {} runs x {} steps: {:.0} run-steps/s one run at a time; batched: {}",
+        s.runs,
+        s.steps_per_run,
+        s.unbatched_run_steps_per_sec,
+        s.batched_run_steps_per_sec.map_or("not implemented yet".into(), |v| format!("{v:.0} run-steps/s"))
+    );
+    if r.profile.is_empty() {
+        println!("\nprofile: the adapter has no timestamps inside passes");
+    } else {
+        println!("\nGPU time per E1 step (µs, timestamps between kernels)");
+        let estimators: Vec<&str> = Estimator::ALL.iter().map(|e| e.name()).collect();
+        println!("| kernel | {} |", estimators.join(" | "));
+        println!("|---|{}", "---|".repeat(estimators.len()));
+        let kernels: Vec<&str> = r.profile.iter().filter(|p| p.estimator == "ste").map(|p| p.kernel.as_str()).collect();
+        for kernel in kernels.iter().chain(["total"].iter()) {
+            let cells: Vec<String> = estimators
+                .iter()
+                .map(|e| {
+                    let rows = r.profile.iter().filter(|p| p.estimator == *e);
+                    let us: f64 =
+                        rows.filter(|p| *kernel == "total" || p.kernel == *kernel).map(|p| p.us_per_step).sum();
+                    format!("{us:.1}")
+                })
+                .collect();
+            println!("| {kernel} | {} |", cells.join(" | "));
+        }
+    }
+    let m = &r.memory;
+    println!(
+        "\nmemory: peak host {}, GPU buffers of one E1 run {:.2} MiB",
+        m.peak_host_bytes.map_or("unknown".into(), |b| format!("{:.1} MiB", b as f64 / 1048576.0)),
+        m.e1_gpu_buffer_bytes as f64 / 1048576.0
+    );
+}
