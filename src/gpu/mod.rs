@@ -5,6 +5,8 @@
 //! `&wgpu::Device`, so an embedding program can skip this type entirely.
 
 use crate::error::{Error, Result};
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use wgpu::util::DeviceExt;
 
@@ -212,6 +214,8 @@ pub struct Gpu {
     pub queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
     health: Option<Arc<Health>>,
+    /// Objects made once per device (pipelines), by type: see [`Gpu::cached`].
+    cache: Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
 }
 
 impl Gpu {
@@ -267,13 +271,27 @@ impl Gpu {
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
             errors.errors.lock().unwrap_or_else(|p| p.into_inner()).push(e.to_string());
         }));
-        Ok(Gpu { device, queue, info, health: Some(health) })
+        Ok(Gpu { device, queue, info, health: Some(health), cache: Mutex::default() })
     }
 
     /// Wraps the caller's own device and queue. The caller's error handlers and device-lost callback stay as
     /// they are: vqgrad still captures its own errors in error scopes, but [`Gpu::check`] has nothing to report.
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Self {
-        Gpu { device, queue, info, health: None }
+        Gpu { device, queue, info, health: None, cache: Mutex::default() }
+    }
+
+    /// The one `T` of this device, made by `make` on first use: pipelines that many runs share, so that each
+    /// shader is compiled once per process (drivers such as lavapipe compile at a pipeline's first dispatch).
+    pub fn cached<T: Any + Send + Sync>(&self, make: impl FnOnce(&Gpu) -> Result<T>) -> Result<Arc<T>> {
+        let key = TypeId::of::<T>();
+        if let Some(found) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(Arc::clone(found).downcast::<T>().expect("the cache is keyed by type"));
+        }
+        // Made outside the lock: `make` may itself use the cache.
+        let made = Arc::new(make(self)?);
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = cache.entry(key).or_insert_with(|| made.clone());
+        Ok(Arc::clone(entry).downcast::<T>().expect("the cache is keyed by type"))
     }
 
     /// The adapter this device runs on.

@@ -34,9 +34,15 @@ impl Timestamps {
                     count: capacity,
                 });
                 let buffer = |label, usage| {
-                    device.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size: bytes, usage, mapped_at_creation: false })
+                    device.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some(label),
+                        size: bytes,
+                        usage,
+                        mapped_at_creation: false,
+                    })
                 };
-                let resolve = buffer("timestamp resolve", wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC);
+                let resolve =
+                    buffer("timestamp resolve", wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC);
                 let staging = buffer("timestamp readback", wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
                 (set, resolve, staging)
             },

@@ -33,7 +33,7 @@ use std::time::Instant;
 /// Steps recorded into one submit, at most.
 pub const STEPS_PER_SUBMIT: u32 = 64;
 
-/// The kernels, made once per device.
+/// The kernels, made once per device and shared by every run on it (see [`Gpu::cached`]).
 struct Kernels {
     dense: Dense,
     assign: Assign,
@@ -43,6 +43,26 @@ struct Kernels {
     loss: Loss,
     adam: Adam,
     gather: Gather,
+    /// Owns the layout the per-step kernels were made with; each run binds its own, identical one.
+    _step_layout: StepUniform,
+}
+
+impl Kernels {
+    fn new(gpu: &Gpu) -> Result<Self> {
+        let device = &gpu.device;
+        let step = StepUniform::new(device, 1)?;
+        Ok(Kernels {
+            dense: Dense::new(device)?,
+            assign: Assign::new(device)?,
+            estimator: EstimatorBackward::new(device)?,
+            codebook: Codebook::new(device)?,
+            stats: Stats::new(device)?,
+            loss: Loss::new(device)?,
+            adam: Adam::new(device, &step)?,
+            gather: Gather::new(device, &step)?,
+            _step_layout: step,
+        })
+    }
 }
 
 /// The recorded pieces of one training step and of one evaluation.
@@ -304,16 +324,7 @@ impl<'g> GpuTrainer<'g> {
             eval_counts: u("eval counts", k)?,
         };
         let step_uniform = StepUniform::new(device, STEPS_PER_SUBMIT)?;
-        let ks = Kernels {
-            dense: Dense::new(device)?,
-            assign: Assign::new(device)?,
-            estimator: EstimatorBackward::new(device)?,
-            codebook: Codebook::new(device)?,
-            stats: Stats::new(device)?,
-            loss: Loss::new(device)?,
-            adam: Adam::new(device, &step_uniform)?,
-            gather: Gather::new(device, &step_uniform)?,
-        };
+        let ks = gpu.cached(Kernels::new)?;
         let rec = Self::bind(device, &ks, &bufs, config, &layout, &step_uniform, (n_train, n_eval, d, data.classes))?;
         Ok(GpuTrainer {
             gpu,
@@ -708,12 +719,13 @@ pub fn lloyd_on_gpu(gpu: &Gpu, z: &[f32], centres: &[f32], m: u32, iters: u32) -
     let index = gpu.zeroed::<u32>("lloyd index", n as usize)?;
     let dist = gpu.zeroed::<f32>("lloyd distance", n as usize)?;
     let counts = gpu.zeroed::<u32>("lloyd counts", k as usize)?;
-    let assign = Assign::new(device)?.bind(
+    let ks = gpu.cached(Kernels::new)?;
+    let assign = ks.assign.bind(
         device,
         &AssignBuffers { z: &zb, codebook: &codebook, index: &index, distance: &dist },
         AssignShape { n, k, m },
     )?;
-    let update = Codebook::new(device)?.bind_lloyd(
+    let update = ks.codebook.bind_lloyd(
         device,
         &LloydBuffers { z: &zb, index: &index, codebook: &codebook, counts: &counts },
         CodebookShape { n, k, m },

@@ -28,7 +28,8 @@ fn reference(x: &[f32], w: &[f32], bias: &[f32], dy: &[f32], (n, i, o): (usize, 
 fn dense_products_match_the_reference_on_odd_shapes() {
     let gpu = gpu_or_skip!();
     let dense = Dense::new(&gpu.device).unwrap();
-    for (seed, &(n, i, o)) in [(1, 1, 1), (3, 5, 7), (13, 4, 1), (5, 256, 4), (64, 4, 256), (7, 9, 13)].iter().enumerate()
+    for (seed, &(n, i, o)) in
+        [(1, 1, 1), (3, 5, 7), (13, 4, 1), (5, 256, 4), (64, 4, 256), (7, 9, 13)].iter().enumerate()
     {
         let mut d = Data::new(seed as u64 + 40);
         let offset = 3 * seed; // the layer sits after other parameters

@@ -201,3 +201,21 @@ fn kernels_run_on_default_limits_with_two_dimensional_grids() {
     let worst = got_cb[..k * m].iter().zip(&cpu_cb).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
     assert!(worst < 1e-5, "EMA update on a 2-D grid: largest error {worst:e}");
 }
+
+#[test]
+fn cached_objects_are_made_once_per_device_and_type() {
+    let gpu = gpu_or_skip!();
+    let mut made = 0;
+    let a = gpu.cached(|_| -> vqgrad::Result<u32> { Ok(7) }).unwrap();
+    let b = gpu
+        .cached(|_| -> vqgrad::Result<u32> {
+            made += 1;
+            Ok(8)
+        })
+        .unwrap();
+    assert!(std::sync::Arc::ptr_eq(&a, &b) && *b == 7 && made == 0, "the second call made another");
+    let other = gpu.cached(|_| -> vqgrad::Result<u64> { Ok(9) }).unwrap();
+    assert_eq!(*other, 9, "another type gets its own entry");
+    let failed = gpu.cached(|_| -> vqgrad::Result<i8> { Err(vqgrad::Error::Input("no".into())) });
+    assert!(failed.is_err() && gpu.cached(|_| -> vqgrad::Result<i8> { Ok(1) }).is_ok(), "a failure is not cached");
+}
