@@ -181,3 +181,38 @@ fn bad_training_input_exits_2_with_a_clear_message() {
         assert!(!err.contains("panicked"), "{extra:?} panicked: {err}");
     }
 }
+
+#[test]
+fn bench_json_has_every_section() {
+    let out = vqgrad(&["bench", "--json", "--smoke"]);
+    if !out.status.success() && !require_gpu() {
+        eprintln!("SKIPPED: bench needs an adapter: {}", String::from_utf8_lossy(&out.stderr));
+        return;
+    }
+    assert!(out.status.success(), "exit {:?}: {}", out.status, String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is one JSON object");
+    assert!(v["adapter"].is_string());
+    let assign = v["assign"].as_array().expect("assign figures");
+    assert_eq!(assign.len(), 2);
+    for a in assign {
+        for key in ["gpu_gflops", "cpu_gflops", "gpu_over_cpu"] {
+            assert!(a[key].as_f64().is_some_and(|x| x > 0.0 && x.is_finite()), "assign.{key}: {a}");
+        }
+    }
+    let training = v["training"].as_array().expect("training figures");
+    assert_eq!(training.len(), 8, "4 estimators x 2 settings");
+    for t in training {
+        assert!(t["gpu_steps_per_sec"].as_f64().unwrap() > 0.0 && t["cpu_steps_per_sec"].as_f64().unwrap() > 0.0);
+        if t["estimator"] == "ste" {
+            assert_eq!(t["ratio_to_ste"], 1.0);
+        }
+    }
+    assert_eq!(v["sweep"]["runs"], 20);
+    assert!(v["sweep"]["unbatched_run_steps_per_sec"].as_f64().unwrap() > 0.0);
+    if v["timestamps"] == true {
+        let kernels: Vec<&str> =
+            v["profile"].as_array().unwrap().iter().map(|p| p["kernel"].as_str().unwrap()).collect();
+        assert!(kernels.contains(&"assign") && kernels.contains(&"estimator backward"), "{kernels:?}");
+    }
+    assert!(v["memory"]["e1_gpu_buffer_bytes"].as_u64().unwrap() > 0);
+}

@@ -19,6 +19,9 @@ pub struct BenchArgs {
     /// Fewer repetitions and shorter sweeps (about a minute on lavapipe instead of several).
     #[arg(long)]
     pub quick: bool,
+    /// Tiny shapes and a few steps: checks that every section runs (for tests; the figures mean nothing).
+    #[arg(long, hide = true)]
+    pub smoke: bool,
 }
 
 /// The assign shapes: the two PyTorch anchors and a VQ-typical one (N, K, m).
@@ -89,9 +92,10 @@ pub fn run(options: &vqgrad::gpu::GpuOptions, args: &BenchArgs) -> anyhow::Resul
     let gpu = Gpu::new(options)?;
     let adapter = gpu.describe();
     eprintln!("bench on {adapter}");
-    let reps = if args.quick { 3 } else { 7 };
+    let reps = if args.quick || args.smoke { 3 } else { 7 };
     let timestamps = Timestamps::new(&gpu, 2)?.is_some();
-    let assign = ASSIGN_SHAPES
+    let shapes: &[(u32, u32, u32)] = if args.smoke { &[(300, 17, 4), (100, 5, 3)] } else { &ASSIGN_SHAPES };
+    let assign = shapes
         .iter()
         .map(|&shape| bench_assign(&gpu, shape, reps, if args.quick { 1 } else { 3 }))
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -99,7 +103,11 @@ pub fn run(options: &vqgrad::gpu::GpuOptions, args: &BenchArgs) -> anyhow::Resul
     let e1 = TrainConfig::default();
     let k64 = TrainConfig { codes: 64, ..TrainConfig::default() };
     let engine = Engine::Gpu(Box::new(gpu));
-    let (steps, rounds) = if args.quick { (64, 3) } else { (128, 7) };
+    let (steps, rounds) = match (args.smoke, args.quick) {
+        (true, _) => (4, 2),
+        (false, true) => (64, 3),
+        (false, false) => (128, 7),
+    };
     for (setting, base) in [("E1", &e1), ("E1, K = 64", &k64)] {
         eprintln!("training: {setting}");
         let on_gpu = overhead::measure(&engine, base, steps, rounds)?;
@@ -118,7 +126,16 @@ pub fn run(options: &vqgrad::gpu::GpuOptions, args: &BenchArgs) -> anyhow::Resul
     }
     let Engine::Gpu(gpu) = engine else { unreachable!("made above") };
     eprintln!("sweep: 4 estimators x 5 seeds");
-    let sweep = bench_sweep(&gpu, if args.quick { 64 } else { 256 })?;
+    let sweep = bench_sweep(
+        &gpu,
+        if args.smoke {
+            2
+        } else if args.quick {
+            64
+        } else {
+            256
+        },
+    )?;
     eprintln!("profile");
     let (profile, e1_gpu_buffer_bytes) = bench_profile(&gpu)?;
     let report = Report {

@@ -80,7 +80,7 @@ impl Dense {
         let layout =
             bind_group_layout(device, "dense", &[(0, Uniform), (1, Read), (2, Read), (3, Read), (4, ReadWrite)])?;
         let module = shader(device, "dense.wgsl", shaders::DENSE)?;
-        let workgroup_size = 64;
+        let workgroup_size = 16;
         Ok(Dense {
             matmul: pipeline(device, &layout, &module, "matmul", workgroup_size)?,
             column_sums: pipeline(device, &layout, &module, "column_sums", workgroup_size)?,

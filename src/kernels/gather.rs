@@ -25,7 +25,7 @@ pub struct Gather {
     max_groups: u32,
 }
 
-const WORKGROUP_SIZE: u32 = 64;
+const WORKGROUP_SIZE: u32 = 16;
 
 /// A gather bound to buffers.
 pub struct BoundGather {
