@@ -10,6 +10,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use wgpu::util::DeviceExt;
 
+pub mod timing;
+
 /// Environment variable naming the backend: `vulkan`, `metal`, `dx12` or `gl`.
 pub const ENV_BACKEND: &str = "VQGRAD_BACKEND";
 /// Environment variable with a substring of the adapter's name (case-insensitive).
@@ -190,8 +192,6 @@ pub fn reported_limits(l: &wgpu::Limits) -> Vec<(&'static str, u64)> {
     out.push(("min_storage_buffer_offset_alignment", l.min_storage_buffer_offset_alignment as u64));
     out
 }
-
-pub mod timing;
 
 /// Optional features vqgrad uses where present (none is required).
 pub const OPTIONAL_FEATURES: &[(&str, wgpu::Features)] = &[

@@ -87,7 +87,7 @@ struct Params {
 /// Accumulators per `segment_sums` workgroup (`TILE` in the shader).
 const TILE: u32 = 2048;
 /// Codebooks of at most this many floats get `segment_sums_small` (an invocation per float scanning every row):
-/// below it that beats the tiled kernel on CPU drivers by about 10x, and on GPUs both are a few microseconds.
+/// on lavapipe that took E1's codebook gradient (32 x 4) from 853 to 152 µs. Both kernels give the same bits.
 const SMALL_SUMS: u64 = 1024;
 /// Dimensions per `segment_sums` workgroup, at most.
 const MAX_DIM_TILE: u32 = 256;
