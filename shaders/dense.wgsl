@@ -1,7 +1,8 @@
 // Dense layers: one strided, tiled matrix product covers the forward pass and both backward products.
 //   matmul        C[i, j] = act(sum_k A[i, k] B[k, j] + bias[j])        (C is rows x cols, row-major with stride c_row)
 //                 A[i, k] = a[a_off + i a_row + k a_col], B[k, j] = b[b_off + k b_row + j b_col]
-//   forward:      Y = X W^T + b        (W is out x in, as PyTorch stores it)
+//   forward:      Y = X W^T + b        (W is out x in, as PyTorch stores it); with FLAG_LOSS also the reconstruction
+//                 loss gradient grad = scale (Y - target), fused so that Y is not read back by another pass
 //   input grad:   dX = dY W
 //   weight grad:  dW = dY^T X
 //   column_sums   out[c_off + j] = sum_i A[i, j]                        (the bias gradient; rows in order)
@@ -13,7 +14,7 @@ struct Params {
     rows: u32,
     cols: u32,
     inner: u32,
-    flags: u32,      // bit 0: add bias; bit 1: ReLU
+    flags: u32,      // bit 0: add bias; bit 1: ReLU; bit 2: the loss gradient
     a_off: u32,
     a_row: u32,
     a_col: u32,
@@ -23,19 +24,22 @@ struct Params {
     c_off: u32,
     c_row: u32,
     bias_off: u32,
-    _pad0: u32,
+    scale: f32,      // FLAG_LOSS: the loss gradient's scale, 2 / (B d)
     _pad1: u32,
     _pad2: u32,
 }
 
 const FLAG_BIAS: u32 = 1u;
 const FLAG_RELU: u32 = 2u;
+const FLAG_LOSS: u32 = 4u;
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
+@group(0) @binding(5) var<storage, read> loss_target: array<f32>;
+@group(0) @binding(6) var<storage, read_write> grad: array<f32>;
 
 override WORKGROUP_SIZE: u32 = 64u;
 
@@ -53,7 +57,11 @@ fn finish(i: u32, j0: u32, v: vec4<f32>) {
             if ((params.flags & FLAG_RELU) != 0u) {
                 out = max(out, 0.0);
             }
-            c[params.c_off + i * params.c_row + j] = out;
+            let e = params.c_off + i * params.c_row + j;
+            c[e] = out;
+            if ((params.flags & FLAG_LOSS) != 0u) {
+                grad[e] = params.scale * (out - loss_target[e]);
+            }
         }
     }
 }

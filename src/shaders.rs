@@ -1,7 +1,7 @@
 //! The WGSL sources of every kernel family, as public constants, so that they can be loaded in other runtimes.
 //!
-//! Each constant is the file in `shaders/` verbatim. [`assign_source`] builds the `assign` variant for a given
-//! load width.
+//! Each constant is the file in `shaders/` verbatim. [`assign_source`] and [`gather_source`] build the `assign`
+//! and `gather` variants for a given load width.
 
 /// Batched nearest code (distance + argmin). This text is the vec4 variant; see [`assign_source`].
 pub const ASSIGN: &str = include_str!("../shaders/assign.wgsl");
@@ -18,7 +18,8 @@ pub const DENSE: &str = include_str!("../shaders/dense.wgsl");
 pub const LOSS: &str = include_str!("../shaders/loss.wgsl");
 /// Adam with PyTorch's semantics.
 pub const ADAM: &str = include_str!("../shaders/adam.wgsl");
-/// Row gathers: the minibatch from the training set, and q = c[a].
+/// Row gathers: the minibatch from the training set, and q = c[a]. This text is the vec4 variant; see
+/// [`gather_source`].
 pub const GATHER: &str = include_str!("../shaders/gather.wgsl");
 
 /// Every kernel family's file name and source, in a fixed order.
@@ -55,21 +56,27 @@ impl Lanes {
 /// The `assign` source for a load width: [`ASSIGN`] itself for [`Lanes::Vec4`], and for [`Lanes::Scalar`] the
 /// same file with the block between its `VARIANT` markers replaced by the `f32` definitions.
 pub fn assign_source(lanes: Lanes) -> String {
+    variant(ASSIGN, lanes, "alias Row = f32;\nconst LANES: u32 = 1u;\nfn lane_sum(v: Row) -> f32 {\n    return v;\n}\n")
+}
+
+/// The `gather` source for a load width, as [`assign_source`] builds assign's.
+pub fn gather_source(lanes: Lanes) -> String {
+    variant(GATHER, lanes, "alias Row = f32;\nconst LANES: u32 = 1u;\n")
+}
+
+/// `source` (the vec4 variant) as it is, or with the block between its `VARIANT` markers replaced by `scalar`.
+fn variant(source: &str, lanes: Lanes, scalar: &str) -> String {
     match lanes {
-        Lanes::Vec4 => ASSIGN.to_string(),
+        Lanes::Vec4 => source.to_string(),
         Lanes::Scalar => {
             // The block starts after the BEGIN marker's line and ends where the END marker's line starts, so a
             // checkout with CRLF line endings works too.
-            let begin = ASSIGN.find(VARIANT_BEGIN).and_then(|i| ASSIGN[i..].find('\n').map(|n| i + n + 1));
-            let end = ASSIGN.find(VARIANT_END);
+            let begin = source.find(VARIANT_BEGIN).and_then(|i| source[i..].find('\n').map(|n| i + n + 1));
+            let end = source.find(VARIANT_END);
             let (Some(start), Some(end)) = (begin, end) else {
-                unreachable!("assign.wgsl has VARIANT BEGIN and END markers (tests/shaders.rs checks)")
+                unreachable!("the variant shaders have VARIANT BEGIN and END markers (tests/shaders.rs checks)")
             };
-            format!(
-                "{}alias Row = f32;\nconst LANES: u32 = 1u;\nfn lane_sum(v: Row) -> f32 {{\n    return v;\n}}\n{}",
-                &ASSIGN[..start],
-                &ASSIGN[end..]
-            )
+            format!("{}{scalar}{}", &source[..start], &source[end..])
         }
     }
 }

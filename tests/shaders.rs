@@ -32,11 +32,12 @@ const ENTRY_POINTS: &[(&str, &[&str])] = &[
     ("gather.wgsl", &["gather_rows", "gather_codes"]),
 ];
 
-/// Every source the crate compiles: each file in `shaders/` plus the scalar `assign` variant.
+/// Every source the crate compiles: each file in `shaders/` plus the scalar `assign` and `gather` variants.
 fn sources() -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> =
         shaders::ALL.iter().map(|(name, src)| (name.to_string(), src.to_string())).collect();
     out.push(("assign.wgsl (scalar)".into(), shaders::assign_source(Lanes::Scalar)));
+    out.push(("gather.wgsl (scalar)".into(), shaders::gather_source(Lanes::Scalar)));
     out
 }
 
@@ -67,11 +68,17 @@ fn shaders_dir_matches_the_constants() {
 }
 
 #[test]
-fn scalar_assign_variant_differs_only_in_the_variant_block() {
-    let scalar = shaders::assign_source(Lanes::Scalar);
-    assert!(scalar.contains("alias Row = f32;"));
-    assert!(!scalar.contains("vec4<f32>"), "the scalar variant must not load vec4");
-    assert_eq!(shaders::assign_source(Lanes::Vec4), shaders::ASSIGN);
+fn scalar_variants_differ_only_in_the_variant_block() {
+    for (scalar, vec4, file) in [
+        (shaders::assign_source(Lanes::Scalar), shaders::assign_source(Lanes::Vec4), shaders::ASSIGN),
+        (shaders::gather_source(Lanes::Scalar), shaders::gather_source(Lanes::Vec4), shaders::GATHER),
+    ] {
+        assert!(scalar.contains("alias Row = f32;"));
+        assert!(!scalar.contains("vec4<f32>"), "the scalar variant must not load vec4");
+        assert_eq!(vec4, file);
+        let after = |s: &str| s[s.find("// VARIANT END").unwrap()..].to_string();
+        assert_eq!(after(&scalar), after(file), "only the variant block may differ");
+    }
     assert_eq!(Lanes::for_dim(8), Lanes::Vec4);
     assert_eq!(Lanes::for_dim(6), Lanes::Scalar);
 }
@@ -128,7 +135,7 @@ fn every_shader_validates_and_translates_to_every_backend() {
             translated += 1;
         }
     }
-    assert_eq!(translated, 24, "entry points translated");
+    assert_eq!(translated, 26, "entry points translated");
 }
 
 #[test]

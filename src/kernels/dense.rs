@@ -32,15 +32,27 @@ struct Params {
     c_off: u32,
     c_row: u32,
     bias_off: u32,
-    pad0: u32,
+    scale: f32,
     pad1: u32,
     pad2: u32,
 }
 
 const FLAG_BIAS: u32 = 1;
 const FLAG_RELU: u32 = 2;
+const FLAG_LOSS: u32 = 4;
 /// The edge of the output block one `matmul` invocation computes.
 const BLOCK: u32 = 4;
+
+/// Where the output layer's fused loss gradient goes: `grad = scale (y - target)`.
+#[derive(Clone, Copy)]
+pub struct LossTarget<'a> {
+    /// The reconstruction target (the input batch), shaped as the layer's output.
+    pub target: &'a wgpu::Buffer,
+    /// The gradient at the output, shaped as the layer's output.
+    pub grad: &'a wgpu::Buffer,
+    /// 2 / (B d) for STUDY.md's mean squared error.
+    pub scale: f32,
+}
 
 /// The dense pipelines. Make once per device.
 pub struct Dense {
@@ -49,6 +61,7 @@ pub struct Dense {
     column_sums: wgpu::ComputePipeline,
     relu_mask: wgpu::ComputePipeline,
     dummy: wgpu::Buffer,
+    dummy_out: wgpu::Buffer,
     workgroup_size: u32,
     max_groups: u32,
 }
@@ -77,8 +90,11 @@ impl Dense {
     /// Creates the pipelines, all with 64-wide workgroups.
     pub fn new(device: &wgpu::Device) -> Result<Self> {
         use Slot::*;
-        let layout =
-            bind_group_layout(device, "dense", &[(0, Uniform), (1, Read), (2, Read), (3, Read), (4, ReadWrite)])?;
+        let layout = bind_group_layout(
+            device,
+            "dense",
+            &[(0, Uniform), (1, Read), (2, Read), (3, Read), (4, ReadWrite), (5, Read), (6, ReadWrite)],
+        )?;
         let module = shader(device, "dense.wgsl", shaders::DENSE)?;
         let workgroup_size = 16;
         Ok(Dense {
@@ -86,12 +102,14 @@ impl Dense {
             column_sums: pipeline(device, &layout, &module, "column_sums", workgroup_size)?,
             relu_mask: pipeline(device, &layout, &module, "relu_mask", workgroup_size)?,
             dummy: crate::gpu::zeroed::<f32>(device, "dense unused binding", 1)?,
+            dummy_out: crate::gpu::zeroed::<f32>(device, "dense unused output", 1)?,
             layout,
             workgroup_size,
             max_groups: device.limits().max_compute_workgroups_per_dimension,
         })
     }
 
+    #[allow(clippy::too_many_arguments)] // the private core of every bind: one tuple per binding
     fn bind(
         &self,
         device: &wgpu::Device,
@@ -101,6 +119,7 @@ impl Dense {
         b: (&'static str, &wgpu::Buffer, u64),
         bias: (&'static str, &wgpu::Buffer, u64),
         c: (&'static str, &wgpu::Buffer, u64),
+        loss: Option<&LossTarget<'_>>,
         grid: (u32, u32),
     ) -> Result<BoundDense> {
         for (name, _, elements) in [a, b, bias, c] {
@@ -119,6 +138,14 @@ impl Dense {
                 Binding::new(2, b.0, b.1, b.2 * F32),
                 Binding::new(3, bias.0, bias.1, bias.2 * F32),
                 Binding::new(4, c.0, c.1, c.2 * F32),
+                match loss {
+                    Some(l) => Binding::new(5, "target", l.target, c.2 * F32),
+                    None => Binding::new(5, "unused", &self.dummy, F32),
+                },
+                match loss {
+                    Some(l) => Binding::new(6, "grad", l.grad, c.2 * F32),
+                    None => Binding::new(6, "unused", &self.dummy_out, F32),
+                },
             ],
         )?;
         Ok(BoundDense { pipeline: pipeline.clone(), bind_group, _params: params, grid })
@@ -141,13 +168,46 @@ impl Dense {
         batch: u32,
         relu: bool,
     ) -> Result<BoundDense> {
+        self.forward(device, layer, x, params, y, batch, if relu { FLAG_RELU } else { 0 }, None)
+    }
+
+    /// The output layer's `y = x W^T + b` with the reconstruction-loss gradient fused in: also
+    /// `loss.grad = loss.scale (y - loss.target)` (both `batch x output`), in the same pass.
+    pub fn bind_forward_with_loss(
+        &self,
+        device: &wgpu::Device,
+        layer: Linear,
+        x: &wgpu::Buffer,
+        params: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        batch: u32,
+        loss: &LossTarget<'_>,
+    ) -> Result<BoundDense> {
+        if !loss.scale.is_finite() {
+            return Err(Error::Input(format!("the loss scale must be finite, got {}", loss.scale)));
+        }
+        self.forward(device, layer, x, params, y, batch, FLAG_LOSS, Some(loss))
+    }
+
+    #[allow(clippy::too_many_arguments)] // the private core of bind_forward and bind_forward_with_loss
+    fn forward(
+        &self,
+        device: &wgpu::Device,
+        layer: Linear,
+        x: &wgpu::Buffer,
+        params: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        batch: u32,
+        flags: u32,
+        loss: Option<&LossTarget<'_>>,
+    ) -> Result<BoundDense> {
         let Linear { input, output, w_off, b_off } = layer;
         check_shape(&[("batch", batch), ("input", input), ("output", output)], &[("batch x input", batch, input)])?;
         let p = Params {
             rows: batch,
             cols: output,
             inner: input,
-            flags: FLAG_BIAS | if relu { FLAG_RELU } else { 0 },
+            flags: FLAG_BIAS | flags,
             a_row: input,
             a_col: 1,
             b_off: w_off,
@@ -155,6 +215,7 @@ impl Dense {
             b_col: input,
             c_row: output,
             bias_off: b_off,
+            scale: loss.map_or(0.0, |l| l.scale),
             ..Default::default()
         };
         let w_end = extent(w_off, output, input, input, 1).max(b_off as u64 + output as u64);
@@ -167,6 +228,7 @@ impl Dense {
             ("params", params, w_end),
             ("params", params, w_end),
             ("y", y, batch as u64 * output as u64),
+            loss,
             grid,
         )
     }
@@ -204,6 +266,7 @@ impl Dense {
             ("params", params, extent(w_off, output, input, input, 1)),
             ("unused", &self.dummy, 1),
             ("dx", dx, batch as u64 * input as u64),
+            None,
             grid,
         )
     }
@@ -241,6 +304,7 @@ impl Dense {
             ("x", x, batch as u64 * input as u64),
             ("unused", &self.dummy, 1),
             ("grads", grads, extent(w_off, output, input, input, 1)),
+            None,
             grid,
         )
     }
@@ -266,6 +330,7 @@ impl Dense {
             ("unused", &self.dummy, 1),
             ("unused", &self.dummy, 1),
             ("grads", grads, b_off as u64 + output as u64),
+            None,
             grid,
         )
     }
@@ -289,6 +354,7 @@ impl Dense {
             ("relu output", output, len as u64),
             ("unused", &self.dummy, 1),
             ("grad", grad, len as u64),
+            None,
             grid,
         )
     }

@@ -7,7 +7,7 @@ use super::{
     thread_grid, uniform,
 };
 use crate::error::Result;
-use crate::shaders;
+use crate::shaders::{self, Lanes};
 
 #[derive(encase::ShaderType)]
 struct Params {
@@ -20,12 +20,15 @@ struct Params {
 /// The gather pipelines. Make once per device, with the step uniform `gather_rows` reads.
 pub struct Gather {
     layout: wgpu::BindGroupLayout,
-    rows: wgpu::ComputePipeline,
-    codes: wgpu::ComputePipeline,
+    /// `gather_rows` and `gather_codes` with vec4 loads (widths that are multiples of 4) and with f32 loads.
+    vec4: [wgpu::ComputePipeline; 2],
+    scalar: [wgpu::ComputePipeline; 2],
     max_groups: u32,
 }
 
 const WORKGROUP_SIZE: u32 = 16;
+const ROWS: usize = 0;
+const CODES: usize = 1;
 
 /// A gather bound to buffers.
 pub struct BoundGather {
@@ -52,10 +55,16 @@ impl Gather {
     pub fn new(device: &wgpu::Device, step: &StepUniform) -> Result<Self> {
         use Slot::*;
         let layout = bind_group_layout(device, "gather", &[(0, Uniform), (1, Read), (2, Read), (3, ReadWrite)])?;
-        let module = shader(device, "gather.wgsl", shaders::GATHER)?;
+        let both = |lanes: Lanes, label: &str| -> Result<[wgpu::ComputePipeline; 2]> {
+            let module = shader(device, label, &shaders::gather_source(lanes))?;
+            Ok([
+                pipeline_with(device, &[&layout, step.layout()], &module, "gather_rows", WORKGROUP_SIZE)?,
+                pipeline(device, &layout, &module, "gather_codes", WORKGROUP_SIZE)?,
+            ])
+        };
         Ok(Gather {
-            rows: pipeline_with(device, &[&layout, step.layout()], &module, "gather_rows", WORKGROUP_SIZE)?,
-            codes: pipeline(device, &layout, &module, "gather_codes", WORKGROUP_SIZE)?,
+            vec4: both(Lanes::Vec4, "gather.wgsl (vec4)")?,
+            scalar: both(Lanes::Scalar, "gather.wgsl (scalar)")?,
             layout,
             max_groups: device.limits().max_compute_workgroups_per_dimension,
         })
@@ -65,7 +74,7 @@ impl Gather {
     fn bind(
         &self,
         device: &wgpu::Device,
-        pipeline: &wgpu::ComputePipeline,
+        which: usize,
         source: &wgpu::Buffer,
         source_rows: u32,
         index: &wgpu::Buffer,
@@ -91,6 +100,10 @@ impl Gather {
             ],
         )?;
         let grid = thread_grid(rows as u64, WORKGROUP_SIZE, self.max_groups)?;
+        let pipeline = match Lanes::for_dim(width) {
+            Lanes::Vec4 => &self.vec4[which],
+            Lanes::Scalar => &self.scalar[which],
+        };
         Ok(BoundGather { pipeline: pipeline.clone(), bind_group, _params: params, grid })
     }
 
@@ -107,7 +120,7 @@ impl Gather {
         batch: u32,
         width: u32,
     ) -> Result<BoundGather> {
-        self.bind(device, &self.rows, data, data_rows, schedule, schedule_len as u64, out, batch, width)
+        self.bind(device, ROWS, data, data_rows, schedule, schedule_len as u64, out, batch, width)
     }
 
     /// `q[i] = codebook[index[i]]` for `n` rows of width `m` from `k` codes.
@@ -121,6 +134,6 @@ impl Gather {
         k: u32,
         m: u32,
     ) -> Result<BoundGather> {
-        self.bind(device, &self.codes, codebook, k, index, n as u64, q, n, m)
+        self.bind(device, CODES, codebook, k, index, n as u64, q, n, m)
     }
 }

@@ -17,7 +17,7 @@ use crate::kernels::codebook::{
     BoundCounts, BoundEma, BoundGrad, BoundReset, Codebook, CodebookShape, CountBuffers, EmaBuffers, EmaSettings,
     GradBuffers, LloydBuffers, ResetBuffers, seed_mix,
 };
-use crate::kernels::dense::{BoundDense, Dense, Linear};
+use crate::kernels::dense::{BoundDense, Dense, Linear, LossTarget};
 use crate::kernels::estimator::{
     BoundEstimator, EstimatorBackward, EstimatorBuffers, EstimatorSettings, EstimatorShape,
 };
@@ -71,8 +71,8 @@ struct Recorded {
     encoder: Vec<BoundDense>,
     assign: BoundAssign,
     gather_q: BoundGather,
+    /// The decoder; its last layer also writes the loss gradient `dxhat`.
     decoder: Vec<BoundDense>,
-    rec_grad: BoundLoss,
     decoder_back: Vec<BoundDense>,
     estimator: BoundEstimator,
     encoder_back: Vec<BoundDense>,
@@ -204,7 +204,9 @@ pub struct GpuTrainer<'g> {
     n_eval: u32,
 }
 
-/// Forward through `layers` (ReLU after all but the last), from `input` into `outs`.
+/// Forward through `layers` (ReLU after all but the last), from `input` into `outs`; with `loss`, the last layer
+/// also writes the loss gradient.
+#[allow(clippy::too_many_arguments)] // one call per chain; a struct would only rename the arguments
 fn forward_chain(
     k: &Kernels,
     device: &wgpu::Device,
@@ -213,11 +215,16 @@ fn forward_chain(
     outs: &[&wgpu::Buffer],
     params: &wgpu::Buffer,
     rows: u32,
+    loss: Option<LossTarget<'_>>,
 ) -> Result<Vec<BoundDense>> {
     let mut out = Vec::new();
     for (i, &layer) in layers.iter().enumerate() {
         let x = if i == 0 { input } else { outs[i - 1] };
-        out.push(k.dense.bind_forward(device, layer, x, params, outs[i], rows, i + 1 < layers.len())?);
+        let last = i + 1 == layers.len();
+        out.push(match (&loss, last) {
+            (Some(l), true) => k.dense.bind_forward_with_loss(device, layer, x, params, outs[i], rows, l)?,
+            _ => k.dense.bind_forward(device, layer, x, params, outs[i], rows, !last)?,
+        });
     }
     Ok(out)
 }
@@ -402,15 +409,23 @@ impl<'g> GpuTrainer<'g> {
                 b,
                 d,
             )?,
-            encoder: forward_chain(ks, device, &layout.encoder, &bf.x, &enc_outs, &bf.params, b)?,
+            encoder: forward_chain(ks, device, &layout.encoder, &bf.x, &enc_outs, &bf.params, b, None)?,
             assign: ks.assign.bind(
                 device,
                 &AssignBuffers { z: &bf.z, codebook: &bf.codebook, index: &bf.index, distance: &bf.dist },
                 AssignShape { n: b, k, m },
             )?,
             gather_q: ks.gather.bind_codes(device, &bf.codebook, &bf.index, &bf.q, b, k, m)?,
-            decoder: forward_chain(ks, device, &layout.decoder, &bf.q, &dec_outs, &bf.params, b)?,
-            rec_grad: ks.loss.bind_rec_grad(device, &bf.xhat, &bf.x, &bf.dxhat, b, d)?,
+            decoder: forward_chain(
+                ks,
+                device,
+                &layout.decoder,
+                &bf.q,
+                &dec_outs,
+                &bf.params,
+                b,
+                Some(LossTarget { target: &bf.x, grad: &bf.dxhat, scale: (2.0 / (b as f64 * d as f64)) as f32 }),
+            )?,
             decoder_back: backward_chain(
                 ks,
                 device,
@@ -452,7 +467,7 @@ impl<'g> GpuTrainer<'g> {
                 k,
             )?,
             reset,
-            eval_encoder: forward_chain(ks, device, &layout.encoder, &bf.eval, &eval_enc, &bf.params, n_eval)?,
+            eval_encoder: forward_chain(ks, device, &layout.encoder, &bf.eval, &eval_enc, &bf.params, n_eval, None)?,
             eval_assign: ks.assign.bind(
                 device,
                 &AssignBuffers {
@@ -480,7 +495,7 @@ impl<'g> GpuTrainer<'g> {
                 StatsShape { n: n_eval, k, m, classes: if eval_labels.is_some() { classes } else { 0 } },
             )?,
             eval_gather_q: ks.gather.bind_codes(device, &bf.codebook, &bf.eval_index, &bf.eval_q, n_eval, k, m)?,
-            eval_decoder: forward_chain(ks, device, &layout.decoder, &bf.eval_q, &eval_dec, &bf.params, n_eval)?,
+            eval_decoder: forward_chain(ks, device, &layout.decoder, &bf.eval_q, &eval_dec, &bf.params, n_eval, None)?,
             eval_sq: ks.loss.bind_sum_sq_diff(device, &bf.eval_xhat, &bf.eval, &bf.metrics, 0, n_eval * d)?,
             batch_sq: ks.loss.bind_sum_sq_diff(device, &bf.xhat, &bf.x, &bf.metrics, 1, b * d)?,
             batch_counts: ks.codebook.bind_counts(
@@ -520,9 +535,7 @@ impl<'g> GpuTrainer<'g> {
         r.gather_q.encode(&mut pass);
         mark(&mut pass, "gather q");
         r.decoder.iter().for_each(|op| op.encode(&mut pass));
-        mark(&mut pass, "decoder forward");
-        r.rec_grad.encode(&mut pass);
-        mark(&mut pass, "loss gradient");
+        mark(&mut pass, "decoder forward + loss gradient");
         r.decoder_back.iter().for_each(|op| op.encode(&mut pass));
         mark(&mut pass, "decoder backward");
         r.estimator.encode(&mut pass);

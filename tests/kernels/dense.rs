@@ -1,6 +1,6 @@
-use crate::common::{Data, assert_clean, assert_close_each, run_pass};
+use crate::common::{Data, assert_clean, assert_close_each, bits, run_pass};
 use crate::gpu_or_skip;
-use vqgrad::kernels::dense::{Dense, Linear};
+use vqgrad::kernels::dense::{Dense, Linear, LossTarget};
 
 /// y = x W^T + b, dx = dy W, dW = dy^T x, db = column sums of dy, in f64 on the host.
 fn reference(x: &[f32], w: &[f32], bias: &[f32], dy: &[f32], (n, i, o): (usize, usize, usize)) -> [Vec<f64>; 4] {
@@ -72,6 +72,32 @@ fn dense_products_match_the_reference_on_odd_shapes() {
         run_pass(&gpu, |pass| relu.encode(pass));
         let y_relu: Vec<f64> = y.iter().map(|v| v.max(0.0)).collect();
         assert_close_each(&format!("relu y {shape}"), &gpu.read::<f32>(&yb).unwrap()[..n * o], &y_relu, tol(i, &ya));
+        // The output layer with the loss gradient fused: y as before, and grad = scale (y - target).
+        let target = d.normal(n * o, 1.0);
+        let tb = up("target", &target);
+        let gradb = gpu.zeroed::<f32>("dy out", n * o).unwrap();
+        let scale = 2.0 / (n * o) as f32;
+        let loss = LossTarget { target: &tb, grad: &gradb, scale };
+        let fused = dense.bind_forward_with_loss(dev, layer, &xb, &pb, &yb, n as u32, &loss).unwrap();
+        run_pass(&gpu, |pass| fused.encode(pass));
+        let y_gpu: Vec<f32> = gpu.read(&yb).unwrap();
+        assert_close_each(&format!("loss y {shape}"), &y_gpu[..n * o], &y, tol(i, &ya));
+        let g_ref: Vec<f64> = y.iter().zip(&target).map(|(v, t)| scale as f64 * (v - *t as f64)).collect();
+        let g_scale: Vec<f64> = ya.iter().zip(&target).map(|(v, t)| scale as f64 * (v + t.abs() as f64)).collect();
+        assert_close_each(
+            &format!("loss grad {shape}"),
+            &gpu.read::<f32>(&gradb).unwrap()[..n * o],
+            &g_ref,
+            tol(i, &g_scale),
+        );
+        // Bit for bit what the separate loss kernel would write from the same y.
+        let expect: Vec<f32> = y_gpu[..n * o].iter().zip(&target).map(|(v, t)| scale * (v - t)).collect();
+        assert_eq!(bits(&gpu.read::<f32>(&gradb).unwrap()[..n * o]), bits(&expect), "{shape}: fused loss bits");
     }
+    let (b1, b2) = (gpu.zeroed::<f32>("b1", 4).unwrap(), gpu.zeroed::<f32>("b2", 4).unwrap());
+    let bad = LossTarget { target: &b1, grad: &b2, scale: f32::NAN };
+    let layer = Linear { input: 2, output: 2, w_off: 0, b_off: 4 };
+    let params = gpu.zeroed::<f32>("p", 6).unwrap();
+    assert!(dense.bind_forward_with_loss(&gpu.device, layer, &b1, &params, &b2, 2, &bad).is_err(), "NaN scale");
     assert_clean(&gpu);
 }

@@ -10,4 +10,5 @@ mod codebook;
 mod dense;
 mod device;
 mod estimator;
+mod gather;
 mod stats;
