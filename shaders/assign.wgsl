@@ -1,6 +1,7 @@
 // Batched nearest code (STUDY.md section 1):
 //   index[i] = argmin_k ||z_i - c_k||^2   (ties: the lowest k)
 //   dist[i]  = that squared distance
+//   q[i]     = codebook[index[i]]   (when params.write_codes is 1: the quantized rows, with no separate gather)
 // z is [n x m] and the codebook [k x m], both row-major f32. The N x K distance matrix is never stored:
 // each workgroup stages a tile of the codebook in workgroup memory and every invocation keeps ROWS rows
 // against CODES codes at a time in registers.
@@ -19,7 +20,7 @@ struct Params {
     n: u32,
     k: u32,
     m: u32,
-    _pad: u32,
+    write_codes: u32, // 1: also q[i] = codebook[index[i]]
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -27,6 +28,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read> codebook: array<Row>;
 @group(0) @binding(3) var<storage, read_write> index_out: array<u32>;
 @group(0) @binding(4) var<storage, read_write> dist_out: array<f32>;
+@group(0) @binding(5) var<storage, read_write> q_out: array<Row>;
 
 override WORKGROUP_SIZE: u32 = 64u;
 // Rows per invocation and codes per inner step: ROWS x CODES partial distances live in registers.
@@ -109,6 +111,11 @@ fn assign(
         if (row < params.n) {
             index_out[row] = best_code[r];
             dist_out[row] = best_dist[r];
+            if (params.write_codes != 0u) {
+                for (var j = 0u; j < row_len; j++) {
+                    q_out[row * row_len + j] = codebook[best_code[r] * row_len + j];
+                }
+            }
         }
     }
 }

@@ -4,7 +4,8 @@
 //   forward:      Y = X W^T + b        (W is out x in, as PyTorch stores it); with FLAG_LOSS also the reconstruction
 //                 loss gradient grad = scale (Y - target), fused so that Y is not read back by another pass
 //   input grad:   dX = dY W
-//   weight grad:  dW = dY^T X
+//   weight grad:  dW = dY^T X; with FLAG_ROW_SUMS also the bias gradient, c[bias_off + i] = sum_k A[i, k], from the
+//                 invocations of the first column block (the sum is in column_sums' order, so the same bits)
 //   column_sums   out[c_off + j] = sum_i A[i, j]                        (the bias gradient; rows in order)
 //   relu_mask     g[i] = g[i] if y[i] > 0 else 0                        (ReLU backward, from the ReLU's output)
 // Every output element is one invocation's sum over k (or i) in increasing order: deterministic.
@@ -14,7 +15,7 @@ struct Params {
     rows: u32,
     cols: u32,
     inner: u32,
-    flags: u32,      // bit 0: add bias; bit 1: ReLU; bit 2: the loss gradient
+    flags: u32,      // bit 0: add bias; bit 1: ReLU; bit 2: the loss gradient; bit 3: row sums of A
     a_off: u32,
     a_row: u32,
     a_col: u32,
@@ -32,6 +33,7 @@ struct Params {
 const FLAG_BIAS: u32 = 1u;
 const FLAG_RELU: u32 = 2u;
 const FLAG_LOSS: u32 = 4u;
+const FLAG_ROW_SUMS: u32 = 8u;
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
@@ -92,14 +94,24 @@ fn matmul(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     var c1 = vec4<f32>(0.0);
     var c2 = vec4<f32>(0.0);
     var c3 = vec4<f32>(0.0);
+    var row_sums = vec4<f32>(0.0);
     for (var k = 0u; k < params.inner; k++) {
         let ka = k * params.a_col;
         let kb = k * params.b_row;
         let bk = vec4<f32>(b[b0 + kb], b[b1 + kb], b[b2 + kb], b[b3 + kb]);
-        c0 = fma(vec4<f32>(a[a0 + ka]), bk, c0);
-        c1 = fma(vec4<f32>(a[a1 + ka]), bk, c1);
-        c2 = fma(vec4<f32>(a[a2 + ka]), bk, c2);
-        c3 = fma(vec4<f32>(a[a3 + ka]), bk, c3);
+        let ak = vec4<f32>(a[a0 + ka], a[a1 + ka], a[a2 + ka], a[a3 + ka]);
+        c0 = fma(vec4<f32>(ak.x), bk, c0);
+        c1 = fma(vec4<f32>(ak.y), bk, c1);
+        c2 = fma(vec4<f32>(ak.z), bk, c2);
+        c3 = fma(vec4<f32>(ak.w), bk, c3);
+        row_sums += ak;
+    }
+    if ((params.flags & FLAG_ROW_SUMS) != 0u && j0 == 0u) {
+        for (var t = 0u; t < 4u; t++) {
+            if (i0 + t < params.rows) {
+                c[params.bias_off + i0 + t] = row_sums[t];
+            }
+        }
     }
     finish(i0, j0, c0);
     finish(i0 + 1u, j0, c1);

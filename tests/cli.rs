@@ -212,7 +212,8 @@ fn bench_json_has_every_section() {
     if v["timestamps"] == true {
         let kernels: Vec<&str> =
             v["profile"].as_array().unwrap().iter().map(|p| p["kernel"].as_str().unwrap()).collect();
-        assert!(kernels.contains(&"assign") && kernels.contains(&"estimator backward"), "{kernels:?}");
+        let has = |name: &str| kernels.iter().any(|k| k.starts_with(name));
+        assert!(has("assign") && has("estimator backward") && has("parameter adam"), "{kernels:?}");
     }
     assert!(v["memory"]["e1_gpu_buffer_bytes"].as_u64().unwrap() > 0);
 }

@@ -35,7 +35,7 @@ struct Params {
     n: u32,
     k: u32,
     m: u32,
-    pad: u32,
+    write_codes: u32,
 }
 
 /// The assign pipelines (vec4 and scalar loads) and their layout. Make once per device.
@@ -45,6 +45,8 @@ pub struct Assign {
     scalar: wgpu::ComputePipeline,
     workgroup_size: u32,
     max_groups: u32,
+    /// Bound in place of `q` when the codes are not wanted.
+    dummy_codes: wgpu::Buffer,
 }
 
 /// Rows each invocation handles (`ROWS` in the shader).
@@ -65,7 +67,14 @@ impl Assign {
         let layout = bind_group_layout(
             device,
             "assign",
-            &[(0, Slot::Uniform), (1, Slot::Read), (2, Slot::Read), (3, Slot::ReadWrite), (4, Slot::ReadWrite)],
+            &[
+                (0, Slot::Uniform),
+                (1, Slot::Read),
+                (2, Slot::Read),
+                (3, Slot::ReadWrite),
+                (4, Slot::ReadWrite),
+                (5, Slot::ReadWrite),
+            ],
         )?;
         let vec4 = shader(device, "assign.wgsl (vec4)", &assign_source(Lanes::Vec4))?;
         let scalar = shader(device, "assign.wgsl (scalar)", &assign_source(Lanes::Scalar))?;
@@ -75,14 +84,37 @@ impl Assign {
             layout,
             workgroup_size,
             max_groups: device.limits().max_compute_workgroups_per_dimension,
+            dummy_codes: crate::gpu::zeroed::<f32>(device, "assign unused codes", 4)?,
         })
     }
 
     /// Checks the buffers against `shape` and makes the bind group. Uses vec4 loads when `m % 4 == 0`.
     pub fn bind(&self, device: &wgpu::Device, buffers: &AssignBuffers<'_>, shape: AssignShape) -> Result<BoundAssign> {
+        self.bind_inner(device, buffers, shape, None)
+    }
+
+    /// [`Assign::bind`], and the same dispatch also writes the chosen codes, `q[i] = codebook[index[i]]`
+    /// (`q` is `n x m`): the quantized rows without a separate gather.
+    pub fn bind_with_codes(
+        &self,
+        device: &wgpu::Device,
+        buffers: &AssignBuffers<'_>,
+        shape: AssignShape,
+        q: &wgpu::Buffer,
+    ) -> Result<BoundAssign> {
+        self.bind_inner(device, buffers, shape, Some(q))
+    }
+
+    fn bind_inner(
+        &self,
+        device: &wgpu::Device,
+        buffers: &AssignBuffers<'_>,
+        shape: AssignShape,
+        q: Option<&wgpu::Buffer>,
+    ) -> Result<BoundAssign> {
         let AssignShape { n, k, m } = shape;
         check_shape(&[("n", n), ("k", k), ("m", m)], &[("n x m", n, m), ("k x m", k, m)])?;
-        let params = uniform(device, "assign params", &Params { n, k, m, pad: 0 })?;
+        let params = uniform(device, "assign params", &Params { n, k, m, write_codes: q.is_some() as u32 })?;
         let bind_group = bind_group(
             device,
             "assign",
@@ -93,6 +125,10 @@ impl Assign {
                 Binding::new(2, "codebook", buffers.codebook, k as u64 * m as u64 * F32),
                 Binding::new(3, "index", buffers.index, n as u64 * 4),
                 Binding::new(4, "distance", buffers.distance, n as u64 * F32),
+                match q {
+                    Some(q) => Binding::new(5, "q", q, n as u64 * m as u64 * F32),
+                    None => Binding::new(5, "unused", &self.dummy_codes, 16),
+                },
             ],
         )?;
         let pipeline = match Lanes::for_dim(m) {

@@ -40,6 +40,7 @@ struct Params {
 const FLAG_BIAS: u32 = 1;
 const FLAG_RELU: u32 = 2;
 const FLAG_LOSS: u32 = 4;
+const FLAG_ROW_SUMS: u32 = 8;
 /// The edge of the output block one `matmul` invocation computes.
 const BLOCK: u32 = 4;
 
@@ -271,7 +272,7 @@ impl Dense {
         )
     }
 
-    /// `dW = dy^T x`, written into `grads` at the layer's `w_off`.
+    /// `dW = dy^T x` into `grads` at the layer's weight offset: dy is `batch x output`, x is `batch x input`.
     pub fn bind_weight_grad(
         &self,
         device: &wgpu::Device,
@@ -281,20 +282,54 @@ impl Dense {
         grads: &wgpu::Buffer,
         batch: u32,
     ) -> Result<BoundDense> {
-        let Linear { input, output, w_off, .. } = layer;
+        self.weight_grad(device, layer, dy, x, grads, batch, false)
+    }
+
+    /// [`Dense::bind_weight_grad`] and [`Dense::bind_bias_grad`] in one dispatch: the invocations of the first
+    /// column block also sum their rows of `dy^T` (in the same order as `column_sums`: the same bits).
+    pub fn bind_weight_and_bias_grad(
+        &self,
+        device: &wgpu::Device,
+        layer: Linear,
+        dy: &wgpu::Buffer,
+        x: &wgpu::Buffer,
+        grads: &wgpu::Buffer,
+        batch: u32,
+    ) -> Result<BoundDense> {
+        self.weight_grad(device, layer, dy, x, grads, batch, true)
+    }
+
+    #[allow(clippy::too_many_arguments)] // the private core of the two weight-gradient binds
+    fn weight_grad(
+        &self,
+        device: &wgpu::Device,
+        layer: Linear,
+        dy: &wgpu::Buffer,
+        x: &wgpu::Buffer,
+        grads: &wgpu::Buffer,
+        batch: u32,
+        with_bias: bool,
+    ) -> Result<BoundDense> {
+        let Linear { input, output, w_off, b_off } = layer;
         check_shape(&[("batch", batch), ("input", input), ("output", output)], &[("output x input", output, input)])?;
         let p = Params {
             rows: output,
             cols: input,
             inner: batch,
+            flags: if with_bias { FLAG_ROW_SUMS } else { 0 },
             a_row: 1,
             a_col: output,
             b_row: input,
             b_col: 1,
             c_off: w_off,
             c_row: input,
+            bias_off: b_off,
             ..Default::default()
         };
+        let mut grads_end = extent(w_off, output, input, input, 1);
+        if with_bias {
+            grads_end = grads_end.max(b_off as u64 + output as u64);
+        }
         let grid = self.matmul_grid(output, input)?;
         self.bind(
             device,
@@ -303,7 +338,7 @@ impl Dense {
             ("dy", dy, batch as u64 * output as u64),
             ("x", x, batch as u64 * input as u64),
             ("unused", &self.dummy, 1),
-            ("grads", grads, extent(w_off, output, input, input, 1)),
+            ("grads", grads, grads_end),
             None,
             grid,
         )

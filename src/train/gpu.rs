@@ -69,8 +69,8 @@ impl Kernels {
 struct Recorded {
     gather_batch: BoundGather,
     encoder: Vec<BoundDense>,
+    /// Also writes q = c[a].
     assign: BoundAssign,
-    gather_q: BoundGather,
     /// The decoder; its last layer also writes the loss gradient `dxhat`.
     decoder: Vec<BoundDense>,
     decoder_back: Vec<BoundDense>,
@@ -86,7 +86,6 @@ struct Recorded {
     eval_assign: BoundAssign,
     eval_counts: BoundCounts,
     eval_stats: BoundStats,
-    eval_gather_q: BoundGather,
     eval_decoder: Vec<BoundDense>,
     eval_sq: BoundLoss,
     batch_sq: BoundLoss,
@@ -251,8 +250,7 @@ fn backward_chain(
         let layer = layers[i];
         let x = if i == 0 { input } else { outs[i - 1] };
         let dy = if i + 1 == layers.len() { dy_last } else { hidden_grads[i] };
-        out.push(k.dense.bind_weight_grad(device, layer, dy, x, grads, rows)?);
-        out.push(k.dense.bind_bias_grad(device, layer, dy, grads, rows)?);
+        out.push(k.dense.bind_weight_and_bias_grad(device, layer, dy, x, grads, rows)?);
         if i > 0 {
             let dx = hidden_grads[i - 1];
             out.push(k.dense.bind_input_grad(device, layer, dy, params, dx, rows)?);
@@ -410,12 +408,12 @@ impl<'g> GpuTrainer<'g> {
                 d,
             )?,
             encoder: forward_chain(ks, device, &layout.encoder, &bf.x, &enc_outs, &bf.params, b, None)?,
-            assign: ks.assign.bind(
+            assign: ks.assign.bind_with_codes(
                 device,
                 &AssignBuffers { z: &bf.z, codebook: &bf.codebook, index: &bf.index, distance: &bf.dist },
                 AssignShape { n: b, k, m },
+                &bf.q,
             )?,
-            gather_q: ks.gather.bind_codes(device, &bf.codebook, &bf.index, &bf.q, b, k, m)?,
             decoder: forward_chain(
                 ks,
                 device,
@@ -468,7 +466,7 @@ impl<'g> GpuTrainer<'g> {
             )?,
             reset,
             eval_encoder: forward_chain(ks, device, &layout.encoder, &bf.eval, &eval_enc, &bf.params, n_eval, None)?,
-            eval_assign: ks.assign.bind(
+            eval_assign: ks.assign.bind_with_codes(
                 device,
                 &AssignBuffers {
                     z: &bf.eval_z,
@@ -477,6 +475,7 @@ impl<'g> GpuTrainer<'g> {
                     distance: &bf.eval_dist,
                 },
                 AssignShape { n: n_eval, k, m },
+                &bf.eval_q,
             )?,
             eval_counts: ks.codebook.bind_counts(
                 device,
@@ -494,7 +493,6 @@ impl<'g> GpuTrainer<'g> {
                 },
                 StatsShape { n: n_eval, k, m, classes: if eval_labels.is_some() { classes } else { 0 } },
             )?,
-            eval_gather_q: ks.gather.bind_codes(device, &bf.codebook, &bf.eval_index, &bf.eval_q, n_eval, k, m)?,
             eval_decoder: forward_chain(ks, device, &layout.decoder, &bf.eval_q, &eval_dec, &bf.params, n_eval, None)?,
             eval_sq: ks.loss.bind_sum_sq_diff(device, &bf.eval_xhat, &bf.eval, &bf.metrics, 0, n_eval * d)?,
             batch_sq: ks.loss.bind_sum_sq_diff(device, &bf.xhat, &bf.x, &bf.metrics, 1, b * d)?,
@@ -531,9 +529,7 @@ impl<'g> GpuTrainer<'g> {
         r.encoder.iter().for_each(|op| op.encode(&mut pass));
         mark(&mut pass, "encoder forward");
         r.assign.encode(&mut pass);
-        mark(&mut pass, "assign");
-        r.gather_q.encode(&mut pass);
-        mark(&mut pass, "gather q");
+        mark(&mut pass, "assign + q");
         r.decoder.iter().for_each(|op| op.encode(&mut pass));
         mark(&mut pass, "decoder forward + loss gradient");
         r.decoder_back.iter().for_each(|op| op.encode(&mut pass));
@@ -636,7 +632,6 @@ impl<'g> GpuTrainer<'g> {
             r.eval_assign.encode(&mut pass);
             r.eval_counts.encode(&mut pass);
             r.eval_stats.encode(&mut pass);
-            r.eval_gather_q.encode(&mut pass);
             r.eval_decoder.iter().for_each(|op| op.encode(&mut pass));
             r.eval_sq.encode(&mut pass);
             r.batch_sq.encode(&mut pass);

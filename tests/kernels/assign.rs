@@ -17,7 +17,24 @@ fn run(gpu: &Gpu, kernel: &Assign, z: &[f32], codebook: &[f32], m: usize) -> Out
     let buffers = AssignBuffers { z: &zb, codebook: &cb, index: &ib, distance: &db };
     let bound = kernel.bind(&gpu.device, &buffers, AssignShape { n, k, m: m as u32 }).unwrap();
     run_pass(gpu, |pass| bound.encode(pass));
-    Out { index: gpu.read(&ib).unwrap()[..n as usize].to_vec(), dist: gpu.read(&db).unwrap()[..n as usize].to_vec() }
+    let out = Out {
+        index: gpu.read(&ib).unwrap()[..n as usize].to_vec(),
+        dist: gpu.read(&db).unwrap()[..n as usize].to_vec(),
+    };
+    // Every case also runs with the codes written: the same index and distance bits, and q = codebook[index].
+    let (ib2, db2) =
+        (gpu.zeroed::<u32>("index", n as usize).unwrap(), gpu.zeroed::<f32>("distance", n as usize).unwrap());
+    let qb = gpu.zeroed::<f32>("q", n as usize * m).unwrap();
+    let buffers = AssignBuffers { z: &zb, codebook: &cb, index: &ib2, distance: &db2 };
+    let bound = kernel.bind_with_codes(&gpu.device, &buffers, AssignShape { n, k, m: m as u32 }, &qb).unwrap();
+    run_pass(gpu, |pass| bound.encode(pass));
+    assert_eq!(gpu.read::<u32>(&ib2).unwrap()[..n as usize], out.index[..], "index with codes");
+    assert_eq!(bits(&gpu.read::<f32>(&db2).unwrap()[..n as usize]), bits(&out.dist), "distance with codes");
+    let q: Vec<f32> = gpu.read(&qb).unwrap();
+    let expected: Vec<f32> =
+        out.index.iter().flat_map(|&i| codebook[i as usize * m..(i as usize + 1) * m].to_vec()).collect();
+    assert_eq!(bits(&q[..n as usize * m]), bits(&expected), "q = codebook[index]");
+    out
 }
 
 fn norm2(x: &[f32]) -> f64 {

@@ -67,6 +67,11 @@ fn dense_products_match_the_reference_on_odd_shapes() {
         assert_close_each(&format!("dW {shape}"), &grads[offset..offset + o * i], &dw, tol(n, &dwa));
         assert_close_each(&format!("db {shape}"), &grads[offset + o * i..offset + o * i + o], &db, tol(n, &dba));
         assert!(grads[..offset].iter().all(|&g| g == 0.0), "{shape}: gradients written before the layer");
+        // The fused weight and bias gradient: the same bits as the two separate kernels.
+        let fused_grads = gpu.zeroed::<f32>("fused grads", params.len()).unwrap();
+        let fused = dense.bind_weight_and_bias_grad(dev, layer, &dyb, &xb, &fused_grads, n as u32).unwrap();
+        run_pass(&gpu, |pass| fused.encode(pass));
+        assert_eq!(bits(&gpu.read::<f32>(&fused_grads).unwrap()), bits(&grads), "{shape}: fused weight and bias grads");
         // ReLU: the same forward, clamped at zero.
         let relu = dense.bind_forward(dev, layer, &xb, &pb, &yb, n as u32, true).unwrap();
         run_pass(&gpu, |pass| relu.encode(pass));
