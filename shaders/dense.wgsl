@@ -1,4 +1,4 @@
-// Dense layers: one strided, tiled matrix product covers the forward pass and both backward products.
+// Dense layers: one strided, register-blocked matrix product covers the forward pass and both backward products.
 //   matmul        C[i, j] = act(sum_k A[i, k] B[k, j] + bias[j])        (C is rows x cols, row-major with stride c_row)
 //                 A[i, k] = a[a_off + i a_row + k a_col], B[k, j] = b[b_off + k b_row + j b_col]
 //   forward:      Y = X W^T + b        (W is out x in, as PyTorch stores it); with FLAG_LOSS also the reconstruction

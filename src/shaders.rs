@@ -12,7 +12,7 @@ pub const CODEBOOK: &str = include_str!("../shaders/codebook.wgsl");
 /// Codebook-use statistics: dead codes, entropy, perplexity, quantization error, purity.
 pub const STATS: &str = include_str!("../shaders/stats.wgsl");
 
-/// Dense layers: the tiled product (forward, input and weight gradients), bias gradient, ReLU mask.
+/// Dense layers: the register-blocked product (forward, input and weight gradients), bias gradient, ReLU mask.
 pub const DENSE: &str = include_str!("../shaders/dense.wgsl");
 /// The reconstruction loss gradient and fixed-order sums.
 pub const LOSS: &str = include_str!("../shaders/loss.wgsl");
