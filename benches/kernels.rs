@@ -1,4 +1,4 @@
-//! `cargo bench`: the kernels and one training chunk on the default adapter, with the CPU reference beside the
+//! `cargo bench`: the assign and estimator kernels and one training chunk on the default adapter, with the CPU reference beside the
 //! assign kernel. Throughput is reported in elements (rows for assign, steps for training). Without an adapter
 //! the GPU benchmarks are skipped with a note. `vqgrad bench` gives the full table (GFLOP/s, ratios, profiles).
 
@@ -52,6 +52,34 @@ fn assign(c: &mut Criterion) {
     group.finish();
 }
 
+fn estimators(c: &mut Criterion) {
+    use vqgrad::kernels::estimator::{EstimatorBackward, EstimatorBuffers, EstimatorSettings, EstimatorShape};
+    let Some(gpu) = gpu() else { return };
+    let mut group = c.benchmark_group("estimator backward");
+    group.sample_size(10);
+    let (n, k, m) = (16384u32, 512u32, 64u32);
+    group.throughput(Throughput::Elements(n as u64));
+    let up = |label, v: &[f32]| gpu.upload(label, v).unwrap();
+    let (g, z, codebook) = (up("g", &values(n * m, 3)), up("z", &values(n * m, 4)), up("codebook", &values(k * m, 5)));
+    let index = gpu.upload("index", &(0..n).map(|i| i % k).collect::<Vec<u32>>()).unwrap();
+    let out = gpu.zeroed::<f32>("grad z", (n * m) as usize).unwrap();
+    let kernel = EstimatorBackward::new(&gpu.device).unwrap();
+    let buffers = EstimatorBuffers { g: &g, z: &z, index: &index, codebook: &codebook, grad_z: &out };
+    for estimator in vqgrad::Estimator::ALL {
+        let settings = EstimatorSettings { estimator, beta: 0.25, batch: n };
+        let bound = kernel.bind(&gpu.device, &buffers, EstimatorShape { n, k, m }, settings).unwrap();
+        group.bench_function(format!("{} N={n} m={m}", estimator.name()), |b| {
+            b.iter(|| {
+                let mut encoder = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
+                bound.encode(&mut encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default()));
+                gpu.queue.submit([encoder.finish()]);
+                gpu.wait().unwrap();
+            })
+        });
+    }
+    group.finish();
+}
+
 fn training(c: &mut Criterion) {
     let Some(gpu) = gpu() else { return };
     let mut group = c.benchmark_group("train E1");
@@ -72,5 +100,5 @@ fn training(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, assign, training);
+criterion_group!(benches, assign, estimators, training);
 criterion_main!(benches);

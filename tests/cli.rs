@@ -199,6 +199,9 @@ fn bench_json_has_every_section() {
             assert!(a[key].as_f64().is_some_and(|x| x > 0.0 && x.is_finite()), "assign.{key}: {a}");
         }
     }
+    let kernels = v["estimator_kernel"].as_array().expect("estimator kernel figures");
+    assert_eq!(kernels.len(), 4, "one per estimator");
+    assert!(kernels.iter().all(|e| e["us"].as_f64().unwrap() > 0.0 && e["ratio_to_ste"].as_f64().unwrap() > 0.0));
     let training = v["training"].as_array().expect("training figures");
     assert_eq!(training.len(), 8, "4 estimators x 2 settings");
     for t in training {

@@ -41,6 +41,19 @@ struct AssignFigure {
     gpu_over_cpu: f64,
 }
 
+/// The estimator backward kernel alone at one shape, timed by the GPU's timestamps where it has them.
+#[derive(Serialize)]
+struct EstimatorFigure {
+    estimator: String,
+    n: u32,
+    m: u32,
+    k: u32,
+    /// Microseconds per dispatch: timestamps where the adapter has them, else the wall time of submit and wait.
+    us: f64,
+    /// Median over rounds of this estimator's time over `ste`'s in the same round.
+    ratio_to_ste: f64,
+}
+
 #[derive(Serialize)]
 struct TrainingFigure {
     setting: String,
@@ -82,6 +95,7 @@ struct Report {
     adapter: String,
     timestamps: bool,
     assign: Vec<AssignFigure>,
+    estimator_kernel: Vec<EstimatorFigure>,
     training: Vec<TrainingFigure>,
     sweep: SweepFigure,
     profile: Vec<KernelTime>,
@@ -99,6 +113,8 @@ pub fn run(options: &vqgrad::gpu::GpuOptions, args: &BenchArgs) -> anyhow::Resul
         .iter()
         .map(|&shape| bench_assign(&gpu, shape, reps, if args.quick { 1 } else { 3 }))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let estimator_shape = if args.smoke { (300, 8, 5) } else { (65536, 64, 512) };
+    let estimator_kernel = bench_estimators(&gpu, estimator_shape, reps)?;
     let mut training = Vec::new();
     let e1 = TrainConfig::default();
     let k64 = TrainConfig { codes: 64, ..TrainConfig::default() };
@@ -142,6 +158,7 @@ pub fn run(options: &vqgrad::gpu::GpuOptions, args: &BenchArgs) -> anyhow::Resul
         adapter,
         timestamps,
         assign,
+        estimator_kernel,
         training,
         sweep,
         profile,
@@ -229,6 +246,80 @@ fn bench_assign(gpu: &Gpu, (n, k, m): (u32, u32, u32), reps: usize, cpu_reps: us
     })
 }
 
+/// Each estimator's backward kernel on the same random inputs (N rows of width m, K codes), in rounds that time
+/// every estimator in turn, so that each ratio to `ste` is taken within one round.
+fn bench_estimators(gpu: &Gpu, (n, m, k): (u32, u32, u32), rounds: usize) -> anyhow::Result<Vec<EstimatorFigure>> {
+    use vqgrad::kernels::estimator::{EstimatorBackward, EstimatorBuffers, EstimatorSettings, EstimatorShape};
+    eprintln!("estimator kernels: N = {n}, m = {m}, K = {k}");
+    let mut rng = vqgrad::data::rng(8, vqgrad::data::Stream::Train);
+    let normal = |len: u32, rng: &mut _| -> Vec<f32> {
+        use rand_distr::Distribution;
+        (0..len).map(|_| rand_distr::StandardNormal.sample(rng)).collect()
+    };
+    let index: Vec<u32> = (0..n).map(|i| i.wrapping_mul(2654435761) % k).collect();
+    let (g, z, codebook) = (normal(n * m, &mut rng), normal(n * m, &mut rng), normal(k * m, &mut rng));
+    let device = &gpu.device;
+    let (gb, zb, cb) = (gpu.upload("g", &g)?, gpu.upload("z", &z)?, gpu.upload("codebook", &codebook)?);
+    let ib = gpu.upload("index", &index)?;
+    let out = gpu.zeroed::<f32>("grad z", (n * m) as usize)?;
+    let kernel = EstimatorBackward::new(device)?;
+    let buffers = EstimatorBuffers { g: &gb, z: &zb, index: &ib, codebook: &cb, grad_z: &out };
+    let bound = Estimator::ALL
+        .iter()
+        .map(|&estimator| {
+            let settings = EstimatorSettings { estimator, beta: 0.25, batch: n };
+            kernel.bind(device, &buffers, EstimatorShape { n, k, m }, settings)
+        })
+        .collect::<vqgrad::Result<Vec<_>>>()?;
+    let mut stamps = Timestamps::new(gpu, 2)?;
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); bound.len()];
+    for round in 0..=rounds {
+        for (b, out) in bound.iter().zip(&mut times) {
+            let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("bench") });
+            {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+                if let Some(s) = stamps.as_mut() {
+                    s.mark(&mut pass, "start");
+                }
+                b.encode(&mut pass);
+                if let Some(s) = stamps.as_mut() {
+                    s.mark(&mut pass, "estimator");
+                }
+            }
+            if let Some(s) = &stamps {
+                s.resolve(&mut encoder);
+            }
+            let start = Instant::now();
+            gpu.queue.submit([encoder.finish()]);
+            gpu.wait()?;
+            let wall_ns = start.elapsed().as_secs_f64() * 1e9;
+            let ns = match stamps.as_mut() {
+                Some(s) => s.read(gpu)?.first().map_or(wall_ns, |(_, ns)| *ns),
+                None => wall_ns,
+            };
+            if round > 0 {
+                out.push(ns); // round 0 is the warm-up
+            }
+        }
+    }
+    let ste = times[0].clone();
+    Ok(Estimator::ALL
+        .iter()
+        .zip(&times)
+        .map(|(e, t)| {
+            let ratios: Vec<f64> = t.iter().zip(&ste).map(|(a, b)| a / b).collect();
+            EstimatorFigure {
+                estimator: e.name().to_string(),
+                n,
+                m,
+                k,
+                us: median(t) / 1e3,
+                ratio_to_ste: median(&ratios),
+            }
+        })
+        .collect())
+}
+
 /// The E1 grid of 4 estimators x 5 seeds, one run after another as `sweep` runs them.
 fn bench_sweep(gpu: &Gpu, steps: u32) -> anyhow::Result<SweepFigure> {
     let mut runs = 0;
@@ -299,6 +390,17 @@ fn print_tables(r: &Report) {
             "| {} | {} | {} | {:.1} | {kernel} | {:.2} | {:.1} |",
             a.n, a.k, a.m, a.gpu_gflops, a.cpu_gflops, a.gpu_over_cpu
         );
+    }
+    if let Some(first) = r.estimator_kernel.first() {
+        println!(
+            "\nestimator backward kernel alone (N = {}, m = {}, K = {}; µs per dispatch)",
+            first.n, first.m, first.k
+        );
+        println!("| estimator | µs | ratio to ste |");
+        println!("|---|---|---|");
+        for e in &r.estimator_kernel {
+            println!("| {} | {:.1} | {:.3} |", e.estimator, e.us, e.ratio_to_ste);
+        }
     }
     println!("\ntraining (steps/s; ratio = step time / ste's, median and range over rounds)");
     println!("| setting | estimator | GPU steps/s | ratio to ste | range | CPU engine steps/s |");
