@@ -2,7 +2,9 @@
 //   index[i] = argmin_k ||z_i - c_k||^2   (ties: the lowest k)
 //   dist[i]  = that squared distance
 //   q[i]     = codebook[index[i]]   (when params.write_codes is 1: the quantized rows, with no separate gather)
-// z is [n x m] and the codebook [k x m], both row-major f32. The N x K distance matrix is never stored:
+// z is [n x m] and the codebook [k x m], both row-major f32. Batched: workgroup_id.z picks one of several
+// independent problems of the same shape stacked in the same buffers (z [runs x n x m], codebook [runs x k x m],
+// index, dist [runs x n], q [runs x n x m]); indices are within each run's own codebook. The N x K distance matrix is never stored:
 // each workgroup stages a tile of the codebook in workgroup memory and every invocation keeps ROWS rows
 // against CODES codes at a time in registers.
 //
@@ -47,6 +49,10 @@ fn assign(
 ) {
     let group = wid.x + wid.y * nwg.x;
     let row_len = params.m / LANES;
+    // This run's z rows, codes and outputs.
+    let z_base = wid.z * params.n * row_len;
+    let code_base = wid.z * params.k * row_len;
+    let out_base = wid.z * params.n;
     // A code is staged whole when it fits the tile; otherwise one code at a time, in chunks of TILE.
     let chunk = min(row_len, TILE);
     let codes_per_tile = TILE / chunk;
@@ -57,7 +63,7 @@ fn assign(
     var best_code: array<u32, ROWS>;
     for (var r = 0u; r < ROWS; r++) {
         // Rows past n compute on the last row (every invocation must reach the barriers) and write nothing.
-        row_start[r] = min(first_row + r * WORKGROUP_SIZE, params.n - 1u) * row_len;
+        row_start[r] = z_base + min(first_row + r * WORKGROUP_SIZE, params.n - 1u) * row_len;
         best_dist[r] = bitcast<f32>(0x7f800000u); // +inf
         best_code[r] = 0u;
     }
@@ -73,7 +79,7 @@ fn assign(
                     for (var e = lid; e < tile_codes * width; e += WORKGROUP_SIZE) {
                         let c = e / width;
                         let j = e % width;
-                        tile[c * chunk + j] = codebook[(tile_start + c) * row_len + d0 + j];
+                        tile[c * chunk + j] = codebook[code_base + (tile_start + c) * row_len + d0 + j];
                     }
                     workgroupBarrier();
                 }
@@ -109,11 +115,11 @@ fn assign(
     for (var r = 0u; r < ROWS; r++) {
         let row = first_row + r * WORKGROUP_SIZE;
         if (row < params.n) {
-            index_out[row] = best_code[r];
-            dist_out[row] = best_dist[r];
+            index_out[out_base + row] = best_code[r];
+            dist_out[out_base + row] = best_dist[r];
             if (params.write_codes != 0u) {
                 for (var j = 0u; j < row_len; j++) {
-                    q_out[row * row_len + j] = codebook[best_code[r] * row_len + j];
+                    q_out[z_base + row * row_len + j] = codebook[code_base + best_code[r] * row_len + j];
                 }
             }
         }

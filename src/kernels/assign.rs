@@ -2,10 +2,10 @@
 //! `distance[i]` = that squared distance, for z `[n x m]` and a codebook `[k x m]`, row-major f32.
 
 use super::{
-    Binding, F32, Slot, bind_group, bind_group_layout, check_shape, check_workgroup_size, dispatch, pipeline, shader,
-    uniform,
+    Binding, F32, Slot, bind_group, bind_group_layout, check_shape, check_workgroup_size, dispatch_runs, pipeline,
+    shader, uniform,
 };
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::grid;
 use crate::shaders::{Lanes, assign_source};
 
@@ -90,7 +90,22 @@ impl Assign {
 
     /// Checks the buffers against `shape` and makes the bind group. Uses vec4 loads when `m % 4 == 0`.
     pub fn bind(&self, device: &wgpu::Device, buffers: &AssignBuffers<'_>, shape: AssignShape) -> Result<BoundAssign> {
-        self.bind_inner(device, buffers, shape, None)
+        self.bind_inner(device, buffers, shape, None, 1)
+    }
+
+    /// `runs` independent assignments of the same shape in one dispatch, stacked in the buffers: run r's rows of z
+    /// are rows `r n .. (r + 1) n`, its codebook codes `r k .. (r + 1) k`, its outputs rows `r n .. (r + 1) n`;
+    /// each index is within its own run's codebook (`0..k`). With `q`, the chosen codes are written too. Each run
+    /// gives the bits it gives alone.
+    pub fn bind_runs(
+        &self,
+        device: &wgpu::Device,
+        buffers: &AssignBuffers<'_>,
+        shape: AssignShape,
+        q: Option<&wgpu::Buffer>,
+        runs: u32,
+    ) -> Result<BoundAssign> {
+        self.bind_inner(device, buffers, shape, q, runs)
     }
 
     /// [`Assign::bind`], and the same dispatch also writes the chosen codes, `q[i] = codebook[index[i]]`
@@ -102,7 +117,7 @@ impl Assign {
         shape: AssignShape,
         q: &wgpu::Buffer,
     ) -> Result<BoundAssign> {
-        self.bind_inner(device, buffers, shape, Some(q))
+        self.bind_inner(device, buffers, shape, Some(q), 1)
     }
 
     fn bind_inner(
@@ -111,9 +126,17 @@ impl Assign {
         buffers: &AssignBuffers<'_>,
         shape: AssignShape,
         q: Option<&wgpu::Buffer>,
+        runs: u32,
     ) -> Result<BoundAssign> {
         let AssignShape { n, k, m } = shape;
-        check_shape(&[("n", n), ("k", k), ("m", m)], &[("n x m", n, m), ("k x m", k, m)])?;
+        check_shape(&[("n", n), ("k", k), ("m", m), ("runs", runs)], &[("n x m", n, m), ("k x m", k, m)])?;
+        let r = runs as u64;
+        if r * n as u64 * m as u64 > u32::MAX as u64 || r * k as u64 * m as u64 > u32::MAX as u64 {
+            return Err(Error::Shape(format!("{runs} runs of n = {n}, k = {k}, m = {m} exceed 2^32 elements")));
+        }
+        if runs > self.max_groups {
+            return Err(Error::Shape(format!("{runs} runs exceed one dispatch's {} workgroups in z", self.max_groups)));
+        }
         let params = uniform(device, "assign params", &Params { n, k, m, write_codes: q.is_some() as u32 })?;
         let bind_group = bind_group(
             device,
@@ -121,12 +144,12 @@ impl Assign {
             &self.layout,
             &params,
             &[
-                Binding::new(1, "z", buffers.z, n as u64 * m as u64 * F32),
-                Binding::new(2, "codebook", buffers.codebook, k as u64 * m as u64 * F32),
-                Binding::new(3, "index", buffers.index, n as u64 * 4),
-                Binding::new(4, "distance", buffers.distance, n as u64 * F32),
+                Binding::new(1, "z", buffers.z, r * n as u64 * m as u64 * F32),
+                Binding::new(2, "codebook", buffers.codebook, r * k as u64 * m as u64 * F32),
+                Binding::new(3, "index", buffers.index, r * n as u64 * 4),
+                Binding::new(4, "distance", buffers.distance, r * n as u64 * F32),
                 match q {
-                    Some(q) => Binding::new(5, "q", q, n as u64 * m as u64 * F32),
+                    Some(q) => Binding::new(5, "q", q, r * n as u64 * m as u64 * F32),
                     None => Binding::new(5, "unused", &self.dummy_codes, 16),
                 },
             ],
@@ -136,7 +159,8 @@ impl Assign {
             Lanes::Scalar => self.scalar.clone(),
         };
         let groups = n.div_ceil(self.workgroup_size * ROWS_PER_INVOCATION);
-        Ok(BoundAssign { pipeline, bind_group, _params: params, grid: grid(groups, self.max_groups)?, shape })
+        let (x, y) = grid(groups, self.max_groups)?;
+        Ok(BoundAssign { pipeline, bind_group, _params: params, grid: (x, y, runs), shape })
     }
 }
 
@@ -145,14 +169,15 @@ pub struct BoundAssign {
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     _params: wgpu::Buffer,
-    grid: (u32, u32),
+    /// Workgroups in x and y over the rows, and one z layer per run.
+    grid: (u32, u32, u32),
     shape: AssignShape,
 }
 
 impl BoundAssign {
     /// Records the dispatch into the caller's pass.
     pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
-        dispatch(pass, &self.pipeline, &self.bind_group, self.grid);
+        dispatch_runs(pass, &self.pipeline, &self.bind_group, self.grid);
     }
 
     /// The shape this was bound with.

@@ -247,6 +247,18 @@ pub(crate) fn dispatch(
     pass.dispatch_workgroups(grid.0, grid.1, 1);
 }
 
+/// [`dispatch`] with a z dimension: one layer of the (x, y) grid per run of a batched kernel.
+pub(crate) fn dispatch_runs(
+    pass: &mut wgpu::ComputePass<'_>,
+    pipeline: &wgpu::ComputePipeline,
+    bind_group: &wgpu::BindGroup,
+    grid: (u32, u32, u32),
+) {
+    pass.set_pipeline(pipeline);
+    pass.set_bind_group(0, bind_group, &[]);
+    pass.dispatch_workgroups(grid.0, grid.1, grid.2);
+}
+
 /// The grid for one invocation per element: `count` elements in workgroups of `workgroup_size`.
 pub(crate) fn thread_grid(count: u64, workgroup_size: u32, max_per_dim: u32) -> Result<(u32, u32)> {
     let groups = u32::try_from(count.div_ceil(workgroup_size as u64))

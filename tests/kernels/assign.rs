@@ -221,3 +221,49 @@ fn bad_shapes_and_buffers_are_errors() {
     ));
     assert_clean(&gpu);
 }
+
+/// Several runs stacked in one dispatch give each run exactly what it gives alone: index, distance and q, for
+/// vec4 and scalar loads, several codebook tiles, and a code larger than the tile.
+#[test]
+fn batched_runs_equal_single_runs_bit_for_bit() {
+    let gpu = gpu_or_skip!();
+    let kernel = Assign::new(&gpu.device).unwrap();
+    for (seed, &(n, k, m, runs)) in
+        [(1, 1, 1, 2), (70, 5, 3, 3), (257, 37, 4, 4), (300, 2000, 4, 2), (33, 17, 64, 5), (5, 3, 5000, 2)]
+            .iter()
+            .enumerate()
+    {
+        let mut data = Data::new(seed as u64 + 500);
+        let z = data.normal(runs * n * m, 1.0);
+        let codebook = data.normal(runs * k * m, 1.0);
+        let (zb, cb) = (gpu.upload("z", &z).unwrap(), gpu.upload("codebook", &codebook).unwrap());
+        let ib = gpu.zeroed::<u32>("index", runs * n).unwrap();
+        let db = gpu.zeroed::<f32>("distance", runs * n).unwrap();
+        let qb = gpu.zeroed::<f32>("q", runs * n * m).unwrap();
+        let buffers = AssignBuffers { z: &zb, codebook: &cb, index: &ib, distance: &db };
+        let shape = AssignShape { n: n as u32, k: k as u32, m: m as u32 };
+        let bound = kernel.bind_runs(&gpu.device, &buffers, shape, Some(&qb), runs as u32).unwrap();
+        run_pass(&gpu, |pass| bound.encode(pass));
+        let (index, dist, q): (Vec<u32>, Vec<f32>, Vec<f32>) =
+            (gpu.read(&ib).unwrap(), gpu.read(&db).unwrap(), gpu.read(&qb).unwrap());
+        for r in 0..runs {
+            let what = format!("n={n} k={k} m={m} run {r} of {runs}");
+            let alone = run(&gpu, &kernel, &z[r * n * m..(r + 1) * n * m], &codebook[r * k * m..(r + 1) * k * m], m);
+            assert_eq!(index[r * n..(r + 1) * n], alone.index[..], "{what}: index");
+            assert_eq!(bits(&dist[r * n..(r + 1) * n]), bits(&alone.dist), "{what}: distance");
+            let expected: Vec<f32> = alone
+                .index
+                .iter()
+                .flat_map(|&i| codebook[(r * k + i as usize) * m..(r * k + i as usize + 1) * m].to_vec())
+                .collect();
+            assert_eq!(bits(&q[r * n * m..(r + 1) * n * m]), bits(&expected), "{what}: q");
+        }
+    }
+    let one = gpu.zeroed::<f32>("one", 4).unwrap();
+    let idx = gpu.zeroed::<u32>("idx", 4).unwrap();
+    let buffers = AssignBuffers { z: &one, codebook: &one, index: &idx, distance: &one };
+    let shape = AssignShape { n: 1, k: 1, m: 1 };
+    assert!(matches!(kernel.bind_runs(&gpu.device, &buffers, shape, None, 0), Err(Error::Shape(_))), "zero runs");
+    assert!(kernel.bind_runs(&gpu.device, &buffers, shape, None, 5).is_err(), "buffers too small for 5 runs");
+    assert_clean(&gpu);
+}
