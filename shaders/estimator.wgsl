@@ -7,16 +7,19 @@
 //   diveq           g - (g.u) u                                            (the complement of rotation)
 // Every estimator is a per-row combination  a g + b (q - z) + c z + e (z^ + q^),  so a row costs one pass of
 // dot products (two for rotation-trick), then one pass that writes. One invocation per row.
+// Batched: global_invocation_id.z picks one of several runs stacked in the buffers (g, z, grad_z [runs x n x m],
+// index [runs x n], codebook [runs x k x m]), each with its own estimator and commitment coefficient.
 
 struct Params {
     n: u32,
     m: u32,
     k: u32,
+    _pad: u32,
+}
+
+struct RunSettings {
     estimator: u32,
     commit_coeff: f32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
 }
 
 const STE: u32 = 0u;
@@ -30,6 +33,7 @@ const DIVEQ: u32 = 3u;
 @group(0) @binding(3) var<storage, read> index: array<u32>;
 @group(0) @binding(4) var<storage, read> codebook: array<f32>;
 @group(0) @binding(5) var<storage, read_write> grad_z: array<f32>;
+@group(0) @binding(6) var<storage, read> settings: array<RunSettings>;
 
 override WORKGROUP_SIZE: u32 = 64u;
 
@@ -42,9 +46,13 @@ fn estimator_backward(
     if (i >= params.n) {
         return;
     }
+    let run = gid.z;
+    let estimator = settings[run].estimator;
+    let commit_coeff = settings[run].commit_coeff;
     let m = params.m;
-    let zs = i * m;
-    let qs = min(index[i], params.k - 1u) * m;
+    let row = run * params.n + i;
+    let zs = row * m;
+    let qs = (run * params.k + min(index[row], params.k - 1u)) * m;
 
     // Pass 1: the dot products every estimator needs.
     var vv = 0.0; // ||q - z||^2
@@ -70,16 +78,16 @@ fn estimator_backward(
     var e = 0.0; // of w = z^ + q^ (rotation-trick)
     var inv_zn = 0.0;
     var inv_qn = 0.0;
-    if (params.estimator == ROTATION || params.estimator == DIVEQ) {
+    if (estimator == ROTATION || estimator == DIVEQ) {
         let denom = sqrt(vv) + 1e-8;
         let proj = gv / (denom * denom); // (g.u) u = proj (q - z)
-        if (params.estimator == ROTATION) {
+        if (estimator == ROTATION) {
             a = 0.0;
             b = proj;
         } else {
             b = -proj;
         }
-    } else if (params.estimator == ROTATION_TRICK) {
+    } else if (estimator == ROTATION_TRICK) {
         let zn = sqrt(zz);
         let qn = sqrt(qq);
         if (zn >= 1e-8) {
@@ -105,7 +113,7 @@ fn estimator_backward(
             }
         }
     }
-    b -= params.commit_coeff; // + commit_coeff (z - q)
+    b -= commit_coeff; // + commit_coeff (z - q)
 
     // Pass 3: write.
     for (var j = 0u; j < m; j++) {

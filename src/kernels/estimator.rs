@@ -2,8 +2,8 @@
 //! codebook, writes `dL/dz = E(g, z, q) + 2 beta / (B m) (z - q)` for every [`Estimator`] (STUDY.md section 2).
 
 use super::{
-    Binding, F32, Slot, bind_group, bind_group_layout, check_shape, check_workgroup_size, dispatch, pipeline, shader,
-    uniform, write_uniform,
+    Binding, F32, Slot, bind_group, bind_group_layout, check_shape, check_workgroup_size, dispatch_runs, pipeline,
+    shader, uniform,
 };
 use crate::error::{Error, Result};
 use crate::estimator::Estimator;
@@ -56,11 +56,7 @@ struct Params {
     n: u32,
     m: u32,
     k: u32,
-    estimator: u32,
-    commit_coeff: f32,
-    pad0: u32,
-    pad1: u32,
-    pad2: u32,
+    pad: u32,
 }
 
 /// The estimator-backward pipeline. Make once per device.
@@ -93,6 +89,7 @@ impl EstimatorBackward {
                 (3, Slot::Read),
                 (4, Slot::Read),
                 (5, Slot::ReadWrite),
+                (6, Slot::Read),
             ],
         )?;
         let module = shader(device, "estimator.wgsl", shaders::ESTIMATOR)?;
@@ -112,10 +109,32 @@ impl EstimatorBackward {
         shape: EstimatorShape,
         settings: EstimatorSettings,
     ) -> Result<BoundEstimator> {
+        self.bind_runs(device, buffers, shape, &[settings])
+    }
+
+    /// One run per entry of `settings`, stacked in the buffers and computed in one dispatch: run r's rows of g, z,
+    /// index and grad_z are rows `r n .. (r + 1) n`, its codebook codes `r k .. (r + 1) k` (indices within its own
+    /// codebook). Each run may have its own estimator and beta, and gives the bits it gives alone.
+    pub fn bind_runs(
+        &self,
+        device: &wgpu::Device,
+        buffers: &EstimatorBuffers<'_>,
+        shape: EstimatorShape,
+        settings: &[EstimatorSettings],
+    ) -> Result<BoundEstimator> {
         let EstimatorShape { n, k, m } = shape;
-        check_shape(&[("n", n), ("k", k), ("m", m)], &[("n x m", n, m), ("k x m", k, m)])?;
-        let params = uniform(device, "estimator params", &params(shape, settings)?)?;
-        let rows = n as u64 * m as u64 * F32;
+        let runs = u32::try_from(settings.len()).unwrap_or(u32::MAX);
+        check_shape(&[("n", n), ("k", k), ("m", m), ("runs", runs)], &[("n x m", n, m), ("k x m", k, m)])?;
+        let r = runs as u64;
+        if r * n as u64 * m as u64 > u32::MAX as u64 || r * k as u64 * m as u64 > u32::MAX as u64 {
+            return Err(Error::Shape(format!("{runs} runs of n = {n}, k = {k}, m = {m} exceed 2^32 elements")));
+        }
+        if runs > self.max_groups {
+            return Err(Error::Shape(format!("{runs} runs exceed one dispatch's {} workgroups in z", self.max_groups)));
+        }
+        let params = uniform(device, "estimator params", &Params { n, m, k, pad: 0 })?;
+        let run_settings = crate::gpu::upload(device, "estimator run settings", &run_settings(m, settings)?)?;
+        let rows = r * n as u64 * m as u64 * F32;
         let bind_group = bind_group(
             device,
             "estimator",
@@ -124,47 +143,55 @@ impl EstimatorBackward {
             &[
                 Binding::new(1, "g", buffers.g, rows),
                 Binding::new(2, "z", buffers.z, rows),
-                Binding::new(3, "index", buffers.index, n as u64 * 4),
-                Binding::new(4, "codebook", buffers.codebook, k as u64 * m as u64 * F32),
+                Binding::new(3, "index", buffers.index, r * n as u64 * 4),
+                Binding::new(4, "codebook", buffers.codebook, r * k as u64 * m as u64 * F32),
                 Binding::new(5, "grad_z", buffers.grad_z, rows),
+                Binding::new(6, "run settings", &run_settings, r * 8),
             ],
         )?;
-        let grid = grid(n.div_ceil(self.workgroup_size), self.max_groups)?;
-        Ok(BoundEstimator { pipeline: self.pipeline.clone(), bind_group, params, grid, shape })
+        let (x, y) = grid(n.div_ceil(self.workgroup_size), self.max_groups)?;
+        Ok(BoundEstimator {
+            pipeline: self.pipeline.clone(),
+            bind_group,
+            _params: params,
+            run_settings,
+            grid: (x, y, runs),
+            shape,
+        })
     }
 }
 
-fn params(shape: EstimatorShape, settings: EstimatorSettings) -> Result<Params> {
-    Ok(Params {
-        n: shape.n,
-        m: shape.m,
-        k: shape.k,
-        estimator: settings.estimator.shader_id(),
-        commit_coeff: settings.commit_coeff(shape.m)?,
-        pad0: 0,
-        pad1: 0,
-        pad2: 0,
-    })
+/// Each run's (estimator id, commitment coefficient bits), as the shader's `RunSettings`.
+fn run_settings(m: u32, settings: &[EstimatorSettings]) -> Result<Vec<u32>> {
+    let mut out = Vec::with_capacity(2 * settings.len());
+    for s in settings {
+        out.push(s.estimator.shader_id());
+        out.push(s.commit_coeff(m)?.to_bits());
+    }
+    Ok(out)
 }
 
 /// An estimator backward bound to buffers: record it with [`BoundEstimator::encode`].
 pub struct BoundEstimator {
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
-    params: wgpu::Buffer,
-    grid: (u32, u32),
+    _params: wgpu::Buffer,
+    run_settings: wgpu::Buffer,
+    /// Workgroups in x and y over the rows, and one z layer per run.
+    grid: (u32, u32, u32),
     shape: EstimatorShape,
 }
 
 impl BoundEstimator {
     /// Records the dispatch into the caller's pass.
     pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
-        dispatch(pass, &self.pipeline, &self.bind_group, self.grid);
+        dispatch_runs(pass, &self.pipeline, &self.bind_group, self.grid);
     }
 
-    /// Changes the estimator, beta or batch size; takes effect with the next submit.
+    /// Changes the estimator, beta or batch size of every run; takes effect with the next submit.
     pub fn set(&self, queue: &wgpu::Queue, settings: EstimatorSettings) -> Result<()> {
-        write_uniform(queue, &self.params, &params(self.shape, settings)?);
+        let all = vec![settings; self.grid.2 as usize];
+        queue.write_buffer(&self.run_settings, 0, bytemuck::cast_slice(&run_settings(self.shape.m, &all)?));
         Ok(())
     }
 }

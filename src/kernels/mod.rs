@@ -213,11 +213,6 @@ pub(crate) fn uniform<T: ShaderType + WriteInto>(
     )
 }
 
-/// Overwrites a uniform buffer made by [`uniform`] (takes effect at the next submit).
-pub(crate) fn write_uniform<T: ShaderType + WriteInto>(queue: &wgpu::Queue, buffer: &wgpu::Buffer, value: &T) {
-    queue.write_buffer(buffer, 0, &uniform_bytes(value));
-}
-
 /// Checks that every named size is at least 1, and that `a * b` elements stay addressable by a u32 index.
 pub(crate) fn check_shape(dims: &[(&str, u32)], products: &[(&str, u32, u32)]) -> Result<()> {
     for &(name, v) in dims {

@@ -258,3 +258,37 @@ fn bad_settings_are_errors() {
     assert!(matches!(r, Err(Error::BufferTooSmall { buffer: "g", .. })));
     assert_clean(&gpu);
 }
+
+/// Runs stacked in one dispatch, each with its own estimator and beta, give each run exactly what it gives alone.
+#[test]
+fn batched_runs_with_their_own_settings_equal_single_runs_bit_for_bit() {
+    let gpu = gpu_or_skip!();
+    let kernel = EstimatorBackward::new(&gpu.device).unwrap();
+    for (seed, &(n, k, m)) in [(1, 1, 1), (257, 37, 3), (100, 16, 4), (64, 8, 64)].iter().enumerate() {
+        // Every estimator, then ste again with another beta: five runs.
+        let settings: Vec<EstimatorSettings> =
+            Estimator::ALL.iter().map(|&e| settings(e, 0.25, n)).chain([settings(Estimator::Ste, 1.5, n)]).collect();
+        let runs = settings.len();
+        let cases: Vec<Case> = (0..runs).map(|r| Case::random(seed as u64 * 10 + r as u64, n, k, m)).collect();
+        let cat = |f: &dyn Fn(&Case) -> Vec<f32>| cases.iter().flat_map(f).collect::<Vec<f32>>();
+        let up = |label, v: &[f32]| gpu.upload(label, v).unwrap();
+        let (g, z, codebook) = (
+            up("g", &cat(&|c| c.g.clone())),
+            up("z", &cat(&|c| c.z.clone())),
+            up("codebook", &cat(&|c| c.codebook.clone())),
+        );
+        let index = gpu.upload("index", &cases.iter().flat_map(|c| c.index.clone()).collect::<Vec<u32>>()).unwrap();
+        let out = gpu.zeroed::<f32>("grad_z", runs * n * m).unwrap();
+        let buffers = EstimatorBuffers { g: &g, z: &z, index: &index, codebook: &codebook, grad_z: &out };
+        let shape = EstimatorShape { n: n as u32, k: k as u32, m: m as u32 };
+        let bound = kernel.bind_runs(&gpu.device, &buffers, shape, &settings).unwrap();
+        run_pass(&gpu, |pass| bound.encode(pass));
+        let batched: Vec<f32> = gpu.read(&out).unwrap();
+        for (r, (case, s)) in cases.iter().zip(&settings).enumerate() {
+            let alone = run(&gpu, &bind(&gpu, &kernel, case, *s), n * m);
+            let what = format!("n={n} k={k} m={m} run {r} ({} beta {})", s.estimator, s.beta);
+            assert_eq!(bits(&batched[r * n * m..(r + 1) * n * m]), bits(&alone), "{what}");
+        }
+    }
+    assert_clean(&gpu);
+}
