@@ -11,10 +11,10 @@ const LANES: u32 = 4u;
 // VARIANT END
 
 struct Params {
-    rows: u32,   // rows to write
-    width: u32,  // floats per row (a multiple of LANES)
-    limit: u32,  // rows in the source (indices are clamped below it)
-    _pad: u32,
+    rows: u32,          // rows to write
+    width: u32,         // floats per row (a multiple of LANES)
+    limit: u32,         // rows in the source (indices are clamped below it)
+    index_stride: u32,  // indices per run
 }
 
 struct Step {
@@ -33,10 +33,11 @@ struct Step {
 override WORKGROUP_SIZE: u32 = 64u;
 
 // One invocation copies one row: no integer division per element, which CPU drivers (lavapipe) vectorize badly.
-fn copy_row(r: u32, offset: u32) {
+// Batched: run `run` has its own source (limit rows), indices (index_stride) and output (rows).
+fn copy_row(r: u32, offset: u32, run: u32) {
     let row_len = params.width / LANES;
-    let src = min(index[offset + r], params.limit - 1u) * row_len;
-    let dst = r * row_len;
+    let src = (run * params.limit + min(index[run * params.index_stride + offset + r], params.limit - 1u)) * row_len;
+    let dst = (run * params.rows + r) * row_len;
     for (var j = 0u; j < row_len; j++) {
         out[dst + j] = source[src + j];
     }
@@ -46,7 +47,7 @@ fn copy_row(r: u32, offset: u32) {
 fn gather_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let r = gid.x + gid.y * nwg.x * WORKGROUP_SIZE;
     if (r < params.rows) {
-        copy_row(r, step.row_offset);
+        copy_row(r, step.row_offset, gid.z);
     }
 }
 
@@ -54,6 +55,6 @@ fn gather_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
 fn gather_codes(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let r = gid.x + gid.y * nwg.x * WORKGROUP_SIZE;
     if (r < params.rows) {
-        copy_row(r, 0u);
+        copy_row(r, 0u, gid.z);
     }
 }

@@ -51,7 +51,7 @@ pub struct BoundAdam {
 impl BoundAdam {
     /// Records one update, with step `slot` of `step` at group 1.
     pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>, step: &StepUniform, slot: u32) {
-        super::dispatch_step(pass, &self.pipeline, &self.bind_group, self.grid, step, slot);
+        super::dispatch_step(pass, &self.pipeline, &self.bind_group, (self.grid.0, self.grid.1, 1), step, slot);
     }
 }
 

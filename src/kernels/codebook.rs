@@ -519,7 +519,7 @@ impl BoundReset {
 
     /// Replaces the codes unused since the last reset, with step `slot` of `step` at group 1.
     pub fn encode_reset(&self, pass: &mut wgpu::ComputePass<'_>, step: &super::step::StepUniform, slot: u32) {
-        super::dispatch_step(pass, &self.reset, &self.bind_group, self.grid, step, slot);
+        super::dispatch_step(pass, &self.reset, &self.bind_group, (self.grid.0, self.grid.1, 1), step, slot);
     }
 }
 

@@ -3,10 +3,10 @@
 
 use super::step::StepUniform;
 use super::{
-    Binding, F32, Slot, bind_group, bind_group_layout, check_shape, dispatch, pipeline, pipeline_with, shader,
+    Binding, F32, Slot, bind_group, bind_group_layout, check_shape, dispatch_runs, pipeline, pipeline_with, shader,
     thread_grid, uniform,
 };
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::shaders::{self, Lanes};
 
 #[derive(encase::ShaderType)]
@@ -14,7 +14,7 @@ struct Params {
     rows: u32,
     width: u32,
     limit: u32,
-    pad: u32,
+    index_stride: u32,
 }
 
 /// The gather pipelines. Make once per device, with the step uniform `gather_rows` reads.
@@ -35,13 +35,14 @@ pub struct BoundGather {
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     _params: wgpu::Buffer,
-    grid: (u32, u32),
+    /// Workgroups in x and y over the rows, and one z layer per run.
+    grid: (u32, u32, u32),
 }
 
 impl BoundGather {
     /// Records a code gather (no step uniform needed).
     pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
-        dispatch(pass, &self.pipeline, &self.bind_group, self.grid);
+        dispatch_runs(pass, &self.pipeline, &self.bind_group, self.grid);
     }
 
     /// Records a minibatch gather for step `slot` of `step`.
@@ -78,33 +79,42 @@ impl Gather {
         source: &wgpu::Buffer,
         source_rows: u32,
         index: &wgpu::Buffer,
-        index_len: u64,
+        index_len: u32,
         out: &wgpu::Buffer,
-        rows: u32,
-        width: u32,
+        (rows, width, runs): (u32, u32, u32),
     ) -> Result<BoundGather> {
         check_shape(
-            &[("rows", rows), ("width", width), ("source rows", source_rows)],
+            &[("rows", rows), ("width", width), ("source rows", source_rows), ("runs", runs)],
             &[("rows x width", rows, width), ("source", source_rows, width)],
         )?;
-        let params = uniform(device, "gather params", &Params { rows, width, limit: source_rows, pad: 0 })?;
+        let r = runs as u64;
+        for (name, per_run) in [("output", rows as u64 * width as u64), ("source", source_rows as u64 * width as u64)] {
+            if r * per_run > u32::MAX as u64 || r * index_len as u64 > u32::MAX as u64 {
+                return Err(Error::Shape(format!("{runs} runs of the {name} exceed 2^32 elements")));
+            }
+        }
+        if runs > self.max_groups {
+            return Err(Error::Shape(format!("{runs} runs exceed one dispatch's {} workgroups in z", self.max_groups)));
+        }
+        let params =
+            uniform(device, "gather params", &Params { rows, width, limit: source_rows, index_stride: index_len })?;
         let bind_group = bind_group(
             device,
             "gather",
             &self.layout,
             &params,
             &[
-                Binding::new(1, "source", source, source_rows as u64 * width as u64 * F32),
-                Binding::new(2, "index", index, index_len * 4),
-                Binding::new(3, "out", out, rows as u64 * width as u64 * F32),
+                Binding::new(1, "source", source, r * source_rows as u64 * width as u64 * F32),
+                Binding::new(2, "index", index, r * index_len as u64 * 4),
+                Binding::new(3, "out", out, r * rows as u64 * width as u64 * F32),
             ],
         )?;
-        let grid = thread_grid(rows as u64, WORKGROUP_SIZE, self.max_groups)?;
+        let (x, y) = thread_grid(rows as u64, WORKGROUP_SIZE, self.max_groups)?;
         let pipeline = match Lanes::for_dim(width) {
             Lanes::Vec4 => &self.vec4[which],
             Lanes::Scalar => &self.scalar[which],
         };
-        Ok(BoundGather { pipeline: pipeline.clone(), bind_group, _params: params, grid })
+        Ok(BoundGather { pipeline: pipeline.clone(), bind_group, _params: params, grid: (x, y, runs) })
     }
 
     /// Minibatch gather: `batch` rows of `data` (`data_rows x width`) picked by `schedule` (which holds
@@ -120,7 +130,24 @@ impl Gather {
         batch: u32,
         width: u32,
     ) -> Result<BoundGather> {
-        self.bind(device, ROWS, data, data_rows, schedule, schedule_len as u64, out, batch, width)
+        self.bind(device, ROWS, data, data_rows, schedule, schedule_len, out, (batch, width, 1))
+    }
+
+    /// [`Gather::bind_rows`] for `runs` runs stacked in the buffers, in one dispatch: run r gathers from its own
+    /// `data_rows` rows of `data`, by its own `schedule_len` indices, into its own `batch` rows of `out`.
+    #[allow(clippy::too_many_arguments)] // bind_rows' arguments and the run count
+    pub fn bind_rows_runs(
+        &self,
+        device: &wgpu::Device,
+        data: &wgpu::Buffer,
+        data_rows: u32,
+        schedule: &wgpu::Buffer,
+        schedule_len: u32,
+        out: &wgpu::Buffer,
+        (batch, width): (u32, u32),
+        runs: u32,
+    ) -> Result<BoundGather> {
+        self.bind(device, ROWS, data, data_rows, schedule, schedule_len, out, (batch, width, runs))
     }
 
     /// `q[i] = codebook[index[i]]` for `n` rows of width `m` from `k` codes.
@@ -134,6 +161,6 @@ impl Gather {
         k: u32,
         m: u32,
     ) -> Result<BoundGather> {
-        self.bind(device, CODES, codebook, k, index, n as u64, q, n, m)
+        self.bind(device, CODES, codebook, k, index, n, q, (n, m, 1))
     }
 }

@@ -266,12 +266,12 @@ pub(crate) fn dispatch_step(
     pass: &mut wgpu::ComputePass<'_>,
     pipeline: &wgpu::ComputePipeline,
     bind_group: &wgpu::BindGroup,
-    grid: (u32, u32),
+    grid: (u32, u32, u32),
     step: &step::StepUniform,
     slot: u32,
 ) {
     pass.set_pipeline(pipeline);
     pass.set_bind_group(0, bind_group, &[]);
     step.bind(pass, slot);
-    pass.dispatch_workgroups(grid.0, grid.1, 1);
+    pass.dispatch_workgroups(grid.0, grid.1, grid.2);
 }

@@ -52,3 +52,44 @@ fn gathers_copy_the_indexed_rows_exactly() {
     }
     assert_clean(&gpu);
 }
+
+/// Minibatch gathers of several runs in one dispatch: each run reads its own data by its own schedule.
+#[test]
+fn batched_row_gathers_equal_single_runs() {
+    let gpu = gpu_or_skip!();
+    let step = StepUniform::new(&gpu.device, 2).unwrap();
+    let gather = Gather::new(&gpu.device, &step).unwrap();
+    for &(source_rows, width, rows, runs) in &[(10, 4, 7, 3), (9, 3, 5, 2), (300, 256, 16, 4)] {
+        let mut d = Data::new(width as u64 + 90);
+        let source = d.normal(runs * source_rows * width, 1.0);
+        let schedule = d.indices(runs * 2 * rows, source_rows as u32);
+        let (src, sched) = (gpu.upload("source", &source).unwrap(), gpu.upload("schedule", &schedule).unwrap());
+        let out = gpu.zeroed::<f32>("out", runs * rows * width).unwrap();
+        let (r, w) = (rows as u32, width as u32);
+        let bound = gather
+            .bind_rows_runs(&gpu.device, &src, source_rows as u32, &sched, 2 * r, &out, (r, w), runs as u32)
+            .unwrap();
+        step.write(
+            &gpu.queue,
+            &[StepConstants::adam(1, 0.1, 0.9, 0.999, 0), StepConstants::adam(2, 0.1, 0.9, 0.999, r)],
+        )
+        .unwrap();
+        for slot in 0..2 {
+            run_pass(&gpu, |pass| bound.encode_step(pass, &step, slot as u32));
+            let got: Vec<f32> = gpu.read(&out).unwrap();
+            for run in 0..runs {
+                let index = &schedule[run * 2 * rows + slot * rows..run * 2 * rows + (slot + 1) * rows];
+                let want: Vec<f32> = index
+                    .iter()
+                    .flat_map(|&i| {
+                        let at = (run * source_rows + i as usize) * width;
+                        source[at..at + width].to_vec()
+                    })
+                    .collect();
+                let got_run = &got[run * rows * width..(run + 1) * rows * width];
+                assert_eq!(bits(got_run), bits(&want), "width {width}: run {run} of {runs}, slot {slot}");
+            }
+        }
+    }
+    assert_clean(&gpu);
+}
