@@ -26,6 +26,10 @@ struct Params {
     c_row: u32,
     bias_off: u32,
     scale: f32,      // FLAG_LOSS: the loss gradient's scale, 2 / (B d)
+    a_run: u32,      // floats between two runs' A (runs stacked along global_invocation_id.z)
+    b_run: u32,      // ... B and the bias (which live in the same parameter buffer)
+    c_run: u32,      // ... C, the loss target and gradient, and the row sums
+    _pad0: u32,
     _pad1: u32,
     _pad2: u32,
 }
@@ -45,7 +49,7 @@ const FLAG_ROW_SUMS: u32 = 8u;
 
 override WORKGROUP_SIZE: u32 = 64u;
 
-fn finish(i: u32, j0: u32, v: vec4<f32>) {
+fn finish(i: u32, j0: u32, v: vec4<f32>, run: u32) {
     if (i >= params.rows) {
         return;
     }
@@ -54,12 +58,12 @@ fn finish(i: u32, j0: u32, v: vec4<f32>) {
         if (j < params.cols) {
             var out = v[t];
             if ((params.flags & FLAG_BIAS) != 0u) {
-                out += bias[params.bias_off + j];
+                out += bias[run * params.b_run + params.bias_off + j];
             }
             if ((params.flags & FLAG_RELU) != 0u) {
                 out = max(out, 0.0);
             }
-            let e = params.c_off + i * params.c_row + j;
+            let e = run * params.c_run + params.c_off + i * params.c_row + j;
             c[e] = out;
             if ((params.flags & FLAG_LOSS) != 0u) {
                 grad[e] = params.scale * (out - loss_target[e]);
@@ -80,16 +84,19 @@ fn matmul(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     if (i0 >= params.rows) {
         return;
     }
+    let run = gid.z;
     let last_i = params.rows - 1u;
     let last_j = params.cols - 1u;
-    let a0 = params.a_off + min(i0, last_i) * params.a_row;
-    let a1 = params.a_off + min(i0 + 1u, last_i) * params.a_row;
-    let a2 = params.a_off + min(i0 + 2u, last_i) * params.a_row;
-    let a3 = params.a_off + min(i0 + 3u, last_i) * params.a_row;
-    let b0 = params.b_off + min(j0, last_j) * params.b_col;
-    let b1 = params.b_off + min(j0 + 1u, last_j) * params.b_col;
-    let b2 = params.b_off + min(j0 + 2u, last_j) * params.b_col;
-    let b3 = params.b_off + min(j0 + 3u, last_j) * params.b_col;
+    let a_off = run * params.a_run + params.a_off;
+    let b_off = run * params.b_run + params.b_off;
+    let a0 = a_off + min(i0, last_i) * params.a_row;
+    let a1 = a_off + min(i0 + 1u, last_i) * params.a_row;
+    let a2 = a_off + min(i0 + 2u, last_i) * params.a_row;
+    let a3 = a_off + min(i0 + 3u, last_i) * params.a_row;
+    let b0 = b_off + min(j0, last_j) * params.b_col;
+    let b1 = b_off + min(j0 + 1u, last_j) * params.b_col;
+    let b2 = b_off + min(j0 + 2u, last_j) * params.b_col;
+    let b3 = b_off + min(j0 + 3u, last_j) * params.b_col;
     var c0 = vec4<f32>(0.0);
     var c1 = vec4<f32>(0.0);
     var c2 = vec4<f32>(0.0);
@@ -109,14 +116,14 @@ fn matmul(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     if ((params.flags & FLAG_ROW_SUMS) != 0u && j0 == 0u) {
         for (var t = 0u; t < 4u; t++) {
             if (i0 + t < params.rows) {
-                c[params.bias_off + i0 + t] = row_sums[t];
+                c[run * params.c_run + params.bias_off + i0 + t] = row_sums[t];
             }
         }
     }
-    finish(i0, j0, c0);
-    finish(i0 + 1u, j0, c1);
-    finish(i0 + 2u, j0, c2);
-    finish(i0 + 3u, j0, c3);
+    finish(i0, j0, c0, run);
+    finish(i0 + 1u, j0, c1, run);
+    finish(i0 + 2u, j0, c2, run);
+    finish(i0 + 3u, j0, c3, run);
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)
@@ -126,10 +133,11 @@ fn column_sums(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     var acc = 0.0;
+    let a_off = gid.z * params.a_run + params.a_off;
     for (var i = 0u; i < params.rows; i++) {
-        acc += a[params.a_off + i * params.a_row + j * params.a_col];
+        acc += a[a_off + i * params.a_row + j * params.a_col];
     }
-    c[params.c_off + j] = acc;
+    c[gid.z * params.c_run + params.c_off + j] = acc;
 }
 
 // In place on c (the gradient), masked by b (the ReLU's output): `rows` elements from c_off and b_off.
@@ -139,7 +147,7 @@ fn relu_mask(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
     if (e >= params.rows) {
         return;
     }
-    if (b[params.b_off + e] <= 0.0) {
-        c[params.c_off + e] = 0.0;
+    if (b[gid.z * params.b_run + params.b_off + e] <= 0.0) {
+        c[gid.z * params.c_run + params.c_off + e] = 0.0;
     }
 }

@@ -3,7 +3,8 @@
 //! offsets a [`Linear`] names; W is `out x in`, row-major, as PyTorch's `nn.Linear` stores it.
 
 use super::{
-    Binding, F32, Slot, bind_group, bind_group_layout, check_shape, dispatch, pipeline, shader, thread_grid, uniform,
+    Binding, F32, Slot, bind_group, bind_group_layout, check_shape, dispatch_runs, pipeline, shader, thread_grid,
+    uniform,
 };
 use crate::error::{Error, Result};
 use crate::shaders;
@@ -33,6 +34,10 @@ struct Params {
     c_row: u32,
     bias_off: u32,
     scale: f32,
+    a_run: u32,
+    b_run: u32,
+    c_run: u32,
+    pad0: u32,
     pad1: u32,
     pad2: u32,
 }
@@ -56,6 +61,7 @@ pub struct LossTarget<'a> {
 }
 
 /// The dense pipelines. Make once per device.
+#[derive(Clone)]
 pub struct Dense {
     layout: wgpu::BindGroupLayout,
     matmul: wgpu::ComputePipeline,
@@ -65,6 +71,9 @@ pub struct Dense {
     dummy_out: wgpu::Buffer,
     workgroup_size: u32,
     max_groups: u32,
+    /// Runs stacked in the buffers, and the floats between two runs' parameters (see [`Dense::for_runs`]).
+    runs: u32,
+    param_stride: u32,
 }
 
 /// One dense operation bound to buffers.
@@ -72,15 +81,19 @@ pub struct BoundDense {
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     _params: wgpu::Buffer,
-    grid: (u32, u32),
+    /// Workgroups in x and y, and one z layer per run.
+    grid: (u32, u32, u32),
 }
 
 impl BoundDense {
     /// Records the dispatch into the caller's pass.
     pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
-        dispatch(pass, &self.pipeline, &self.bind_group, self.grid);
+        dispatch_runs(pass, &self.pipeline, &self.bind_group, self.grid);
     }
 }
+
+/// A binding: its name, buffer, elements one run reads, and floats between two runs' data.
+type Operand<'a> = (&'static str, &'a wgpu::Buffer, u64, u32);
 
 /// The last element a strided access reads, plus one.
 fn extent(off: u32, rows: u32, row_stride: u32, cols: u32, col_stride: u32) -> u64 {
@@ -107,7 +120,19 @@ impl Dense {
             layout,
             workgroup_size,
             max_groups: device.limits().max_compute_workgroups_per_dimension,
+            runs: 1,
+            param_stride: 0,
         })
+    }
+
+    /// The same pipelines binding `runs` runs stacked in every buffer, computed in one dispatch: each run's
+    /// activations follow the previous run's (x as `runs x batch x input`, and so on), and its parameters (and
+    /// their gradients) sit `param_stride` floats after the previous run's. Each run gives the bits it gives alone.
+    pub fn for_runs(&self, runs: u32, param_stride: u32) -> Result<Dense> {
+        if runs == 0 || runs > self.max_groups {
+            return Err(Error::Shape(format!("runs must be 1 to {}, got {runs}", self.max_groups)));
+        }
+        Ok(Dense { runs, param_stride, ..self.clone() })
     }
 
     #[allow(clippy::too_many_arguments)] // the private core of every bind: one tuple per binding
@@ -115,19 +140,23 @@ impl Dense {
         &self,
         device: &wgpu::Device,
         pipeline: &wgpu::ComputePipeline,
-        p: Params,
-        a: (&'static str, &wgpu::Buffer, u64),
-        b: (&'static str, &wgpu::Buffer, u64),
-        bias: (&'static str, &wgpu::Buffer, u64),
-        c: (&'static str, &wgpu::Buffer, u64),
+        mut p: Params,
+        a: Operand<'_>,
+        b: Operand<'_>,
+        bias: Operand<'_>,
+        c: Operand<'_>,
         loss: Option<&LossTarget<'_>>,
         grid: (u32, u32),
     ) -> Result<BoundDense> {
-        for (name, _, elements) in [a, b, bias, c] {
+        // Each operand's elements over all runs: the last run's extent after the others' strides.
+        let total = |(_, _, extent, stride): Operand<'_>| (self.runs as u64 - 1) * stride as u64 + extent;
+        let (a_len, b_len, bias_len, c_len) = (total(a), total(b), total(bias), total(c));
+        for (name, elements) in [(a.0, a_len), (b.0, b_len), (bias.0, bias_len), (c.0, c_len)] {
             if elements > u32::MAX as u64 {
                 return Err(Error::Shape(format!("`{name}` needs {elements} elements, past a u32 index")));
             }
         }
+        (p.a_run, p.b_run, p.c_run) = (a.3, b.3, c.3);
         let params = uniform(device, "dense params", &p)?;
         let bind_group = bind_group(
             device,
@@ -135,21 +164,21 @@ impl Dense {
             &self.layout,
             &params,
             &[
-                Binding::new(1, a.0, a.1, a.2 * F32),
-                Binding::new(2, b.0, b.1, b.2 * F32),
-                Binding::new(3, bias.0, bias.1, bias.2 * F32),
-                Binding::new(4, c.0, c.1, c.2 * F32),
+                Binding::new(1, a.0, a.1, a_len * F32),
+                Binding::new(2, b.0, b.1, b_len * F32),
+                Binding::new(3, bias.0, bias.1, bias_len * F32),
+                Binding::new(4, c.0, c.1, c_len * F32),
                 match loss {
-                    Some(l) => Binding::new(5, "target", l.target, c.2 * F32),
+                    Some(l) => Binding::new(5, "target", l.target, c_len * F32),
                     None => Binding::new(5, "unused", &self.dummy, F32),
                 },
                 match loss {
-                    Some(l) => Binding::new(6, "grad", l.grad, c.2 * F32),
+                    Some(l) => Binding::new(6, "grad", l.grad, c_len * F32),
                     None => Binding::new(6, "unused", &self.dummy_out, F32),
                 },
             ],
         )?;
-        Ok(BoundDense { pipeline: pipeline.clone(), bind_group, _params: params, grid })
+        Ok(BoundDense { pipeline: pipeline.clone(), bind_group, _params: params, grid: (grid.0, grid.1, self.runs) })
     }
 
     /// One invocation per 4 x 4 block of the output.
@@ -225,10 +254,10 @@ impl Dense {
             device,
             &self.matmul,
             p,
-            ("x", x, batch as u64 * input as u64),
-            ("params", params, w_end),
-            ("params", params, w_end),
-            ("y", y, batch as u64 * output as u64),
+            ("x", x, batch as u64 * input as u64, batch * input),
+            ("params", params, w_end, self.param_stride),
+            ("params", params, w_end, self.param_stride),
+            ("y", y, batch as u64 * output as u64, batch * output),
             loss,
             grid,
         )
@@ -263,10 +292,10 @@ impl Dense {
             device,
             &self.matmul,
             p,
-            ("dy", dy, batch as u64 * output as u64),
-            ("params", params, extent(w_off, output, input, input, 1)),
-            ("unused", &self.dummy, 1),
-            ("dx", dx, batch as u64 * input as u64),
+            ("dy", dy, batch as u64 * output as u64, batch * output),
+            ("params", params, extent(w_off, output, input, input, 1), self.param_stride),
+            ("unused", &self.dummy, 1, 0),
+            ("dx", dx, batch as u64 * input as u64, batch * input),
             None,
             grid,
         )
@@ -335,10 +364,10 @@ impl Dense {
             device,
             &self.matmul,
             p,
-            ("dy", dy, batch as u64 * output as u64),
-            ("x", x, batch as u64 * input as u64),
-            ("unused", &self.dummy, 1),
-            ("grads", grads, grads_end),
+            ("dy", dy, batch as u64 * output as u64, batch * output),
+            ("x", x, batch as u64 * input as u64, batch * input),
+            ("unused", &self.dummy, 1, 0),
+            ("grads", grads, grads_end, self.param_stride),
             None,
             grid,
         )
@@ -361,10 +390,10 @@ impl Dense {
             device,
             &self.column_sums,
             p,
-            ("dy", dy, batch as u64 * output as u64),
-            ("unused", &self.dummy, 1),
-            ("unused", &self.dummy, 1),
-            ("grads", grads, b_off as u64 + output as u64),
+            ("dy", dy, batch as u64 * output as u64, batch * output),
+            ("unused", &self.dummy, 1, 0),
+            ("unused", &self.dummy, 1, 0),
+            ("grads", grads, b_off as u64 + output as u64, self.param_stride),
             None,
             grid,
         )
@@ -385,10 +414,10 @@ impl Dense {
             device,
             &self.relu_mask,
             p,
-            ("unused", &self.dummy, 1),
-            ("relu output", output, len as u64),
-            ("unused", &self.dummy, 1),
-            ("grad", grad, len as u64),
+            ("unused", &self.dummy, 1, 0),
+            ("relu output", output, len as u64, len),
+            ("unused", &self.dummy, 1, 0),
+            ("grad", grad, len as u64, len),
             None,
             grid,
         )

@@ -106,3 +106,71 @@ fn dense_products_match_the_reference_on_odd_shapes() {
     assert!(dense.bind_forward_with_loss(&gpu.device, layer, &b1, &params, &b2, 2, &bad).is_err(), "NaN scale");
     assert_clean(&gpu);
 }
+
+/// Runs stacked in every buffer (`Dense::for_runs`) give each run the bits it gives alone, for every product.
+#[test]
+fn batched_runs_equal_single_runs_bit_for_bit() {
+    let gpu = gpu_or_skip!();
+    let single = Dense::new(&gpu.device).unwrap();
+    for &(n, i, o, runs) in &[(3, 5, 7, 3), (64, 4, 256, 2), (5, 256, 4, 4)] {
+        let mut d = Data::new((n * i * o) as u64);
+        let layer = Linear { input: i as u32, output: o as u32, w_off: 2, b_off: (2 + o * i) as u32 };
+        let stride = 2 + o * i + o + 3; // each run's parameters, then a gap
+        let (x, dy, params) = (d.normal(runs * n * i, 1.0), d.normal(runs * n * o, 1.0), d.normal(runs * stride, 1.0));
+        let target = d.normal(runs * n * o, 1.0);
+        let len = n * i.min(o); // the ReLU mask's elements per run
+        let (relu_g, relu_y) = (d.normal(runs * len, 1.0), d.normal(runs * len, 1.0));
+        let scale = 0.5;
+        let batched = single.for_runs(runs as u32, stride as u32).unwrap();
+        // Every product, on the runs together or on one run's slices; returns (y, dy out, dx, grads, relu).
+        let outputs = |dense: &Dense, [x, dy, params, target, rg, ry]: [&[f32]; 6]| -> Vec<Vec<f32>> {
+            let up = |label, v: &[f32]| gpu.upload(label, v).unwrap();
+            let (xb, dyb, pb, tb) = (up("x", x), up("dy", dy), up("params", params), up("target", target));
+            let yb = gpu.zeroed::<f32>("y", dy.len()).unwrap();
+            let gb_out = gpu.zeroed::<f32>("loss grad", dy.len()).unwrap();
+            let dxb = gpu.zeroed::<f32>("dx", x.len()).unwrap();
+            let gb = gpu.zeroed::<f32>("grads", params.len()).unwrap();
+            let bias_only = gpu.zeroed::<f32>("bias grads", params.len()).unwrap();
+            let (relu_g, relu_y) = (up("relu g", rg), up("relu y", ry));
+            let rows = (x.len() / i) as u32 / (params.len() / stride) as u32;
+            let loss = LossTarget { target: &tb, grad: &gb_out, scale };
+            let dev = &gpu.device;
+            let ops = [
+                dense.bind_forward_with_loss(dev, layer, &xb, &pb, &yb, rows, &loss).unwrap(),
+                dense.bind_input_grad(dev, layer, &dyb, &pb, &dxb, rows).unwrap(),
+                dense.bind_weight_and_bias_grad(dev, layer, &dyb, &xb, &gb, rows).unwrap(),
+                dense.bind_relu_mask(dev, &relu_g, &relu_y, len as u32).unwrap(),
+                dense.bind_bias_grad(dev, layer, &dyb, &bias_only, rows).unwrap(),
+            ];
+            run_pass(&gpu, |pass| ops.iter().for_each(|op| op.encode(pass)));
+            [&yb, &gb_out, &dxb, &gb, &relu_g, &bias_only].iter().map(|b| gpu.read::<f32>(b).unwrap()).collect()
+        };
+        let together = outputs(&batched, [&x, &dy, &params, &target, &relu_g, &relu_y]);
+        for r in 0..runs {
+            let alone = outputs(
+                &single,
+                [
+                    &x[r * n * i..(r + 1) * n * i],
+                    &dy[r * n * o..(r + 1) * n * o],
+                    &params[r * stride..(r + 1) * stride],
+                    &target[r * n * o..(r + 1) * n * o],
+                    &relu_g[r * len..(r + 1) * len],
+                    &relu_y[r * len..(r + 1) * len],
+                ],
+            );
+            let what = format!("n={n} in={i} out={o} run {r} of {runs}");
+            let slices = [n * o, n * o, n * i, stride, len, stride];
+            for (k, ((t, a), len)) in together.iter().zip(&alone).zip(slices).enumerate() {
+                let (t, a) = (&t[r * len..(r + 1) * len], &a[..len]);
+                if k == 3 || k == 5 {
+                    // Gradients: only the layer's own slots are written.
+                    assert_eq!(bits(&t[2..2 + o * i + o]), bits(&a[2..2 + o * i + o]), "{what}: grads {k}");
+                } else {
+                    assert_eq!(bits(t), bits(a), "{what}: output {k}");
+                }
+            }
+        }
+    }
+    assert!(single.for_runs(0, 1).is_err(), "zero runs");
+    assert_clean(&gpu);
+}
