@@ -86,6 +86,9 @@ fn segment_sums(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id
     let dim0 = wid.y * dim_tile;
     let m = params.m;
     let used = codes_per_tile * dim_tile; // <= TILE
+    // Batched: run wid.z has its own rows, indices, codebook and sums.
+    let rows_base = wid.z * params.n;
+    let codes_base = wid.z * params.k * m;
 
     for (var e = lid; e < used; e += WORKGROUP_SIZE) {
         acc[e] = 0.0;
@@ -94,7 +97,8 @@ fn segment_sums(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id
         workgroupBarrier(); // the previous chunk is done
         for (var e = lid; e < CHUNK; e += WORKGROUP_SIZE) {
             let row = row0 + e;
-            staged_index[e] = select(0xffffffffu, min(index[min(row, params.n - 1u)], params.k - 1u), row < params.n);
+            let at = rows_base + min(row, params.n - 1u);
+            staged_index[e] = select(0xffffffffu, min(index[at], params.k - 1u), row < params.n);
         }
         workgroupBarrier();
         let rows = min(CHUNK, params.n - row0);
@@ -106,9 +110,9 @@ fn segment_sums(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id
                 var j = (lid + WORKGROUP_SIZE - base % WORKGROUP_SIZE) % WORKGROUP_SIZE;
                 for (; j < dim_tile && dim0 + j < m; j += WORKGROUP_SIZE) {
                     let dim = dim0 + j;
-                    var v = z[(row0 + r) * m + dim];
+                    var v = z[(rows_base + row0 + r) * m + dim];
                     if (params.center != 0u) {
-                        v -= codebook[code * m + dim];
+                        v -= codebook[codes_base + code * m + dim];
                     }
                     acc[base + j] += v;
                 }
@@ -120,7 +124,7 @@ fn segment_sums(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id
         let code = code0 + e / dim_tile;
         let dim = dim0 + e % dim_tile;
         if (code < params.k && dim < m) {
-            sums[code * m + dim] = params.scale * acc[e];
+            sums[codes_base + code * m + dim] = params.scale * acc[e];
         }
     }
 }
@@ -134,19 +138,22 @@ fn segment_sums_small(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
     if (e >= params.k * params.m) {
         return;
     }
+    // Batched: run gid.z has its own rows, indices, codebook and sums.
+    let rows = gid.z * params.n;
+    let codes = gid.z * params.k * params.m;
     let code = e / params.m;
     let dim = e % params.m;
     var c = 0.0;
     if (params.center != 0u) {
-        c = codebook[e];
+        c = codebook[codes + e];
     }
     var total = 0.0;
     for (var row = 0u; row < params.n; row++) {
-        if (min(index[row], params.k - 1u) == code) {
-            total += z[row * params.m + dim] - c;
+        if (min(index[rows + row], params.k - 1u) == code) {
+            total += z[(rows + row) * params.m + dim] - c;
         }
     }
-    sums[e] = params.scale * total;
+    sums[codes + e] = params.scale * total;
 }
 
 var<workgroup> partial: array<f32, REDUCE>;

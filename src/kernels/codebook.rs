@@ -4,8 +4,8 @@
 //! - [`Codebook::bind_ema`]: the EMA update with Laplace smoothing, which rewrites the codebook in place.
 
 use super::{
-    Binding, F32, Slot, bind_group, bind_group_layout, check_shape, check_workgroup_size, dispatch, pipeline, shader,
-    thread_grid, uniform,
+    Binding, F32, Slot, bind_group, bind_group_layout, check_shape, check_workgroup_size, dispatch, dispatch_runs,
+    pipeline, shader, thread_grid, uniform,
 };
 use crate::error::{Error, Result};
 use crate::gpu::zeroed;
@@ -215,6 +215,7 @@ impl Codebook {
         })
     }
 
+    #[allow(clippy::too_many_arguments)] // the private core of the grad, EMA and Lloyd sums
     fn sums_pass(
         &self,
         device: &wgpu::Device,
@@ -225,7 +226,17 @@ impl Codebook {
         out: &wgpu::Buffer,
         shape: CodebookShape,
         params: Params,
+        runs: u32,
     ) -> Result<SumsPass> {
+        let r = runs as u64;
+        if runs == 0 || runs > self.max_groups {
+            return Err(Error::Shape(format!("runs must be 1 to {}, got {runs}", self.max_groups)));
+        }
+        if r * shape.n as u64 * shape.m as u64 > u32::MAX as u64
+            || r * shape.k as u64 * shape.m as u64 > u32::MAX as u64
+        {
+            return Err(Error::Shape(format!("{runs} runs of {shape:?} exceed 2^32 elements")));
+        }
         let small = shape.k as u64 * shape.m as u64 <= SMALL_SUMS;
         let (pipeline, grid) = if small {
             (&self.segment_sums_small, self.threads(shape.k as u64 * shape.m as u64)?)
@@ -233,20 +244,20 @@ impl Codebook {
             (&self.segment_sums, self.sums_grid(shape)?)
         };
         let params = uniform(device, label, &params)?;
-        let codes = shape.k as u64 * shape.m as u64 * F32;
+        let codes = r * shape.k as u64 * shape.m as u64 * F32;
         let bind_group = bind_group(
             device,
             label,
             &self.sums_layout,
             &params,
             &[
-                Binding::new(1, "index", index, shape.n as u64 * 4),
-                Binding::new(2, "z", z, shape.n as u64 * shape.m as u64 * F32),
+                Binding::new(1, "index", index, r * shape.n as u64 * 4),
+                Binding::new(2, "z", z, r * shape.n as u64 * shape.m as u64 * F32),
                 Binding::new(3, "codebook", codebook, codes),
                 Binding::new(5, "grad", out, codes),
             ],
         )?;
-        Ok(SumsPass { pipeline: pipeline.clone(), bind_group, _params: params, grid })
+        Ok(SumsPass { pipeline: pipeline.clone(), bind_group, _params: params, grid: (grid.0, grid.1, runs) })
     }
 
     /// Binds the usage counts: `counts[k] = #{i : index[i] = k}`.
@@ -269,6 +280,19 @@ impl Codebook {
         shape: CodebookShape,
         batch: u32,
     ) -> Result<BoundGrad> {
+        self.bind_grad_runs(device, buffers, shape, batch, 1)
+    }
+
+    /// [`Codebook::bind_grad`] for `runs` runs stacked in the buffers (z `runs x n x m`, index `runs x n`, the
+    /// codebooks and gradients `runs x k x m`), in one dispatch; each run gives the bits it gives alone.
+    pub fn bind_grad_runs(
+        &self,
+        device: &wgpu::Device,
+        buffers: &GradBuffers<'_>,
+        shape: CodebookShape,
+        batch: u32,
+        runs: u32,
+    ) -> Result<BoundGrad> {
         check_shape(
             &[("n", shape.n), ("k", shape.k), ("m", shape.m), ("batch", batch)],
             &[("n x m", shape.n, shape.m), ("k x m", shape.k, shape.m)],
@@ -285,6 +309,7 @@ impl Codebook {
                 buffers.grad,
                 shape,
                 params,
+                runs,
             )?,
         })
     }
@@ -320,6 +345,7 @@ impl Codebook {
             &sums,
             shape,
             params,
+            1,
         )?;
         let params = uniform(device, "codebook ema params", &Self::params(shape, false, 1.0, settings))?;
         let bind_group = bind_group(
@@ -364,7 +390,7 @@ impl Codebook {
         let dummy = zeroed::<f32>(device, "lloyd unused", 1)?;
         let params = Self::params(shape, false, 1.0, EmaSettings::default());
         let sums_pass =
-            self.sums_pass(device, "lloyd sums", buffers.z, buffers.index, buffers.codebook, &sums, shape, params)?;
+            self.sums_pass(device, "lloyd sums", buffers.z, buffers.index, buffers.codebook, &sums, shape, params, 1)?;
         let params = uniform(device, "lloyd params", &Self::params(shape, false, 1.0, EmaSettings::default()))?;
         let bind_group = bind_group(
             device,
@@ -466,7 +492,7 @@ impl BoundLloyd {
     /// Records counts, sums and the centroid update (four dispatches).
     pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
         self.counts.encode(pass);
-        dispatch(pass, &self.sums.pipeline, &self.sums.bind_group, self.sums.grid);
+        dispatch_runs(pass, &self.sums.pipeline, &self.sums.bind_group, self.sums.grid);
         dispatch(pass, &self.update, &self.bind_group, self.grid);
     }
 }
@@ -543,7 +569,8 @@ struct SumsPass {
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     _params: wgpu::Buffer,
-    grid: (u32, u32),
+    /// Workgroups in x and y, and one z layer per run.
+    grid: (u32, u32, u32),
 }
 
 /// Usage counts bound to buffers.
@@ -566,7 +593,7 @@ pub struct BoundGrad {
 impl BoundGrad {
     /// Records the gradient (one dispatch) into the caller's pass.
     pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
-        dispatch(pass, &self.sums.pipeline, &self.sums.bind_group, self.sums.grid);
+        dispatch_runs(pass, &self.sums.pipeline, &self.sums.bind_group, self.sums.grid);
     }
 }
 
@@ -585,7 +612,7 @@ impl BoundEma {
     /// Records the whole update (counts, sums, N_k and n, then M_k and the codebook: five dispatches).
     pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
         self.counts.encode(pass);
-        dispatch(pass, &self.sums.pipeline, &self.sums.bind_group, self.sums.grid);
+        dispatch_runs(pass, &self.sums.pipeline, &self.sums.bind_group, self.sums.grid);
         dispatch(pass, &self.sizes, &self.bind_group, (1, 1));
         dispatch(pass, &self.update, &self.bind_group, self.update_grid);
     }

@@ -259,3 +259,40 @@ fn ema_updates_are_bit_identical_run_to_run() {
     };
     assert_eq!(run(), run(), "two runs of three EMA steps differ");
 }
+
+/// Runs stacked in one dispatch give each run the bits it gives alone, on both paths (k m <= 1024 and larger).
+#[test]
+fn batched_gradients_equal_single_runs_bit_for_bit() {
+    let gpu = gpu_or_skip!();
+    let kernel = Codebook::new(&gpu.device).unwrap();
+    for &(n, k, m, runs) in &[(5, 1, 1, 2), (300, 32, 4, 3), (700, 40, 64, 2), (50, 10, 300, 2)] {
+        let mut d = Data::new((n * k + m) as u64);
+        let z = d.normal(runs * n * m, 1.0);
+        let codebook = d.normal(runs * k * m, 1.0);
+        let index = d.indices(runs * n, k as u32);
+        let (zb, ib, cb) = (
+            gpu.upload("z", &z).unwrap(),
+            gpu.upload("index", &index).unwrap(),
+            gpu.upload("codebook", &codebook).unwrap(),
+        );
+        let gb = gpu.upload("grad", &vec![f32::NAN; runs * k * m]).unwrap();
+        let shape = CodebookShape { n: n as u32, k: k as u32, m: m as u32 };
+        let buffers = GradBuffers { z: &zb, index: &ib, codebook: &cb, grad: &gb };
+        let bound = kernel.bind_grad_runs(&gpu.device, &buffers, shape, n as u32, runs as u32).unwrap();
+        run_pass(&gpu, |pass| bound.encode(pass));
+        let together: Vec<f32> = gpu.read(&gb).unwrap();
+        for r in 0..runs {
+            let alone = grad_on_gpu(
+                &gpu,
+                &kernel,
+                &z[r * n * m..(r + 1) * n * m],
+                &index[r * n..(r + 1) * n],
+                &codebook[r * k * m..(r + 1) * k * m],
+                m,
+                n,
+            );
+            assert_eq!(bits(&together[r * k * m..(r + 1) * k * m]), bits(&alone.grad), "n={n} k={k} m={m} run {r}");
+        }
+    }
+    assert_clean(&gpu);
+}
