@@ -285,3 +285,47 @@ fn every_data_set_and_option_trains() {
     }
     common::assert_clean(&gpu);
 }
+
+/// Runs trained together in one batch (different seeds, estimators, betas and noise; linear and mlp) end exactly
+/// where each ends alone: the same parameter and codebook bits, and the same metrics at every evaluation. 100
+/// steps cross a submit boundary (64 steps to a submit).
+#[test]
+fn batched_runs_equal_single_runs_bit_for_bit() {
+    use vqgrad::train::gpu::BatchTrainer;
+    let gpu = gpu_or_skip!();
+    for encoder in [EncoderKind::Linear, EncoderKind::Mlp] {
+        let configs: Vec<TrainConfig> = Estimator::ALL
+            .iter()
+            .zip([(3, 0.25, 0.05), (4, 0.5, 0.1), (5, 0.25, 0.0), (6, 1.0, 0.2)])
+            .map(|(&estimator, (seed, beta, sigma))| TrainConfig {
+                data: DataSpec::Subspace { dim: 16, rank: 3, sigma },
+                seed,
+                beta,
+                steps: 100,
+                eval_every: 40,
+                ..small(estimator, CodebookMode::Grad, encoder)
+            })
+            .collect();
+        let data: Vec<_> = configs.iter().map(|c| c.load_data().unwrap()).collect();
+        let mut batch = BatchTrainer::new(&gpu, &configs, &data).unwrap();
+        let together = batch.run(|_, _| {}).unwrap();
+        let states = batch.read_states().unwrap();
+        for (i, (config, d)) in configs.iter().zip(&data).enumerate() {
+            let mut alone = GpuTrainer::new(&gpu, config, d).unwrap();
+            let result = alone.run(|_| {}).unwrap();
+            let what = format!("{encoder:?} run {i} ({}, seed {})", config.estimator, config.seed);
+            assert_eq!(together[i].curve, result.curve, "{what}: metrics");
+            let (params, codebook) = alone.read_state().unwrap();
+            assert_eq!(common::bits(&states[i].0), common::bits(&params), "{what}: parameters");
+            assert_eq!(common::bits(&states[i].1), common::bits(&codebook), "{what}: codebook");
+        }
+    }
+    // Runs that differ in more than the seed, estimator, beta and noise cannot share a batch.
+    let a = small(Estimator::Ste, CodebookMode::Grad, EncoderKind::Linear);
+    let b = TrainConfig { codes: 16, ..a.clone() };
+    let data = [a.load_data().unwrap(), b.load_data().unwrap()];
+    assert!(BatchTrainer::new(&gpu, &[a.clone(), b], &data).is_err(), "different K");
+    let ema = TrainConfig { codebook_mode: CodebookMode::Ema, ..a.clone() };
+    assert!(BatchTrainer::new(&gpu, &[a.clone(), ema], &data).is_err(), "EMA");
+    common::assert_clean(&gpu);
+}

@@ -7,8 +7,10 @@ use super::{
     ADAM_BETAS, ADAM_EPS, EMA, KMEANS_ITERS, KMEANS_SAMPLES, Metrics, RunResult, Schedule, TrainConfig, initial_state,
     kmeans_plus_plus,
 };
+use crate::Estimator;
+use crate::data::DataSpec;
 use crate::data::{Dataset, Stream, rng};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::timing::Timestamps;
 use crate::gpu::{Gpu, read_buffer};
 use crate::kernels::adam::{Adam, AdamSettings, BoundAdam};
@@ -207,7 +209,7 @@ pub struct GpuTrainer<'g> {
 /// also writes the loss gradient.
 #[allow(clippy::too_many_arguments)] // one call per chain; a struct would only rename the arguments
 fn forward_chain(
-    k: &Kernels,
+    dense: &Dense,
     device: &wgpu::Device,
     layers: &[Linear],
     input: &wgpu::Buffer,
@@ -221,8 +223,8 @@ fn forward_chain(
         let x = if i == 0 { input } else { outs[i - 1] };
         let last = i + 1 == layers.len();
         out.push(match (&loss, last) {
-            (Some(l), true) => k.dense.bind_forward_with_loss(device, layer, x, params, outs[i], rows, l)?,
-            _ => k.dense.bind_forward(device, layer, x, params, outs[i], rows, !last)?,
+            (Some(l), true) => dense.bind_forward_with_loss(device, layer, x, params, outs[i], rows, l)?,
+            _ => dense.bind_forward(device, layer, x, params, outs[i], rows, !last)?,
         });
     }
     Ok(out)
@@ -233,7 +235,7 @@ fn forward_chain(
 /// `input_grad` when given.
 #[allow(clippy::too_many_arguments)] // one call per chain; a struct would only rename the arguments
 fn backward_chain(
-    k: &Kernels,
+    dense: &Dense,
     device: &wgpu::Device,
     layers: &[Linear],
     input: &wgpu::Buffer,
@@ -250,13 +252,13 @@ fn backward_chain(
         let layer = layers[i];
         let x = if i == 0 { input } else { outs[i - 1] };
         let dy = if i + 1 == layers.len() { dy_last } else { hidden_grads[i] };
-        out.push(k.dense.bind_weight_and_bias_grad(device, layer, dy, x, grads, rows)?);
+        out.push(dense.bind_weight_and_bias_grad(device, layer, dy, x, grads, rows)?);
         if i > 0 {
             let dx = hidden_grads[i - 1];
-            out.push(k.dense.bind_input_grad(device, layer, dy, params, dx, rows)?);
-            out.push(k.dense.bind_relu_mask(device, dx, outs[i - 1], rows * layer.input)?);
+            out.push(dense.bind_input_grad(device, layer, dy, params, dx, rows)?);
+            out.push(dense.bind_relu_mask(device, dx, outs[i - 1], rows * layer.input)?);
         } else if let Some(dx) = input_grad {
-            out.push(k.dense.bind_input_grad(device, layer, dy, params, dx, rows)?);
+            out.push(dense.bind_input_grad(device, layer, dy, params, dx, rows)?);
         }
     }
     Ok(out)
@@ -407,7 +409,7 @@ impl<'g> GpuTrainer<'g> {
                 b,
                 d,
             )?,
-            encoder: forward_chain(ks, device, &layout.encoder, &bf.x, &enc_outs, &bf.params, b, None)?,
+            encoder: forward_chain(&ks.dense, device, &layout.encoder, &bf.x, &enc_outs, &bf.params, b, None)?,
             assign: ks.assign.bind_with_codes(
                 device,
                 &AssignBuffers { z: &bf.z, codebook: &bf.codebook, index: &bf.index, distance: &bf.dist },
@@ -415,7 +417,7 @@ impl<'g> GpuTrainer<'g> {
                 &bf.q,
             )?,
             decoder: forward_chain(
-                ks,
+                &ks.dense,
                 device,
                 &layout.decoder,
                 &bf.q,
@@ -425,7 +427,7 @@ impl<'g> GpuTrainer<'g> {
                 Some(LossTarget { target: &bf.x, grad: &bf.dxhat, scale: (2.0 / (b as f64 * d as f64)) as f32 }),
             )?,
             decoder_back: backward_chain(
-                ks,
+                &ks.dense,
                 device,
                 &layout.decoder,
                 &bf.q,
@@ -444,7 +446,7 @@ impl<'g> GpuTrainer<'g> {
                 estimator_settings,
             )?,
             encoder_back: backward_chain(
-                ks,
+                &ks.dense,
                 device,
                 &layout.encoder,
                 &bf.x,
@@ -465,7 +467,16 @@ impl<'g> GpuTrainer<'g> {
                 k,
             )?,
             reset,
-            eval_encoder: forward_chain(ks, device, &layout.encoder, &bf.eval, &eval_enc, &bf.params, n_eval, None)?,
+            eval_encoder: forward_chain(
+                &ks.dense,
+                device,
+                &layout.encoder,
+                &bf.eval,
+                &eval_enc,
+                &bf.params,
+                n_eval,
+                None,
+            )?,
             eval_assign: ks.assign.bind_with_codes(
                 device,
                 &AssignBuffers {
@@ -493,7 +504,16 @@ impl<'g> GpuTrainer<'g> {
                 },
                 StatsShape { n: n_eval, k, m, classes: if eval_labels.is_some() { classes } else { 0 } },
             )?,
-            eval_decoder: forward_chain(ks, device, &layout.decoder, &bf.eval_q, &eval_dec, &bf.params, n_eval, None)?,
+            eval_decoder: forward_chain(
+                &ks.dense,
+                device,
+                &layout.decoder,
+                &bf.eval_q,
+                &eval_dec,
+                &bf.params,
+                n_eval,
+                None,
+            )?,
             eval_sq: ks.loss.bind_sum_sq_diff(device, &bf.eval_xhat, &bf.eval, &bf.metrics, 0, n_eval * d)?,
             batch_sq: ks.loss.bind_sum_sq_diff(device, &bf.xhat, &bf.x, &bf.metrics, 1, b * d)?,
             batch_counts: ks.codebook.bind_counts(
@@ -751,4 +771,348 @@ pub fn lloyd_on_gpu(gpu: &Gpu, z: &[f32], centres: &[f32], m: u32, iters: u32) -
     let out: Vec<f32> = read_buffer(device, &gpu.queue, &codebook)?;
     gpu.check()?;
     Ok(out[..(k * m) as usize].to_vec())
+}
+
+impl GpuTrainer<'_> {
+    /// Records copies of run `run`'s state and last batch out of a batch's stacked buffers into this run's own
+    /// buffers, so that [`GpuTrainer::evaluate`] sees them; `step` becomes this run's step count.
+    fn record_load(&mut self, encoder: &mut wgpu::CommandEncoder, from: &BatchBuffers, run: u64, step: u64) {
+        let own = &self.buffers;
+        let mut copy = |src: &wgpu::Buffer, dst: &wgpu::Buffer, per_run_floats: u64| {
+            let bytes = per_run_floats * 4;
+            encoder.copy_buffer_to_buffer(src, run * bytes, dst, 0, bytes);
+        };
+        let (b, d, m, k) =
+            (self.config.batch as u64, self.data_dim as u64, self.config.latent as u64, self.config.codes);
+        copy(&from.params, &own.params, self.layout.len as u64);
+        copy(&from.codebook, &own.codebook, k as u64 * m);
+        copy(&from.x, &own.x, b * d);
+        copy(&from.xhat, &own.xhat, b * d);
+        copy(&from.index, &own.index, b);
+        copy(&from.dist, &own.dist, b);
+        self.step = step;
+    }
+}
+
+/// Whether two runs can share dispatches in a [`BatchTrainer`]: the same settings except the seed, the estimator,
+/// beta and the data's noise (sigma, spread); the gradient codebook update and no dead-code resets.
+pub fn batchable(a: &TrainConfig, b: &TrainConfig) -> bool {
+    let key = |c: &TrainConfig| {
+        let data = match &c.data {
+            DataSpec::Subspace { dim, rank, .. } => DataSpec::Subspace { dim: *dim, rank: *rank, sigma: 0.0 },
+            DataSpec::Clusters { dim, clusters, .. } => {
+                DataSpec::Clusters { dim: *dim, clusters: *clusters, spread: 0.0 }
+            }
+            other => other.clone(),
+        };
+        TrainConfig { data, seed: 0, estimator: Estimator::Ste, beta: 0.0, ..c.clone() }
+    };
+    let simple = |c: &TrainConfig| c.codebook_mode == CodebookMode::Grad && c.reset_dead == 0;
+    simple(a) && simple(b) && key(a) == key(b)
+}
+
+/// The stacked training buffers of a batch: each run's slice follows the previous run's.
+struct BatchBuffers {
+    train: wgpu::Buffer,
+    schedule: wgpu::Buffer,
+    params: wgpu::Buffer,
+    grads: wgpu::Buffer,
+    adam_m: wgpu::Buffer,
+    adam_v: wgpu::Buffer,
+    codebook: wgpu::Buffer,
+    codebook_grad: wgpu::Buffer,
+    codebook_m: wgpu::Buffer,
+    codebook_v: wgpu::Buffer,
+    x: wgpu::Buffer,
+    z: wgpu::Buffer,
+    index: wgpu::Buffer,
+    dist: wgpu::Buffer,
+    q: wgpu::Buffer,
+    xhat: wgpu::Buffer,
+    dxhat: wgpu::Buffer,
+    g: wgpu::Buffer,
+    dz: wgpu::Buffer,
+    h_enc: wgpu::Buffer,
+    h_dec: wgpu::Buffer,
+    dh_enc: wgpu::Buffer,
+    dh_dec: wgpu::Buffer,
+}
+
+/// One training step of every run of a batch, each kernel one dispatch over all runs.
+struct BatchRecorded {
+    gather_batch: BoundGather,
+    encoder: Vec<BoundDense>,
+    assign: BoundAssign,
+    decoder: Vec<BoundDense>,
+    decoder_back: Vec<BoundDense>,
+    estimator: BoundEstimator,
+    encoder_back: Vec<BoundDense>,
+    codebook_grad: BoundGrad,
+    codebook_adam: BoundAdam,
+    adam_params: BoundAdam,
+}
+
+/// Several runs of the same shapes (see [`batchable`]) trained in the same dispatches: every buffer holds the
+/// runs one after another and every kernel covers them all, so a step costs one dispatch per kernel whatever the
+/// number of runs. Each run reads its own data, schedule, estimator and beta, and its results are identical, bit
+/// for bit, to training it alone with [`GpuTrainer`] (a test checks this). Each run keeps a [`GpuTrainer`] of its
+/// own for its initial state and its evaluations.
+pub struct BatchTrainer<'g> {
+    gpu: &'g Gpu,
+    runs: Vec<GpuTrainer<'g>>,
+    schedules: Vec<Schedule>,
+    step_uniform: StepUniform,
+    buffers: BatchBuffers,
+    rec: BatchRecorded,
+    step: u64,
+}
+
+impl<'g> BatchTrainer<'g> {
+    /// Builds every run (as [`GpuTrainer::new`] would) and the stacked buffers. The configurations must be
+    /// [`batchable`] with each other and the data sets the same sizes.
+    pub fn new(gpu: &'g Gpu, configs: &[TrainConfig], data: &[Dataset]) -> Result<Self> {
+        let (Some(first), Some(data0)) = (configs.first(), data.first()) else {
+            return Err(Error::Input("a batch needs at least one run".into()));
+        };
+        if configs.len() != data.len() {
+            return Err(Error::Input(format!("{} configurations for {} data sets", configs.len(), data.len())));
+        }
+        for (c, d) in configs.iter().zip(data) {
+            if !batchable(first, c) {
+                return Err(Error::Input(format!(
+                    "run (seed {}, {}) cannot share a batch: the settings differ in more than the seed, estimator, \
+                     beta and noise, or use EMA or dead-code resets",
+                    c.seed, c.estimator
+                )));
+            }
+            if (d.dim, d.train_rows(), d.eval_rows()) != (data0.dim, data0.train_rows(), data0.eval_rows()) {
+                return Err(Error::Input("every run's data set must have the same sizes".into()));
+            }
+        }
+        let runs = configs.iter().zip(data).map(|(c, d)| GpuTrainer::new(gpu, c, d)).collect::<Result<Vec<_>>>()?;
+        let r = runs.len() as u32;
+        let device = &gpu.device;
+        let layout = runs[0].layout.clone();
+        let (b, d, m, k, h) = (first.batch, data0.dim, first.latent, first.codes, first.hidden);
+        let n_train = data0.train_rows() as u32;
+        let mlp = first.encoder == EncoderKind::Mlp;
+        let hidden = if mlp { b * h } else { 1 };
+        // The initial states, as each run made them.
+        let (mut params0, mut codebook0, mut train) = (Vec::new(), Vec::new(), Vec::new());
+        for (run, d) in runs.iter().zip(data) {
+            let (p, c) = run.read_state()?;
+            params0.extend(p);
+            codebook0.extend(c);
+            train.extend_from_slice(&d.train);
+        }
+        let f = |label: &str, len: u32| gpu.zeroed::<f32>(label, (r * len) as usize);
+        let u = |label: &str, len: u32| gpu.zeroed::<u32>(label, (r * len) as usize);
+        let bf = BatchBuffers {
+            train: gpu.upload("batch train data", &train)?,
+            schedule: u("batch schedule", STEPS_PER_SUBMIT * b)?,
+            params: gpu.upload("batch params", &params0)?,
+            grads: f("batch grads", layout.len)?,
+            adam_m: f("batch adam m", layout.len)?,
+            adam_v: f("batch adam v", layout.len)?,
+            codebook: gpu.upload("batch codebook", &codebook0)?,
+            codebook_grad: f("batch codebook grad", k * m)?,
+            codebook_m: f("batch codebook adam m", k * m)?,
+            codebook_v: f("batch codebook adam v", k * m)?,
+            x: f("batch x", b * d)?,
+            z: f("batch z", b * m)?,
+            index: u("batch index", b)?,
+            dist: f("batch distance", b)?,
+            q: f("batch q", b * m)?,
+            xhat: f("batch xhat", b * d)?,
+            dxhat: f("batch dxhat", b * d)?,
+            g: f("batch g", b * m)?,
+            dz: f("batch dz", b * m)?,
+            h_enc: f("batch h enc", hidden)?,
+            h_dec: f("batch h dec", hidden)?,
+            dh_enc: f("batch dh enc", hidden)?,
+            dh_dec: f("batch dh dec", hidden)?,
+        };
+        let step_uniform = StepUniform::new(device, STEPS_PER_SUBMIT)?;
+        let ks = gpu.cached(Kernels::new)?;
+        let dense = ks.dense.for_runs(r, layout.len)?;
+        let enc_outs: Vec<&wgpu::Buffer> = if mlp { vec![&bf.h_enc, &bf.z] } else { vec![&bf.z] };
+        let dec_outs: Vec<&wgpu::Buffer> = if mlp { vec![&bf.h_dec, &bf.xhat] } else { vec![&bf.xhat] };
+        let adam = AdamSettings { beta1: ADAM_BETAS.0 as f32, beta2: ADAM_BETAS.1 as f32, eps: ADAM_EPS as f32 };
+        let settings: Vec<EstimatorSettings> = configs
+            .iter()
+            .map(|c| EstimatorSettings { estimator: c.estimator, beta: c.beta as f32, batch: b })
+            .collect();
+        let loss = LossTarget { target: &bf.x, grad: &bf.dxhat, scale: (2.0 / (b as f64 * d as f64)) as f32 };
+        let rec = BatchRecorded {
+            gather_batch: ks.gather.bind_rows_runs(
+                device,
+                &bf.train,
+                n_train,
+                &bf.schedule,
+                STEPS_PER_SUBMIT * b,
+                &bf.x,
+                (b, d),
+                r,
+            )?,
+            encoder: forward_chain(&dense, device, &layout.encoder, &bf.x, &enc_outs, &bf.params, b, None)?,
+            assign: ks.assign.bind_runs(
+                device,
+                &AssignBuffers { z: &bf.z, codebook: &bf.codebook, index: &bf.index, distance: &bf.dist },
+                AssignShape { n: b, k, m },
+                Some(&bf.q),
+                r,
+            )?,
+            decoder: forward_chain(&dense, device, &layout.decoder, &bf.q, &dec_outs, &bf.params, b, Some(loss))?,
+            decoder_back: backward_chain(
+                &dense,
+                device,
+                &layout.decoder,
+                &bf.q,
+                &dec_outs,
+                &bf.dxhat,
+                &[&bf.dh_dec],
+                Some(&bf.g),
+                &bf.params,
+                &bf.grads,
+                b,
+            )?,
+            estimator: ks.estimator.bind_runs(
+                device,
+                &EstimatorBuffers { g: &bf.g, z: &bf.z, index: &bf.index, codebook: &bf.codebook, grad_z: &bf.dz },
+                EstimatorShape { n: b, k, m },
+                &settings,
+            )?,
+            encoder_back: backward_chain(
+                &dense,
+                device,
+                &layout.encoder,
+                &bf.x,
+                &enc_outs,
+                &bf.dz,
+                &[&bf.dh_enc],
+                None,
+                &bf.params,
+                &bf.grads,
+                b,
+            )?,
+            codebook_grad: ks.codebook.bind_grad_runs(
+                device,
+                &GradBuffers { z: &bf.z, index: &bf.index, codebook: &bf.codebook, grad: &bf.codebook_grad },
+                CodebookShape { n: b, k, m },
+                b,
+                r,
+            )?,
+            // Adam is elementwise with the same constants for every run: the stacked arrays are one long array.
+            codebook_adam: ks.adam.bind(
+                device,
+                &bf.codebook,
+                &bf.codebook_grad,
+                &bf.codebook_m,
+                &bf.codebook_v,
+                r * k * m,
+                adam,
+            )?,
+            adam_params: ks.adam.bind(device, &bf.params, &bf.grads, &bf.adam_m, &bf.adam_v, r * layout.len, adam)?,
+        };
+        let schedules = configs.iter().map(|c| Schedule::new(c.seed, n_train as usize, b as usize)).collect();
+        Ok(BatchTrainer { gpu, runs, schedules, step_uniform, buffers: bf, rec, step: 0 })
+    }
+
+    /// The number of runs.
+    pub fn runs(&self) -> usize {
+        self.runs.len()
+    }
+
+    /// Runs `steps` training steps of every run, `STEPS_PER_SUBMIT` to a submit, with no readback.
+    pub fn train_steps(&mut self, steps: u32) -> Result<()> {
+        let config = &self.runs[0].config;
+        let (b, lr) = (config.batch, config.lr);
+        let mut left = steps;
+        while left > 0 {
+            let chunk = left.min(STEPS_PER_SUBMIT);
+            // Each run's schedule slice holds STEPS_PER_SUBMIT batches; the same row offset serves every run.
+            let mut schedule = vec![0u32; self.runs.len() * (STEPS_PER_SUBMIT * b) as usize];
+            for (run, s) in self.schedules.iter_mut().enumerate() {
+                let base = run * (STEPS_PER_SUBMIT * b) as usize;
+                for slot in 0..chunk as usize {
+                    let at = base + slot * b as usize;
+                    schedule[at..at + b as usize].copy_from_slice(s.next_batch());
+                }
+            }
+            let constants: Vec<StepConstants> = (0..chunk)
+                .map(|slot| StepConstants::adam(self.step + 1 + slot as u64, lr, ADAM_BETAS.0, ADAM_BETAS.1, slot * b))
+                .collect();
+            self.gpu.queue.write_buffer(&self.buffers.schedule, 0, bytemuck::cast_slice(&schedule));
+            self.step_uniform.write(&self.gpu.queue, &constants)?;
+            let mut encoder =
+                self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("batch train") });
+            for slot in 0..chunk {
+                let r = &self.rec;
+                let s = &self.step_uniform;
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("batch train step"),
+                    timestamp_writes: None,
+                });
+                r.gather_batch.encode_step(&mut pass, s, slot);
+                r.encoder.iter().for_each(|op| op.encode(&mut pass));
+                r.assign.encode(&mut pass);
+                r.decoder.iter().for_each(|op| op.encode(&mut pass));
+                r.decoder_back.iter().for_each(|op| op.encode(&mut pass));
+                r.estimator.encode(&mut pass);
+                r.encoder_back.iter().for_each(|op| op.encode(&mut pass));
+                r.codebook_grad.encode(&mut pass);
+                r.codebook_adam.encode(&mut pass, s, slot);
+                r.adam_params.encode(&mut pass, s, slot);
+            }
+            self.gpu.queue.submit([encoder.finish()]);
+            self.step += chunk as u64;
+            left -= chunk;
+        }
+        self.gpu.check()
+    }
+
+    /// Evaluates every run (each in its own [`GpuTrainer`], from a copy of its state) and reads back the metrics.
+    pub fn evaluate(&mut self) -> Result<Vec<Metrics>> {
+        let mut encoder =
+            self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("batch load") });
+        for (i, run) in self.runs.iter_mut().enumerate() {
+            run.record_load(&mut encoder, &self.buffers, i as u64, self.step);
+        }
+        self.gpu.queue.submit([encoder.finish()]);
+        self.runs.iter().map(|run| run.evaluate()).collect()
+    }
+
+    /// Each run's flat parameters and codebook, read back.
+    pub fn read_states(&mut self) -> Result<Vec<(Vec<f32>, Vec<f32>)>> {
+        self.evaluate()?; // loads every run's state into its own trainer
+        self.runs.iter().map(|run| run.read_state()).collect()
+    }
+
+    /// Trains every run for the configured steps, evaluating every `eval_every` steps and at the end; `on_eval`
+    /// sees each evaluation (the run's position in the batch, its metrics) as it comes.
+    pub fn run(&mut self, mut on_eval: impl FnMut(usize, &Metrics)) -> Result<Vec<RunResult>> {
+        let start = Instant::now();
+        let config = self.runs[0].config.clone();
+        let mut curves: Vec<Vec<Metrics>> = vec![Vec::new(); self.runs.len()];
+        while (self.step as u32) < config.steps {
+            let done = self.step as u32;
+            let next_eval = ((done / config.eval_every) + 1) * config.eval_every;
+            self.train_steps(next_eval.min(config.steps) - done)?;
+            for (i, (metrics, curve)) in self.evaluate()?.into_iter().zip(&mut curves).enumerate() {
+                on_eval(i, &metrics);
+                curve.push(metrics);
+            }
+        }
+        // The batch's wall time is shared: each run is credited with all of it, as if alone.
+        let wall_s = start.elapsed().as_secs_f64();
+        Ok(curves
+            .into_iter()
+            .map(|curve| RunResult {
+                metrics: curve.last().cloned().expect("steps >= 1 gives one evaluation"),
+                curve,
+                steps_per_sec: config.steps as f64 / wall_s,
+                wall_s,
+            })
+            .collect())
+    }
 }
