@@ -311,3 +311,61 @@ fn kmeans_on_a_saved_model_and_on_raw_data() {
     assert_eq!(bad.status.code(), Some(2), "{}", String::from_utf8_lossy(&bad.stderr));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("bad.safetensors"));
 }
+
+/// `sweep --batch-runs` trains compatible runs together and writes exactly what one-at-a-time sweeps write
+/// (timings aside); bad values exit 2.
+#[test]
+fn batched_sweeps_write_the_same_results() {
+    if vqgrad::Gpu::new(&vqgrad::GpuOptions::default()).is_err() {
+        assert!(std::env::var("VQGRAD_REQUIRE_GPU").as_deref() != Ok("1"), "VQGRAD_REQUIRE_GPU=1 but no adapter");
+        eprintln!("SKIPPED: batching needs an adapter");
+        return;
+    }
+    let dir = scratch("batched");
+    let run = |out: &Path, batch: &str| {
+        let mut cmd = vqgrad();
+        cmd.args(["sweep", "--out", out.to_str().unwrap(), "--estimator", "ste,rotation,rotation-trick,diveq"]);
+        cmd.args([
+            "--k",
+            "4,8",
+            "--beta",
+            "0.25,1.0",
+            "--seeds",
+            "0..2",
+            "--set",
+            "steps=70",
+            "--set",
+            "eval-every=35",
+        ]);
+        cmd.args(["--set", "n-train=256", "--set", "n-eval=64", "--set", "batch=32", "--set", "dim=16", "--quiet"]);
+        cmd.args(["--batch-runs", batch]);
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "--batch-runs {batch}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let results = |path: &Path| -> Vec<String> {
+        let mut lines: Vec<String> = std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                let m = v["metrics"].as_object_mut().unwrap();
+                m.remove("steps_per_sec");
+                m.remove("wall_s");
+                v.to_string()
+            })
+            .collect();
+        lines.sort();
+        lines
+    };
+    let (alone, auto, three) = (dir.join("alone.jsonl"), dir.join("auto.jsonl"), dir.join("three.jsonl"));
+    run(&alone, "1");
+    run(&auto, "auto");
+    run(&three, "3");
+    assert_eq!(results(&alone).len(), 32);
+    assert_eq!(results(&alone), results(&auto), "--batch-runs auto");
+    assert_eq!(results(&alone), results(&three), "--batch-runs 3");
+    for bad in ["0", "x", "-1"] {
+        let out = vqgrad().args(["sweep", "--batch-runs", bad, "--dry-run"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "--batch-runs {bad}");
+    }
+}

@@ -8,7 +8,7 @@ use serde::Serialize;
 use std::time::Instant;
 use vqgrad::kernels::assign::{Assign, AssignBuffers, AssignShape};
 use vqgrad::train::TrainConfig;
-use vqgrad::train::gpu::GpuTrainer;
+use vqgrad::train::gpu::{BatchTrainer, GpuTrainer};
 use vqgrad::{Estimator, Gpu, gpu::timing::Timestamps};
 
 #[derive(clap::Args, Debug)]
@@ -72,8 +72,9 @@ struct SweepFigure {
     steps_per_run: u32,
     /// Run-steps per second over the whole grid, building each run and evaluating it included.
     unbatched_run_steps_per_sec: f64,
-    /// With several runs in the same dispatches: not implemented yet (issue 5, part 3).
-    batched_run_steps_per_sec: Option<f64>,
+    /// The runs in batches (`BatchTrainer`), as many to a batch as the device's binding size allows.
+    batched_run_steps_per_sec: f64,
+    runs_per_batch: usize,
 }
 
 #[derive(Serialize)]
@@ -141,7 +142,7 @@ pub fn run(options: &vqgrad::gpu::GpuOptions, args: &BenchArgs) -> anyhow::Resul
         }
     }
     let Engine::Gpu(gpu) = engine else { unreachable!("made above") };
-    eprintln!("sweep: 4 estimators x 5 seeds");
+    eprintln!("sweep: 4 estimators x 5 seeds, one at a time and batched");
     let sweep = bench_sweep(
         &gpu,
         if args.smoke {
@@ -320,24 +321,36 @@ fn bench_estimators(gpu: &Gpu, (n, m, k): (u32, u32, u32), rounds: usize) -> any
         .collect())
 }
 
-/// The E1 grid of 4 estimators x 5 seeds, one run after another as `sweep` runs them.
+/// The E1 grid of 4 estimators x 5 seeds: one run after another as `sweep` runs them without batching, then in
+/// batches. Building and evaluating the runs is counted in both.
 fn bench_sweep(gpu: &Gpu, steps: u32) -> anyhow::Result<SweepFigure> {
-    let mut runs = 0;
+    let configs: Vec<TrainConfig> = Estimator::ALL
+        .iter()
+        .flat_map(|&estimator| {
+            (0..5).map(move |seed| TrainConfig { estimator, seed, steps, eval_every: steps, ..TrainConfig::default() })
+        })
+        .collect();
     let start = Instant::now();
-    for estimator in Estimator::ALL {
-        for seed in 0..5 {
-            let config = TrainConfig { estimator, seed, steps, eval_every: steps, ..TrainConfig::default() };
-            let data = config.load_data()?;
-            GpuTrainer::new(gpu, &config, &data)?.run(|_| {})?;
-            runs += 1;
-        }
+    for config in &configs {
+        let data = config.load_data()?;
+        GpuTrainer::new(gpu, config, &data)?.run(|_| {})?;
     }
-    let seconds = start.elapsed().as_secs_f64();
+    let unbatched = start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    let data = configs.iter().map(|c| c.load_data()).collect::<vqgrad::Result<Vec<_>>>()?;
+    // As many runs to a batch as the device's binding size allows.
+    let per_batch = BatchTrainer::max_runs(gpu, &configs[0], &data[0]) as usize;
+    for (c, d) in configs.chunks(per_batch).zip(data.chunks(per_batch)) {
+        BatchTrainer::new(gpu, c, d)?.run(|_, _| {})?;
+    }
+    let batched = start.elapsed().as_secs_f64();
+    let run_steps = (configs.len() as u32 * steps) as f64;
     Ok(SweepFigure {
-        runs,
+        runs: configs.len(),
         steps_per_run: steps,
-        unbatched_run_steps_per_sec: (runs as u32 * steps) as f64 / seconds,
-        batched_run_steps_per_sec: None,
+        unbatched_run_steps_per_sec: run_steps / unbatched,
+        batched_run_steps_per_sec: run_steps / batched,
+        runs_per_batch: per_batch.min(configs.len()),
     })
 }
 
@@ -413,11 +426,13 @@ fn print_tables(r: &Report) {
     }
     let s = &r.sweep;
     println!(
-        "\nsweep: {} runs x {} steps: {:.0} run-steps/s one run at a time; batched: {}",
+        "\nsweep: {} runs x {} steps: {:.0} run-steps/s one run at a time, {:.0} in batches of {} ({:.2}x)",
         s.runs,
         s.steps_per_run,
         s.unbatched_run_steps_per_sec,
-        s.batched_run_steps_per_sec.map_or("not implemented yet".into(), |v| format!("{v:.0} run-steps/s"))
+        s.batched_run_steps_per_sec,
+        s.runs_per_batch,
+        s.batched_run_steps_per_sec / s.unbatched_run_steps_per_sec
     );
     if r.profile.is_empty() {
         println!("\nprofile: the adapter has no timestamps inside passes");

@@ -368,7 +368,7 @@ pub fn run(options: &GpuOptions, args: &ReproduceArgs) -> anyhow::Result<()> {
     }
     let engine = Engine::choose(options, args.cpu);
     let all: Vec<&TrainConfig> = configs.iter().collect();
-    run_missing(&engine, &all, &results, usize::MAX, args.quiet)?;
+    run_missing(&engine, &all, &results, usize::MAX, args.quiet, super::sweep::BatchRuns::AtMost(1))?;
     // E8: the step-time overhead, on the E1 setting (with this run's overrides), estimators alternating.
     let e8_base = grid(&experiments(args.quick, &args.set)?[0].1)?.remove(0);
     let (timed_steps, rounds) = if args.quick { (50, 7) } else { (200, 11) };

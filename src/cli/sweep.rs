@@ -57,6 +57,44 @@ pub struct SweepArgs {
     /// Use the CPU engine even when an adapter exists.
     #[arg(long)]
     pub cpu: bool,
+    /// Train compatible runs (differing only in seed, estimator, beta and noise; gradient codebook, no resets)
+    /// together in the same dispatches: `auto` (as many as the device's binding size allows) or at most N at a
+    /// time. Each run's results are identical to training it alone. Default 1: one run at a time.
+    #[arg(long, value_name = "auto|N", default_value = "1", value_parser = parse_batch_runs)]
+    pub batch_runs: BatchRuns,
+}
+
+/// How many runs `sweep` trains in one batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BatchRuns {
+    /// As many as fit the device.
+    Auto,
+    /// At most this many.
+    AtMost(usize),
+}
+
+fn parse_batch_runs(s: &str) -> Result<BatchRuns, String> {
+    match s.trim() {
+        "auto" => Ok(BatchRuns::Auto),
+        n => match n.parse::<usize>() {
+            Ok(0) | Err(_) => Err(format!("`{s}`: expected `auto` or a number of runs of at least 1")),
+            Ok(n) => Ok(BatchRuns::AtMost(n)),
+        },
+    }
+}
+
+/// Groups `todo` in order into batches of compatible runs, at most `cap(first run)` to a batch (`cap` is asked
+/// once per batch).
+fn batches<'a>(todo: &[&'a TrainConfig], cap: impl Fn(&TrainConfig) -> usize) -> Vec<Vec<&'a TrainConfig>> {
+    let mut groups: Vec<(Vec<&TrainConfig>, usize)> = Vec::new();
+    for &config in todo {
+        let open = groups.iter_mut().find(|(g, cap)| g.len() < *cap && vqgrad::train::gpu::batchable(g[0], config));
+        match open {
+            Some((group, _)) => group.push(config),
+            None => groups.push((vec![config], cap(config).max(1))),
+        }
+    }
+    groups.into_iter().map(|(g, _)| g).collect()
 }
 
 /// A `train` flag and the values it takes across the grid.
@@ -271,6 +309,7 @@ pub fn run_missing(
     out: &Path,
     limit: usize,
     quiet: bool,
+    batch_runs: BatchRuns,
 ) -> anyhow::Result<(usize, usize, usize)> {
     let done = done_runs(out)?;
     let todo: Vec<&TrainConfig> =
@@ -286,11 +325,24 @@ pub fn run_missing(
     if skipped > 0 {
         bar.println(format!("{skipped} of {} runs already in {}", all.len(), out.display()));
     }
-    for config in &todo[..new] {
-        bar.set_message(format!("{} K={} seed {}", config.estimator, config.codes, config.seed));
-        let data = config.load_data()?;
-        append(out, &engine.train(config, data, |_| {})?)?;
-        bar.inc(1);
+    let cap = |config: &TrainConfig| -> usize {
+        match (batch_runs, engine) {
+            (BatchRuns::AtMost(n), _) => n,
+            (BatchRuns::Auto, Engine::Gpu(gpu)) => config
+                .load_data()
+                .map(|data| vqgrad::train::gpu::BatchTrainer::max_runs(gpu, config, &data) as usize)
+                .unwrap_or(1),
+            (BatchRuns::Auto, Engine::Cpu) => 1,
+        }
+    };
+    for group in batches(&todo[..new], cap) {
+        let first = group[0];
+        let what = if group.len() > 1 { format!(" and {} more in one batch", group.len() - 1) } else { String::new() };
+        bar.set_message(format!("{} K={} seed {}{what}", first.estimator, first.codes, first.seed));
+        for line in engine.train_batch(&group)? {
+            append(out, &line)?;
+            bar.inc(1);
+        }
     }
     bar.finish_and_clear();
     Ok((new, skipped, todo.len() - new))
@@ -310,7 +362,8 @@ pub fn run(options: &GpuOptions, args: &SweepArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let engine = Engine::choose(options, args.cpu);
-    let (new, skipped, left) = run_missing(&engine, &mine, &args.out, args.limit.unwrap_or(usize::MAX), args.quiet)?;
+    let limit = args.limit.unwrap_or(usize::MAX);
+    let (new, skipped, left) = run_missing(&engine, &mine, &args.out, limit, args.quiet, args.batch_runs)?;
     eprintln!("{new} new runs, {skipped} already done, {left} left in this shard; results in {}", args.out.display());
     Ok(())
 }

@@ -316,14 +316,40 @@ impl Engine {
             };
             saved.save(path)?;
         }
-        Ok(json!({
-            "config": config,
-            "adapter": adapter,
-            "engine": engine,
-            "metrics": metrics_json(&result.metrics, Some(&result)),
-            "curve": result.curve.iter().map(|m| metrics_json(m, None)).collect::<Vec<_>>(),
-        }))
+        Ok(run_json(config, &result, engine, adapter))
     }
+
+    /// Trains `configs` (each [`vqgrad::train::gpu::batchable`] with the others) in one batch on the GPU, or one
+    /// after another on the CPU engine; one results line per run, as [`Engine::train`] gives.
+    pub fn train_batch(&self, configs: &[&TrainConfig]) -> anyhow::Result<Vec<serde_json::Value>> {
+        match self {
+            Engine::Gpu(gpu) if configs.len() > 1 => {
+                let owned: Vec<TrainConfig> = configs.iter().map(|&c| c.clone()).collect();
+                let data = owned.iter().map(|c| c.load_data()).collect::<vqgrad::Result<Vec<_>>>()?;
+                let results = vqgrad::train::gpu::BatchTrainer::new(gpu, &owned, &data)?.run(|_, _| {})?;
+                let info = gpu.info();
+                let adapter = json!({ "name": info.name, "backend": gpu::backend_name(info.backend) });
+                Ok(owned.iter().zip(&results).map(|(c, r)| run_json(c, r, "gpu", adapter.clone())).collect())
+            }
+            _ => configs.iter().map(|&c| self.train(c, c.load_data()?, |_| {})).collect(),
+        }
+    }
+}
+
+/// One results line: the configuration, the adapter and engine, the final metrics and the curve.
+fn run_json(
+    config: &TrainConfig,
+    result: &vqgrad::train::RunResult,
+    engine: &str,
+    adapter: serde_json::Value,
+) -> serde_json::Value {
+    json!({
+        "config": config,
+        "adapter": adapter,
+        "engine": engine,
+        "metrics": metrics_json(&result.metrics, Some(result)),
+        "curve": result.curve.iter().map(|m| metrics_json(m, None)).collect::<Vec<_>>(),
+    })
 }
 
 pub fn run(options: &GpuOptions, args: &TrainArgs) -> anyhow::Result<()> {

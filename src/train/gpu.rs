@@ -1018,6 +1018,24 @@ impl<'g> BatchTrainer<'g> {
         Ok(BatchTrainer { gpu, runs, schedules, step_uniform, buffers: bf, rec, step: 0 })
     }
 
+    /// The most runs like `config` on `data` that one batch can hold on `gpu`: every stacked buffer must fit one
+    /// storage binding. The training set is the largest (each run has its own).
+    pub fn max_runs(gpu: &Gpu, config: &TrainConfig, data: &Dataset) -> u32 {
+        let limit = gpu.device.limits().max_storage_buffer_binding_size;
+        let b = config.batch as u64;
+        let hidden = if config.encoder == EncoderKind::Mlp { config.hidden as u64 } else { 1 };
+        let per_run = [
+            data.train.len() as u64,
+            (STEPS_PER_SUBMIT as u64) * b,
+            b * data.dim as u64,
+            b * hidden,
+            config.codes as u64 * config.latent as u64,
+            config.shape(data).layout().len as u64,
+        ];
+        let largest = per_run.iter().max().copied().unwrap_or(1).max(1) * 4;
+        (limit / largest).clamp(1, gpu.device.limits().max_compute_workgroups_per_dimension as u64) as u32
+    }
+
     /// The number of runs.
     pub fn runs(&self) -> usize {
         self.runs.len()
