@@ -213,6 +213,7 @@ fn bench_json_has_every_section() {
     assert_eq!(v["sweep"]["runs"], 20);
     assert!(v["sweep"]["unbatched_run_steps_per_sec"].as_f64().unwrap() > 0.0);
     assert!(v["sweep"]["batched_run_steps_per_sec"].as_f64().unwrap() > 0.0);
+    assert!(v["sweep"]["batch_training_run_steps_per_sec"].as_f64().unwrap() > 0.0);
     if v["timestamps"] == true {
         let kernels: Vec<&str> =
             v["profile"].as_array().unwrap().iter().map(|p| p["kernel"].as_str().unwrap()).collect();

@@ -75,6 +75,8 @@ struct SweepFigure {
     /// The runs in batches (`BatchTrainer`), as many to a batch as the device's binding size allows.
     batched_run_steps_per_sec: f64,
     runs_per_batch: usize,
+    /// Training alone, after a warm-up: one batch of `runs_per_batch` E1 runs, in run-steps per second.
+    batch_training_run_steps_per_sec: f64,
 }
 
 #[derive(Serialize)]
@@ -345,12 +347,23 @@ fn bench_sweep(gpu: &Gpu, steps: u32) -> anyhow::Result<SweepFigure> {
     }
     let batched = start.elapsed().as_secs_f64();
     let run_steps = (configs.len() as u32 * steps) as f64;
+    // Training alone: one full batch, warmed up, then timed.
+    let n = per_batch.min(configs.len());
+    let forever: Vec<TrainConfig> = configs[..n].iter().map(|c| TrainConfig { steps: u32::MAX, ..c.clone() }).collect();
+    let mut batch = BatchTrainer::new(gpu, &forever, &data[..n])?;
+    batch.train_steps(steps.min(64))?;
+    gpu.wait()?;
+    let start = Instant::now();
+    batch.train_steps(steps)?;
+    gpu.wait()?;
+    let batch_training = (n as u32 * steps) as f64 / start.elapsed().as_secs_f64();
     Ok(SweepFigure {
         runs: configs.len(),
         steps_per_run: steps,
         unbatched_run_steps_per_sec: run_steps / unbatched,
         batched_run_steps_per_sec: run_steps / batched,
-        runs_per_batch: per_batch.min(configs.len()),
+        runs_per_batch: n,
+        batch_training_run_steps_per_sec: batch_training,
     })
 }
 
@@ -426,13 +439,16 @@ fn print_tables(r: &Report) {
     }
     let s = &r.sweep;
     println!(
-        "\nsweep: {} runs x {} steps: {:.0} run-steps/s one run at a time, {:.0} in batches of {} ({:.2}x)",
+        "\nsweep: {} runs x {} steps: {:.0} run-steps/s one run at a time, {:.0} in batches of {} ({:.2}x); \
+         training alone, one batch of {}: {:.0} run-steps/s",
         s.runs,
         s.steps_per_run,
         s.unbatched_run_steps_per_sec,
         s.batched_run_steps_per_sec,
         s.runs_per_batch,
-        s.batched_run_steps_per_sec / s.unbatched_run_steps_per_sec
+        s.batched_run_steps_per_sec / s.unbatched_run_steps_per_sec,
+        s.runs_per_batch,
+        s.batch_training_run_steps_per_sec
     );
     if r.profile.is_empty() {
         println!("\nprofile: the adapter has no timestamps inside passes");
