@@ -29,6 +29,10 @@ pub struct ReproduceArgs {
     /// Override a train flag in every experiment, as KEY=VALUE (e.g. --set steps=100 for a trial); repeatable.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+    /// Train compatible runs together, as `sweep --batch-runs` does: `auto` or at most N at a time. The results
+    /// are the same; only the recorded wall times become the batches'. Default 1: one run at a time.
+    #[arg(long, value_name = "auto|N", default_value = "1", value_parser = super::sweep::parse_batch_runs)]
+    pub batch_runs: super::sweep::BatchRuns,
 }
 
 const ESTIMATORS: &str = "ste,rotation,rotation-trick";
@@ -368,7 +372,7 @@ pub fn run(options: &GpuOptions, args: &ReproduceArgs) -> anyhow::Result<()> {
     }
     let engine = Engine::choose(options, args.cpu);
     let all: Vec<&TrainConfig> = configs.iter().collect();
-    run_missing(&engine, &all, &results, usize::MAX, args.quiet, super::sweep::BatchRuns::AtMost(1))?;
+    run_missing(&engine, &all, &results, usize::MAX, args.quiet, args.batch_runs)?;
     // E8: the step-time overhead, on the E1 setting (with this run's overrides), estimators alternating.
     let e8_base = grid(&experiments(args.quick, &args.set)?[0].1)?.remove(0);
     let (timed_steps, rounds) = if args.quick { (50, 7) } else { (200, 11) };

@@ -73,7 +73,7 @@ pub enum BatchRuns {
     AtMost(usize),
 }
 
-fn parse_batch_runs(s: &str) -> Result<BatchRuns, String> {
+pub fn parse_batch_runs(s: &str) -> Result<BatchRuns, String> {
     match s.trim() {
         "auto" => Ok(BatchRuns::Auto),
         n => match n.parse::<usize>() {
