@@ -60,7 +60,7 @@ fn linear_id(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 fn clear_counts(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let k = linear_id(gid, nwg);
     if (k < params.k) {
-        atomicStore(&counts[k], 0u);
+        atomicStore(&counts[gid.z * params.k + k], 0u);
     }
 }
 
@@ -68,7 +68,8 @@ fn clear_counts(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
 fn count_codes(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_id(gid, nwg);
     if (i < params.n) {
-        atomicAdd(&counts[min(index[i], params.k - 1u)], 1u);
+        // Batched: run gid.z counts its own rows into its own counts.
+        atomicAdd(&counts[gid.z * params.k + min(index[gid.z * params.n + i], params.k - 1u)], 1u);
     }
 }
 
@@ -160,12 +161,13 @@ var<workgroup> partial: array<f32, REDUCE>;
 
 // One workgroup: updates every N_k, then n = sum_k N_k in a fixed order.
 @compute @workgroup_size(WORKGROUP_SIZE)
-fn ema_sizes(@builtin(local_invocation_index) lid: u32) {
+fn ema_sizes(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
     let g = params.decay;
+    let base = wid.z * params.k; // batched: one workgroup per run
     var local_sum = 0.0;
     for (var k = lid; k < params.k; k += WORKGROUP_SIZE) {
-        let size = g * ema_size[k] + (1.0 - g) * f32(atomicLoad(&counts[k]));
-        ema_size[k] = size;
+        let size = g * ema_size[base + k] + (1.0 - g) * f32(atomicLoad(&counts[base + k]));
+        ema_size[base + k] = size;
         local_sum += size;
     }
     partial[lid] = local_sum;
@@ -175,7 +177,7 @@ fn ema_sizes(@builtin(local_invocation_index) lid: u32) {
         for (var t = 0u; t < min(WORKGROUP_SIZE, REDUCE); t++) {
             total += partial[t];
         }
-        ema_total[0] = total;
+        ema_total[wid.z] = total;
     }
 }
 
@@ -185,13 +187,14 @@ fn ema_codebook(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     if (e >= params.k * params.m) {
         return;
     }
-    let k = e / params.m;
+    let k = gid.z * params.k + e / params.m;
+    let at = gid.z * params.k * params.m + e; // batched: run gid.z's codes
     let g = params.decay;
-    let total = ema_total[0];
-    let m_new = g * ema_sum[e] + (1.0 - g) * sums[e];
-    ema_sum[e] = m_new;
+    let total = ema_total[gid.z];
+    let m_new = g * ema_sum[at] + (1.0 - g) * sums[at];
+    ema_sum[at] = m_new;
     let smoothed = (ema_size[k] + params.eps) / (total + f32(params.k) * params.eps) * total;
-    codebook[e] = m_new / smoothed;
+    codebook[at] = m_new / smoothed;
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)

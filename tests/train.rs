@@ -286,14 +286,19 @@ fn every_data_set_and_option_trains() {
     common::assert_clean(&gpu);
 }
 
-/// Runs trained together in one batch (different seeds, estimators, betas and noise; linear and mlp) end exactly
+/// Runs trained together in one batch (different seeds, estimators, betas and noise; linear and mlp; gradient and
+/// EMA codebooks) end exactly
 /// where each ends alone: the same parameter and codebook bits, and the same metrics at every evaluation. 100
 /// steps cross a submit boundary (64 steps to a submit).
 #[test]
 fn batched_runs_equal_single_runs_bit_for_bit() {
     use vqgrad::train::gpu::BatchTrainer;
     let gpu = gpu_or_skip!();
-    for encoder in [EncoderKind::Linear, EncoderKind::Mlp] {
+    for (encoder, mode) in [
+        (EncoderKind::Linear, CodebookMode::Grad),
+        (EncoderKind::Mlp, CodebookMode::Grad),
+        (EncoderKind::Linear, CodebookMode::Ema),
+    ] {
         let configs: Vec<TrainConfig> = Estimator::ALL
             .iter()
             .zip([(3, 0.25, 0.05), (4, 0.5, 0.1), (5, 0.25, 0.0), (6, 1.0, 0.2)])
@@ -303,7 +308,7 @@ fn batched_runs_equal_single_runs_bit_for_bit() {
                 beta,
                 steps: 100,
                 eval_every: 40,
-                ..small(estimator, CodebookMode::Grad, encoder)
+                ..small(estimator, mode, encoder)
             })
             .collect();
         let data: Vec<_> = configs.iter().map(|c| c.load_data().unwrap()).collect();
@@ -313,7 +318,7 @@ fn batched_runs_equal_single_runs_bit_for_bit() {
         for (i, (config, d)) in configs.iter().zip(&data).enumerate() {
             let mut alone = GpuTrainer::new(&gpu, config, d).unwrap();
             let result = alone.run(|_| {}).unwrap();
-            let what = format!("{encoder:?} run {i} ({}, seed {})", config.estimator, config.seed);
+            let what = format!("{encoder:?} {mode:?} run {i} ({}, seed {})", config.estimator, config.seed);
             assert_eq!(together[i].curve, result.curve, "{what}: metrics");
             let (params, codebook) = alone.read_state().unwrap();
             assert_eq!(common::bits(&states[i].0), common::bits(&params), "{what}: parameters");
@@ -326,6 +331,8 @@ fn batched_runs_equal_single_runs_bit_for_bit() {
     let data = [a.load_data().unwrap(), b.load_data().unwrap()];
     assert!(BatchTrainer::new(&gpu, &[a.clone(), b], &data).is_err(), "different K");
     let ema = TrainConfig { codebook_mode: CodebookMode::Ema, ..a.clone() };
-    assert!(BatchTrainer::new(&gpu, &[a.clone(), ema], &data).is_err(), "EMA");
+    assert!(BatchTrainer::new(&gpu, &[a.clone(), ema], &data).is_err(), "EMA with grad");
+    let resets = TrainConfig { reset_dead: 10, ..a.clone() };
+    assert!(BatchTrainer::new(&gpu, &[resets.clone(), resets], &data).is_err(), "dead-code resets");
     common::assert_clean(&gpu);
 }

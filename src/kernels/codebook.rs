@@ -192,7 +192,14 @@ impl Codebook {
         Ok((code_tiles, dim_tiles))
     }
 
-    fn counts_pass(&self, device: &wgpu::Device, buffers: CountBuffers<'_>, shape: CodebookShape) -> Result<CountPass> {
+    fn counts_pass(
+        &self,
+        device: &wgpu::Device,
+        buffers: CountBuffers<'_>,
+        shape: CodebookShape,
+        runs: u32,
+    ) -> Result<CountPass> {
+        let r = runs as u64;
         let params =
             uniform(device, "codebook count params", &Self::params(shape, false, 1.0, EmaSettings::default()))?;
         let bind_group = bind_group(
@@ -201,17 +208,18 @@ impl Codebook {
             &self.count_layout,
             &params,
             &[
-                Binding::new(1, "index", buffers.index, shape.n as u64 * 4),
-                Binding::new(4, "counts", buffers.counts, shape.k as u64 * 4),
+                Binding::new(1, "index", buffers.index, r * shape.n as u64 * 4),
+                Binding::new(4, "counts", buffers.counts, r * shape.k as u64 * 4),
             ],
         )?;
+        let ((cx, cy), (nx, ny)) = (self.threads(shape.k as u64)?, self.threads(shape.n as u64)?);
         Ok(CountPass {
             clear: self.clear_counts.clone(),
             count: self.count_codes.clone(),
             bind_group,
             _params: params,
-            clear_grid: self.threads(shape.k as u64)?,
-            count_grid: self.threads(shape.n as u64)?,
+            clear_grid: (cx, cy, runs),
+            count_grid: (nx, ny, runs),
         })
     }
 
@@ -269,7 +277,7 @@ impl Codebook {
         k: u32,
     ) -> Result<BoundCounts> {
         check_shape(&[("n", n), ("k", k)], &[])?;
-        Ok(BoundCounts { pass: self.counts_pass(device, *buffers, CodebookShape { n, k, m: 1 })? })
+        Ok(BoundCounts { pass: self.counts_pass(device, *buffers, CodebookShape { n, k, m: 1 }, 1)? })
     }
 
     /// Binds the codebook gradient of `L_cb = 1/(B m) sum_i ||sg(z_i) - c_{a_i}||^2` with batch size `batch`.
@@ -322,6 +330,20 @@ impl Codebook {
         shape: CodebookShape,
         settings: EmaSettings,
     ) -> Result<BoundEma> {
+        self.bind_ema_runs(device, buffers, shape, settings, 1)
+    }
+
+    /// [`Codebook::bind_ema`] for `runs` runs stacked in the buffers (z `runs x n x m`, index `runs x n`, counts and
+    /// N `runs x k`, the codebooks and M `runs x k x m`), in one pass of five dispatches; each run gives the bits
+    /// it gives alone.
+    pub fn bind_ema_runs(
+        &self,
+        device: &wgpu::Device,
+        buffers: &EmaBuffers<'_>,
+        shape: CodebookShape,
+        settings: EmaSettings,
+        runs: u32,
+    ) -> Result<BoundEma> {
         check_shape(
             &[("n", shape.n), ("k", shape.k), ("m", shape.m)],
             &[("n x m", shape.n, shape.m), ("k x m", shape.k, shape.m)],
@@ -332,9 +354,10 @@ impl Codebook {
         if !(settings.eps.is_finite() && settings.eps > 0.0) {
             return Err(Error::Input(format!("the EMA epsilon must be > 0, got {}", settings.eps)));
         }
+        let r = runs as u64;
         let codes = shape.k as u64 * shape.m as u64;
-        let sums = zeroed::<f32>(device, "codebook ema sums", codes as usize)?;
-        let total = zeroed::<f32>(device, "codebook ema total", 1)?;
+        let sums = zeroed::<f32>(device, "codebook ema sums", (r * codes) as usize)?;
+        let total = zeroed::<f32>(device, "codebook ema total", runs as usize)?;
         let params = Self::params(shape, false, 1.0, settings);
         let sums_pass = self.sums_pass(
             device,
@@ -345,7 +368,7 @@ impl Codebook {
             &sums,
             shape,
             params,
-            1,
+            runs,
         )?;
         let params = uniform(device, "codebook ema params", &Self::params(shape, false, 1.0, settings))?;
         let bind_group = bind_group(
@@ -354,21 +377,23 @@ impl Codebook {
             &self.ema_layout,
             &params,
             &[
-                Binding::new(3, "codebook", buffers.codebook, codes * F32),
-                Binding::new(4, "counts", buffers.counts, shape.k as u64 * 4),
-                Binding::new(5, "sums", &sums, codes * F32),
-                Binding::new(6, "ema_size", buffers.ema_size, shape.k as u64 * F32),
-                Binding::new(7, "ema_sum", buffers.ema_sum, codes * F32),
-                Binding::new(8, "ema_total", &total, F32),
+                Binding::new(3, "codebook", buffers.codebook, r * codes * F32),
+                Binding::new(4, "counts", buffers.counts, r * shape.k as u64 * 4),
+                Binding::new(5, "sums", &sums, r * codes * F32),
+                Binding::new(6, "ema_size", buffers.ema_size, r * shape.k as u64 * F32),
+                Binding::new(7, "ema_sum", buffers.ema_sum, r * codes * F32),
+                Binding::new(8, "ema_total", &total, r * F32),
             ],
         )?;
+        let counts = CountBuffers { index: buffers.index, counts: buffers.counts };
+        let (x, y) = self.threads(codes)?;
         Ok(BoundEma {
-            counts: self.counts_pass(device, CountBuffers { index: buffers.index, counts: buffers.counts }, shape)?,
+            counts: self.counts_pass(device, counts, shape, runs)?,
             sums: sums_pass,
             sizes: self.ema_sizes.clone(),
             update: self.ema_codebook.clone(),
             bind_group,
-            update_grid: self.threads(codes)?,
+            update_grid: (x, y, runs),
             _scratch: [sums, total, params],
         })
     }
@@ -407,7 +432,12 @@ impl Codebook {
             ],
         )?;
         Ok(BoundLloyd {
-            counts: self.counts_pass(device, CountBuffers { index: buffers.index, counts: buffers.counts }, shape)?,
+            counts: self.counts_pass(
+                device,
+                CountBuffers { index: buffers.index, counts: buffers.counts },
+                shape,
+                1,
+            )?,
             sums: sums_pass,
             update: self.lloyd_update.clone(),
             bind_group,
@@ -554,14 +584,14 @@ struct CountPass {
     count: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     _params: wgpu::Buffer,
-    clear_grid: (u32, u32),
-    count_grid: (u32, u32),
+    clear_grid: (u32, u32, u32),
+    count_grid: (u32, u32, u32),
 }
 
 impl CountPass {
     fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
-        dispatch(pass, &self.clear, &self.bind_group, self.clear_grid);
-        dispatch(pass, &self.count, &self.bind_group, self.count_grid);
+        dispatch_runs(pass, &self.clear, &self.bind_group, self.clear_grid);
+        dispatch_runs(pass, &self.count, &self.bind_group, self.count_grid);
     }
 }
 
@@ -604,7 +634,7 @@ pub struct BoundEma {
     sizes: wgpu::ComputePipeline,
     update: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
-    update_grid: (u32, u32),
+    update_grid: (u32, u32, u32),
     _scratch: [wgpu::Buffer; 3],
 }
 
@@ -613,7 +643,7 @@ impl BoundEma {
     pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
         self.counts.encode(pass);
         dispatch_runs(pass, &self.sums.pipeline, &self.sums.bind_group, self.sums.grid);
-        dispatch(pass, &self.sizes, &self.bind_group, (1, 1));
-        dispatch(pass, &self.update, &self.bind_group, self.update_grid);
+        dispatch_runs(pass, &self.sizes, &self.bind_group, (1, 1, self.update_grid.2));
+        dispatch_runs(pass, &self.update, &self.bind_group, self.update_grid);
     }
 }

@@ -795,7 +795,7 @@ impl GpuTrainer<'_> {
 }
 
 /// Whether two runs can share dispatches in a [`BatchTrainer`]: the same settings except the seed, the estimator,
-/// beta and the data's noise (sigma, spread); the gradient codebook update and no dead-code resets.
+/// beta and the data's noise (sigma, spread), and no dead-code resets.
 pub fn batchable(a: &TrainConfig, b: &TrainConfig) -> bool {
     let key = |c: &TrainConfig| {
         let data = match &c.data {
@@ -807,7 +807,7 @@ pub fn batchable(a: &TrainConfig, b: &TrainConfig) -> bool {
         };
         TrainConfig { data, seed: 0, estimator: Estimator::Ste, beta: 0.0, ..c.clone() }
     };
-    let simple = |c: &TrainConfig| c.codebook_mode == CodebookMode::Grad && c.reset_dead == 0;
+    let simple = |c: &TrainConfig| c.reset_dead == 0;
     simple(a) && simple(b) && key(a) == key(b)
 }
 
@@ -823,6 +823,9 @@ struct BatchBuffers {
     codebook_grad: wgpu::Buffer,
     codebook_m: wgpu::Buffer,
     codebook_v: wgpu::Buffer,
+    counts: wgpu::Buffer,
+    ema_size: wgpu::Buffer,
+    ema_sum: wgpu::Buffer,
     x: wgpu::Buffer,
     z: wgpu::Buffer,
     index: wgpu::Buffer,
@@ -847,8 +850,7 @@ struct BatchRecorded {
     decoder_back: Vec<BoundDense>,
     estimator: BoundEstimator,
     encoder_back: Vec<BoundDense>,
-    codebook_grad: BoundGrad,
-    codebook_adam: BoundAdam,
+    codebook: CodebookUpdate,
     adam_params: BoundAdam,
 }
 
@@ -881,7 +883,7 @@ impl<'g> BatchTrainer<'g> {
             if !batchable(first, c) {
                 return Err(Error::Input(format!(
                     "run (seed {}, {}) cannot share a batch: the settings differ in more than the seed, estimator, \
-                     beta and noise, or use EMA or dead-code resets",
+                     beta and noise, or use dead-code resets",
                     c.seed, c.estimator
                 )));
             }
@@ -899,10 +901,14 @@ impl<'g> BatchTrainer<'g> {
         let hidden = if mlp { b * h } else { 1 };
         // The initial states, as each run made them.
         let (mut params0, mut codebook0, mut train) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut ema_size0, mut ema_sum0) = (Vec::new(), Vec::new());
         for (run, d) in runs.iter().zip(data) {
             let (p, c) = run.read_state()?;
+            let (size, sum) = crate::kernels::codebook::ema_initial_state(&c, k as usize);
             params0.extend(p);
             codebook0.extend(c);
+            ema_size0.extend(size);
+            ema_sum0.extend(sum);
             train.extend_from_slice(&d.train);
         }
         let f = |label: &str, len: u32| gpu.zeroed::<f32>(label, (r * len) as usize);
@@ -918,6 +924,9 @@ impl<'g> BatchTrainer<'g> {
             codebook_grad: f("batch codebook grad", k * m)?,
             codebook_m: f("batch codebook adam m", k * m)?,
             codebook_v: f("batch codebook adam v", k * m)?,
+            counts: u("batch counts", k)?,
+            ema_size: gpu.upload("batch ema size", &ema_size0)?,
+            ema_sum: gpu.upload("batch ema sum", &ema_sum0)?,
             x: f("batch x", b * d)?,
             z: f("batch z", b * m)?,
             index: u("batch index", b)?,
@@ -995,23 +1004,41 @@ impl<'g> BatchTrainer<'g> {
                 &bf.grads,
                 b,
             )?,
-            codebook_grad: ks.codebook.bind_grad_runs(
-                device,
-                &GradBuffers { z: &bf.z, index: &bf.index, codebook: &bf.codebook, grad: &bf.codebook_grad },
-                CodebookShape { n: b, k, m },
-                b,
-                r,
-            )?,
-            // Adam is elementwise with the same constants for every run: the stacked arrays are one long array.
-            codebook_adam: ks.adam.bind(
-                device,
-                &bf.codebook,
-                &bf.codebook_grad,
-                &bf.codebook_m,
-                &bf.codebook_v,
-                r * k * m,
-                adam,
-            )?,
+            codebook: match first.codebook_mode {
+                CodebookMode::Grad => CodebookUpdate::Grad(
+                    ks.codebook.bind_grad_runs(
+                        device,
+                        &GradBuffers { z: &bf.z, index: &bf.index, codebook: &bf.codebook, grad: &bf.codebook_grad },
+                        CodebookShape { n: b, k, m },
+                        b,
+                        r,
+                    )?,
+                    // Adam is elementwise with the same constants for every run: the stacked arrays are one array.
+                    ks.adam.bind(
+                        device,
+                        &bf.codebook,
+                        &bf.codebook_grad,
+                        &bf.codebook_m,
+                        &bf.codebook_v,
+                        r * k * m,
+                        adam,
+                    )?,
+                ),
+                CodebookMode::Ema => CodebookUpdate::Ema(ks.codebook.bind_ema_runs(
+                    device,
+                    &EmaBuffers {
+                        z: &bf.z,
+                        index: &bf.index,
+                        codebook: &bf.codebook,
+                        counts: &bf.counts,
+                        ema_size: &bf.ema_size,
+                        ema_sum: &bf.ema_sum,
+                    },
+                    CodebookShape { n: b, k, m },
+                    EmaSettings { decay: EMA.0 as f32, eps: EMA.1 as f32 },
+                    r,
+                )?),
+            },
             adam_params: ks.adam.bind(device, &bf.params, &bf.grads, &bf.adam_m, &bf.adam_v, r * layout.len, adam)?,
         };
         let schedules = configs.iter().map(|c| Schedule::new(c.seed, n_train as usize, b as usize)).collect();
@@ -1078,8 +1105,13 @@ impl<'g> BatchTrainer<'g> {
                 r.decoder_back.iter().for_each(|op| op.encode(&mut pass));
                 r.estimator.encode(&mut pass);
                 r.encoder_back.iter().for_each(|op| op.encode(&mut pass));
-                r.codebook_grad.encode(&mut pass);
-                r.codebook_adam.encode(&mut pass, s, slot);
+                match &r.codebook {
+                    CodebookUpdate::Grad(grad, adam) => {
+                        grad.encode(&mut pass);
+                        adam.encode(&mut pass, s, slot);
+                    }
+                    CodebookUpdate::Ema(ema) => ema.encode(&mut pass),
+                }
                 r.adam_params.encode(&mut pass, s, slot);
             }
             self.gpu.queue.submit([encoder.finish()]);

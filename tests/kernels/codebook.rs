@@ -296,3 +296,56 @@ fn batched_gradients_equal_single_runs_bit_for_bit() {
     }
     assert_clean(&gpu);
 }
+
+/// Three EMA steps of runs stacked in one pass end where each run ends alone: codebook, N and M bit for bit.
+#[test]
+fn batched_ema_updates_equal_single_runs_bit_for_bit() {
+    let gpu = gpu_or_skip!();
+    let kernel = Codebook::new(&gpu.device).unwrap();
+    for &(n, k, m, runs) in &[(300, 32, 4, 3), (700, 50, 6, 2), (100, 40, 64, 2)] {
+        let mut d = Data::new((n + k + m) as u64);
+        let codebook = d.normal(runs * k * m, 0.5);
+        let z = d.normal(runs * n * m, 1.0);
+        let index = d.indices(runs * n, k as u32);
+        // Each run's initial N and M, from its own codebook.
+        let (mut size0, mut sum0) = (Vec::new(), Vec::new());
+        for r in 0..runs {
+            let (size, sum) = ema_initial_state(&codebook[r * k * m..(r + 1) * k * m], k);
+            size0.extend(size);
+            sum0.extend(sum);
+        }
+        let steps = |runs_here: usize, cb: &[f32], z: &[f32], index: &[u32], size0: &[f32], sum0: &[f32]| {
+            let cbb = gpu.upload("codebook", cb).unwrap();
+            let size = gpu.upload("ema_size", size0).unwrap();
+            let sum = gpu.upload("ema_sum", sum0).unwrap();
+            let counts = gpu.zeroed::<u32>("counts", runs_here * k).unwrap();
+            let (zb, ib) = (gpu.upload("z", z).unwrap(), gpu.upload("index", index).unwrap());
+            let buffers =
+                EmaBuffers { z: &zb, index: &ib, codebook: &cbb, counts: &counts, ema_size: &size, ema_sum: &sum };
+            let shape = CodebookShape { n: n as u32, k: k as u32, m: m as u32 };
+            let bound =
+                kernel.bind_ema_runs(&gpu.device, &buffers, shape, EmaSettings::default(), runs_here as u32).unwrap();
+            for _ in 0..3 {
+                run_pass(&gpu, |pass| bound.encode(pass));
+            }
+            [&cbb, &size, &sum].map(|b| gpu.read::<f32>(b).unwrap())
+        };
+        let together = steps(runs, &codebook, &z, &index, &size0, &sum0);
+        for r in 0..runs {
+            let (codes, rows) = (r * k * m..(r + 1) * k * m, r * n..(r + 1) * n);
+            let alone = steps(
+                1,
+                &codebook[codes.clone()],
+                &z[r * n * m..(r + 1) * n * m],
+                &index[rows],
+                &size0[r * k..(r + 1) * k],
+                &sum0[codes.clone()],
+            );
+            let what = format!("n={n} k={k} m={m} run {r} of {runs}");
+            assert_eq!(bits(&together[0][codes.clone()]), bits(&alone[0]), "{what}: codebook");
+            assert_eq!(bits(&together[1][r * k..(r + 1) * k]), bits(&alone[1]), "{what}: N");
+            assert_eq!(bits(&together[2][codes]), bits(&alone[2]), "{what}: M");
+        }
+    }
+    assert_clean(&gpu);
+}
