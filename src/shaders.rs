@@ -18,7 +18,7 @@ pub const DENSE: &str = include_str!("../shaders/dense.wgsl");
 pub const LOSS: &str = include_str!("../shaders/loss.wgsl");
 /// Adam with PyTorch's semantics.
 pub const ADAM: &str = include_str!("../shaders/adam.wgsl");
-/// Row gathers: the minibatch from the training set, and q = c[a]. This text is the vec4 variant; see
+/// Row gathers: the minibatch from the training set, and `q = c[a]`. This text is the vec4 variant; see
 /// [`gather_source`].
 pub const GATHER: &str = include_str!("../shaders/gather.wgsl");
 

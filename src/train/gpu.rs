@@ -1,7 +1,8 @@
 //! The GPU engine. All buffers, pipelines and bind groups are made once in [`GpuTrainer::new`]; each step is one
 //! compute pass, a chunk of steps is one command buffer and one submit, and nothing is read back between
 //! evaluations. An evaluation reads back two 32-byte statistics structs, two sums and (for `subspace_err`) the
-//! decoder weights.
+//! decoder weights. [`BatchTrainer`] trains several runs of the same shapes in the same dispatches; pipelines are
+//! shared by every run on a device ([`Gpu::cached`]).
 
 use super::{
     ADAM_BETAS, ADAM_EPS, EMA, KMEANS_ITERS, KMEANS_SAMPLES, Metrics, RunResult, Schedule, TrainConfig, initial_state,
