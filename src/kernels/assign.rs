@@ -2,10 +2,10 @@
 //! `distance[i]` = that squared distance, for z `[n x m]` and a codebook `[k x m]`, row-major f32.
 
 use super::{
-    Binding, F32, Slot, bind_group, bind_group_layout, check_shape, check_workgroup_size, dispatch_runs, pipeline,
-    shader, uniform,
+    Binding, F32, Slot, bind_group, bind_group_layout, check_runs, check_shape, check_workgroup_size, dispatch_runs,
+    pipeline, shader, uniform,
 };
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::gpu::grid;
 use crate::shaders::{Lanes, assign_source};
 
@@ -129,14 +129,9 @@ impl Assign {
         runs: u32,
     ) -> Result<BoundAssign> {
         let AssignShape { n, k, m } = shape;
-        check_shape(&[("n", n), ("k", k), ("m", m), ("runs", runs)], &[("n x m", n, m), ("k x m", k, m)])?;
+        check_shape(&[("n", n), ("k", k), ("m", m)], &[("n x m", n, m), ("k x m", k, m)])?;
+        check_runs(runs, self.max_groups, &[("z", n as u64 * m as u64), ("codebook", k as u64 * m as u64)])?;
         let r = runs as u64;
-        if r * n as u64 * m as u64 > u32::MAX as u64 || r * k as u64 * m as u64 > u32::MAX as u64 {
-            return Err(Error::Shape(format!("{runs} runs of n = {n}, k = {k}, m = {m} exceed 2^32 elements")));
-        }
-        if runs > self.max_groups {
-            return Err(Error::Shape(format!("{runs} runs exceed one dispatch's {} workgroups in z", self.max_groups)));
-        }
         let params = uniform(device, "assign params", &Params { n, k, m, write_codes: q.is_some() as u32 })?;
         let bind_group = bind_group(
             device,

@@ -4,8 +4,8 @@
 //! - [`Codebook::bind_ema`]: the EMA update with Laplace smoothing, which rewrites the codebook in place.
 
 use super::{
-    Binding, F32, Slot, bind_group, bind_group_layout, check_shape, check_workgroup_size, dispatch, dispatch_runs,
-    pipeline, shader, thread_grid, uniform,
+    Binding, F32, Slot, bind_group, bind_group_layout, check_runs, check_shape, check_workgroup_size, dispatch,
+    dispatch_runs, pipeline, shader, thread_grid, uniform,
 };
 use crate::error::{Error, Result};
 use crate::gpu::zeroed;
@@ -236,15 +236,9 @@ impl Codebook {
         params: Params,
         runs: u32,
     ) -> Result<SumsPass> {
+        let (n, k, m) = (shape.n as u64, shape.k as u64, shape.m as u64);
+        check_runs(runs, self.max_groups, &[("z", n * m), ("codebook", k * m)])?;
         let r = runs as u64;
-        if runs == 0 || runs > self.max_groups {
-            return Err(Error::Shape(format!("runs must be 1 to {}, got {runs}", self.max_groups)));
-        }
-        if r * shape.n as u64 * shape.m as u64 > u32::MAX as u64
-            || r * shape.k as u64 * shape.m as u64 > u32::MAX as u64
-        {
-            return Err(Error::Shape(format!("{runs} runs of {shape:?} exceed 2^32 elements")));
-        }
         let small = shape.k as u64 * shape.m as u64 <= SMALL_SUMS;
         let (pipeline, grid) = if small {
             (&self.segment_sums_small, self.threads(shape.k as u64 * shape.m as u64)?)

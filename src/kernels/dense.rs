@@ -3,8 +3,8 @@
 //! offsets a [`Linear`] names; W is `out x in`, row-major, as PyTorch's `nn.Linear` stores it.
 
 use super::{
-    Binding, F32, Slot, bind_group, bind_group_layout, check_shape, dispatch_runs, pipeline, shader, thread_grid,
-    uniform,
+    Binding, F32, Slot, bind_group, bind_group_layout, check_runs, check_shape, dispatch_runs, pipeline, shader,
+    thread_grid, uniform,
 };
 use crate::error::{Error, Result};
 use crate::shaders;
@@ -129,9 +129,7 @@ impl Dense {
     /// activations follow the previous run's (x as `runs x batch x input`, and so on), and its parameters (and
     /// their gradients) sit `param_stride` floats after the previous run's. Each run gives the bits it gives alone.
     pub fn for_runs(&self, runs: u32, param_stride: u32) -> Result<Dense> {
-        if runs == 0 || runs > self.max_groups {
-            return Err(Error::Shape(format!("runs must be 1 to {}, got {runs}", self.max_groups)));
-        }
+        check_runs(runs, self.max_groups, &[])?;
         Ok(Dense { runs, param_stride, ..self.clone() })
     }
 

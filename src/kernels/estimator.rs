@@ -2,8 +2,8 @@
 //! codebook, writes `dL/dz = E(g, z, q) + 2 beta / (B m) (z - q)` for every [`Estimator`] (STUDY.md section 2).
 
 use super::{
-    Binding, F32, Slot, bind_group, bind_group_layout, check_shape, check_workgroup_size, dispatch_runs, pipeline,
-    shader, uniform,
+    Binding, F32, Slot, bind_group, bind_group_layout, check_runs, check_shape, check_workgroup_size, dispatch_runs,
+    pipeline, shader, uniform,
 };
 use crate::error::{Error, Result};
 use crate::estimator::Estimator;
@@ -124,14 +124,9 @@ impl EstimatorBackward {
     ) -> Result<BoundEstimator> {
         let EstimatorShape { n, k, m } = shape;
         let runs = u32::try_from(settings.len()).unwrap_or(u32::MAX);
-        check_shape(&[("n", n), ("k", k), ("m", m), ("runs", runs)], &[("n x m", n, m), ("k x m", k, m)])?;
+        check_shape(&[("n", n), ("k", k), ("m", m)], &[("n x m", n, m), ("k x m", k, m)])?;
+        check_runs(runs, self.max_groups, &[("z", n as u64 * m as u64), ("codebook", k as u64 * m as u64)])?;
         let r = runs as u64;
-        if r * n as u64 * m as u64 > u32::MAX as u64 || r * k as u64 * m as u64 > u32::MAX as u64 {
-            return Err(Error::Shape(format!("{runs} runs of n = {n}, k = {k}, m = {m} exceed 2^32 elements")));
-        }
-        if runs > self.max_groups {
-            return Err(Error::Shape(format!("{runs} runs exceed one dispatch's {} workgroups in z", self.max_groups)));
-        }
         let params = uniform(device, "estimator params", &Params { n, m, k, pad: 0 })?;
         let run_settings = crate::gpu::upload(device, "estimator run settings", &run_settings(m, settings)?)?;
         let rows = r * n as u64 * m as u64 * F32;

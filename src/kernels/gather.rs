@@ -3,10 +3,10 @@
 
 use super::step::StepUniform;
 use super::{
-    Binding, F32, Slot, bind_group, bind_group_layout, check_shape, dispatch_runs, pipeline, pipeline_with, shader,
-    thread_grid, uniform,
+    Binding, F32, Slot, bind_group, bind_group_layout, check_runs, check_shape, dispatch_runs, pipeline, pipeline_with,
+    shader, thread_grid, uniform,
 };
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::shaders::{self, Lanes};
 
 #[derive(encase::ShaderType)]
@@ -84,18 +84,16 @@ impl Gather {
         (rows, width, runs): (u32, u32, u32),
     ) -> Result<BoundGather> {
         check_shape(
-            &[("rows", rows), ("width", width), ("source rows", source_rows), ("runs", runs)],
+            &[("rows", rows), ("width", width), ("source rows", source_rows)],
             &[("rows x width", rows, width), ("source", source_rows, width)],
         )?;
+        let per_run = [
+            ("out", rows as u64 * width as u64),
+            ("source", source_rows as u64 * width as u64),
+            ("index", index_len as u64),
+        ];
+        check_runs(runs, self.max_groups, &per_run)?;
         let r = runs as u64;
-        for (name, per_run) in [("output", rows as u64 * width as u64), ("source", source_rows as u64 * width as u64)] {
-            if r * per_run > u32::MAX as u64 || r * index_len as u64 > u32::MAX as u64 {
-                return Err(Error::Shape(format!("{runs} runs of the {name} exceed 2^32 elements")));
-            }
-        }
-        if runs > self.max_groups {
-            return Err(Error::Shape(format!("{runs} runs exceed one dispatch's {} workgroups in z", self.max_groups)));
-        }
         let params =
             uniform(device, "gather params", &Params { rows, width, limit: source_rows, index_stride: index_len })?;
         let bind_group = bind_group(

@@ -228,6 +228,20 @@ pub(crate) fn check_shape(dims: &[(&str, u32)], products: &[(&str, u32, u32)]) -
     Ok(())
 }
 
+/// Checks a batched bind: `runs` at least 1 and within one dispatch's z dimension (`max_groups`), and each named
+/// per-run element count times `runs` addressable by a u32 index.
+pub(crate) fn check_runs(runs: u32, max_groups: u32, per_run: &[(&str, u64)]) -> Result<()> {
+    if runs == 0 || runs > max_groups {
+        return Err(Error::Shape(format!("runs must be 1 to {max_groups} (one dispatch's z dimension), got {runs}")));
+    }
+    for &(name, elements) in per_run {
+        if runs as u64 * elements > u32::MAX as u64 {
+            return Err(Error::Shape(format!("{runs} runs of `{name}` ({elements} elements each) exceed 2^32")));
+        }
+    }
+    Ok(())
+}
+
 pub(crate) const F32: u64 = 4;
 
 /// Records one dispatch of `groups` workgroups, as an (x, y) grid when it passes the per-dimension limit.
