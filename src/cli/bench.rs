@@ -201,28 +201,7 @@ fn bench_assign(gpu: &Gpu, (n, k, m): (u32, u32, u32), reps: usize, cpu_reps: us
     let mut wall = Vec::new();
     let mut kernel = Vec::new();
     for rep in 0..=reps {
-        let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("bench") });
-        {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
-            if let Some(s) = stamps.as_mut() {
-                s.mark(&mut pass, "start");
-            }
-            bound.encode(&mut pass);
-            if let Some(s) = stamps.as_mut() {
-                s.mark(&mut pass, "assign");
-            }
-        }
-        if let Some(s) = &stamps {
-            s.resolve(&mut encoder);
-        }
-        let start = Instant::now();
-        gpu.queue.submit([encoder.finish()]);
-        gpu.wait()?;
-        let seconds = start.elapsed().as_secs_f64();
-        let gpu_ns = match stamps.as_mut() {
-            Some(s) => s.read(gpu)?.first().map(|(_, ns)| *ns),
-            None => None,
-        };
+        let (seconds, gpu_ns) = time_dispatch(gpu, &mut stamps, |pass| bound.encode(pass))?;
         if rep > 0 {
             // rep 0 is the warm-up
             wall.push(seconds);
@@ -247,6 +226,38 @@ fn bench_assign(gpu: &Gpu, (n, k, m): (u32, u32, u32), reps: usize, cpu_reps: us
         cpu_gflops,
         gpu_over_cpu: gpu_gflops / cpu_gflops,
     })
+}
+
+/// Records what `encode` dispatches in its own pass, with a timestamp on each side where the adapter has them,
+/// submits and waits: the wall seconds of submit and wait, and the GPU's nanoseconds between the timestamps.
+fn time_dispatch(
+    gpu: &Gpu,
+    stamps: &mut Option<Timestamps>,
+    encode: impl FnOnce(&mut wgpu::ComputePass<'_>),
+) -> anyhow::Result<(f64, Option<f64>)> {
+    let mut encoder = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("bench") });
+    {
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+        if let Some(s) = stamps.as_mut() {
+            s.mark(&mut pass, "start");
+        }
+        encode(&mut pass);
+        if let Some(s) = stamps.as_mut() {
+            s.mark(&mut pass, "kernel");
+        }
+    }
+    if let Some(s) = stamps.as_ref() {
+        s.resolve(&mut encoder);
+    }
+    let start = Instant::now();
+    gpu.queue.submit([encoder.finish()]);
+    gpu.wait()?;
+    let seconds = start.elapsed().as_secs_f64();
+    let gpu_ns = match stamps.as_mut() {
+        Some(s) => s.read(gpu)?.first().map(|(_, ns)| *ns),
+        None => None,
+    };
+    Ok((seconds, gpu_ns))
 }
 
 /// Each estimator's backward kernel on the same random inputs (N rows of width m, K codes), in rounds that time
@@ -278,28 +289,8 @@ fn bench_estimators(gpu: &Gpu, (n, m, k): (u32, u32, u32), rounds: usize) -> any
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); bound.len()];
     for round in 0..=rounds {
         for (b, out) in bound.iter().zip(&mut times) {
-            let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("bench") });
-            {
-                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
-                if let Some(s) = stamps.as_mut() {
-                    s.mark(&mut pass, "start");
-                }
-                b.encode(&mut pass);
-                if let Some(s) = stamps.as_mut() {
-                    s.mark(&mut pass, "estimator");
-                }
-            }
-            if let Some(s) = &stamps {
-                s.resolve(&mut encoder);
-            }
-            let start = Instant::now();
-            gpu.queue.submit([encoder.finish()]);
-            gpu.wait()?;
-            let wall_ns = start.elapsed().as_secs_f64() * 1e9;
-            let ns = match stamps.as_mut() {
-                Some(s) => s.read(gpu)?.first().map_or(wall_ns, |(_, ns)| *ns),
-                None => wall_ns,
-            };
+            let (seconds, gpu_ns) = time_dispatch(gpu, &mut stamps, |pass| b.encode(pass))?;
+            let ns = gpu_ns.unwrap_or(seconds * 1e9);
             if round > 0 {
                 out.push(ns); // round 0 is the warm-up
             }
