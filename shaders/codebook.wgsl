@@ -7,8 +7,10 @@
 //   ema_codebook                M_k <- g M_k + (1 - g) sum_k;  c_k = M_k / N'_k,  N'_k = (N_k + eps) / (n + K eps) n
 //   lloyd_update                k-means: c_k = sums_k / n_k where n_k > 0 (unused codes stay)
 //   mark_used, reset_dead       dead-code reset: codes unused since the last reset take the encoding of a
-//                               pseudo-random batch row (lowbias32 hash of the seed, step and code; as
-//                               vqgrad::train::reset_row); with EMA their state restarts (N_k = 1, M_k = c_k)
+//                               pseudo-random batch row (lowbias32 hash of the run's seed, the step and the code;
+//                               as vqgrad::kernels::codebook::reset_row); with EMA their state restarts
+//                               (N_k = 1, M_k = c_k)
+// Batched runs (gid.z or workgroup_id.z = run) read and write their own slices of every array.
 // No float atomics anywhere: segment_sums adds the rows of a code in increasing row order, the same order as a
 // sequential loop, so the result is bit-identical run to run (and equals a sequential f32 sum).
 // Indices must be < k; larger ones are clamped to k - 1, never read out of bounds.
@@ -22,7 +24,7 @@ struct Params {
     decay: f32,        // EMA decay g
     eps: f32,          // Laplace smoothing epsilon
     dim_tile: u32,     // segment_sums: dimensions per workgroup (the codes per workgroup are TILE / dim_tile)
-    seed_mix: u32,     // reset_dead: the mixed seed
+    _pad2: u32,
     flags: u32,        // reset_dead: bit 0, an EMA state to restart
     _pad0: u32,
     _pad1: u32,
@@ -44,7 +46,8 @@ struct Step {
 @group(0) @binding(6) var<storage, read_write> ema_size: array<f32>;
 @group(0) @binding(7) var<storage, read_write> ema_sum: array<f32>;
 @group(0) @binding(8) var<storage, read_write> ema_total: array<f32>;
-@group(0) @binding(9) var<storage, read_write> used: array<u32>;
+// The reset's own state: runs x k marks (a code used since the last reset), then each run's mixed seed.
+@group(0) @binding(9) var<storage, read_write> reset_state: array<u32>;
 @group(1) @binding(0) var<uniform> step: Step;
 
 override WORKGROUP_SIZE: u32 = 256u;
@@ -212,8 +215,9 @@ fn lloyd_update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn mark_used(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let k = linear_id(gid, nwg);
-    if (k < params.k && atomicLoad(&counts[k]) > 0u) {
-        used[k] = 1u;
+    let at = gid.z * params.k + k;
+    if (k < params.k && atomicLoad(&counts[at]) > 0u) {
+        reset_state[at] = 1u;
     }
 }
 
@@ -233,18 +237,22 @@ fn reset_dead(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
     if (k >= params.k) {
         return;
     }
-    if (used[k] == 0u) {
-        let row = mix32(params.seed_mix ^ mix32(step.step ^ mix32(k))) % params.n;
+    let run = gid.z;
+    let code = run * params.k + k;
+    if (reset_state[code] == 0u) {
+        let seed_mix = reset_state[nwg.z * params.k + run];
+        let row = mix32(seed_mix ^ mix32(step.step ^ mix32(k))) % params.n;
+        let src = (run * params.n + row) * params.m;
         for (var j = 0u; j < params.m; j++) {
-            let v = z[row * params.m + j];
-            codebook[k * params.m + j] = v;
+            let v = z[src + j];
+            codebook[code * params.m + j] = v;
             if ((params.flags & 1u) != 0u) {
-                ema_sum[k * params.m + j] = v;
+                ema_sum[code * params.m + j] = v;
             }
         }
         if ((params.flags & 1u) != 0u) {
-            ema_size[k] = 1.0;
+            ema_size[code] = 1.0;
         }
     }
-    used[k] = 0u;
+    reset_state[code] = 0u;
 }

@@ -287,17 +287,19 @@ fn every_data_set_and_option_trains() {
 }
 
 /// Runs trained together in one batch (different seeds, estimators, betas and noise; linear and mlp; gradient and
-/// EMA codebooks) end exactly
-/// where each ends alone: the same parameter and codebook bits, and the same metrics at every evaluation. 100
-/// steps cross a submit boundary (64 steps to a submit).
+/// EMA codebooks; with and without dead-code resets) end exactly where each ends alone: the same parameter and
+/// codebook bits, and the same metrics at every evaluation. 100 steps cross a submit boundary (64 steps to a
+/// submit).
 #[test]
 fn batched_runs_equal_single_runs_bit_for_bit() {
     use vqgrad::train::gpu::BatchTrainer;
     let gpu = gpu_or_skip!();
-    for (encoder, mode) in [
-        (EncoderKind::Linear, CodebookMode::Grad),
-        (EncoderKind::Mlp, CodebookMode::Grad),
-        (EncoderKind::Linear, CodebookMode::Ema),
+    for (encoder, mode, reset_dead) in [
+        (EncoderKind::Linear, CodebookMode::Grad, 0),
+        (EncoderKind::Mlp, CodebookMode::Grad, 0),
+        (EncoderKind::Linear, CodebookMode::Ema, 0),
+        (EncoderKind::Linear, CodebookMode::Grad, 10),
+        (EncoderKind::Mlp, CodebookMode::Ema, 7),
     ] {
         let configs: Vec<TrainConfig> = Estimator::ALL
             .iter()
@@ -308,6 +310,7 @@ fn batched_runs_equal_single_runs_bit_for_bit() {
                 beta,
                 steps: 100,
                 eval_every: 40,
+                reset_dead,
                 ..small(estimator, mode, encoder)
             })
             .collect();
@@ -318,7 +321,8 @@ fn batched_runs_equal_single_runs_bit_for_bit() {
         for (i, (config, d)) in configs.iter().zip(&data).enumerate() {
             let mut alone = GpuTrainer::new(&gpu, config, d).unwrap();
             let result = alone.run(|_| {}).unwrap();
-            let what = format!("{encoder:?} {mode:?} run {i} ({}, seed {})", config.estimator, config.seed);
+            let what =
+                format!("{encoder:?} {mode:?} reset {reset_dead} run {i} ({}, seed {})", config.estimator, config.seed);
             assert_eq!(together[i].curve, result.curve, "{what}: metrics");
             let (params, codebook) = alone.read_state().unwrap();
             assert_eq!(common::bits(&states[i].0), common::bits(&params), "{what}: parameters");
@@ -333,6 +337,8 @@ fn batched_runs_equal_single_runs_bit_for_bit() {
     let ema = TrainConfig { codebook_mode: CodebookMode::Ema, ..a.clone() };
     assert!(BatchTrainer::new(&gpu, &[a.clone(), ema], &data).is_err(), "EMA with grad");
     let resets = TrainConfig { reset_dead: 10, ..a.clone() };
-    assert!(BatchTrainer::new(&gpu, &[resets.clone(), resets], &data).is_err(), "dead-code resets");
+    assert!(BatchTrainer::new(&gpu, &[a.clone(), resets], &data).is_err(), "resets with none");
+    assert!(BatchTrainer::new(&gpu, &[], &[]).is_err(), "no runs");
+    assert!(BatchTrainer::new(&gpu, std::slice::from_ref(&a), &data).is_err(), "one configuration, two data sets");
     common::assert_clean(&gpu);
 }

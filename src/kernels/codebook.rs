@@ -78,7 +78,7 @@ struct Params {
     decay: f32,
     eps: f32,
     dim_tile: u32,
-    seed_mix: u32,
+    pad2: u32,
     flags: u32,
     pad0: u32,
     pad1: u32,
@@ -170,7 +170,7 @@ impl Codebook {
             decay: ema.decay,
             eps: ema.eps,
             dim_tile: shape.m.min(MAX_DIM_TILE),
-            seed_mix: 0,
+            pad2: 0,
             flags: 0,
             pad0: 0,
             pad1: 0,
@@ -270,8 +270,21 @@ impl Codebook {
         n: u32,
         k: u32,
     ) -> Result<BoundCounts> {
+        self.bind_counts_runs(device, buffers, n, k, 1)
+    }
+
+    /// [`Codebook::bind_counts`] for `runs` runs stacked in the buffers (index `runs x n`, counts `runs x k`).
+    pub fn bind_counts_runs(
+        &self,
+        device: &wgpu::Device,
+        buffers: &CountBuffers<'_>,
+        n: u32,
+        k: u32,
+        runs: u32,
+    ) -> Result<BoundCounts> {
         check_shape(&[("n", n), ("k", k)], &[])?;
-        Ok(BoundCounts { pass: self.counts_pass(device, *buffers, CodebookShape { n, k, m: 1 }, 1)? })
+        check_runs(runs, self.max_groups, &[("index", n as u64), ("counts", k as u64)])?;
+        Ok(BoundCounts { pass: self.counts_pass(device, *buffers, CodebookShape { n, k, m: 1 }, runs)? })
     }
 
     /// Binds the codebook gradient of `L_cb = 1/(B m) sum_i ||sg(z_i) - c_{a_i}||^2` with batch size `batch`.
@@ -451,10 +464,28 @@ impl Codebook {
         seed_mix: u32,
         step: &super::step::StepUniform,
     ) -> Result<BoundReset> {
+        self.bind_reset_runs(device, buffers, shape, &[seed_mix], step)
+    }
+
+    /// [`Codebook::bind_reset`] for one run per entry of `seed_mixes` stacked in the buffers (z `runs x n x m`,
+    /// counts, marks and N `runs x k`, the codebooks and M `runs x k x m`), each with its own seed, in one dispatch;
+    /// each run gives the bits it gives alone.
+    pub fn bind_reset_runs(
+        &self,
+        device: &wgpu::Device,
+        buffers: &ResetBuffers<'_>,
+        shape: CodebookShape,
+        seed_mixes: &[u32],
+        step: &super::step::StepUniform,
+    ) -> Result<BoundReset> {
         check_shape(
             &[("n", shape.n), ("k", shape.k), ("m", shape.m)],
             &[("n x m", shape.n, shape.m), ("k x m", shape.k, shape.m)],
         )?;
+        let runs = seed_mixes.len() as u32;
+        let (n, k, m) = (shape.n as u64, shape.k as u64, shape.m as u64);
+        check_runs(runs, self.max_groups, &[("z", n * m), ("codebook", k * m)])?;
+        let r = runs as u64;
         use Slot::*;
         let layout = bind_group_layout(
             device,
@@ -465,13 +496,15 @@ impl Codebook {
         let reset =
             super::pipeline_with(device, &[&layout, step.layout()], &self.module, "reset_dead", self.workgroup_size)?;
         let mut p = Self::params(shape, false, 1.0, EmaSettings::default());
-        p.seed_mix = seed_mix;
         p.flags = buffers.ema.is_some() as u32;
         let params = uniform(device, "codebook reset params", &p)?;
-        let codes = shape.k as u64 * shape.m as u64 * F32;
+        // The marks start clear; the seeds follow them.
+        let state: Vec<u32> = std::iter::repeat_n(0, (r * k) as usize).chain(seed_mixes.iter().copied()).collect();
+        let state = crate::gpu::upload(device, "codebook reset marks and seeds", &state)?;
+        let codes = r * k * m * F32;
         let dummy = zeroed::<f32>(device, "codebook reset unused", 1)?;
         let (size, sum, ema_bytes) = match buffers.ema {
-            Some((size, sum)) => (size, sum, (shape.k as u64 * F32, codes)),
+            Some((size, sum)) => (size, sum, (r * k * F32, codes)),
             None => (&dummy, &dummy, (F32, F32)),
         };
         let bind_group = bind_group(
@@ -480,15 +513,16 @@ impl Codebook {
             &layout,
             &params,
             &[
-                Binding::new(2, "z", buffers.z, shape.n as u64 * shape.m as u64 * F32),
+                Binding::new(2, "z", buffers.z, r * n * m * F32),
                 Binding::new(3, "codebook", buffers.codebook, codes),
-                Binding::new(4, "counts", buffers.counts, shape.k as u64 * 4),
+                Binding::new(4, "counts", buffers.counts, r * k * 4),
                 Binding::new(6, "ema_size", size, ema_bytes.0),
                 Binding::new(7, "ema_sum", sum, ema_bytes.1),
-                Binding::new(9, "used", buffers.used, shape.k as u64 * 4),
+                Binding::new(9, "marks and seeds", &state, (r * k + r) * 4),
             ],
         )?;
-        Ok(BoundReset { mark, reset, bind_group, grid: self.threads(shape.k as u64)?, _buffers: [params, dummy] })
+        let (x, y) = self.threads(k)?;
+        Ok(BoundReset { mark, reset, bind_group, grid: (x, y, runs), _buffers: [params, dummy, state] })
     }
 }
 
@@ -521,14 +555,14 @@ impl BoundLloyd {
     }
 }
 
-/// Buffers for the dead-code reset: the batch's `z` (n x m), the `codebook`, this step's `counts` (k u32), the
-/// `used` marks (k u32, zeroed at the start) and, in EMA mode, the EMA state `(ema_size, ema_sum)`.
+/// Buffers for the dead-code reset: the batch's `z` (n x m), the `codebook`, this step's `counts` (k u32) and, in
+/// EMA mode, the EMA state `(ema_size, ema_sum)`. The marks of the codes used since the last reset live in the
+/// bound reset.
 #[derive(Clone, Copy)]
 pub struct ResetBuffers<'a> {
     pub z: &'a wgpu::Buffer,
     pub codebook: &'a wgpu::Buffer,
     pub counts: &'a wgpu::Buffer,
-    pub used: &'a wgpu::Buffer,
     pub ema: Option<(&'a wgpu::Buffer, &'a wgpu::Buffer)>,
 }
 
@@ -557,19 +591,20 @@ pub struct BoundReset {
     mark: wgpu::ComputePipeline,
     reset: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
-    grid: (u32, u32),
-    _buffers: [wgpu::Buffer; 2],
+    /// Workgroups in x and y, and one z layer per run.
+    grid: (u32, u32, u32),
+    _buffers: [wgpu::Buffer; 3],
 }
 
 impl BoundReset {
     /// Marks the codes this step's counts show as used.
     pub fn encode_mark(&self, pass: &mut wgpu::ComputePass<'_>) {
-        dispatch(pass, &self.mark, &self.bind_group, self.grid);
+        dispatch_runs(pass, &self.mark, &self.bind_group, self.grid);
     }
 
     /// Replaces the codes unused since the last reset, with step `slot` of `step` at group 1.
     pub fn encode_reset(&self, pass: &mut wgpu::ComputePass<'_>, step: &super::step::StepUniform, slot: u32) {
-        super::dispatch_step(pass, &self.reset, &self.bind_group, (self.grid.0, self.grid.1, 1), step, slot);
+        super::dispatch_step(pass, &self.reset, &self.bind_group, self.grid, step, slot);
     }
 }
 

@@ -349,3 +349,87 @@ fn batched_ema_updates_equal_single_runs_bit_for_bit() {
     }
     assert_clean(&gpu);
 }
+
+/// The dead-code reset of runs stacked in one dispatch, each with its own seed, against the oracle: a code with no
+/// count since the last reset takes row `reset_row(seed, step, code, n)` of its own run's batch (and, with EMA,
+/// N_k = 1 and M_k = that row); used codes keep their values; every mark is cleared. The counts mark two steps'
+/// use (mark, then a second mark) before the reset, so a code used only in the first step survives.
+#[test]
+fn batched_dead_code_resets_follow_each_runs_seed() {
+    use vqgrad::kernels::codebook::{ResetBuffers, reset_row, seed_mix};
+    use vqgrad::kernels::step::{StepConstants, StepUniform};
+    let gpu = gpu_or_skip!();
+    let kernel = Codebook::new(&gpu.device).unwrap();
+    for &(n, k, m, runs, ema) in &[(40, 12, 3, 3, false), (7, 300, 5, 2, true), (1, 1, 1, 1, false)] {
+        let mut d = Data::new((n * k + m) as u64);
+        let z = d.normal(runs * n * m, 1.0);
+        let codebook = d.normal(runs * k * m, 1.0);
+        // Two steps' counts: roughly a third of the codes used in each.
+        let first: Vec<u32> = d.indices(runs * k, 3).iter().map(|&c| (c == 0) as u32).collect();
+        let second: Vec<u32> = d.indices(runs * k, 3).iter().map(|&c| (c == 0) as u32).collect();
+        let seeds: Vec<u64> = (0..runs as u64).map(|r| 1000 + 7 * r).collect();
+        let step_t = 30u64;
+        let (zb, cb) = (gpu.upload("z", &z).unwrap(), gpu.upload("codebook", &codebook).unwrap());
+        let counts = gpu.upload("counts", &first).unwrap();
+        let size = gpu.upload("ema_size", &vec![5.0f32; runs * k]).unwrap();
+        let sum = gpu.upload("ema_sum", &codebook).unwrap();
+        let step = StepUniform::new(&gpu.device, 1).unwrap();
+        step.write(&gpu.queue, &[StepConstants::adam(step_t, 1e-3, 0.9, 0.999, 0)]).unwrap();
+        let buffers = ResetBuffers { z: &zb, codebook: &cb, counts: &counts, ema: ema.then_some((&size, &sum)) };
+        let shape = CodebookShape { n: n as u32, k: k as u32, m: m as u32 };
+        let mixes: Vec<u32> = seeds.iter().map(|&s| seed_mix(s)).collect();
+        let bound = kernel.bind_reset_runs(&gpu.device, &buffers, shape, &mixes, &step).unwrap();
+        run_pass(&gpu, |pass| bound.encode_mark(pass));
+        gpu.queue.write_buffer(&counts, 0, bytemuck::cast_slice(&second));
+        run_pass(&gpu, |pass| {
+            bound.encode_mark(pass);
+            bound.encode_reset(pass, &step, 0);
+        });
+        let got = gpu.read::<f32>(&cb).unwrap();
+        let (got_size, got_sum) = (gpu.read::<f32>(&size).unwrap(), gpu.read::<f32>(&sum).unwrap());
+        let mut resets = 0;
+        for r in 0..runs {
+            for code in 0..k {
+                let c = r * k + code;
+                let want: &[f32] = if first[c] + second[c] > 0 {
+                    &codebook[c * m..(c + 1) * m]
+                } else {
+                    resets += 1;
+                    let row = reset_row(seeds[r], step_t, code as u32, n as u32) as usize;
+                    &z[(r * n + row) * m..(r * n + row + 1) * m]
+                };
+                let what = format!("n={n} k={k} m={m} run {r} code {code}");
+                assert_eq!(bits(&got[c * m..(c + 1) * m]), bits(want), "{what}: codebook");
+                if ema {
+                    let reset = first[c] + second[c] == 0;
+                    assert_eq!(got_size[c], if reset { 1.0 } else { 5.0 }, "{what}: N");
+                    assert_eq!(bits(&got_sum[c * m..(c + 1) * m]), bits(want), "{what}: M");
+                }
+            }
+        }
+        assert!(resets > 0 || k == 1, "n={n} k={k}: the data reset no code");
+        // The reset cleared every mark: with no use since, the next reset (step 31) replaces every code.
+        gpu.queue.write_buffer(&counts, 0, bytemuck::cast_slice(&vec![0u32; runs * k]));
+        step.write(&gpu.queue, &[StepConstants::adam(step_t + 1, 1e-3, 0.9, 0.999, 0)]).unwrap();
+        run_pass(&gpu, |pass| {
+            bound.encode_mark(pass);
+            bound.encode_reset(pass, &step, 0);
+        });
+        let got = gpu.read::<f32>(&cb).unwrap();
+        for r in 0..runs {
+            for code in 0..k {
+                let row = reset_row(seeds[r], step_t + 1, code as u32, n as u32) as usize;
+                let c = r * k + code;
+                assert_eq!(bits(&got[c * m..(c + 1) * m]), bits(&z[(r * n + row) * m..(r * n + row + 1) * m]));
+            }
+        }
+    }
+    // One seed per run; no runs is an error.
+    let one = gpu.zeroed::<f32>("one", 1).unwrap();
+    let one_u = gpu.zeroed::<u32>("one u32", 1).unwrap();
+    let step = StepUniform::new(&gpu.device, 1).unwrap();
+    let buffers = ResetBuffers { z: &one, codebook: &one, counts: &one_u, ema: None };
+    let shape = CodebookShape { n: 1, k: 1, m: 1 };
+    assert!(matches!(kernel.bind_reset_runs(&gpu.device, &buffers, shape, &[], &step), Err(Error::Shape(_))));
+    assert_clean(&gpu);
+}
