@@ -124,6 +124,43 @@ fn train_writes_a_json_run_and_a_table() {
     }
 }
 
+/// `train --runs 3` writes one JSON line per run over consecutive seeds, each equal (timings aside) to training
+/// that seed alone; the table has a row per seed. `--runs 0` and `--runs 2 --save-params` are errors.
+#[test]
+fn train_runs_batches_seeds_and_each_equals_its_run_alone() {
+    let dir = std::env::temp_dir().join(format!("vqgrad-cli-runs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (many, one) = (dir.join("runs.jsonl"), dir.join("one.json"));
+    let base = ["train", "--preset", "E1", "--estimator", "rotation-trick", "--reset-dead", "5", "--seed", "7"];
+    let mut args: Vec<&str> = base.to_vec();
+    args.extend_from_slice(&["--runs", "3", "--out", many.to_str().unwrap()]);
+    args.extend_from_slice(QUICK);
+    let out = vqgrad(&args);
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(table.lines().count(), 4, "a header and a row per run: {table}");
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(&many).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let seeds: Vec<u64> = lines.iter().map(|l| l["config"]["seed"].as_u64().unwrap()).collect();
+    assert_eq!(seeds, [7, 8, 9]);
+    let mut args: Vec<&str> = base.to_vec();
+    args[base.len() - 1] = "8";
+    args.extend_from_slice(&["--out", one.to_str().unwrap()]);
+    args.extend_from_slice(QUICK);
+    let out = vqgrad(&args);
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let alone: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&one).unwrap()).unwrap();
+    assert_eq!(lines[1]["curve"], alone["curve"], "seed 8 in the batch and alone");
+    assert_eq!(lines[1]["config"], alone["config"]);
+    assert_eq!(lines[1]["engine"], alone["engine"]);
+    assert_ne!(lines[0]["curve"], lines[1]["curve"], "different seeds train differently");
+    for bad in [&["train", "--runs", "0"][..], &["train", "--runs", "2", "--save-params", "x.safetensors"][..]] {
+        let out = vqgrad(bad);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--runs"), "{bad:?}");
+    }
+}
+
 #[test]
 fn bad_training_input_exits_2_with_a_clear_message() {
     let dir = std::env::temp_dir().join(format!("vqgrad-cli-bad-{}", std::process::id()));

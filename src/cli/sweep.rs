@@ -338,7 +338,7 @@ pub fn run_missing(
         let first = group[0];
         let what = if group.len() > 1 { format!(" and {} more in one batch", group.len() - 1) } else { String::new() };
         bar.set_message(format!("{} K={} seed {}{what}", first.estimator, first.codes, first.seed));
-        for line in engine.train_batch(&group)? {
+        for line in engine.train_batch(&group, |_, _| {})? {
             append(out, &line)?;
             bar.inc(1);
         }

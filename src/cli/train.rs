@@ -1,4 +1,5 @@
-//! `vqgrad train`: one run of the model of STUDY.md, on the GPU or, where no adapter exists, on the CPU engine.
+//! `vqgrad train`: a run of the model of STUDY.md (or `--runs R` of them, over consecutive seeds, in the same
+//! dispatches), on the GPU or, where no adapter exists, on the CPU engine.
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -148,9 +149,13 @@ pub struct TrainArgs {
     /// Every N steps, replace the codes unused since the last reset with batch encodings (0: off).
     #[arg(long)]
     pub reset_dead: Option<u32>,
-    /// Write the run as one JSON object to this file.
+    /// Write the run as one JSON object to this file (with --runs above 1: one JSON line per run).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Train this many runs, with seeds --seed, --seed + 1, ..., together in the same dispatches (as many to a
+    /// batch as the device's storage-binding size allows). Each run's results are those it gets alone.
+    #[arg(long, default_value_t = 1)]
+    pub runs: u32,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -319,19 +324,37 @@ impl Engine {
         Ok(run_json(config, &result, engine, adapter))
     }
 
-    /// Trains `configs` (each [`vqgrad::train::gpu::batchable`] with the others) in one batch on the GPU, or one
-    /// after another on the CPU engine; one results line per run, as [`Engine::train`] gives.
-    pub fn train_batch(&self, configs: &[&TrainConfig]) -> anyhow::Result<Vec<serde_json::Value>> {
+    /// Trains `configs` (each [`vqgrad::train::gpu::batchable`] with the others) together on the GPU, in batches
+    /// of as many as one storage binding holds, or one after another on the CPU engine; one results line per run,
+    /// as [`Engine::train`] gives. `on_eval` sees each evaluation: the run's position in `configs`, its metrics.
+    pub fn train_batch(
+        &self,
+        configs: &[&TrainConfig],
+        mut on_eval: impl FnMut(usize, &Metrics),
+    ) -> anyhow::Result<Vec<serde_json::Value>> {
         match self {
             Engine::Gpu(gpu) if configs.len() > 1 => {
-                let owned: Vec<TrainConfig> = configs.iter().map(|&c| c.clone()).collect();
-                let data = owned.iter().map(|c| c.load_data()).collect::<vqgrad::Result<Vec<_>>>()?;
-                let results = vqgrad::train::gpu::BatchTrainer::new(gpu, &owned, &data)?.run(|_, _| {})?;
                 let info = gpu.info();
                 let adapter = json!({ "name": info.name, "backend": gpu::backend_name(info.backend) });
-                Ok(owned.iter().zip(&results).map(|(c, r)| run_json(c, r, "gpu", adapter.clone())).collect())
+                let mut lines = Vec::with_capacity(configs.len());
+                let mut rest = configs;
+                while !rest.is_empty() {
+                    let first = rest[0].load_data()?;
+                    let fits = vqgrad::train::gpu::BatchTrainer::max_runs(gpu, rest[0], &first) as usize;
+                    let (now, later) = rest.split_at(fits.min(rest.len()));
+                    let owned: Vec<TrainConfig> = now.iter().map(|&c| c.clone()).collect();
+                    let data = std::iter::once(Ok(first))
+                        .chain(owned[1..].iter().map(|c| c.load_data()))
+                        .collect::<vqgrad::Result<Vec<_>>>()?;
+                    let done = lines.len();
+                    let results =
+                        vqgrad::train::gpu::BatchTrainer::new(gpu, &owned, &data)?.run(|i, m| on_eval(done + i, m))?;
+                    lines.extend(owned.iter().zip(&results).map(|(c, r)| run_json(c, r, "gpu", adapter.clone())));
+                    rest = later;
+                }
+                Ok(lines)
             }
-            _ => configs.iter().map(|&c| self.train(c, c.load_data()?, |_| {})).collect(),
+            _ => configs.iter().enumerate().map(|(i, &c)| self.train(c, c.load_data()?, |m| on_eval(i, m))).collect(),
         }
     }
 }
@@ -354,6 +377,9 @@ fn run_json(
 
 pub fn run(options: &GpuOptions, args: &TrainArgs) -> anyhow::Result<()> {
     let config = config(args)?;
+    if args.runs != 1 {
+        return run_many(options, args, &config);
+    }
     let data = config.load_data()?;
     if let Some(want) = args.dim
         && want != data.dim
@@ -381,6 +407,71 @@ pub fn run(options: &GpuOptions, args: &TrainArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.out {
         let text = serde_json::to_string_pretty(&run)?;
         std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// `train --runs R`: R runs over consecutive seeds, batched; one table row and one JSON line per run.
+fn run_many(options: &GpuOptions, args: &TrainArgs, config: &TrainConfig) -> anyhow::Result<()> {
+    let bad = |msg: &str| -> anyhow::Result<()> { Err(vqgrad::Error::Input(msg.into()).into()) };
+    if args.runs == 0 {
+        return bad("--runs must be at least 1");
+    }
+    if args.save_params.is_some() {
+        return bad("--save-params saves one run; train it alone (--runs 1)");
+    }
+    let data = config.load_data()?;
+    if let Some(want) = args.dim
+        && want != data.dim
+    {
+        return Err(vqgrad::Error::Input(format!("--dim {want} does not match the data's d = {}", data.dim)).into());
+    }
+    drop(data);
+    let configs: Vec<TrainConfig> = (0..args.runs as u64)
+        .map(|i| {
+            let seed =
+                config.seed.checked_add(i).ok_or_else(|| vqgrad::Error::Input("--seed + --runs overflows".into()))?;
+            Ok(TrainConfig { seed, ..config.clone() })
+        })
+        .collect::<vqgrad::Result<_>>()?;
+    let bar = if args.quiet {
+        ProgressBar::hidden()
+    } else {
+        let bar = ProgressBar::new(config.steps as u64 * args.runs as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} run-steps {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    };
+    let mut done = vec![0u64; configs.len()];
+    let refs: Vec<&TrainConfig> = configs.iter().collect();
+    let lines = Engine::choose(options, args.cpu).train_batch(&refs, |i, m| {
+        done[i] = m.step as u64;
+        bar.set_position(done.iter().sum());
+    })?;
+    bar.finish_and_clear();
+    println!(
+        "{:>6} {:>9} {:>5} {:>7} {:>10} {:>10} {:>11} {:>9}",
+        "seed", "loss", "dead", "usage", "perplexity", "recon_mse", "steps/s", "engine"
+    );
+    for line in &lines {
+        let m: Metrics = serde_json::from_value(line["metrics"].clone())?;
+        println!(
+            "{:>6} {:>9.5} {:>5} {:>7.4} {:>10.3} {:>10.6} {:>11.1} {:>9}",
+            line["config"]["seed"].as_u64().unwrap_or(0),
+            m.loss,
+            m.dead_codes,
+            m.usage,
+            m.perplexity,
+            m.recon_mse,
+            line["metrics"]["steps_per_sec"].as_f64().unwrap_or(f64::NAN),
+            line["engine"].as_str().unwrap_or("?")
+        );
+    }
+    if let Some(path) = &args.out {
+        let text: String = lines.iter().map(|l| l.to_string() + "\n").collect();
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }
