@@ -79,6 +79,14 @@ pub enum Error {
     /// Reading a buffer back failed.
     #[error("reading back a buffer failed: {0}")]
     Readback(String),
+    /// naga could not parse, validate or translate a kernel (`vqgrad::shaders::translate`).
+    #[error("naga could not translate {what}: {message}")]
+    Translate {
+        /// The file and entry point.
+        what: String,
+        /// naga's message.
+        message: String,
+    },
 }
 
 /// `Result` with the crate's [`Error`].

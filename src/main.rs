@@ -49,6 +49,8 @@ enum Command {
     Kmeans(Box<cli::kmeans::KmeansArgs>),
     /// Throughput of the assign kernel, of training (per estimator) and of sweeps, with the CPU engine beside it.
     Bench(cli::bench::BenchArgs),
+    /// Write the kernels' WGSL, and naga's SPIR-V, MSL or HLSL translations, for loading them in other runtimes.
+    ExportShaders(cli::export::ExportArgs),
 }
 
 fn parse_backend(s: &str) -> Result<wgpu::Backend, String> {
@@ -74,6 +76,7 @@ fn main() -> ExitCode {
         Command::Gradfield(args) => cli::gradfield::run(&options, &args),
         Command::Kmeans(args) => cli::kmeans::run(&options, &args),
         Command::Bench(args) => cli::bench::run(&options, &args),
+        Command::ExportShaders(args) => cli::export::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

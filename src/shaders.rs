@@ -80,3 +80,95 @@ fn variant(source: &str, lanes: Lanes, scalar: &str) -> String {
         }
     }
 }
+
+/// Every source the crate compiles, named as files: each file in `shaders/` and the scalar variants of `assign`
+/// and `gather` (`assign.scalar.wgsl`, `gather.scalar.wgsl`).
+pub fn variants() -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = ALL.iter().map(|(name, src)| (name.to_string(), src.to_string())).collect();
+    out.push(("assign.scalar.wgsl".into(), assign_source(Lanes::Scalar)));
+    out.push(("gather.scalar.wgsl".into(), gather_source(Lanes::Scalar)));
+    out
+}
+
+/// naga's translations of the kernels, for loading them in other runtimes (feature `translate`, on by default
+/// with the CLI; `vqgrad export-shaders` writes them to files).
+#[cfg(feature = "translate")]
+pub mod translate {
+    use crate::error::{Error, Result};
+    use naga::back::{hlsl, msl, spv};
+    use naga::valid::{Capabilities, ValidationFlags, Validator};
+
+    /// A target of the translation.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Target {
+        /// SPIR-V (Vulkan), a binary module per entry point.
+        SpirV,
+        /// Metal Shading Language.
+        Msl,
+        /// HLSL (DX12, shader model 5.1 as naga's default).
+        Hlsl,
+    }
+
+    impl Target {
+        /// The file extension of a translation.
+        pub fn extension(self) -> &'static str {
+            match self {
+                Target::SpirV => "spv",
+                Target::Msl => "metal",
+                Target::Hlsl => "hlsl",
+            }
+        }
+    }
+
+    /// Parses and validates WGSL with only the capabilities vqgrad needs; `name` labels the errors.
+    pub fn validate(name: &str, source: &str) -> Result<(naga::Module, naga::valid::ModuleInfo)> {
+        let fail = |message: String| Error::Translate { what: name.to_string(), message };
+        let module = naga::front::wgsl::parse_str(source).map_err(|e| fail(e.emit_to_string(source)))?;
+        let info = Validator::new(ValidationFlags::all(), Capabilities::empty())
+            .validate(&module)
+            .map_err(|e| fail(e.emit_to_string(source)))?;
+        Ok((module, info))
+    }
+
+    /// Every compute entry point of the WGSL `source` translated to `target`, each override (the workgroup size)
+    /// at its default: `(entry point, the translation's bytes)`; SPIR-V words are little-endian.
+    pub fn entry_points(name: &str, source: &str, target: Target) -> Result<Vec<(String, Vec<u8>)>> {
+        let (module, info) = validate(name, source)?;
+        let mut out = Vec::new();
+        for ep in &module.entry_points {
+            let what = format!("{name}::{}", ep.name);
+            let fail = |message: String| Error::Translate { what: what.clone(), message };
+            let stage_ep = Some((ep.stage, ep.name.as_str()));
+            let (module, info) =
+                naga::back::pipeline_constants::process_overrides(&module, &info, stage_ep, &Default::default())
+                    .map_err(|e| fail(e.to_string()))?;
+            let bytes = match target {
+                Target::SpirV => {
+                    let pipeline = spv::PipelineOptions { shader_stage: ep.stage, entry_point: ep.name.clone() };
+                    let words = spv::write_vec(&module, &info, &spv::Options::default(), Some(&pipeline))
+                        .map_err(|e| fail(e.to_string()))?;
+                    words.iter().flat_map(|w| w.to_le_bytes()).collect()
+                }
+                Target::Msl => {
+                    let options = msl::Options { fake_missing_bindings: true, ..Default::default() };
+                    let pipeline =
+                        msl::PipelineOptions { entry_point: Some((ep.stage, ep.name.clone())), ..Default::default() };
+                    let (text, _) =
+                        msl::write_string(&module, &info, &options, &pipeline).map_err(|e| fail(e.to_string()))?;
+                    text.into_bytes()
+                }
+                Target::Hlsl => {
+                    let options = hlsl::Options { fake_missing_bindings: true, ..Default::default() };
+                    let pipeline = hlsl::PipelineOptions { entry_point: Some((ep.stage, ep.name.clone())) };
+                    let mut text = String::new();
+                    hlsl::Writer::new(&mut text, &options, &pipeline)
+                        .write(&module, &info, None)
+                        .map_err(|e| fail(e.to_string()))?;
+                    text.into_bytes()
+                }
+            };
+            out.push((ep.name.clone(), bytes));
+        }
+        Ok(out)
+    }
+}

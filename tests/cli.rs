@@ -259,3 +259,44 @@ fn bench_json_has_every_section() {
     }
     assert!(v["memory"]["e1_gpu_buffer_bytes"].as_u64().unwrap() > 0);
 }
+
+/// `export-shaders` writes every WGSL source (with the scalar variants) and, per flag, one translation per entry
+/// point: 26 each for SPIR-V (with its magic number), MSL and HLSL; the WGSL files are the crate's sources.
+#[test]
+fn export_shaders_writes_the_sources_and_every_translation() {
+    let dir = std::env::temp_dir().join(format!("vqgrad-export-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = vqgrad(&["export-shaders", "--out", dir.to_str().unwrap(), "--spirv", "--msl", "--hlsl"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let files = |sub: &str| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir.join(sub))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| !dir.join(sub).join(n).is_dir())
+            .collect();
+        names.sort();
+        names
+    };
+    let wgsl = files("");
+    assert_eq!(wgsl.len(), 10, "{wgsl:?}");
+    for (name, source) in vqgrad::shaders::variants() {
+        assert_eq!(std::fs::read_to_string(dir.join(&name)).unwrap(), source, "{name}");
+    }
+    for (sub, ext) in [("spirv", ".spv"), ("msl", ".metal"), ("hlsl", ".hlsl")] {
+        let names = files(sub);
+        assert_eq!(names.len(), 26, "{sub}: {names:?}");
+        assert!(names.iter().all(|n| n.ends_with(ext)), "{sub}: {names:?}");
+        assert!(names.contains(&format!("assign.scalar.assign{ext}")), "{sub}: {names:?}");
+    }
+    let spv = std::fs::read(dir.join("spirv").join("estimator.estimator_backward.spv")).unwrap();
+    assert_eq!(spv[..4], 0x0723_0203u32.to_le_bytes());
+    // Only the WGSL without a flag; an unwritable directory is an error, not a panic.
+    let plain = dir.join("plain");
+    let out = vqgrad(&["export-shaders", "--out", plain.to_str().unwrap()]);
+    assert!(out.status.success());
+    assert!(!plain.join("spirv").exists());
+    let blocked = dir.join("assign.wgsl").join("x");
+    let out = vqgrad(&["export-shaders", "--out", blocked.to_str().unwrap()]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("making"), "{}", String::from_utf8_lossy(&out.stderr));
+}

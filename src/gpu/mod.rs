@@ -111,6 +111,24 @@ fn instance(backends: wgpu::Backends) -> wgpu::Instance {
     wgpu::Instance::new(desc)
 }
 
+/// A device and queue on the best adapter with WebGPU's default limits, as an embedding program would make them:
+/// for the examples and doc tests. Without any adapter it prints why on stderr and returns `None`, so that an
+/// example skips, unless `VQGRAD_REQUIRE_GPU=1`, when that is an error.
+pub fn example_device() -> Result<Option<(wgpu::Device, wgpu::Queue)>> {
+    let adapters = enumerate_adapters(wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all()));
+    let Some(adapter) = adapters.into_iter().next() else {
+        if std::env::var("VQGRAD_REQUIRE_GPU").as_deref() == Ok("1") {
+            return Err(Error::NoAdapter { filter: " (VQGRAD_REQUIRE_GPU=1)".into(), found: String::new() });
+        }
+        eprintln!("SKIPPED: no GPU adapter (install mesa-vulkan-drivers for lavapipe)");
+        return Ok(None);
+    };
+    let name = adapter.get_info().name;
+    let device = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default()))
+        .map_err(|e| Error::RequestDevice { adapter: name, message: e.to_string() })?;
+    Ok(Some(device))
+}
+
 /// Every adapter of the given backends, best first (the order [`Gpu::new`] chooses in).
 pub fn enumerate_adapters(backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
     let mut adapters = pollster::block_on(instance(backends).enumerate_adapters(backends));

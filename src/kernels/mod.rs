@@ -11,6 +11,7 @@ pub mod gather;
 pub mod loss;
 pub mod stats;
 pub mod step;
+pub mod vq;
 
 use crate::error::{Error, Result};
 use crate::gpu::scoped;

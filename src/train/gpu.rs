@@ -228,8 +228,11 @@ struct Evaluator {
 }
 
 struct EvalBuffers {
+    /// The eval set and labels being evaluated: the workspace's own copy, or (a batch of one) the stacked
+    /// buffers themselves, with nothing to copy.
     eval: wgpu::Buffer,
     eval_labels: Option<wgpu::Buffer>,
+    own_eval: bool,
     params: wgpu::Buffer,
     codebook: wgpu::Buffer,
     /// The run's last batch, its reconstruction, codes and distances (the batch metrics).
@@ -250,9 +253,9 @@ struct EvalBuffers {
 }
 
 impl EvalBuffers {
-    fn all(&self) -> impl Iterator<Item = &wgpu::Buffer> {
+    /// The buffers the workspace owns.
+    fn owned(&self) -> impl Iterator<Item = &wgpu::Buffer> {
         [
-            &self.eval,
             &self.params,
             &self.codebook,
             &self.x,
@@ -270,7 +273,7 @@ impl EvalBuffers {
             &self.eval_counts,
         ]
         .into_iter()
-        .chain(self.eval_labels.as_ref())
+        .chain(std::iter::once(&self.eval).chain(self.eval_labels.iter()).filter(|_| self.own_eval))
     }
 }
 
@@ -299,15 +302,32 @@ struct Sizes {
 }
 
 impl Evaluator {
-    fn new(gpu: &Gpu, ks: &Kernels, config: &TrainConfig, layout: &Layout, sz: Sizes, labels: bool) -> Result<Self> {
+    /// A workspace for one run of `config`'s shapes. `shared` is the eval set and labels to bind directly (a batch
+    /// of one); otherwise the workspace has its own copy (`labels`: whether the data have labels).
+    fn new(
+        gpu: &Gpu,
+        ks: &Kernels,
+        (config, layout): (&TrainConfig, &Layout),
+        sz: Sizes,
+        shared: Option<(&wgpu::Buffer, Option<&wgpu::Buffer>)>,
+        labels: bool,
+    ) -> Result<Self> {
         let device = &gpu.device;
         let Sizes { b, d, m, k, n_eval, classes, .. } = sz;
         let mlp = config.encoder == EncoderKind::Mlp;
         let f = |label: &str, len: u32| gpu.zeroed::<f32>(label, len as usize);
         let u = |label: &str, len: u32| gpu.zeroed::<u32>(label, len as usize);
         let bf = EvalBuffers {
-            eval: f("eval data", n_eval * d)?,
-            eval_labels: if labels { Some(u("eval labels", n_eval)?) } else { None },
+            eval: match shared {
+                Some((eval, _)) => eval.clone(),
+                None => f("eval data", n_eval * d)?,
+            },
+            eval_labels: match shared {
+                Some((_, labels)) => labels.cloned(),
+                None if labels => Some(u("eval labels", n_eval)?),
+                None => None,
+            },
+            own_eval: shared.is_none(),
             params: f("eval params", layout.len)?,
             codebook: f("eval codebook", k * m)?,
             x: f("eval batch x", b * d)?,
@@ -391,9 +411,11 @@ impl Evaluator {
         copy(&from.xhat, &own.xhat);
         copy(&from.index, &own.index);
         copy(&from.dist, &own.dist);
-        copy(&from.eval, &own.eval);
-        if let (Some(src), Some(dst)) = (&from.eval_labels, &own.eval_labels) {
-            copy(src, dst);
+        if own.own_eval {
+            copy(&from.eval, &own.eval);
+            if let (Some(src), Some(dst)) = (&from.eval_labels, &own.eval_labels) {
+                copy(src, dst);
+            }
         }
         let r = &self.rec;
         {
@@ -564,7 +586,8 @@ impl<'g> BatchTrainer<'g> {
         let ks = gpu.cached(Kernels::new)?;
         let configs: Vec<TrainConfig> = runs.iter().map(|&(c, _)| c.clone()).collect();
         let rec = Self::bind(device, &ks, &bf, &configs, &layout, &step_uniform, sz)?;
-        let evaluator = Evaluator::new(gpu, &ks, first, &layout, sz, data0.eval_labels.is_some())?;
+        let shared = (r == 1).then_some((&bf.eval, bf.eval_labels.as_ref()));
+        let evaluator = Evaluator::new(gpu, &ks, (first, &layout), sz, shared, data0.eval_labels.is_some())?;
         Ok(BatchTrainer {
             gpu,
             bases: runs.iter().map(|&(_, d)| d.basis.clone().map(|basis| (basis, d.rank as usize))).collect(),
@@ -909,7 +932,7 @@ impl<'g> BatchTrainer<'g> {
     /// Bytes of the batch's storage buffers (data, state, activations, the evaluation workspace; not the small
     /// uniforms).
     pub fn buffer_bytes(&self) -> u64 {
-        self.buffers.all().chain(self.evaluator.buffers.all()).map(|b| b.size()).sum()
+        self.buffers.all().chain(self.evaluator.buffers.owned()).map(|b| b.size()).sum()
     }
 
     /// Steps taken so far (by every run).

@@ -12,3 +12,4 @@ mod device;
 mod estimator;
 mod gather;
 mod stats;
+mod vq;
