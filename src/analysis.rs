@@ -6,7 +6,9 @@ use statrs::distribution::{ContinuousCDF, StudentsT};
 /// A sample's summary.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Summary {
+    /// Values summarized: the finite ones.
     pub n: usize,
+    /// Arithmetic mean; NaN for n = 0.
     pub mean: f64,
     /// Sample standard deviation (n - 1 in the denominator); NaN for n < 2.
     pub std: f64,

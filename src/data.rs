@@ -15,13 +15,21 @@ use std::path::{Path, PathBuf};
 /// The purposes that get their own random stream.
 #[derive(Clone, Copy, Debug)]
 pub enum Stream {
+    /// The data's structure: the subspace basis A or the cluster centres.
     Structure = 1,
+    /// The training samples.
     Train = 2,
+    /// The eval samples.
     Eval = 3,
+    /// The initial layer parameters.
     Params = 4,
+    /// The initial codebook (`uniform` or `normal`).
     Codebook = 5,
+    /// The shuffle of the training rows at each epoch.
     Shuffle = 6,
+    /// k-means++ seeding (the `kmeans` codebook init and `vqgrad kmeans`).
     Kmeans = 7,
+    /// Dead-code resets. Reserved: a reset picks its rows by a hash of the seed, not from this stream.
     Reset = 8,
 }
 
@@ -37,35 +45,67 @@ pub fn rng(seed: u64, stream: Stream) -> ChaCha8Rng {
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum DataSpec {
     /// `x = A s + sigma e`: A (d x r) orthonormal, s ~ N(0, I_r), e ~ N(0, I_d).
-    Subspace { dim: u32, rank: u32, sigma: f64 },
+    Subspace {
+        /// Data dimension d.
+        dim: u32,
+        /// Subspace rank r (1 <= r <= d).
+        rank: u32,
+        /// Noise standard deviation sigma (>= 0).
+        sigma: f64,
+    },
     /// `x = mu_y + spread e`: centres mu_c ~ N(0, I_d), labels y uniform over the clusters.
-    Clusters { dim: u32, clusters: u32, spread: f64 },
+    Clusters {
+        /// Data dimension d.
+        dim: u32,
+        /// Number of clusters C (also the label classes).
+        clusters: u32,
+        /// Noise standard deviation around each centre (>= 0).
+        spread: f64,
+    },
     /// `x ~ N(0, I_d)`.
-    Gaussian { dim: u32 },
+    Gaussian {
+        /// Data dimension d.
+        dim: u32,
+    },
     /// A 2-D float32/float64 `.npy` (n x d), optional integer labels (n); the last `eval_split` of the rows is the
     /// eval set.
-    File { path: PathBuf, labels: Option<PathBuf>, eval_split: f64 },
+    File {
+        /// The data `.npy` (n x d).
+        path: PathBuf,
+        /// Integer labels `.npy` (n), for purity.
+        labels: Option<PathBuf>,
+        /// Share of the rows, the last ones, kept as the eval set; in (0, 1).
+        eval_split: f64,
+    },
 }
 
 /// A data set ready for training: row-major f32 matrices.
 #[derive(Clone, Debug)]
 pub struct Dataset {
+    /// Data dimension d: the columns of every row.
     pub dim: u32,
+    /// The training set, `train_rows() x dim`.
     pub train: Vec<f32>,
+    /// The eval set, `eval_rows() x dim`.
     pub eval: Vec<f32>,
+    /// A label per training row (cluster data or a labels file); `None` without labels.
     pub train_labels: Option<Vec<u32>>,
+    /// A label per eval row; `None` without labels.
     pub eval_labels: Option<Vec<u32>>,
     /// Label classes (0 without labels).
     pub classes: u32,
     /// The subspace basis A (d x r, row-major) for `subspace` data.
     pub basis: Option<Vec<f64>>,
+    /// Subspace rank r for `subspace` data; 0 otherwise.
     pub rank: u32,
 }
 
 impl Dataset {
+    /// Rows in the training set.
     pub fn train_rows(&self) -> usize {
         self.train.len() / self.dim as usize
     }
+    /// Rows in the eval set.
     pub fn eval_rows(&self) -> usize {
         self.eval.len() / self.dim as usize
     }

@@ -5,13 +5,19 @@
 //!
 //! - [`kernels`]: the WGSL kernel families, each usable alone on the caller's own `wgpu::Device` and buffers:
 //!   nearest code ([`kernels::assign`]), estimator backward ([`kernels::estimator`]), codebook updates
-//!   ([`kernels::codebook`]) and statistics ([`kernels::stats`]).
-//! - [`reference`]: the same computations in plain Rust with f64 accumulation: the tests' oracle, and the engine
-//!   used where no adapter exists.
+//!   ([`kernels::codebook`]), statistics ([`kernels::stats`]) and a whole VQ layer between the caller's own encoder
+//!   and decoder ([`kernels::vq`]). These five modules' documentation starts with a runnable example.
+//! - [`reference`](mod@reference): the same computations in plain Rust with f64 accumulation: the tests' oracle,
+//!   and the engine used where no adapter exists.
 //! - [`gpu`]: adapter choice, device limits, error capture and buffer helpers.
-//! - [`shaders`]: the WGSL sources as constants.
-//! - With the `study` feature (on by default): [`data`] (STUDY.md's data sets and `.npy` input), [`model`]
-//!   (shapes, parameter layout, initialization) and [`train`] (the GPU and CPU training engines).
+//! - [`shaders`]: the WGSL sources as constants; with the `translate` feature, naga's SPIR-V, MSL and HLSL.
+//! - With the `study` feature (on by default): `data` (STUDY.md's data sets and `.npy` input), `model` (shapes,
+//!   parameter layout, initialization), `train` (the GPU and CPU training engines) and `analysis` (statistics).
+//!
+//! Features: `cli` (default: the `vqgrad` binary, with `study` and `translate`), `study`, `translate`. With
+//! `default-features = false` the library builds on wgpu, bytemuck, encase, pollster and thiserror alone.
+
+#![warn(missing_docs)]
 
 #[cfg(feature = "study")]
 pub mod analysis;

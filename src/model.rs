@@ -78,6 +78,7 @@ pub struct ModelShape {
     pub latent: u32,
     /// Codes K.
     pub codes: u32,
+    /// The encoder kind; the decoder mirrors it.
     pub encoder: EncoderKind,
     /// Hidden width h of the `mlp` encoder and decoder.
     pub hidden: u32,
@@ -86,7 +87,9 @@ pub struct ModelShape {
 /// Where every layer's weights live in the flat parameter buffer: encoder layers first, then decoder layers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Layout {
+    /// The encoder's layers, input first: one for `linear` (d -> m), two for `mlp` (d -> h -> m).
     pub encoder: Vec<Linear>,
+    /// The decoder's layers, input first: one for `linear` (m -> d), two for `mlp` (m -> h -> d).
     pub decoder: Vec<Linear>,
     /// Floats in the flat buffer.
     pub len: u32,
@@ -149,11 +152,15 @@ pub fn init_codebook(init: CodebookInit, k: u32, m: u32, rng: &mut impl rand::Rn
 /// configuration (JSON) under the metadata key `config`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SavedModel {
+    /// Where each layer lives in `params`.
     pub layout: Layout,
     /// The flat parameters in [`Layout`] order.
     pub params: Vec<f32>,
+    /// The codebook, `codes x latent` row-major.
     pub codebook: Vec<f32>,
+    /// Codes K.
     pub codes: u32,
+    /// Latent dimension m.
     pub latent: u32,
     /// The training configuration, as JSON text.
     pub config: String,

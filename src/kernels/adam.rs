@@ -11,8 +11,11 @@ use crate::shaders;
 /// Adam's constant hyperparameters (the learning rate enters through [`super::step::StepConstants::adam`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamSettings {
+    /// The first moment's decay (PyTorch's default 0.9).
     pub beta1: f32,
+    /// The second moment's decay (PyTorch's default 0.999).
     pub beta2: f32,
+    /// Added to the second moment's square root (PyTorch's default 1e-8).
     pub eps: f32,
 }
 

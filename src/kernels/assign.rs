@@ -1,5 +1,25 @@
 //! Batched nearest code (`shaders/assign.wgsl`): `index[i] = argmin_k ||z_i - c_k||^2` (ties: the lowest k) and
 //! `distance[i]` = that squared distance, for z `[n x m]` and a codebook `[k x m]`, row-major f32.
+//!
+//! On the caller's device and buffers: make the pipelines once, bind once, record into any pass.
+//! ```
+//! # fn main() -> vqgrad::Result<()> {
+//! # let Some((device, queue)) = vqgrad::gpu::example_device()? else { return Ok(()) };
+//! use vqgrad::gpu::{read_buffer, upload, zeroed};
+//! use vqgrad::kernels::assign::{Assign, AssignBuffers, AssignShape};
+//! let z = upload(&device, "z", &[0.9f32, 1.1, -0.2, 0.1, -1.0, -0.8])?; // 3 rows, m = 2
+//! let codebook = upload(&device, "codebook", &[0.0f32, 0.0, 1.0, 1.0, -1.0, -1.0])?;
+//! let (index, distance) = (zeroed::<u32>(&device, "index", 3)?, zeroed::<f32>(&device, "distance", 3)?);
+//! let assign = Assign::new(&device)?;
+//! let buffers = AssignBuffers { z: &z, codebook: &codebook, index: &index, distance: &distance };
+//! let bound = assign.bind(&device, &buffers, AssignShape { n: 3, k: 3, m: 2 })?;
+//! let mut encoder = device.create_command_encoder(&Default::default());
+//! bound.encode(&mut encoder.begin_compute_pass(&Default::default()));
+//! queue.submit([encoder.finish()]);
+//! assert_eq!(read_buffer::<u32>(&device, &queue, &index)?[..3], [1, 0, 2]);
+//! # Ok(())
+//! # }
+//! ```
 
 use super::{
     Binding, F32, Slot, bind_group, bind_group_layout, check_runs, check_shape, check_workgroup_size, dispatch_runs,
@@ -24,9 +44,13 @@ pub struct AssignShape {
 /// `distance` (n f32, written).
 #[derive(Clone, Copy)]
 pub struct AssignBuffers<'a> {
+    /// The rows to quantize: n x m f32.
     pub z: &'a wgpu::Buffer,
+    /// The codes: k x m f32.
     pub codebook: &'a wgpu::Buffer,
+    /// Written: each row's nearest code (n u32; ties take the lowest index).
     pub index: &'a wgpu::Buffer,
+    /// Written: each row's squared distance to that code (n f32).
     pub distance: &'a wgpu::Buffer,
 }
 

@@ -2,6 +2,26 @@
 //! - [`Codebook::bind_counts`]: per-code usage counts `n_k` (u32);
 //! - [`Codebook::bind_grad`]: `dL_cb/dC = 2/(B m) sum_{i : a_i = k} (c_k - z_i)`, for the optimizer to apply;
 //! - [`Codebook::bind_ema`]: the EMA update with Laplace smoothing, which rewrites the codebook in place.
+//!
+//! ```
+//! # fn main() -> vqgrad::Result<()> {
+//! # let Some((device, queue)) = vqgrad::gpu::example_device()? else { return Ok(()) };
+//! use vqgrad::gpu::{read_buffer, upload, zeroed};
+//! use vqgrad::kernels::codebook::{Codebook, CodebookShape, GradBuffers};
+//! // Two rows on code 0 of a codebook of two codes (m = 1): dL_cb/dc_0 = 2/(2 * 1) ((0 - 1) + (0 - 3)) = -4.
+//! let (z, index) = (upload(&device, "z", &[1.0f32, 3.0])?, upload(&device, "index", &[0u32, 0])?);
+//! let codebook = upload(&device, "codebook", &[0.0f32, 5.0])?;
+//! let grad = zeroed::<f32>(&device, "dL/dC", 2)?;
+//! let kernel = Codebook::new(&device)?;
+//! let buffers = GradBuffers { z: &z, index: &index, codebook: &codebook, grad: &grad };
+//! let bound = kernel.bind_grad(&device, &buffers, CodebookShape { n: 2, k: 2, m: 1 }, 2)?;
+//! let mut encoder = device.create_command_encoder(&Default::default());
+//! bound.encode(&mut encoder.begin_compute_pass(&Default::default()));
+//! queue.submit([encoder.finish()]);
+//! assert_eq!(read_buffer::<f32>(&device, &queue, &grad)?[..2], [-4.0, 0.0]); // code 1 is unused
+//! # Ok(())
+//! # }
+//! ```
 
 use super::{
     Binding, F32, Slot, bind_group, bind_group_layout, check_runs, check_shape, check_workgroup_size, dispatch,
@@ -14,15 +34,20 @@ use crate::shaders;
 /// The sizes: `n` rows of z and index, `k` codes, latent dimension `m`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CodebookShape {
+    /// Rows of z and index.
     pub n: u32,
+    /// Codes.
     pub k: u32,
+    /// Latent dimension.
     pub m: u32,
 }
 
 /// Buffers for the usage counts: `index` (n u32, each < k) and `counts` (k u32, written).
 #[derive(Clone, Copy)]
 pub struct CountBuffers<'a> {
+    /// Each row's code: n u32, each < k.
     pub index: &'a wgpu::Buffer,
+    /// Written: k u32.
     pub counts: &'a wgpu::Buffer,
 }
 
@@ -30,9 +55,13 @@ pub struct CountBuffers<'a> {
 /// read-write), `grad` (k x m f32, written).
 #[derive(Clone, Copy)]
 pub struct GradBuffers<'a> {
+    /// The rows: n x m f32.
     pub z: &'a wgpu::Buffer,
+    /// Each row's code: n u32.
     pub index: &'a wgpu::Buffer,
+    /// The codes: k x m f32 (read; bound read-write).
     pub codebook: &'a wgpu::Buffer,
+    /// Written: dL_cb/dC, k x m f32.
     pub grad: &'a wgpu::Buffer,
 }
 
@@ -41,18 +70,26 @@ pub struct GradBuffers<'a> {
 /// both updated. Start the state with [`ema_initial_state`].
 #[derive(Clone, Copy)]
 pub struct EmaBuffers<'a> {
+    /// The rows: n x m f32.
     pub z: &'a wgpu::Buffer,
+    /// Each row's code: n u32.
     pub index: &'a wgpu::Buffer,
+    /// Rewritten: k x m f32.
     pub codebook: &'a wgpu::Buffer,
+    /// Written: this step's n_k, k u32.
     pub counts: &'a wgpu::Buffer,
+    /// N_k: k f32, updated.
     pub ema_size: &'a wgpu::Buffer,
+    /// M_k: k x m f32, updated.
     pub ema_sum: &'a wgpu::Buffer,
 }
 
 /// The EMA's constants: decay `g` and the Laplace smoothing epsilon.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct EmaSettings {
+    /// The decay g in [0, 1] (STUDY.md: 0.99).
     pub decay: f32,
+    /// Laplace smoothing epsilon > 0 (STUDY.md: 1e-5).
     pub eps: f32,
 }
 
@@ -530,9 +567,13 @@ impl Codebook {
 /// rewritten) and `counts` (k u32, written).
 #[derive(Clone, Copy)]
 pub struct LloydBuffers<'a> {
+    /// The rows: n x m f32.
     pub z: &'a wgpu::Buffer,
+    /// Each row's current code (from assign): n u32.
     pub index: &'a wgpu::Buffer,
+    /// The centres, rewritten: k x m f32.
     pub codebook: &'a wgpu::Buffer,
+    /// Written: k u32.
     pub counts: &'a wgpu::Buffer,
 }
 
@@ -560,9 +601,13 @@ impl BoundLloyd {
 /// bound reset.
 #[derive(Clone, Copy)]
 pub struct ResetBuffers<'a> {
+    /// This step's batch encodings: n x m f32.
     pub z: &'a wgpu::Buffer,
+    /// Codes, rewritten where reset: k x m f32.
     pub codebook: &'a wgpu::Buffer,
+    /// This step's usage counts: k u32.
     pub counts: &'a wgpu::Buffer,
+    /// In EMA mode the state `(ema_size, ema_sum)` (k and k x m f32), restarted where a code resets.
     pub ema: Option<(&'a wgpu::Buffer, &'a wgpu::Buffer)>,
 }
 

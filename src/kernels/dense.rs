@@ -12,9 +12,13 @@ use crate::shaders;
 /// A linear layer inside a flat parameter buffer: `W` (`out x in`) at `w_off`, `b` (`out`) at `b_off`, in floats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Linear {
+    /// Input width.
     pub input: u32,
+    /// Output width.
     pub output: u32,
+    /// Offset of `W` (`output x input`, row-major) in the parameter buffer, in floats.
     pub w_off: u32,
+    /// Offset of `b` (`output`) in the parameter buffer, in floats.
     pub b_off: u32,
 }
 

@@ -1,5 +1,29 @@
 //! Backward of the quantization layer (`shaders/estimator.wgsl`): from g = dL/dq~, z, the assigned index and the
 //! codebook, writes `dL/dz = E(g, z, q) + 2 beta / (B m) (z - q)` for every [`Estimator`] (STUDY.md section 2).
+//!
+//! ```
+//! # fn main() -> vqgrad::Result<()> {
+//! # let Some((device, queue)) = vqgrad::gpu::example_device()? else { return Ok(()) };
+//! use vqgrad::Estimator;
+//! use vqgrad::gpu::{read_buffer, upload, zeroed};
+//! use vqgrad::kernels::estimator::{EstimatorBackward, EstimatorBuffers, EstimatorSettings, EstimatorShape};
+//! // One row z = (1, 0) quantized to q = (0, 1); the gradient at q is g = (0, 1).
+//! let (g, z) = (upload(&device, "g", &[0.0f32, 1.0])?, upload(&device, "z", &[1.0f32, 0.0])?);
+//! let (index, codebook) = (upload(&device, "index", &[0u32])?, upload(&device, "codebook", &[0.0f32, 1.0])?);
+//! let grad_z = zeroed::<f32>(&device, "dL/dz", 2)?;
+//! let kernel = EstimatorBackward::new(&device)?;
+//! let buffers = EstimatorBuffers { g: &g, z: &z, index: &index, codebook: &codebook, grad_z: &grad_z };
+//! let settings = EstimatorSettings { estimator: Estimator::RotationTrick, beta: 0.0, batch: 1 };
+//! let bound = kernel.bind(&device, &buffers, EstimatorShape { n: 1, k: 1, m: 2 }, settings)?;
+//! let mut encoder = device.create_command_encoder(&Default::default());
+//! bound.encode(&mut encoder.begin_compute_pass(&Default::default()));
+//! queue.submit([encoder.finish()]);
+//! // The rotation that takes z's direction to q's carries g back to (1, 0) (within f32 rounding).
+//! let dz = read_buffer::<f32>(&device, &queue, &grad_z)?;
+//! assert!((dz[0] - 1.0).abs() < 1e-5 && dz[1].abs() < 1e-5, "{dz:?}");
+//! # Ok(())
+//! # }
+//! ```
 
 use super::{
     Binding, F32, Slot, bind_group, bind_group_layout, check_runs, check_shape, check_workgroup_size, dispatch_runs,
@@ -13,8 +37,11 @@ use crate::shaders;
 /// The sizes: `n` rows, `k` codes, latent dimension `m`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EstimatorShape {
+    /// Rows.
     pub n: u32,
+    /// Codes.
     pub k: u32,
+    /// Latent dimension.
     pub m: u32,
 }
 
@@ -22,8 +49,11 @@ pub struct EstimatorShape {
 /// (its gradient is `2 beta / (B m) (z - q)`; `beta = 0` leaves the estimator alone).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct EstimatorSettings {
+    /// The gradient estimator.
     pub estimator: Estimator,
+    /// The commitment weight (>= 0).
     pub beta: f32,
+    /// The batch size B in the commitment gradient's 2 beta / (B m).
     pub batch: u32,
 }
 
@@ -44,10 +74,15 @@ impl EstimatorSettings {
 /// `codebook` (k x m f32), `grad_z` (n x m f32, written).
 #[derive(Clone, Copy)]
 pub struct EstimatorBuffers<'a> {
+    /// dL/dq~, the gradient at the layer's output: n x m f32.
     pub g: &'a wgpu::Buffer,
+    /// The encodings: n x m f32.
     pub z: &'a wgpu::Buffer,
+    /// Each row's code: n u32, each < k.
     pub index: &'a wgpu::Buffer,
+    /// The codes: k x m f32.
     pub codebook: &'a wgpu::Buffer,
+    /// Written: dL/dz, n x m f32.
     pub grad_z: &'a wgpu::Buffer,
 }
 

@@ -1,5 +1,33 @@
 //! Codebook-use statistics (`shaders/stats.wgsl`, STUDY.md section 4), computed on the GPU and read back as one
 //! 32-byte struct: dead codes, usage, entropy (nats), perplexity, quantization error and, with labels, purity.
+//!
+//! ```
+//! # fn main() -> vqgrad::Result<()> {
+//! # let Some((device, queue)) = vqgrad::gpu::example_device()? else { return Ok(()) };
+//! use vqgrad::gpu::{upload, zeroed};
+//! use vqgrad::kernels::codebook::{Codebook, CountBuffers};
+//! use vqgrad::kernels::stats::{Stats, StatsBuffers, StatsShape};
+//! // Four rows on codes 0, 0, 1, 1 of K = 4, each at squared distance 0.5 (m = 1).
+//! let index = upload(&device, "index", &[0u32, 0, 1, 1])?;
+//! let distance = upload(&device, "distance", &[0.5f32; 4])?;
+//! let counts = zeroed::<u32>(&device, "counts", 4)?;
+//! let count = Codebook::new(&device)?.bind_counts(&device, &CountBuffers { index: &index, counts: &counts }, 4, 4)?;
+//! let buffers = StatsBuffers { index: &index, distance: &distance, counts: &counts, labels: None };
+//! let stats = Stats::new(&device)?.bind(&device, &buffers, StatsShape { n: 4, k: 4, m: 1, classes: 0 })?;
+//! let mut encoder = device.create_command_encoder(&Default::default());
+//! {
+//!     let mut pass = encoder.begin_compute_pass(&Default::default());
+//!     count.encode(&mut pass);
+//!     stats.encode(&mut pass);
+//! }
+//! stats.copy_out(&mut encoder);
+//! queue.submit([encoder.finish()]);
+//! let s = stats.read(&device)?;
+//! assert_eq!((s.dead_codes, s.usage), (2, 0.5));
+//! assert!((s.perplexity - 2.0).abs() < 1e-6 && (s.quant_err - 0.5).abs() < 1e-6);
+//! # Ok(())
+//! # }
+//! ```
 
 use super::{
     Binding, F32, Slot, bind_group, bind_group_layout, check_shape, check_workgroup_size, dispatch, pipeline, shader,
@@ -13,9 +41,13 @@ use crate::shaders;
 /// `classes` label classes (0 without labels).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StatsShape {
+    /// Rows of index, distance and labels.
     pub n: u32,
+    /// Codes.
     pub k: u32,
+    /// Latent dimension (quant_err divides by it).
     pub m: u32,
+    /// Label classes (0 without labels).
     pub classes: u32,
 }
 
@@ -24,9 +56,13 @@ pub struct StatsShape {
 /// (n u32, each < classes).
 #[derive(Clone, Copy)]
 pub struct StatsBuffers<'a> {
+    /// Each row's code (from assign): n u32.
     pub index: &'a wgpu::Buffer,
+    /// Each row's squared distance (from assign): n f32.
     pub distance: &'a wgpu::Buffer,
+    /// Per-code counts: k u32.
     pub counts: &'a wgpu::Buffer,
+    /// Optional labels: n u32, each < classes (for purity).
     pub labels: Option<&'a wgpu::Buffer>,
 }
 

@@ -7,15 +7,16 @@
 //! # fn main() -> vqgrad::Result<()> {
 //! # let Some((device, queue)) = vqgrad::gpu::example_device()? else { return Ok(()) };
 //! use vqgrad::Estimator;
+//! use vqgrad::gpu::{read_buffer, upload, zeroed};
 //! use vqgrad::kernels::vq::{CodebookUpdate, VqBuffers, VqLayer, VqSettings, VqShape};
 //! let shape = VqShape { n: 4, k: 2, m: 2 };
 //! // Your encoder's output z, the codebook, and your decoder's gradient at its input, dL/dq.
-//! let z = vqgrad::gpu::upload(&device, "z", &[0.1f32, 0.0, 0.9, 1.1, 1.2, 0.8, 0.0, -0.1])?;
-//! let codebook = vqgrad::gpu::upload(&device, "codebook", &[0.0f32, 0.0, 1.0, 1.0])?;
-//! let grad_q = vqgrad::gpu::upload(&device, "dL/dq", &[1.0f32; 8])?;
-//! let (q, grad_z) = (vqgrad::gpu::zeroed::<f32>(&device, "q", 8)?, vqgrad::gpu::zeroed::<f32>(&device, "dL/dz", 8)?);
-//! let (index, distance) = (vqgrad::gpu::zeroed::<u32>(&device, "index", 4)?, vqgrad::gpu::zeroed::<f32>(&device, "distance", 4)?);
-//! let codebook_grad = vqgrad::gpu::zeroed::<f32>(&device, "dL/dC", 4)?;
+//! let z = upload(&device, "z", &[0.1f32, 0.0, 0.9, 1.1, 1.2, 0.8, 0.0, -0.1])?;
+//! let codebook = upload(&device, "codebook", &[0.0f32, 0.0, 1.0, 1.0])?;
+//! let grad_q = upload(&device, "dL/dq", &[1.0f32; 8])?;
+//! let (q, grad_z) = (zeroed::<f32>(&device, "q", 8)?, zeroed::<f32>(&device, "dL/dz", 8)?);
+//! let (index, distance) = (zeroed::<u32>(&device, "index", 4)?, zeroed::<f32>(&device, "distance", 4)?);
+//! let codebook_grad = zeroed::<f32>(&device, "dL/dC", 4)?;
 //!
 //! let layer = VqLayer::new(&device)?; // once per device
 //! let buffers = VqBuffers { z: &z, codebook: &codebook, q: &q, index: &index, distance: &distance,
@@ -31,8 +32,7 @@
 //!     bound.encode_backward(&mut pass); // dL/dz into `grad_z`, dL_cb/dC into `codebook_grad`
 //! }
 //! queue.submit([encoder.finish()]);
-//! let codes: Vec<u32> = vqgrad::gpu::read_buffer(&device, &queue, &index)?;
-//! assert_eq!(codes, [0, 1, 1, 0]);
+//! assert_eq!(read_buffer::<u32>(&device, &queue, &index)?[..4], [0, 1, 1, 0]);
 //! # Ok(())
 //! # }
 //! ```
@@ -47,8 +47,11 @@ use crate::gpu::{upload, zeroed};
 /// The sizes: `n` rows of z (the batch), `k` codes, latent dimension `m`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VqShape {
+    /// Rows of z (the batch).
     pub n: u32,
+    /// Codes.
     pub k: u32,
+    /// Latent dimension.
     pub m: u32,
 }
 
@@ -67,8 +70,11 @@ pub enum CodebookUpdate {
 /// to `dL/dz`; 0 leaves it out) and the codebook update.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct VqSettings {
+    /// The gradient estimator of the backward.
     pub estimator: Estimator,
+    /// The commitment weight (>= 0; 0 leaves the term out).
     pub beta: f32,
+    /// How the codebook learns.
     pub update: CodebookUpdate,
 }
 
@@ -79,13 +85,21 @@ pub struct VqSettings {
 /// [`CodebookUpdate::Gradient`], `codebook_grad` (k x m, written).
 #[derive(Clone, Copy)]
 pub struct VqBuffers<'a> {
+    /// The encoder's output: n x m f32.
     pub z: &'a wgpu::Buffer,
+    /// The codes: k x m f32 (rewritten by the EMA update).
     pub codebook: &'a wgpu::Buffer,
+    /// Written by the forward: `codebook[index]`, n x m f32, the decoder's input.
     pub q: &'a wgpu::Buffer,
+    /// Written by the forward: each row's code, n u32.
     pub index: &'a wgpu::Buffer,
+    /// Written by the forward: squared distances, n f32.
     pub distance: &'a wgpu::Buffer,
+    /// dL/dq from the decoder's backward: n x m f32, read by the backward.
     pub grad_q: &'a wgpu::Buffer,
+    /// Written by the backward: dL/dz, n x m f32, for the encoder's backward.
     pub grad_z: &'a wgpu::Buffer,
+    /// Written by the backward with [`CodebookUpdate::Gradient`]: dL_cb/dC, k x m f32.
     pub codebook_grad: Option<&'a wgpu::Buffer>,
 }
 

@@ -160,7 +160,9 @@ pub fn counts(index: &[u32], k: usize) -> Vec<u32> {
 /// The EMA state: `size` N_k (k) and `sum` M_k (k x m), kept in f32 as on the GPU.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EmaState {
+    /// N_k, the decayed count of each code (k).
     pub size: Vec<f32>,
+    /// M_k, the decayed sum of the encodings assigned to each code (k x m).
     pub sum: Vec<f32>,
 }
 

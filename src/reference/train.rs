@@ -80,6 +80,7 @@ pub fn backward_layers(
 /// The loss terms of one batch (STUDY.md section 2).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Losses {
+    /// L_rec, the mean squared reconstruction error over the batch's `B x d` elements.
     pub rec: f64,
     /// L_cb (equal to L_commit in value).
     pub cb: f64,
@@ -90,10 +91,15 @@ pub struct Losses {
 /// Everything the backward pass produced for one batch.
 #[derive(Clone, Debug)]
 pub struct Step {
+    /// The batch's loss terms.
     pub losses: Losses,
+    /// Each row's nearest code a_i (B).
     pub index: Vec<u32>,
+    /// Each row's squared distance to its code, `||z_i - q_i||^2` (B).
     pub dist: Vec<f64>,
+    /// The encodings (B x m).
     pub z: Vec<f64>,
+    /// The reconstructions (B x d).
     pub xhat: Vec<f64>,
     /// Gradients of the flat parameters.
     pub grads: Vec<f64>,
@@ -104,9 +110,13 @@ pub struct Step {
 /// The model's state in f64.
 #[derive(Clone, Debug)]
 pub struct CpuModel {
+    /// Where each layer lives in `params`.
     pub layout: Layout,
+    /// Latent dimension m.
     pub latent: usize,
+    /// The flat parameters in [`Layout`] order.
     pub params: Vec<f64>,
+    /// The codebook (K x m).
     pub codebook: Vec<f64>,
 }
 
@@ -165,14 +175,20 @@ impl CpuModel {
 /// Adam with PyTorch's semantics on f64 values.
 #[derive(Clone, Debug)]
 pub struct CpuAdam {
+    /// First-moment estimate, one per value.
     pub m: Vec<f64>,
+    /// Second-moment estimate, one per value.
     pub v: Vec<f64>,
+    /// Decay of the first moment.
     pub beta1: f64,
+    /// Decay of the second moment.
     pub beta2: f64,
+    /// Added to the bias-corrected `sqrt(v)` in the denominator.
     pub eps: f64,
 }
 
 impl CpuAdam {
+    /// Zero moments for `len` values.
     pub fn new(len: usize, beta1: f64, beta2: f64, eps: f64) -> Self {
         CpuAdam { m: vec![0.0; len], v: vec![0.0; len], beta1, beta2, eps }
     }
@@ -192,9 +208,13 @@ impl CpuAdam {
 /// The EMA codebook state in f64.
 #[derive(Clone, Debug)]
 pub struct CpuEma {
+    /// N_k, the decayed count of each code (k).
     pub size: Vec<f64>,
+    /// M_k, the decayed sum of the encodings assigned to each code (k x m).
     pub sum: Vec<f64>,
+    /// The decay g.
     pub decay: f64,
+    /// The Laplace smoothing epsilon.
     pub eps: f64,
 }
 

@@ -15,6 +15,7 @@ pub struct CpuTrainer {
     data: Dataset,
     train: Vec<f64>,
     eval: Vec<f64>,
+    /// The model being trained, in f64.
     pub model: CpuModel,
     adam_params: CpuAdam,
     adam_codebook: CpuAdam,

@@ -3,6 +3,24 @@
 //! each step is one compute pass, a chunk of steps is one command buffer and one submit, and nothing is read back
 //! between evaluations. An evaluation reads back two 32-byte statistics structs, two sums and (for `subspace_err`)
 //! the decoder weights. Pipelines are shared by every run on a device ([`Gpu::cached`]).
+//!
+//! ```
+//! # fn main() -> vqgrad::Result<()> {
+//! use vqgrad::train::{TrainConfig, gpu::GpuTrainer};
+//! let gpu = match vqgrad::Gpu::new(&vqgrad::GpuOptions::default()) {
+//!     Ok(gpu) => gpu,
+//!     Err(_) if std::env::var("VQGRAD_REQUIRE_GPU").as_deref() != Ok("1") => return Ok(()), // no adapter: skip
+//!     Err(e) => return Err(e),
+//! };
+//! // STUDY.md's E1 model, shortened: every `vqgrad train` flag is a field of TrainConfig.
+//! let config = TrainConfig { steps: 50, eval_every: 50, n_train: 2048, n_eval: 512, ..TrainConfig::default() };
+//! let data = config.load_data()?;
+//! let result = GpuTrainer::new(&gpu, &config, &data)?.run(|metrics| println!("{metrics:?}"))?;
+//! assert_eq!(result.metrics.step, 50);
+//! assert!(result.metrics.perplexity >= 1.0);
+//! # Ok(())
+//! # }
+//! ```
 
 use super::{
     ADAM_BETAS, ADAM_EPS, EMA, KMEANS_ITERS, KMEANS_SAMPLES, Metrics, RunResult, Schedule, TrainConfig, initial_state,

@@ -15,27 +15,39 @@ use rand_chacha::ChaCha8Rng;
 /// Every setting of a run (STUDY.md's defaults in [`TrainConfig::default`]).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TrainConfig {
+    /// The data set (`--dataset` or `--data`, with `--dim`, `--rank`, `--sigma`, `--clusters`, `--spread`).
     pub data: DataSpec,
-    /// Training samples (generated data).
+    /// Training samples, generated data only (`--n-train`).
     pub n_train: u32,
-    /// Eval samples (generated data).
+    /// Eval samples, generated data only (`--n-eval`).
     pub n_eval: u32,
+    /// Encoder kind, `linear` or `mlp` (`--encoder`).
     pub encoder: EncoderKind,
+    /// Hidden width h of the `mlp` encoder and decoder (`--hidden`).
     pub hidden: u32,
-    /// Latent dimension m.
+    /// Latent dimension m (`--latent`).
     pub latent: u32,
-    /// Codes K.
+    /// Codes K (`--k`).
     pub codes: u32,
+    /// Gradient estimator at the VQ layer (`--estimator`).
     pub estimator: Estimator,
+    /// Commitment weight beta (`--beta`).
     pub beta: f64,
+    /// How the codebook learns, `grad` or `ema` (`--codebook-mode`).
     pub codebook_mode: CodebookMode,
+    /// How the codebook starts, `uniform`, `normal` or `kmeans` (`--codebook-init`).
     pub codebook_init: CodebookInit,
+    /// Training steps (`--steps`).
     pub steps: u32,
+    /// Batch size B (`--batch`).
     pub batch: u32,
+    /// Adam learning rate (`--lr`).
     pub lr: f64,
+    /// Seed of every random stream: data, init, shuffles, k-means (`--seed`).
     pub seed: u64,
+    /// Evaluate every this many steps, and after the last (`--eval-every`).
     pub eval_every: u32,
-    /// Every this many steps, replace the codes unused since the last reset (0: off).
+    /// Every this many steps, replace the codes unused since the last reset; 0 is off (`--reset-dead`).
     pub reset_dead: u32,
 }
 
@@ -118,16 +130,25 @@ impl TrainConfig {
 /// The metrics of STUDY.md section 4 at one point of a run.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Metrics {
+    /// Training steps taken.
     pub step: u32,
     /// The training loss on the last batch.
     pub loss: f64,
+    /// Codes no eval sample is assigned to.
     pub dead_codes: u32,
+    /// 1 - dead_codes / K.
     pub usage: f64,
+    /// -sum_k p_k ln p_k over the eval assignments, in nats (at most ln K).
     pub entropy: f64,
+    /// exp(entropy).
     pub perplexity: f64,
+    /// 1/(N d) sum_i ||x_i - x^_i||^2 on the eval set.
     pub recon_mse: f64,
+    /// 1/(N m) sum_i ||z_i - q_i||^2 on the eval set.
     pub quant_err: f64,
+    /// 1/N sum_k max_c n_{k,c}; `None` without labels.
     pub purity: Option<f64>,
+    /// [`subspace_err`] of the decoder weight; `None` unless the data is `subspace` and the encoder `linear`.
     pub subspace_err: Option<f64>,
     /// Distinct codes in the last training batch / K.
     pub batch_usage: f64,
@@ -136,10 +157,13 @@ pub struct Metrics {
 /// A finished run.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RunResult {
+    /// The metrics after the last step.
     pub metrics: Metrics,
+    /// The metrics at every evaluation, in step order; the last is `metrics`.
     pub curve: Vec<Metrics>,
     /// Training steps per second of wall time, the periodic evaluations included.
     pub steps_per_sec: f64,
+    /// Wall time of the training loop, the periodic evaluations included, in seconds.
     pub wall_s: f64,
 }
 
@@ -153,6 +177,7 @@ pub struct Schedule {
 }
 
 impl Schedule {
+    /// The order for `n_train` rows in batches of `batch`, shuffled from `seed`'s shuffle stream.
     pub fn new(seed: u64, n_train: usize, batch: usize) -> Self {
         Schedule {
             rng: data::rng(seed, Stream::Shuffle),
