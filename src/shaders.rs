@@ -22,9 +22,6 @@ pub const ADAM: &str = include_str!("../shaders/adam.wgsl");
 /// [`gather_source`].
 pub const GATHER: &str = include_str!("../shaders/gather.wgsl");
 
-/// A whole training step of a small linear VQ autoencoder in one dispatch, one workgroup per run.
-pub const FUSED: &str = include_str!("../shaders/fused.wgsl");
-
 /// Every kernel family's file name and source, in a fixed order.
 pub const ALL: &[(&str, &str)] = &[
     ("assign.wgsl", ASSIGN),
@@ -35,7 +32,6 @@ pub const ALL: &[(&str, &str)] = &[
     ("loss.wgsl", LOSS),
     ("adam.wgsl", ADAM),
     ("gather.wgsl", GATHER),
-    ("fused.wgsl", FUSED),
 ];
 
 const VARIANT_BEGIN: &str = "// VARIANT BEGIN";

@@ -33,7 +33,6 @@ const ENTRY_POINTS: &[(&str, &[&str])] = &[
     ("loss.wgsl", &["rec_grad", "sum_sq_diff", "sum"]),
     ("adam.wgsl", &["adam"]),
     ("gather.wgsl", &["gather_rows", "gather_codes"]),
-    ("fused.wgsl", &["train_step"]),
 ];
 
 fn parse_and_validate(name: &str, src: &str) -> (naga::Module, naga::valid::ModuleInfo) {
@@ -121,7 +120,7 @@ fn every_shader_validates_and_translates_to_every_backend() {
             translated += 1;
         }
     }
-    assert_eq!(translated, 27, "entry points translated");
+    assert_eq!(translated, 26, "entry points translated");
 }
 
 #[test]

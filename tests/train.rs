@@ -8,7 +8,7 @@ use vqgrad::data::DataSpec;
 use vqgrad::model::{CodebookInit, CodebookMode, EncoderKind};
 use vqgrad::train::TrainConfig;
 use vqgrad::train::cpu::CpuTrainer;
-use vqgrad::train::gpu::{GpuTrainer, StepKernels};
+use vqgrad::train::gpu::GpuTrainer;
 
 fn small(estimator: Estimator, mode: CodebookMode, encoder: EncoderKind) -> TrainConfig {
     TrainConfig {
@@ -43,24 +43,17 @@ fn max_rel(gpu: &[f32], cpu: &[f64]) -> (f64, usize) {
 
 /// After 50 steps the GPU (f32) and CPU (f64) runs agree: parameters and codebook within 2e-5 of the largest
 /// value (f32 rounding through 50 of Adam's normalized steps; about 1e-6 is typical), the eval metrics within 2e-5
-/// relative, and dead codes exactly. Dead-code resets (every 10 steps) are covered too. Linear models with the
-/// gradient codebook update run both as the fused step and as separate kernels; the others only separately.
+/// relative, and dead codes exactly. Dead-code resets (every 10 steps) are covered too.
 #[test]
 fn gpu_training_matches_the_cpu_reference_after_50_steps() {
     let gpu = gpu_or_skip!();
     for encoder in [EncoderKind::Linear, EncoderKind::Mlp] {
         for mode in [CodebookMode::Grad, CodebookMode::Ema] {
-            let cases = Estimator::ALL.into_iter().map(|e| (e, 0)).chain([(Estimator::Ste, 10)]);
-            for ((estimator, reset_dead), kernels) in
-                cases.flat_map(|c| [(c, StepKernels::Separate), (c, StepKernels::Fused)])
-            {
+            for (estimator, reset_dead) in Estimator::ALL.into_iter().map(|e| (e, 0)).chain([(Estimator::Ste, 10)]) {
                 let config = TrainConfig { reset_dead, ..small(estimator, mode, encoder) };
-                let what = format!("{encoder} {mode} {estimator} reset {reset_dead} {kernels:?}");
+                let what = format!("{encoder} {mode} {estimator} reset {reset_dead}");
                 let data = config.load_data().unwrap();
-                let mut g = GpuTrainer::with_kernels(&gpu, &config, &data, kernels).unwrap();
-                let fuses =
-                    kernels == StepKernels::Fused && encoder == EncoderKind::Linear && mode == CodebookMode::Grad;
-                assert_eq!(g.fused(), fuses, "{what}: fused");
+                let mut g = GpuTrainer::new(&gpu, &config, &data).unwrap();
                 g.train_steps(50).unwrap();
                 let gm = g.evaluate().unwrap();
                 let (gp, gc) = g.read_state().unwrap();
@@ -347,82 +340,5 @@ fn batched_runs_equal_single_runs_bit_for_bit() {
     assert!(BatchTrainer::new(&gpu, &[a.clone(), resets], &data).is_err(), "resets with none");
     assert!(BatchTrainer::new(&gpu, &[], &[]).is_err(), "no runs");
     assert!(BatchTrainer::new(&gpu, std::slice::from_ref(&a), &data).is_err(), "one configuration, two data sets");
-    common::assert_clean(&gpu);
-}
-
-/// The fused step takes E1's own shapes (B = 256 rows, a full workgroup; d = 256 columns; m = 4, K = 32) and gives
-/// what the separate kernels give, to f32 rounding, for every estimator; a batch past one workgroup (B = 300) or a
-/// latent past 8 runs separately.
-#[test]
-fn the_fused_step_at_e1_shapes_matches_the_separate_kernels() {
-    let gpu = gpu_or_skip!();
-    for estimator in Estimator::ALL {
-        let config =
-            TrainConfig { steps: 30, eval_every: 30, n_train: 2048, n_eval: 512, estimator, ..TrainConfig::default() };
-        let data = config.load_data().unwrap();
-        let mut fused = GpuTrainer::with_kernels(&gpu, &config, &data, StepKernels::Fused).unwrap();
-        assert!(fused.fused(), "E1 fuses");
-        let mut separate = GpuTrainer::new(&gpu, &config, &data).unwrap();
-        assert!(!separate.fused(), "separate kernels are the default");
-        let (a, b) = (fused.run(|_| {}).unwrap(), separate.run(|_| {}).unwrap());
-        let ((fp, fc), (sp, sc)) = (fused.read_state().unwrap(), separate.read_state().unwrap());
-        let to64 = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
-        let (ep, ip) = max_rel(&fp, &to64(&sp));
-        let (ec, ic) = max_rel(&fc, &to64(&sc));
-        eprintln!("{estimator}: params {ep:.2e} (at {ip}), codebook {ec:.2e} (at {ic})");
-        assert!(ep < 2e-5 && ec < 2e-5, "{estimator}: params {ep:e} at {ip}, codebook {ec:e} at {ic}");
-        let (am, bm) = (&a.metrics, &b.metrics);
-        assert_eq!(am.dead_codes, bm.dead_codes, "{estimator}: dead codes");
-        for (name, x, y) in [("loss", am.loss, bm.loss), ("recon_mse", am.recon_mse, bm.recon_mse)] {
-            assert!((x - y).abs() <= 2e-5 * y.abs().max(1e-3), "{estimator}: {name} fused {x} vs separate {y}");
-        }
-    }
-    for config in [
-        TrainConfig { batch: 300, steps: 2, eval_every: 2, n_train: 2048, n_eval: 512, ..TrainConfig::default() },
-        TrainConfig { latent: 9, steps: 2, eval_every: 2, n_train: 2048, n_eval: 512, ..TrainConfig::default() },
-    ] {
-        let data = config.load_data().unwrap();
-        let mut g = GpuTrainer::with_kernels(&gpu, &config, &data, StepKernels::Fused).unwrap();
-        assert!(!g.fused(), "B = {} m = {} runs separately", config.batch, config.latent);
-        g.run(|_| {}).unwrap();
-    }
-    common::assert_clean(&gpu);
-}
-
-/// Runs in one fused batch end exactly where each ends fused alone (one workgroup per run: nothing is shared),
-/// with and without dead-code resets, every estimator in the batch.
-#[test]
-fn fused_batches_equal_fused_runs_alone_bit_for_bit() {
-    use vqgrad::train::gpu::BatchTrainer;
-    let gpu = gpu_or_skip!();
-    for reset_dead in [0, 10] {
-        let configs: Vec<TrainConfig> = Estimator::ALL
-            .iter()
-            .zip([(3, 0.25, 0.05), (4, 0.5, 0.1), (5, 0.25, 0.0), (6, 1.0, 0.2)])
-            .map(|(&estimator, (seed, beta, sigma))| TrainConfig {
-                data: DataSpec::Subspace { dim: 16, rank: 3, sigma },
-                seed,
-                beta,
-                steps: 100,
-                eval_every: 40,
-                reset_dead,
-                ..small(estimator, CodebookMode::Grad, EncoderKind::Linear)
-            })
-            .collect();
-        let data: Vec<_> = configs.iter().map(|c| c.load_data().unwrap()).collect();
-        let mut batch = BatchTrainer::with_kernels(&gpu, &configs, &data, StepKernels::Fused).unwrap();
-        assert!(batch.fused());
-        let together = batch.run(|_, _| {}).unwrap();
-        let states = batch.read_states().unwrap();
-        for (i, (config, d)) in configs.iter().zip(&data).enumerate() {
-            let mut alone = GpuTrainer::with_kernels(&gpu, config, d, StepKernels::Fused).unwrap();
-            let result = alone.run(|_| {}).unwrap();
-            let what = format!("reset {reset_dead} run {i} ({})", config.estimator);
-            assert_eq!(together[i].curve, result.curve, "{what}: metrics");
-            let (params, codebook) = alone.read_state().unwrap();
-            assert_eq!(common::bits(&states[i].0), common::bits(&params), "{what}: parameters");
-            assert_eq!(common::bits(&states[i].1), common::bits(&codebook), "{what}: codebook");
-        }
-    }
     common::assert_clean(&gpu);
 }

@@ -8,7 +8,7 @@ use serde::Serialize;
 use std::time::Instant;
 use vqgrad::kernels::assign::{Assign, AssignBuffers, AssignShape};
 use vqgrad::train::TrainConfig;
-use vqgrad::train::gpu::{BatchTrainer, GpuTrainer, StepKernels};
+use vqgrad::train::gpu::{BatchTrainer, GpuTrainer};
 use vqgrad::{Estimator, Gpu, gpu::timing::Timestamps};
 
 #[derive(clap::Args, Debug)]
@@ -79,20 +79,6 @@ struct SweepFigure {
     batch_training_run_steps_per_sec: f64,
 }
 
-/// E1 with `ste`, its step as one fused dispatch and as separate kernels, alternating in rounds.
-#[derive(Serialize)]
-struct FusionFigure {
-    /// One run's steps per second, each way (medians over rounds).
-    fused_steps_per_sec: f64,
-    separate_steps_per_sec: f64,
-    /// Median over rounds of the separate step's time over the fused step's in the same round.
-    speedup: f64,
-    /// A batch of `runs` runs (seeds), training alone, in run-steps per second, each way.
-    runs: usize,
-    batch_fused_run_steps_per_sec: f64,
-    batch_separate_run_steps_per_sec: f64,
-}
-
 #[derive(Serialize)]
 struct KernelTime {
     estimator: String,
@@ -115,7 +101,6 @@ struct Report {
     estimator_kernel: Vec<EstimatorFigure>,
     training: Vec<TrainingFigure>,
     sweep: SweepFigure,
-    fusion: FusionFigure,
     profile: Vec<KernelTime>,
     memory: Memory,
 }
@@ -170,8 +155,6 @@ pub fn run(options: &vqgrad::gpu::GpuOptions, args: &BenchArgs) -> anyhow::Resul
             256
         },
     )?;
-    eprintln!("fused step against separate kernels");
-    let fusion = bench_fusion(&gpu, steps, rounds, args.smoke)?;
     eprintln!("profile");
     let (profile, e1_gpu_buffer_bytes) = bench_profile(&gpu)?;
     let report = Report {
@@ -181,7 +164,6 @@ pub fn run(options: &vqgrad::gpu::GpuOptions, args: &BenchArgs) -> anyhow::Resul
         estimator_kernel,
         training,
         sweep,
-        fusion,
         profile,
         memory: Memory { peak_host_bytes: peak_host_bytes(), e1_gpu_buffer_bytes },
     };
@@ -376,51 +358,6 @@ fn bench_sweep(gpu: &Gpu, steps: u32) -> anyhow::Result<SweepFigure> {
     })
 }
 
-/// E1 `ste` trained with the fused step and with separate kernels, alternating, `steps` timed steps per round
-/// after a warm-up; then one batch of 8 seeds each way (`smoke`: small data sets).
-fn bench_fusion(gpu: &Gpu, steps: u32, rounds: u32, smoke: bool) -> anyhow::Result<FusionFigure> {
-    let e1 = TrainConfig::default();
-    let (n_train, n_eval) = if smoke { (1024, 256) } else { (e1.n_train, e1.n_eval) };
-    let config = TrainConfig { steps: u32::MAX, n_train, n_eval, ..e1 };
-    let data = config.load_data()?;
-    let timed = |trainer: &mut GpuTrainer| -> anyhow::Result<f64> {
-        trainer.train_steps(steps.min(16))?; // warm-up (and the pipeline's compilation)
-        gpu.wait()?;
-        let start = Instant::now();
-        trainer.train_steps(steps)?;
-        gpu.wait()?;
-        Ok(start.elapsed().as_secs_f64() / steps as f64)
-    };
-    let (mut fused, mut separate, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..rounds {
-        let f = timed(&mut GpuTrainer::with_kernels(gpu, &config, &data, StepKernels::Fused)?)?;
-        let s = timed(&mut GpuTrainer::with_kernels(gpu, &config, &data, StepKernels::Separate)?)?;
-        fused.push(f);
-        separate.push(s);
-        ratios.push(s / f);
-    }
-    let runs = 8;
-    let configs: Vec<TrainConfig> = (0..runs as u64).map(|seed| TrainConfig { seed, ..config.clone() }).collect();
-    let datas = configs.iter().map(|c| c.load_data()).collect::<vqgrad::Result<Vec<_>>>()?;
-    let batch_rate = |kernels| -> anyhow::Result<f64> {
-        let mut batch = BatchTrainer::with_kernels(gpu, &configs, &datas, kernels)?;
-        batch.train_steps(steps.min(16))?;
-        gpu.wait()?;
-        let start = Instant::now();
-        batch.train_steps(steps)?;
-        gpu.wait()?;
-        Ok((runs as u32 * steps) as f64 / start.elapsed().as_secs_f64())
-    };
-    Ok(FusionFigure {
-        fused_steps_per_sec: 1.0 / median(&fused),
-        separate_steps_per_sec: 1.0 / median(&separate),
-        speedup: median(&ratios),
-        runs,
-        batch_fused_run_steps_per_sec: batch_rate(StepKernels::Fused)?,
-        batch_separate_run_steps_per_sec: batch_rate(StepKernels::Separate)?,
-    })
-}
-
 /// GPU time per kernel per E1 step for each estimator (empty without timestamps), and one E1 run's buffer bytes.
 fn bench_profile(gpu: &Gpu) -> anyhow::Result<(Vec<KernelTime>, u64)> {
     let mut out = Vec::new();
@@ -503,17 +440,6 @@ fn print_tables(r: &Report) {
         s.batched_run_steps_per_sec / s.unbatched_run_steps_per_sec,
         s.runs_per_batch,
         s.batch_training_run_steps_per_sec
-    );
-    let f = &r.fusion;
-    println!(
-        "\nE1 ste, fused step vs separate kernels: {:.0} vs {:.0} steps/s (separate takes {:.2}x as long); \
-         a batch of {}: {:.0} vs {:.0} run-steps/s",
-        f.fused_steps_per_sec,
-        f.separate_steps_per_sec,
-        f.speedup,
-        f.runs,
-        f.batch_fused_run_steps_per_sec,
-        f.batch_separate_run_steps_per_sec
     );
     if r.profile.is_empty() {
         println!("\nprofile: the adapter has no timestamps inside passes");

@@ -169,7 +169,7 @@ const NEEDS: &[Need] = &[
         name: "max_storage_buffers_per_shader_stage",
         get: |l| l.max_storage_buffers_per_shader_stage as u64,
         set: |l, v| l.max_storage_buffers_per_shader_stage = v as u32,
-        needed: 8,
+        needed: 6,
     },
     Need {
         name: "max_compute_workgroups_per_dimension",

@@ -7,7 +7,6 @@ pub mod assign;
 pub mod codebook;
 pub mod dense;
 pub mod estimator;
-pub mod fused;
 pub mod gather;
 pub mod loss;
 pub mod stats;
@@ -89,17 +88,6 @@ pub(crate) fn pipeline_with(
     entry: &str,
     workgroup_size: u32,
 ) -> Result<wgpu::ComputePipeline> {
-    pipeline_with_constants(device, layouts, module, entry, &[("WORKGROUP_SIZE", workgroup_size as f64)])
-}
-
-/// [`pipeline_with`] with any pipeline-overridable constants (`WORKGROUP_SIZE` among them).
-pub(crate) fn pipeline_with_constants(
-    device: &wgpu::Device,
-    layouts: &[&wgpu::BindGroupLayout],
-    module: &wgpu::ShaderModule,
-    entry: &str,
-    constants: &[(&str, f64)],
-) -> Result<wgpu::ComputePipeline> {
     let layouts: Vec<Option<&wgpu::BindGroupLayout>> = layouts.iter().map(|l| Some(*l)).collect();
     let pipeline_layout = scoped(
         device,
@@ -122,7 +110,7 @@ pub(crate) fn pipeline_with_constants(
                 module,
                 entry_point: Some(entry),
                 compilation_options: wgpu::PipelineCompilationOptions {
-                    constants,
+                    constants: &[("WORKGROUP_SIZE", workgroup_size as f64)],
                     // Every kernel initializes the workgroup memory it reads.
                     zero_initialize_workgroup_memory: false,
                 },

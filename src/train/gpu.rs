@@ -42,7 +42,6 @@ use crate::kernels::dense::{BoundDense, Dense, Linear, LossTarget};
 use crate::kernels::estimator::{
     BoundEstimator, EstimatorBackward, EstimatorBuffers, EstimatorSettings, EstimatorShape,
 };
-use crate::kernels::fused::{BoundFused, FusedBuffers, FusedShape, FusedStep};
 use crate::kernels::gather::{BoundGather, Gather};
 use crate::kernels::loss::{BoundLoss, Loss};
 use crate::kernels::stats::{BoundStats, Stats, StatsBuffers, StatsShape};
@@ -65,7 +64,6 @@ struct Kernels {
     loss: Loss,
     adam: Adam,
     gather: Gather,
-    fused: FusedStep,
     /// Owns the layout the per-step kernels were made with; each run binds its own, identical one.
     _step_layout: StepUniform,
 }
@@ -83,7 +81,6 @@ impl Kernels {
             loss: Loss::new(device)?,
             adam: Adam::new(device, &step)?,
             gather: Gather::new(device, &step)?,
-            fused: FusedStep::new(device, &step)?,
             _step_layout: step,
         })
     }
@@ -148,41 +145,8 @@ fn backward_chain(
     Ok(out)
 }
 
-/// How a training step is dispatched.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum StepKernels {
-    /// One dispatch per kernel: gather, encoder, assign, decoder, ... (eleven for E1). The default: on lavapipe it
-    /// is the faster of the two (`vqgrad bench` measures both).
-    #[default]
-    Separate,
-    /// One fused dispatch per step ([`crate::kernels::fused`], one workgroup per run) and the two Adam updates,
-    /// where the model allows it: linear layers, the gradient codebook update and a batch that fits one workgroup
-    /// (E1's shapes do); otherwise `Separate`. Its sums run in other orders, so its results agree with
-    /// `Separate`'s to f32 rounding, not bit for bit. It suits GPUs with many compute units and a batch of many
-    /// runs; on lavapipe a workgroup runs on one CPU thread, and it was slower (see the README's Performance).
-    Fused,
-}
-
-/// One training step of every run of a batch: the dispatches, then the dead-code reset (with this step's counts
-/// for its marks in grad mode; the EMA update counts by itself).
+/// One training step of every run of a batch, each kernel one dispatch over all runs.
 struct StepRecorded {
-    dispatches: StepDispatches,
-    reset: Option<(Option<BoundCounts>, BoundReset)>,
-}
-
-enum StepDispatches {
-    Separate(Box<SeparateStep>),
-    Fused(Box<FusedDispatches>),
-}
-
-struct FusedDispatches {
-    step: BoundFused,
-    codebook_adam: BoundAdam,
-    params_adam: BoundAdam,
-}
-
-/// A step as separate kernels, each one dispatch over all runs.
-struct SeparateStep {
     gather_batch: BoundGather,
     encoder: Vec<BoundDense>,
     /// Also writes q = c[a].
@@ -194,6 +158,8 @@ struct SeparateStep {
     encoder_back: Vec<BoundDense>,
     codebook: CodebookUpdate,
     adam_params: BoundAdam,
+    /// The dead-code reset, with this step's counts for its marks in grad mode (the EMA update counts by itself).
+    reset: Option<(Option<BoundCounts>, BoundReset)>,
 }
 
 enum CodebookUpdate {
@@ -287,8 +253,9 @@ struct EvalBuffers {
     own_eval: bool,
     params: wgpu::Buffer,
     codebook: wgpu::Buffer,
-    /// The run's last batch: its reconstruction error, codes and distances (the batch metrics).
-    recon: BatchRecon,
+    /// The run's last batch, its reconstruction, codes and distances (the batch metrics).
+    x: wgpu::Buffer,
+    xhat: wgpu::Buffer,
     index: wgpu::Buffer,
     dist: wgpu::Buffer,
     batch_counts: wgpu::Buffer,
@@ -309,6 +276,8 @@ impl EvalBuffers {
         [
             &self.params,
             &self.codebook,
+            &self.x,
+            &self.xhat,
             &self.index,
             &self.dist,
             &self.batch_counts,
@@ -323,32 +292,7 @@ impl EvalBuffers {
         ]
         .into_iter()
         .chain(std::iter::once(&self.eval).chain(self.eval_labels.iter()).filter(|_| self.own_eval))
-        .chain(match &self.recon {
-            BatchRecon::Pairs { x, xhat } => vec![x, xhat],
-            BatchRecon::Rows(rows) => vec![rows],
-        })
     }
-}
-
-/// The last batch's reconstruction error as the step leaves it: x and xhat (the separate kernels), or each row's
-/// squared error (the fused step).
-enum BatchRecon {
-    Pairs { x: wgpu::Buffer, xhat: wgpu::Buffer },
-    Rows(wgpu::Buffer),
-}
-
-/// Where each run's last batch is in the stacked buffers: each as (buffer, byte offset of run 0's slice).
-struct BatchSources<'a> {
-    index: (&'a wgpu::Buffer, u64),
-    dist: (&'a wgpu::Buffer, u64),
-    recon: ReconSources<'a>,
-}
-
-enum ReconSources<'a> {
-    /// x and xhat, each from byte 0.
-    Pairs(&'a wgpu::Buffer, &'a wgpu::Buffer),
-    /// Each row's squared error.
-    Rows(&'a wgpu::Buffer, u64),
 }
 
 struct EvalRecorded {
@@ -385,7 +329,6 @@ impl Evaluator {
         sz: Sizes,
         shared: Option<(&wgpu::Buffer, Option<&wgpu::Buffer>)>,
         labels: bool,
-        row_errors: bool,
     ) -> Result<Self> {
         let device = &gpu.device;
         let Sizes { b, d, m, k, n_eval, classes, .. } = sz;
@@ -405,11 +348,8 @@ impl Evaluator {
             own_eval: shared.is_none(),
             params: f("eval params", layout.len)?,
             codebook: f("eval codebook", k * m)?,
-            recon: if row_errors {
-                BatchRecon::Rows(f("eval batch row errors", b)?)
-            } else {
-                BatchRecon::Pairs { x: f("eval batch x", b * d)?, xhat: f("eval batch xhat", b * d)? }
-            },
+            x: f("eval batch x", b * d)?,
+            xhat: f("eval batch xhat", b * d)?,
             index: u("eval batch index", b)?,
             dist: f("eval batch distance", b)?,
             batch_counts: u("eval batch counts", k)?,
@@ -460,10 +400,7 @@ impl Evaluator {
                 None,
             )?,
             sq: ks.loss.bind_sum_sq_diff(device, &bf.eval_xhat, &bf.eval, &bf.metrics, 0, n_eval * d)?,
-            batch_sq: match &bf.recon {
-                BatchRecon::Pairs { x, xhat } => ks.loss.bind_sum_sq_diff(device, xhat, x, &bf.metrics, 1, b * d)?,
-                BatchRecon::Rows(rows) => ks.loss.bind_sum(device, rows, &bf.metrics, 1, b)?,
-            },
+            batch_sq: ks.loss.bind_sum_sq_diff(device, &bf.xhat, &bf.x, &bf.metrics, 1, b * d)?,
             batch_counts: ks.codebook.bind_counts(
                 device,
                 &CountBuffers { index: &bf.index, counts: &bf.batch_counts },
@@ -480,29 +417,22 @@ impl Evaluator {
     }
 
     /// Records copies of run `run`'s slices of the stacked buffers into the workspace, then the evaluation.
-    fn record(&self, encoder: &mut wgpu::CommandEncoder, from: &TrainBuffers, batch: &BatchSources, run: u64) {
+    fn record(&self, encoder: &mut wgpu::CommandEncoder, from: &TrainBuffers, run: u64) {
         let own = &self.buffers;
-        // Run `run`'s slice of a stacked array whose run 0 starts at byte `base`.
-        let mut copy_at = |(src, base): (&wgpu::Buffer, u64), dst: &wgpu::Buffer| {
+        let mut copy = |src: &wgpu::Buffer, dst: &wgpu::Buffer| {
             let bytes = dst.size();
-            encoder.copy_buffer_to_buffer(src, base + run * bytes, dst, 0, bytes);
+            encoder.copy_buffer_to_buffer(src, run * bytes, dst, 0, bytes);
         };
-        copy_at((&from.params, 0), &own.params);
-        copy_at((&from.codebook, 0), &own.codebook);
-        copy_at(batch.index, &own.index);
-        copy_at(batch.dist, &own.dist);
-        match (&batch.recon, &own.recon) {
-            (ReconSources::Pairs(x, xhat), BatchRecon::Pairs { x: own_x, xhat: own_xhat }) => {
-                copy_at((x, 0), own_x);
-                copy_at((xhat, 0), own_xhat);
-            }
-            (ReconSources::Rows(rows, base), BatchRecon::Rows(own_rows)) => copy_at((rows, *base), own_rows),
-            _ => unreachable!("the evaluator is made for the step's kind"),
-        }
+        copy(&from.params, &own.params);
+        copy(&from.codebook, &own.codebook);
+        copy(&from.x, &own.x);
+        copy(&from.xhat, &own.xhat);
+        copy(&from.index, &own.index);
+        copy(&from.dist, &own.dist);
         if own.own_eval {
-            copy_at((&from.eval, 0), &own.eval);
+            copy(&from.eval, &own.eval);
             if let (Some(src), Some(dst)) = (&from.eval_labels, &own.eval_labels) {
-                copy_at((src, 0), dst);
+                copy(src, dst);
             }
         }
         let r = &self.rec;
@@ -583,19 +513,14 @@ impl<'g> BatchTrainer<'g> {
     /// Makes every run's initial state, uploads the data and the states stacked, and binds every kernel. The
     /// configurations must be [`batchable`] with each other and the data sets the same sizes.
     pub fn new(gpu: &'g Gpu, configs: &[TrainConfig], data: &[Dataset]) -> Result<Self> {
-        Self::with_kernels(gpu, configs, data, StepKernels::default())
-    }
-
-    /// [`BatchTrainer::new`] with the step dispatched as `kernels` says.
-    pub fn with_kernels(gpu: &'g Gpu, configs: &[TrainConfig], data: &[Dataset], kernels: StepKernels) -> Result<Self> {
         let runs: Vec<(&TrainConfig, &Dataset)> = configs.iter().zip(data).collect();
         if configs.len() != data.len() {
             return Err(Error::Input(format!("{} configurations for {} data sets", configs.len(), data.len())));
         }
-        Self::build(gpu, &runs, kernels)
+        Self::build(gpu, &runs)
     }
 
-    fn build(gpu: &'g Gpu, runs: &[(&TrainConfig, &Dataset)], kernels: StepKernels) -> Result<Self> {
+    fn build(gpu: &'g Gpu, runs: &[(&TrainConfig, &Dataset)]) -> Result<Self> {
         let Some(&(first, data0)) = runs.first() else {
             return Err(Error::Input("a batch needs at least one run".into()));
         };
@@ -644,9 +569,6 @@ impl<'g> BatchTrainer<'g> {
         }
         let f = |label: &str, len: u32| gpu.zeroed::<f32>(label, (r * len) as usize);
         let u = |label: &str, len: u32| gpu.zeroed::<u32>(label, (r * len) as usize);
-        // The separate kernels' intermediates; the fused step keeps its own in workgroup memory.
-        let fused = Self::fuses(device, first, sz, kernels);
-        let sep = |label: &str, len: u32| f(label, if fused { 1 } else { len });
         let bf = TrainBuffers {
             train: gpu.upload("train data", &train)?,
             eval: gpu.upload("eval data", &eval)?,
@@ -663,15 +585,15 @@ impl<'g> BatchTrainer<'g> {
             ema_size: gpu.upload("ema size", &ema_size0)?,
             ema_sum: gpu.upload("ema sum", &ema_sum0)?,
             counts: u("counts", k)?,
-            x: sep("x", b * d)?,
-            z: sep("z", b * m)?,
-            index: u("index", if fused { 1 } else { b })?,
-            dist: sep("distance", b)?,
-            q: sep("q", b * m)?,
-            xhat: sep("xhat", b * d)?,
-            dxhat: sep("dxhat", b * d)?,
-            g: sep("g", b * m)?,
-            dz: sep("dz", b * m)?,
+            x: f("x", b * d)?,
+            z: f("z", b * m)?,
+            index: u("index", b)?,
+            dist: f("distance", b)?,
+            q: f("q", b * m)?,
+            xhat: f("xhat", b * d)?,
+            dxhat: f("dxhat", b * d)?,
+            g: f("g", b * m)?,
+            dz: f("dz", b * m)?,
             h_enc: f("h enc", hidden)?,
             h_dec: f("h dec", hidden)?,
             dh_enc: f("dh enc", hidden)?,
@@ -681,11 +603,9 @@ impl<'g> BatchTrainer<'g> {
         let step_uniform = StepUniform::new(device, STEPS_PER_SUBMIT)?;
         let ks = gpu.cached(Kernels::new)?;
         let configs: Vec<TrainConfig> = runs.iter().map(|&(c, _)| c.clone()).collect();
-        let rec = Self::bind(device, &ks, &bf, &configs, &layout, &step_uniform, sz, kernels)?;
+        let rec = Self::bind(device, &ks, &bf, &configs, &layout, &step_uniform, sz)?;
         let shared = (r == 1).then_some((&bf.eval, bf.eval_labels.as_ref()));
-        let row_errors = matches!(rec.dispatches, StepDispatches::Fused(_));
-        let labels = data0.eval_labels.is_some();
-        let evaluator = Evaluator::new(gpu, &ks, (first, &layout), sz, shared, labels, row_errors)?;
+        let evaluator = Evaluator::new(gpu, &ks, (first, &layout), sz, shared, data0.eval_labels.is_some())?;
         Ok(BatchTrainer {
             gpu,
             bases: runs.iter().map(|&(_, d)| d.basis.clone().map(|basis| (basis, d.rank as usize))).collect(),
@@ -701,20 +621,6 @@ impl<'g> BatchTrainer<'g> {
         })
     }
 
-    fn fused_shape(sz: Sizes) -> FusedShape {
-        let Sizes { b, d, m, k, n_train, .. } = sz;
-        FusedShape { batch: b, dim: d, latent: m, codes: k, train_rows: n_train, schedule_len: STEPS_PER_SUBMIT * b }
-    }
-
-    /// Whether runs of `config` at these sizes take the fused step (see [`StepKernels::Fused`]).
-    fn fuses(device: &wgpu::Device, config: &TrainConfig, sz: Sizes, kernels: StepKernels) -> bool {
-        kernels == StepKernels::Fused
-            && config.encoder == EncoderKind::Linear
-            && config.codebook_mode == CodebookMode::Grad
-            && Self::fused_shape(sz).fits(device)
-    }
-
-    #[allow(clippy::too_many_arguments)] // the private core of `build`
     fn bind(
         device: &wgpu::Device,
         ks: &Kernels,
@@ -723,88 +629,20 @@ impl<'g> BatchTrainer<'g> {
         layout: &Layout,
         step: &StepUniform,
         sz: Sizes,
-        kernels: StepKernels,
     ) -> Result<StepRecorded> {
         let first = &configs[0];
         let r = configs.len() as u32;
-        let Sizes { b, m, k, .. } = sz;
-        let cb_shape = CodebookShape { n: b, k, m };
-        let settings: Vec<EstimatorSettings> = configs
-            .iter()
-            .map(|c| EstimatorSettings { estimator: c.estimator, beta: c.beta as f32, batch: b })
-            .collect();
-        let dispatches = if Self::fuses(device, first, sz, kernels) {
-            let adam = AdamSettings { beta1: ADAM_BETAS.0 as f32, beta2: ADAM_BETAS.1 as f32, eps: ADAM_EPS as f32 };
-            let buffers = FusedBuffers {
-                train: &bf.train,
-                schedule: &bf.schedule,
-                params: &bf.params,
-                codebook: &bf.codebook,
-                grads: &bf.grads,
-                codebook_grad: &bf.codebook_grad,
-            };
-            let layers = (layout.encoder[0], layout.decoder[0]);
-            StepDispatches::Fused(Box::new(FusedDispatches {
-                step: ks.fused.bind(device, &buffers, Self::fused_shape(sz), layers, layout.len, &settings)?,
-                codebook_adam: ks.adam.bind(
-                    device,
-                    &bf.codebook,
-                    &bf.codebook_grad,
-                    &bf.codebook_m,
-                    &bf.codebook_v,
-                    r * k * m,
-                    adam,
-                )?,
-                params_adam: ks.adam.bind(
-                    device,
-                    &bf.params,
-                    &bf.grads,
-                    &bf.adam_m,
-                    &bf.adam_v,
-                    r * layout.len,
-                    adam,
-                )?,
-            }))
-        } else {
-            StepDispatches::Separate(Box::new(Self::bind_separate(device, ks, bf, configs, layout, sz, &settings)?))
-        };
-        let reset = if first.reset_dead > 0 {
-            // This step's z and codes: the fused step's outputs, or the separate kernels' buffers.
-            let (z, index) = match &dispatches {
-                StepDispatches::Fused(f) => (f.step.batch(), f.step.codes()),
-                StepDispatches::Separate(_) => (&bf.z, &bf.index),
-            };
-            let grad = first.codebook_mode == CodebookMode::Grad;
-            let counts = CountBuffers { index, counts: &bf.counts };
-            let step_counts = if grad { Some(ks.codebook.bind_counts_runs(device, &counts, b, k, r)?) } else { None };
-            let ema = (!grad).then_some((&bf.ema_size, &bf.ema_sum));
-            let buffers = ResetBuffers { z, codebook: &bf.codebook, counts: &bf.counts, ema };
-            let seeds: Vec<u32> = configs.iter().map(|c| seed_mix(c.seed)).collect();
-            Some((step_counts, ks.codebook.bind_reset_runs(device, &buffers, cb_shape, &seeds, step)?))
-        } else {
-            None
-        };
-        Ok(StepRecorded { dispatches, reset })
-    }
-
-    fn bind_separate(
-        device: &wgpu::Device,
-        ks: &Kernels,
-        bf: &TrainBuffers,
-        configs: &[TrainConfig],
-        layout: &Layout,
-        sz: Sizes,
-        settings: &[EstimatorSettings],
-    ) -> Result<SeparateStep> {
-        let first = &configs[0];
-        let r = configs.len() as u32;
         let Sizes { b, d, m, k, n_train, .. } = sz;
-        let cb_shape = CodebookShape { n: b, k, m };
-        let adam = AdamSettings { beta1: ADAM_BETAS.0 as f32, beta2: ADAM_BETAS.1 as f32, eps: ADAM_EPS as f32 };
         let mlp = first.encoder == EncoderKind::Mlp;
         let dense = ks.dense.for_runs(r, layout.len)?;
         let enc_outs: Vec<&wgpu::Buffer> = if mlp { vec![&bf.h_enc, &bf.z] } else { vec![&bf.z] };
         let dec_outs: Vec<&wgpu::Buffer> = if mlp { vec![&bf.h_dec, &bf.xhat] } else { vec![&bf.xhat] };
+        let cb_shape = CodebookShape { n: b, k, m };
+        let adam = AdamSettings { beta1: ADAM_BETAS.0 as f32, beta2: ADAM_BETAS.1 as f32, eps: ADAM_EPS as f32 };
+        let settings: Vec<EstimatorSettings> = configs
+            .iter()
+            .map(|c| EstimatorSettings { estimator: c.estimator, beta: c.beta as f32, batch: b })
+            .collect();
         let loss = LossTarget { target: &bf.x, grad: &bf.dxhat, scale: (2.0 / (b as f64 * d as f64)) as f32 };
         let codebook = match first.codebook_mode {
             CodebookMode::Grad => CodebookUpdate::Grad(
@@ -841,7 +679,18 @@ impl<'g> BatchTrainer<'g> {
                 r,
             )?),
         };
-        Ok(SeparateStep {
+        let reset = if first.reset_dead > 0 {
+            let grad = first.codebook_mode == CodebookMode::Grad;
+            let counts = CountBuffers { index: &bf.index, counts: &bf.counts };
+            let step_counts = if grad { Some(ks.codebook.bind_counts_runs(device, &counts, b, k, r)?) } else { None };
+            let ema = (!grad).then_some((&bf.ema_size, &bf.ema_sum));
+            let buffers = ResetBuffers { z: &bf.z, codebook: &bf.codebook, counts: &bf.counts, ema };
+            let seeds: Vec<u32> = configs.iter().map(|c| seed_mix(c.seed)).collect();
+            Some((step_counts, ks.codebook.bind_reset_runs(device, &buffers, cb_shape, &seeds, step)?))
+        } else {
+            None
+        };
+        Ok(StepRecorded {
             gather_batch: ks.gather.bind_rows_runs(
                 device,
                 &bf.train,
@@ -878,7 +727,7 @@ impl<'g> BatchTrainer<'g> {
                 device,
                 &EstimatorBuffers { g: &bf.g, z: &bf.z, index: &bf.index, codebook: &bf.codebook, grad_z: &bf.dz },
                 EstimatorShape { n: b, k, m },
-                settings,
+                &settings,
             )?,
             encoder_back: backward_chain(
                 &dense,
@@ -895,6 +744,7 @@ impl<'g> BatchTrainer<'g> {
             )?,
             codebook,
             adam_params: ks.adam.bind(device, &bf.params, &bf.grads, &bf.adam_m, &bf.adam_v, r * layout.len, adam)?,
+            reset,
         })
     }
 
@@ -917,26 +767,6 @@ impl<'g> BatchTrainer<'g> {
         (limit / largest).clamp(1, gpu.device.limits().max_compute_workgroups_per_dimension as u64) as u32
     }
 
-    /// Whether the step runs as one fused dispatch (see [`StepKernels`]).
-    pub fn fused(&self) -> bool {
-        matches!(self.rec.dispatches, StepDispatches::Fused(_))
-    }
-
-    /// Where each run's last batch is: the fused step's outputs, or the separate kernels' buffers.
-    fn batch_sources(&self) -> BatchSources<'_> {
-        let bf = &self.buffers;
-        match &self.rec.dispatches {
-            StepDispatches::Fused(f) => BatchSources {
-                index: (f.step.codes(), 0),
-                dist: (f.step.batch(), f.step.distance_offset()),
-                recon: ReconSources::Rows(f.step.batch(), f.step.row_error_offset()),
-            },
-            StepDispatches::Separate(_) => {
-                BatchSources { index: (&bf.index, 0), dist: (&bf.dist, 0), recon: ReconSources::Pairs(&bf.x, &bf.xhat) }
-            }
-        }
-    }
-
     /// The number of runs.
     pub fn runs(&self) -> usize {
         self.configs.len()
@@ -956,46 +786,34 @@ impl<'g> BatchTrainer<'g> {
         let mut pass = encoder
             .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("train step"), timestamp_writes: None });
         mark(&mut pass, "start");
-        match &r.dispatches {
-            StepDispatches::Fused(f) => {
-                f.step.encode_step(&mut pass, s, slot);
-                mark(&mut pass, "fused step");
-                f.codebook_adam.encode(&mut pass, s, slot);
+        r.gather_batch.encode_step(&mut pass, s, slot);
+        mark(&mut pass, "gather batch");
+        r.encoder.iter().for_each(|op| op.encode(&mut pass));
+        mark(&mut pass, "encoder forward");
+        r.assign.encode(&mut pass);
+        mark(&mut pass, "assign + q");
+        r.decoder.iter().for_each(|op| op.encode(&mut pass));
+        mark(&mut pass, "decoder forward + loss gradient");
+        r.decoder_back.iter().for_each(|op| op.encode(&mut pass));
+        mark(&mut pass, "decoder backward");
+        r.estimator.encode(&mut pass);
+        mark(&mut pass, "estimator backward");
+        r.encoder_back.iter().for_each(|op| op.encode(&mut pass));
+        mark(&mut pass, "encoder backward");
+        match &r.codebook {
+            CodebookUpdate::Grad(grad, adam) => {
+                grad.encode(&mut pass);
+                mark(&mut pass, "codebook gradient");
+                adam.encode(&mut pass, s, slot);
                 mark(&mut pass, "codebook adam");
-                f.params_adam.encode(&mut pass, s, slot);
-                mark(&mut pass, "parameter adam");
             }
-            StepDispatches::Separate(r) => {
-                r.gather_batch.encode_step(&mut pass, s, slot);
-                mark(&mut pass, "gather batch");
-                r.encoder.iter().for_each(|op| op.encode(&mut pass));
-                mark(&mut pass, "encoder forward");
-                r.assign.encode(&mut pass);
-                mark(&mut pass, "assign + q");
-                r.decoder.iter().for_each(|op| op.encode(&mut pass));
-                mark(&mut pass, "decoder forward + loss gradient");
-                r.decoder_back.iter().for_each(|op| op.encode(&mut pass));
-                mark(&mut pass, "decoder backward");
-                r.estimator.encode(&mut pass);
-                mark(&mut pass, "estimator backward");
-                r.encoder_back.iter().for_each(|op| op.encode(&mut pass));
-                mark(&mut pass, "encoder backward");
-                match &r.codebook {
-                    CodebookUpdate::Grad(grad, adam) => {
-                        grad.encode(&mut pass);
-                        mark(&mut pass, "codebook gradient");
-                        adam.encode(&mut pass, s, slot);
-                        mark(&mut pass, "codebook adam");
-                    }
-                    CodebookUpdate::Ema(ema) => {
-                        ema.encode(&mut pass);
-                        mark(&mut pass, "codebook ema");
-                    }
-                }
-                r.adam_params.encode(&mut pass, s, slot);
-                mark(&mut pass, "parameter adam");
+            CodebookUpdate::Ema(ema) => {
+                ema.encode(&mut pass);
+                mark(&mut pass, "codebook ema");
             }
         }
+        r.adam_params.encode(&mut pass, s, slot);
+        mark(&mut pass, "parameter adam");
         if let Some((step_counts, reset)) = &r.reset {
             if let Some(counts) = step_counts {
                 counts.encode(&mut pass);
@@ -1076,7 +894,7 @@ impl<'g> BatchTrainer<'g> {
         let ev = &self.evaluator;
         let mut encoder =
             self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("eval") });
-        ev.record(&mut encoder, &self.buffers, &self.batch_sources(), run as u64);
+        ev.record(&mut encoder, &self.buffers, run as u64);
         self.gpu.queue.submit([encoder.finish()]);
         let device = &self.gpu.device;
         let eval = ev.rec.stats.read(device)?;
@@ -1178,17 +996,7 @@ pub struct GpuTrainer<'g> {
 impl<'g> GpuTrainer<'g> {
     /// Makes the initial state, uploads the data and the state, and binds every kernel.
     pub fn new(gpu: &'g Gpu, config: &TrainConfig, data: &Dataset) -> Result<Self> {
-        Self::with_kernels(gpu, config, data, StepKernels::default())
-    }
-
-    /// [`GpuTrainer::new`] with the step dispatched as `kernels` says.
-    pub fn with_kernels(gpu: &'g Gpu, config: &TrainConfig, data: &Dataset, kernels: StepKernels) -> Result<Self> {
-        Ok(GpuTrainer { batch: BatchTrainer::build(gpu, &[(config, data)], kernels)? })
-    }
-
-    /// Whether the step runs as one fused dispatch (see [`StepKernels`]).
-    pub fn fused(&self) -> bool {
-        self.batch.fused()
+        Ok(GpuTrainer { batch: BatchTrainer::build(gpu, &[(config, data)])? })
     }
 
     /// See [`BatchTrainer::profile_steps`].
