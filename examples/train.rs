@@ -21,7 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The defaults are E1's; every `vqgrad train` flag is a field here.
     let base = TrainConfig { steps, eval_every: steps.div_ceil(4), ..TrainConfig::default() };
-    for estimator in [Estimator::Ste, Estimator::Rotation, Estimator::RotationTrick] {
+    for estimator in Estimator::ALL {
         let config = TrainConfig { estimator, ..base.clone() };
         let data = config.load_data()?; // generated from the seed; `DataSpec::File` reads a .npy
         let mut trainer = GpuTrainer::new(&gpu, &config, &data)?;

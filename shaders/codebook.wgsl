@@ -10,7 +10,8 @@
 //                               pseudo-random batch row (lowbias32 hash of the run's seed, the step and the code;
 //                               as vqgrad::kernels::codebook::reset_row); with EMA their state restarts
 //                               (N_k = 1, M_k = c_k)
-// Batched runs (gid.z or workgroup_id.z = run) read and write their own slices of every array.
+// Batched runs (gid.z or workgroup_id.z = run) read and write their own slices of every array (lloyd_update
+// has no batched form).
 // No float atomics anywhere: segment_sums adds the rows of a code in increasing row order, the same order as a
 // sequential loop, so the result is bit-identical run to run (and equals a sequential f32 sum).
 // Indices must be < k; larger ones are clamped to k - 1, never read out of bounds.

@@ -130,8 +130,38 @@ pub mod translate {
         Ok((module, info))
     }
 
+    /// Metal's buffer slots: every bound variable in (group, binding) order from slot 0 (for example `params`,
+    /// then the storage buffers, then group 1's step constants), and after them the buffer of runtime-array sizes
+    /// that naga's MSL reads.
+    fn metal_buffers(module: &naga::Module) -> msl::EntryPointResources {
+        let mut bound: Vec<(naga::ResourceBinding, bool)> = module
+            .global_variables
+            .iter()
+            .filter_map(|(_, var)| {
+                let writable = match var.space {
+                    naga::AddressSpace::Storage { access } => access.contains(naga::StorageAccess::STORE),
+                    _ => false,
+                };
+                var.binding.map(|b| (b, writable))
+            })
+            .collect();
+        bound.sort_by_key(|(b, _)| (b.group, b.binding));
+        let resources = bound
+            .iter()
+            .enumerate()
+            .map(|(slot, (binding, writable))| {
+                let target = msl::BindTarget { buffer: Some(slot as u8), mutable: *writable, ..Default::default() };
+                (*binding, target)
+            })
+            .collect();
+        msl::EntryPointResources { resources, immediates_buffer: None, sizes_buffer: Some(bound.len() as u8) }
+    }
+
     /// Every compute entry point of the WGSL `source` translated to `target`, each override (the workgroup size)
-    /// at its default: `(entry point, the translation's bytes)`; SPIR-V words are little-endian.
+    /// at its default: `(entry point, the translation's bytes)`; SPIR-V words are little-endian. HLSL registers
+    /// are the WGSL bindings (`bN` for the uniform, `tN` read-only, `uN` read-write; group G past 0 in `spaceG`);
+    /// Metal buffer slots number the bound variables in (group, binding) order from 0, and naga's buffer of
+    /// runtime-array sizes takes the slot after them.
     pub fn entry_points(name: &str, source: &str, target: Target) -> Result<Vec<(String, Vec<u8>)>> {
         let (module, info) = validate(name, source)?;
         let mut out = Vec::new();
@@ -150,7 +180,10 @@ pub mod translate {
                     words.iter().flat_map(|w| w.to_le_bytes()).collect()
                 }
                 Target::Msl => {
-                    let options = msl::Options { fake_missing_bindings: true, ..Default::default() };
+                    let options = msl::Options {
+                        per_entry_point_map: [(ep.name.clone(), metal_buffers(&module))].into(),
+                        ..Default::default()
+                    };
                     let pipeline =
                         msl::PipelineOptions { entry_point: Some((ep.stage, ep.name.clone())), ..Default::default() };
                     let (text, _) =

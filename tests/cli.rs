@@ -154,7 +154,11 @@ fn train_runs_batches_seeds_and_each_equals_its_run_alone() {
     assert_eq!(lines[1]["config"], alone["config"]);
     assert_eq!(lines[1]["engine"], alone["engine"]);
     assert_ne!(lines[0]["curve"], lines[1]["curve"], "different seeds train differently");
-    for bad in [&["train", "--runs", "0"][..], &["train", "--runs", "2", "--save-params", "x.safetensors"][..]] {
+    for bad in [
+        &["train", "--runs", "0"][..],
+        &["train", "--runs", "4000000000"][..],
+        &["train", "--runs", "2", "--save-params", "x.safetensors"][..],
+    ] {
         let out = vqgrad(bad);
         assert_eq!(out.status.code(), Some(2), "{bad:?}");
         assert!(String::from_utf8_lossy(&out.stderr).contains("--runs"), "{bad:?}");

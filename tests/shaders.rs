@@ -99,7 +99,10 @@ fn every_shader_validates_and_translates_to_every_backend() {
             assert_eq!(back.entry_points.len(), 1, "{ctx}: one entry point per module");
         }
         for (ep, bytes) in each(Target::Msl) {
-            assert!(String::from_utf8(bytes).unwrap().contains("kernel void"), "{name}::{ep}: MSL has no kernel");
+            let text = String::from_utf8(bytes).unwrap();
+            assert!(text.contains("kernel void"), "{name}::{ep}: MSL has no kernel");
+            // Real buffer slots that a Metal program can bind, never naga's placeholders.
+            assert!(text.contains("[[buffer(0)]]") && !text.contains("fake"), "{name}::{ep}: MSL bindings");
         }
         for (ep, bytes) in each(Target::Hlsl) {
             assert!(String::from_utf8(bytes).unwrap().contains("[numthreads("), "{name}::{ep}: HLSL has no kernel");

@@ -318,6 +318,14 @@ fn batched_runs_equal_single_runs_bit_for_bit() {
         let mut batch = BatchTrainer::new(&gpu, &configs, &data).unwrap();
         let together = batch.run(|_, _| {}).unwrap();
         let states = batch.read_states().unwrap();
+        if reset_dead > 0 {
+            // The resets must have fired, or this case would test nothing of them.
+            let plain: Vec<TrainConfig> = configs.iter().map(|c| TrainConfig { reset_dead: 0, ..c.clone() }).collect();
+            let mut without = BatchTrainer::new(&gpu, &plain, &data).unwrap();
+            without.train_steps(100).unwrap();
+            let fired = without.read_states().unwrap().iter().zip(&states).filter(|(a, b)| a.1 != b.1).count();
+            assert!(fired > 0, "{encoder:?} {mode:?} reset {reset_dead}: no run's codebook changed by a reset");
+        }
         for (i, (config, d)) in configs.iter().zip(&data).enumerate() {
             let mut alone = GpuTrainer::new(&gpu, config, d).unwrap();
             let result = alone.run(|_| {}).unwrap();

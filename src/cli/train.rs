@@ -235,22 +235,26 @@ fn metrics_json(m: &Metrics, r: Option<&RunResult>) -> serde_json::Value {
     v
 }
 
-fn print_table(m: &Metrics, run: &serde_json::Value) {
-    let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
+/// The run's final metrics as a table, read from its JSON as written (a diverged run's NaN is null there and
+/// prints as NaN; metrics without a value, such as purity without labels, print as `-`).
+fn print_table(run: &serde_json::Value) {
+    let m = &run["metrics"];
+    let f = |key: &str| m[key].as_f64().unwrap_or(f64::NAN);
+    let opt = |key: &str| m[key].as_f64().map_or("-".to_string(), |v| format!("{v:.4}"));
     println!("{:<14} {}", "engine", run["engine"].as_str().unwrap_or("?"));
-    println!("{:<14} {}", "steps", m.step);
-    println!("{:<14} {:.5}", "loss", m.loss);
-    println!("{:<14} {}", "dead_codes", m.dead_codes);
-    println!("{:<14} {:.4}", "usage", m.usage);
-    println!("{:<14} {:.4}", "entropy", m.entropy);
-    println!("{:<14} {:.3}", "perplexity", m.perplexity);
-    println!("{:<14} {:.6}", "recon_mse", m.recon_mse);
-    println!("{:<14} {:.6}", "quant_err", m.quant_err);
-    println!("{:<14} {}", "purity", opt(m.purity));
-    println!("{:<14} {}", "subspace_err", opt(m.subspace_err));
-    println!("{:<14} {:.4}", "batch_usage", m.batch_usage);
-    println!("{:<14} {:.1}", "steps_per_sec", run["metrics"]["steps_per_sec"].as_f64().unwrap_or(f64::NAN));
-    println!("{:<14} {:.2}", "wall_s", run["metrics"]["wall_s"].as_f64().unwrap_or(f64::NAN));
+    println!("{:<14} {}", "steps", m["step"]);
+    println!("{:<14} {:.5}", "loss", f("loss"));
+    println!("{:<14} {}", "dead_codes", m["dead_codes"]);
+    println!("{:<14} {:.4}", "usage", f("usage"));
+    println!("{:<14} {:.4}", "entropy", f("entropy"));
+    println!("{:<14} {:.3}", "perplexity", f("perplexity"));
+    println!("{:<14} {:.6}", "recon_mse", f("recon_mse"));
+    println!("{:<14} {:.6}", "quant_err", f("quant_err"));
+    println!("{:<14} {}", "purity", opt("purity"));
+    println!("{:<14} {}", "subspace_err", opt("subspace_err"));
+    println!("{:<14} {:.4}", "batch_usage", f("batch_usage"));
+    println!("{:<14} {:.1}", "steps_per_sec", f("steps_per_sec"));
+    println!("{:<14} {:.2}", "wall_s", f("wall_s"));
 }
 
 /// Where runs execute: the GPU when an adapter exists (and `--cpu` was not given), else the CPU reference engine.
@@ -402,20 +406,22 @@ pub fn run(options: &GpuOptions, args: &TrainArgs) -> anyhow::Result<()> {
     };
     let run = Engine::choose(options, args.cpu).train_and_save(&config, data, on_eval, args.save_params.as_deref())?;
     bar.finish_and_clear();
-    let metrics: Metrics = serde_json::from_value(run["metrics"].clone())?;
-    print_table(&metrics, &run);
     if let Some(path) = &args.out {
         let text = serde_json::to_string_pretty(&run)?;
         std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
     }
+    print_table(&run);
     Ok(())
 }
+
+/// The most runs one `train --runs` takes (a sweep takes any number).
+const MAX_RUNS: u32 = 100_000;
 
 /// `train --runs R`: R runs over consecutive seeds, batched; one table row and one JSON line per run.
 fn run_many(options: &GpuOptions, args: &TrainArgs, config: &TrainConfig) -> anyhow::Result<()> {
     let bad = |msg: &str| -> anyhow::Result<()> { Err(vqgrad::Error::Input(msg.into()).into()) };
-    if args.runs == 0 {
-        return bad("--runs must be at least 1");
+    if !(1..=MAX_RUNS).contains(&args.runs) {
+        return Err(vqgrad::Error::Input(format!("--runs must be 1 to {MAX_RUNS}, got {}", args.runs)).into());
     }
     if args.save_params.is_some() {
         return bad("--save-params saves one run; train it alone (--runs 1)");
@@ -451,27 +457,30 @@ fn run_many(options: &GpuOptions, args: &TrainArgs, config: &TrainConfig) -> any
         bar.set_position(done.iter().sum());
     })?;
     bar.finish_and_clear();
+    // The results first, so that nothing the table does can lose them.
+    if let Some(path) = &args.out {
+        let text: String = lines.iter().map(|l| l.to_string() + "\n").collect();
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
     println!(
         "{:>6} {:>9} {:>5} {:>7} {:>10} {:>10} {:>11} {:>9}",
         "seed", "loss", "dead", "usage", "perplexity", "recon_mse", "steps/s", "engine"
     );
     for line in &lines {
-        let m: Metrics = serde_json::from_value(line["metrics"].clone())?;
+        // Read from the JSON as written: a diverged run's NaN is null there, and prints as NaN.
+        let m = &line["metrics"];
+        let f = |key: &str| m[key].as_f64().unwrap_or(f64::NAN);
         println!(
             "{:>6} {:>9.5} {:>5} {:>7.4} {:>10.3} {:>10.6} {:>11.1} {:>9}",
             line["config"]["seed"].as_u64().unwrap_or(0),
-            m.loss,
-            m.dead_codes,
-            m.usage,
-            m.perplexity,
-            m.recon_mse,
-            line["metrics"]["steps_per_sec"].as_f64().unwrap_or(f64::NAN),
+            f("loss"),
+            m["dead_codes"].as_u64().unwrap_or(0),
+            f("usage"),
+            f("perplexity"),
+            f("recon_mse"),
+            f("steps_per_sec"),
             line["engine"].as_str().unwrap_or("?")
         );
-    }
-    if let Some(path) = &args.out {
-        let text: String = lines.iter().map(|l| l.to_string() + "\n").collect();
-        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }

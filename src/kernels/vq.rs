@@ -78,7 +78,8 @@ pub struct VqSettings {
     pub update: CodebookUpdate,
 }
 
-/// The caller's buffers, each with `STORAGE` usage (row-major f32 unless said): `z` (n x m, the encoder's output),
+/// The caller's buffers, each with `STORAGE` usage (and `codebook` also `COPY_SRC` with the EMA update), row-major
+/// f32 unless said: `z` (n x m, the encoder's output),
 /// `codebook` (k x m), `q` (n x m, written by the forward: the decoder's input), `index` (n u32, written),
 /// `distance` (n, written: squared distances), `grad_q` (n x m, dL/dq from the decoder's backward, read by the
 /// backward), `grad_z` (n x m, written by the backward: the encoder's incoming gradient) and, for
@@ -165,6 +166,13 @@ impl VqLayer {
                 Update::Gradient(self.codebook.bind_grad(device, &grad_buffers, CodebookShape { n, k, m }, n)?)
             }
             CodebookUpdate::Ema(ema) => {
+                // `record_ema_init` copies the codebook into M_k.
+                if !buffers.codebook.usage().contains(wgpu::BufferUsages::COPY_SRC) {
+                    return Err(Error::BufferUsage {
+                        buffer: "codebook",
+                        missing: "COPY_SRC (for the EMA state)".into(),
+                    });
+                }
                 let state = EmaState {
                     counts: zeroed::<u32>(device, "vq ema counts", k as usize)?,
                     size: zeroed::<f32>(device, "vq ema size", k as usize)?,

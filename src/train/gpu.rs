@@ -760,7 +760,9 @@ impl<'g> BatchTrainer<'g> {
             (STEPS_PER_SUBMIT as u64) * b,
             b * data.dim as u64,
             b * hidden,
+            b * config.latent as u64,
             config.codes as u64 * config.latent as u64,
+            config.codes as u64 + 1, // the reset's marks and seed
             config.shape(data).layout().len as u64,
         ];
         let largest = per_run.iter().max().copied().unwrap_or(1).max(1) * 4;

@@ -157,5 +157,18 @@ fn bad_bindings_are_clear_errors() {
     assert!(matches!(layer.bind(&gpu.device, &b.vq(), zero, settings), Err(Error::Shape(_))));
     let negative = VqSettings { beta: -1.0, ..settings };
     assert!(matches!(layer.bind(&gpu.device, &b.vq(), shape, negative), Err(Error::Input(_))));
+    // The EMA state starts as a copy of the codebook, so that update needs COPY_SRC on it.
+    let storage_only = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("storage-only codebook"),
+        size: 16,
+        usage: wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: false,
+    });
+    let ema = VqSettings { update: CodebookUpdate::Ema(EmaSettings::default()), ..settings };
+    let no_copy = VqBuffers { codebook: &storage_only, ..b.vq() };
+    match layer.bind(&gpu.device, &no_copy, shape, ema) {
+        Err(Error::BufferUsage { buffer: "codebook", .. }) => {}
+        other => panic!("expected a usage error naming the codebook, got {:?}", other.err()),
+    }
     assert_clean(&gpu);
 }
