@@ -114,22 +114,7 @@ impl Assign {
 
     /// Checks the buffers against `shape` and makes the bind group. Uses vec4 loads when `m % 4 == 0`.
     pub fn bind(&self, device: &wgpu::Device, buffers: &AssignBuffers<'_>, shape: AssignShape) -> Result<BoundAssign> {
-        self.bind_inner(device, buffers, shape, None, 1)
-    }
-
-    /// `runs` independent assignments of the same shape in one dispatch, stacked in the buffers: run r's rows of z
-    /// are rows `r n .. (r + 1) n`, its codebook codes `r k .. (r + 1) k`, its outputs rows `r n .. (r + 1) n`;
-    /// each index is within its own run's codebook (`0..k`). With `q`, the chosen codes are written too. Each run
-    /// gives the bits it gives alone.
-    pub fn bind_runs(
-        &self,
-        device: &wgpu::Device,
-        buffers: &AssignBuffers<'_>,
-        shape: AssignShape,
-        q: Option<&wgpu::Buffer>,
-        runs: u32,
-    ) -> Result<BoundAssign> {
-        self.bind_inner(device, buffers, shape, q, runs)
+        self.bind_runs(device, buffers, shape, None, 1)
     }
 
     /// [`Assign::bind`], and the same dispatch also writes the chosen codes, `q[i] = codebook[index[i]]`
@@ -141,10 +126,14 @@ impl Assign {
         shape: AssignShape,
         q: &wgpu::Buffer,
     ) -> Result<BoundAssign> {
-        self.bind_inner(device, buffers, shape, Some(q), 1)
+        self.bind_runs(device, buffers, shape, Some(q), 1)
     }
 
-    fn bind_inner(
+    /// `runs` independent assignments of the same shape in one dispatch, stacked in the buffers: run r's rows of z
+    /// are rows `r n .. (r + 1) n`, its codebook codes `r k .. (r + 1) k`, its outputs rows `r n .. (r + 1) n`;
+    /// each index is within its own run's codebook (`0..k`). With `q`, the chosen codes are written too. Each run
+    /// gives the bits it gives alone.
+    pub fn bind_runs(
         &self,
         device: &wgpu::Device,
         buffers: &AssignBuffers<'_>,

@@ -23,16 +23,16 @@ fn read<T: bytemuck::Pod>(gpu: &Gpu, buffer: &wgpu::Buffer, len: usize) -> Vec<T
 }
 
 impl Buffers {
-    fn new(gpu: &Gpu, z: &[f32], codebook: &[f32], g: &[f32]) -> Buffers {
-        let n = g.len();
+    /// Buffers for `n` rows: z and g are `n x m`.
+    fn new(gpu: &Gpu, n: usize, z: &[f32], codebook: &[f32], g: &[f32]) -> Buffers {
         Buffers {
             z: gpu.upload("z", z).unwrap(),
             codebook: gpu.upload("codebook", codebook).unwrap(),
-            q: gpu.upload("q", &vec![f32::NAN; n]).unwrap(),
+            q: gpu.upload("q", &vec![f32::NAN; g.len()]).unwrap(),
             index: gpu.zeroed::<u32>("index", n).unwrap(),
             distance: gpu.zeroed::<f32>("distance", n).unwrap(),
             grad_q: gpu.upload("grad_q", g).unwrap(),
-            grad_z: gpu.upload("grad_z", &vec![f32::NAN; n]).unwrap(),
+            grad_z: gpu.upload("grad_z", &vec![f32::NAN; g.len()]).unwrap(),
             codebook_grad: gpu.upload("codebook_grad", &vec![f32::NAN; codebook.len()]).unwrap(),
         }
     }
@@ -62,7 +62,7 @@ fn forward_and_backward_match_the_reference() {
         for estimator in Estimator::ALL {
             let mut d = Data::new((n * k + m) as u64);
             let (z, codebook, g) = (d.normal(n * m, 1.0), d.normal(k * m, 1.0), d.normal(n * m, 1.0));
-            let b = Buffers::new(&gpu, &z, &codebook, &g);
+            let b = Buffers::new(&gpu, n, &z, &codebook, &g);
             let shape = VqShape { n: n as u32, k: k as u32, m: m as u32 };
             let settings = VqSettings { estimator, beta: 0.25, update: CodebookUpdate::Gradient };
             let bound = layer.bind(&gpu.device, &b.vq(), shape, settings).unwrap();
@@ -103,7 +103,7 @@ fn ema_steps_follow_the_reference_and_restart() {
     let (n, k, m) = (400, 16, 4);
     let mut d = Data::new(11);
     let (z, codebook, g) = (d.normal(n * m, 1.0), d.normal(k * m, 0.5), d.normal(n * m, 1.0));
-    let b = Buffers::new(&gpu, &z, &codebook, &g);
+    let b = Buffers::new(&gpu, n, &z, &codebook, &g);
     let ema = EmaSettings::default();
     let settings = VqSettings { estimator: Estimator::Ste, beta: 0.0, update: CodebookUpdate::Ema(ema) };
     let bound = layer.bind(&gpu.device, &b.vq(), VqShape { n: n as u32, k: k as u32, m: m as u32 }, settings).unwrap();
@@ -142,7 +142,7 @@ fn ema_steps_follow_the_reference_and_restart() {
 fn bad_bindings_are_clear_errors() {
     let gpu = gpu_or_skip!();
     let layer = VqLayer::new(&gpu.device).unwrap();
-    let b = Buffers::new(&gpu, &[0.0; 8], &[0.0; 4], &[0.0; 8]);
+    let b = Buffers::new(&gpu, 4, &[0.0; 8], &[0.0; 4], &[0.0; 8]);
     let shape = VqShape { n: 4, k: 2, m: 2 };
     let settings = VqSettings { estimator: Estimator::Ste, beta: 0.25, update: CodebookUpdate::Gradient };
     let no_grad = VqBuffers { codebook_grad: None, ..b.vq() };
