@@ -5,6 +5,8 @@
 //   rotation        (g.u) u,  u = (q - z) / (||q - z|| + 1e-8)             (the seed's; z == q gives 0)
 //   rotation-trick  lambda R^T g = lambda (g - 2 r (r.g) + 2 z^ (q^.g))    (Fifty et al., ICLR 2025)
 //   diveq           g - (g.u) u                                            (the complement of rotation)
+//   gumbel          nothing: its backward needs the whole codebook and is soft.wgsl's (this kernel skips the run)
+//   gumbel-rotation-trick   as rotation-trick, at the code the forward sampled
 // Every estimator is a per-row combination  a g + b (q - z) + c z + e (z^ + q^),  so a row costs one pass of
 // dot products (two for rotation-trick), then one pass that writes. One invocation per row.
 // Batched: global_invocation_id.z picks one of several runs stacked in the buffers (g, z, grad_z [runs x n x m],
@@ -26,6 +28,8 @@ const STE: u32 = 0u;
 const ROTATION: u32 = 1u;
 const ROTATION_TRICK: u32 = 2u;
 const DIVEQ: u32 = 3u;
+const GUMBEL: u32 = 4u;
+const GUMBEL_ROTATION_TRICK: u32 = 5u;
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> g: array<f32>;
@@ -47,7 +51,13 @@ fn estimator_backward(
         return;
     }
     let run = gid.z;
-    let estimator = settings[run].estimator;
+    var estimator = settings[run].estimator;
+    if (estimator == GUMBEL) {
+        return;
+    }
+    if (estimator == GUMBEL_ROTATION_TRICK) {
+        estimator = ROTATION_TRICK;
+    }
     let commit_coeff = settings[run].commit_coeff;
     let m = params.m;
     let row = run * params.n + i;

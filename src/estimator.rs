@@ -17,11 +17,38 @@ pub enum Estimator {
     /// The complement of `Rotation`: `g - (g.u) u` (vector-quantize-pytorch's `directional_reparam`, no noise).
     #[cfg_attr(feature = "study", serde(rename = "diveq"))]
     DivEq,
+    /// Straight-through Gumbel-softmax: the forward takes the hard sample `argmax_k (-||z - c_k||^2 / tau + G_k)`
+    /// (G_k standard Gumbel noise); the backward is the exact gradient of the relaxed
+    /// `sum_k softmax(-||z - c||^2 / tau + G)_k c_k` (`shaders/soft.wgsl`).
+    Gumbel,
+    /// The Gumbel hard sample in the forward, the rotation trick's backward at the sampled code.
+    GumbelRotationTrick,
 }
 
 impl Estimator {
     /// Every estimator, in the order of their shader ids.
-    pub const ALL: [Estimator; 4] = [Estimator::Ste, Estimator::Rotation, Estimator::RotationTrick, Estimator::DivEq];
+    pub const ALL: [Estimator; 6] = [
+        Estimator::Ste,
+        Estimator::Rotation,
+        Estimator::RotationTrick,
+        Estimator::DivEq,
+        Estimator::Gumbel,
+        Estimator::GumbelRotationTrick,
+    ];
+
+    /// The estimators that are a function of `(g, z, q)` alone, computed by `shaders/estimator.wgsl` and
+    /// [`crate::reference::estimator_row`] at the nearest code.
+    pub const ROW: [Estimator; 4] = [Estimator::Ste, Estimator::Rotation, Estimator::RotationTrick, Estimator::DivEq];
+
+    /// Whether the forward takes a Gumbel hard sample instead of the nearest code.
+    pub fn samples_gumbel(self) -> bool {
+        matches!(self, Estimator::Gumbel | Estimator::GumbelRotationTrick)
+    }
+
+    /// Whether the backward is the relaxation's (`shaders/soft.wgsl`), not `shaders/estimator.wgsl`'s.
+    pub fn soft_backward(self) -> bool {
+        self == Estimator::Gumbel
+    }
 
     /// The name used on the command line and in results.
     pub fn name(self) -> &'static str {
@@ -30,6 +57,8 @@ impl Estimator {
             Estimator::Rotation => "rotation",
             Estimator::RotationTrick => "rotation-trick",
             Estimator::DivEq => "diveq",
+            Estimator::Gumbel => "gumbel",
+            Estimator::GumbelRotationTrick => "gumbel-rotation-trick",
         }
     }
 
@@ -52,7 +81,7 @@ impl FromStr for Estimator {
             Error::InvalidSetting {
                 what: "estimator",
                 value: s.to_string(),
-                expected: "ste, rotation, rotation-trick, diveq",
+                expected: "ste, rotation, rotation-trick, diveq, gumbel, gumbel-rotation-trick",
             }
         })
     }

@@ -7,6 +7,8 @@
 pub const ASSIGN: &str = include_str!("../shaders/assign.wgsl");
 /// Backward of the quantization layer for every estimator, with the commitment gradient fused in.
 pub const ESTIMATOR: &str = include_str!("../shaders/estimator.wgsl");
+/// The Gumbel-softmax relaxation of the quantizer: the hard sample, the relaxed code, and its exact backward.
+pub const SOFT: &str = include_str!("../shaders/soft.wgsl");
 /// Codebook updates: usage counts, per-code sums (the codebook gradient) and the EMA update.
 pub const CODEBOOK: &str = include_str!("../shaders/codebook.wgsl");
 /// Codebook-use statistics: dead codes, entropy, perplexity, quantization error, purity.
@@ -26,6 +28,7 @@ pub const GATHER: &str = include_str!("../shaders/gather.wgsl");
 pub const ALL: &[(&str, &str)] = &[
     ("assign.wgsl", ASSIGN),
     ("estimator.wgsl", ESTIMATOR),
+    ("soft.wgsl", SOFT),
     ("codebook.wgsl", CODEBOOK),
     ("stats.wgsl", STATS),
     ("dense.wgsl", DENSE),

@@ -153,7 +153,7 @@ fn codebook_and_commitment_gradients_match_finite_differences() {
         let beta = 0.25;
         let fd_z = central_difference(|zz| reference::loss_commit(zz, &c, &index, m, batch, beta), &z, h);
         // With g = 0 every estimator leaves only the commitment gradient.
-        for estimator in Estimator::ALL {
+        for estimator in Estimator::ROW {
             let grad_z = reference::estimator_grad(estimator, &vec![0.0; n * m], &z32, &index, &c32, m, beta, batch);
             for (a, b) in fd_z.iter().zip(&grad_z) {
                 assert!((a - b).abs() < 1e-8, "{estimator}: d(beta L_commit)/dz: FD {a} vs analytic {b}");
@@ -198,4 +198,43 @@ fn stats_by_hand() {
     assert!((s.perplexity - h.exp()).abs() < 1e-12);
     assert_eq!(s.quant_err, 8.0 / 8.0);
     assert_eq!(s.purity, Some(1.0));
+}
+
+/// The relaxation's backward is the gradient of `g . q~(z)` (central differences, noise held fixed), for several
+/// temperatures, with and without noise; as tau -> 0 the relaxed code tends to the hard sample.
+#[test]
+fn soft_backward_matches_finite_differences() {
+    use vqgrad::reference::soft::{self, Noise};
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    for &(k, m) in &[(1, 3), (2, 2), (7, 4), (32, 8)] {
+        for &tau in &[3.0, 0.5, 0.05] {
+            for noise in [None, Some(Noise { seed: 5, step: 3, row: 2 })] {
+                let z = normal(&mut rng, m);
+                let c: Vec<f64> = normal(&mut rng, k * m).iter().map(|v| 0.5 * v).collect();
+                let g = normal(&mut rng, m);
+                let analytic = soft::backward_row(&g, &z, &c, tau, noise);
+                let fd = central_difference(|zz| dot(&g, &soft::forward_row(zz, &c, tau, noise)), &z, 1e-6);
+                let scale = 1.0 + analytic.iter().map(|v| v.abs()).fold(0.0, f64::max);
+                for (a, b) in fd.iter().zip(&analytic) {
+                    assert!((a - b).abs() < 1e-6 * scale, "K {k} m {m} tau {tau} {noise:?}: FD {a} vs analytic {b}");
+                }
+                if k == 1 {
+                    assert!(analytic.iter().all(|&v| v == 0.0), "one code: the relaxed code is constant");
+                }
+            }
+        }
+    }
+    // tau -> 0: the relaxed code becomes the hard sample, and without noise the hard sample the nearest code.
+    let c = [0.0, 0.0, 1.0, 0.0, 0.0, 1.0];
+    let z = [0.8, 0.1];
+    assert_eq!(soft::sample_row(&z, &c, 1e-4, None), 1);
+    let q = soft::forward_row(&z, &c, 1e-4, None);
+    assert!((q[0] - 1.0).abs() < 1e-12 && q[1].abs() < 1e-12, "{q:?}");
+    // The noise is standard Gumbel: mean Euler's gamma, variance pi^2 / 6.
+    let draws: Vec<f64> =
+        (0..20000).map(|i| soft::gumbel_noise(Noise { seed: 1, step: 7, row: i / 16 }, i % 16)).collect();
+    let mean = draws.iter().sum::<f64>() / draws.len() as f64;
+    let var = draws.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (draws.len() - 1) as f64;
+    assert!((mean - 0.577_215_66).abs() < 0.03, "mean {mean}");
+    assert!((var - std::f64::consts::PI.powi(2) / 6.0).abs() < 0.08, "variance {var}");
 }

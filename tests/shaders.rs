@@ -14,6 +14,7 @@ use vqgrad::shaders::{self, Lanes};
 const ENTRY_POINTS: &[(&str, &[&str])] = &[
     ("assign.wgsl", &["assign"]),
     ("estimator.wgsl", &["estimator_backward"]),
+    ("soft.wgsl", &["soft_sample", "soft_forward", "soft_backward"]),
     (
         "codebook.wgsl",
         &[
@@ -123,7 +124,7 @@ fn every_shader_validates_and_translates_to_every_backend() {
             translated += 1;
         }
     }
-    assert_eq!(translated, 26, "entry points translated");
+    assert_eq!(translated, 29, "entry points translated");
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! Per-step constants for kernels recorded many steps to a submit: one 256-byte slot per step in a uniform
-//! buffer, selected by a dynamic offset (`@group(1) @binding(0)` in `adam.wgsl` and `gather.wgsl`).
+//! buffer, selected by a dynamic offset (`@group(1) @binding(0)` in `adam.wgsl`, `gather.wgsl` and `soft.wgsl`).
 
 use crate::error::{Error, Result};
 use crate::gpu::scoped;
@@ -16,6 +16,10 @@ pub struct StepConstants {
     pub row_offset: u32,
     /// The step number t (1-based).
     pub step: u32,
+    /// The relaxation's temperature at this step (`soft.wgsl`).
+    pub tau: f32,
+    /// Pads the slot to 32 bytes.
+    pub pad: [u32; 3],
 }
 
 impl StepConstants {
@@ -23,7 +27,18 @@ impl StepConstants {
     pub fn adam(t: u64, lr: f64, beta1: f64, beta2: f64, row_offset: u32) -> Self {
         let bc1 = 1.0 - beta1.powf(t as f64);
         let bc2 = 1.0 - beta2.powf(t as f64);
-        StepConstants { step_size: (lr / bc1) as f32, bc2_sqrt: bc2.sqrt() as f32, row_offset, step: t as u32 }
+        StepConstants {
+            step_size: (lr / bc1) as f32,
+            bc2_sqrt: bc2.sqrt() as f32,
+            row_offset,
+            step: t as u32,
+            ..Default::default()
+        }
+    }
+
+    /// This step's temperature for `soft.wgsl`.
+    pub fn with_tau(self, tau: f32) -> Self {
+        StepConstants { tau, ..self }
     }
 }
 

@@ -70,7 +70,8 @@ pub enum CodebookUpdate {
 /// to `dL/dz`; 0 leaves it out) and the codebook update.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct VqSettings {
-    /// The gradient estimator of the backward.
+    /// The gradient estimator of the backward: one of [`Estimator::ROW`] (the layer quantizes to the nearest
+    /// code; the Gumbel estimators sample, see [`super::soft`]).
     pub estimator: Estimator,
     /// The commitment weight (>= 0; 0 leaves the term out).
     pub beta: f32,
@@ -132,6 +133,13 @@ impl VqLayer {
         settings: VqSettings,
     ) -> Result<BoundVq> {
         let VqShape { n, k, m } = shape;
+        if !Estimator::ROW.contains(&settings.estimator) {
+            return Err(Error::Input(format!(
+                "the VQ layer quantizes to the nearest code; `{}` samples (use kernels::soft with the assign and \
+                 estimator kernels)",
+                settings.estimator
+            )));
+        }
         let assign = self.assign.bind_with_codes(
             device,
             &AssignBuffers {

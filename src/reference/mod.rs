@@ -4,6 +4,7 @@
 //! indices < K, lengths that agree): the kernels' `bind` and the trainers check them first, and a violation here
 //! panics rather than computing something wrong.
 
+pub mod soft;
 #[cfg(feature = "study")]
 pub mod train;
 
@@ -62,7 +63,9 @@ pub fn assign_f64(z: &[f64], codebook: &[f64], m: usize) -> Assignment {
     Assignment { index, distance }
 }
 
-/// `E(g, z, q)` for one row (STUDY.md section 2), without the commitment term.
+/// `E(g, z, q)` for one row (STUDY.md section 2), without the commitment term. `gumbel-rotation-trick` is the
+/// rotation trick at the sampled code. `gumbel`'s backward needs the whole codebook ([`soft::backward_row`]):
+/// asking for it here panics.
 pub fn estimator_row(estimator: Estimator, g: &[f64], z: &[f64], q: &[f64]) -> Vec<f64> {
     let rotation_part = || {
         let v: Vec<f64> = q.iter().zip(z).map(|(q, z)| q - z).collect();
@@ -75,7 +78,8 @@ pub fn estimator_row(estimator: Estimator, g: &[f64], z: &[f64], q: &[f64]) -> V
         Estimator::Ste => g.to_vec(),
         Estimator::Rotation => rotation_part(),
         Estimator::DivEq => g.iter().zip(rotation_part()).map(|(g, p)| g - p).collect(),
-        Estimator::RotationTrick => {
+        Estimator::Gumbel => panic!("the gumbel backward needs the codebook: use reference::soft::backward_row"),
+        Estimator::RotationTrick | Estimator::GumbelRotationTrick => {
             let (zn, qn) = (norm(z), norm(q));
             if zn < 1e-8 {
                 return g.to_vec();

@@ -11,5 +11,6 @@ mod dense;
 mod device;
 mod estimator;
 mod gather;
+mod soft;
 mod stats;
 mod vq;

@@ -59,7 +59,7 @@ fn forward_and_backward_match_the_reference() {
     let gpu = gpu_or_skip!();
     let layer = VqLayer::new(&gpu.device).unwrap();
     for &(n, k, m) in &[(300, 32, 4), (257, 1, 3), (100, 50, 64)] {
-        for estimator in Estimator::ALL {
+        for estimator in Estimator::ROW {
             let mut d = Data::new((n * k + m) as u64);
             let (z, codebook, g) = (d.normal(n * m, 1.0), d.normal(k * m, 1.0), d.normal(n * m, 1.0));
             let b = Buffers::new(&gpu, n, &z, &codebook, &g);
