@@ -29,6 +29,8 @@ fn small(estimator: Estimator, mode: CodebookMode, encoder: EncoderKind) -> Trai
         seed: 3,
         eval_every: 50,
         reset_dead: 0,
+        tau: 0.5,
+        tau_final: Some(0.05),
     }
 }
 
@@ -143,7 +145,8 @@ fn surrogate(
 #[test]
 fn the_whole_backward_pass_matches_finite_differences() {
     use vqgrad::model::ModelShape;
-    use vqgrad::reference::train::CpuModel;
+    use vqgrad::reference::soft::{self, Noise};
+    use vqgrad::reference::train::{CpuModel, Relaxation};
     use vqgrad::reference::{estimator_row, to_f64};
     for encoder in [EncoderKind::Linear, EncoderKind::Mlp] {
         for mode in [CodebookMode::Grad, CodebookMode::Ema] {
@@ -156,7 +159,8 @@ fn the_whole_backward_pass_matches_finite_differences() {
                 let codebook = to_f64(&vqgrad::model::init_codebook(CodebookInit::Normal, k as u32, m as u32, &mut r));
                 let mut model = CpuModel { layout, latent: m, params, codebook };
                 let x = to_f64(&common::Data::new(5).normal(rows * d, 1.0));
-                let step = model.step(&x, rows, estimator, beta, mode);
+                let relax = Relaxation { tau: 0.7, seed: 3, step: 2 };
+                let step = model.step(&x, rows, estimator, beta, mode, relax);
                 let q0: Vec<f64> = step
                     .index
                     .iter()
@@ -169,7 +173,13 @@ fn the_whole_backward_pass_matches_finite_differences() {
                             .flat_map(|j| {
                                 let mut e = vec![0.0; m];
                                 e[j] = 1.0;
-                                estimator_row(estimator, &e, &step.z[r.clone()], &q0[r.clone()])
+                                let z = &step.z[r.clone()];
+                                if estimator.soft_backward() {
+                                    let noise = Noise { seed: relax.seed, step: relax.step, row: i as u32 };
+                                    soft::backward_row(&e, z, &model.codebook, relax.tau, Some(noise))
+                                } else {
+                                    estimator_row(estimator, &e, z, &q0[r.clone()])
+                                }
                             })
                             .collect()
                     })
@@ -286,7 +296,8 @@ fn every_data_set_and_option_trains() {
     common::assert_clean(&gpu);
 }
 
-/// Runs trained together in one batch (different seeds, estimators, betas and noise; linear and mlp; gradient and
+/// Runs trained together in one batch (different seeds, estimators (the Gumbel ones among the others), betas and
+/// noise; linear and mlp; gradient and
 /// EMA codebooks; with and without dead-code resets) end exactly where each ends alone: the same parameter and
 /// codebook bits, and the same metrics at every evaluation. 100 steps cross a submit boundary (64 steps to a
 /// submit).
@@ -303,7 +314,7 @@ fn batched_runs_equal_single_runs_bit_for_bit() {
     ] {
         let configs: Vec<TrainConfig> = Estimator::ALL
             .iter()
-            .zip([(3, 0.25, 0.05), (4, 0.5, 0.1), (5, 0.25, 0.0), (6, 1.0, 0.2)])
+            .zip([(3, 0.25, 0.05), (4, 0.5, 0.1), (5, 0.25, 0.0), (6, 1.0, 0.2), (7, 0.25, 0.05), (8, 0.5, 0.0)])
             .map(|(&estimator, (seed, beta, sigma))| TrainConfig {
                 data: DataSpec::Subspace { dim: 16, rank: 3, sigma },
                 seed,

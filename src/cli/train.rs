@@ -122,7 +122,7 @@ pub struct TrainArgs {
     /// Commitment weight beta.
     #[arg(long, allow_negative_numbers = true)]
     pub beta: Option<f64>,
-    /// Gradient estimator: ste, rotation, rotation-trick or diveq.
+    /// Gradient estimator: ste, rotation, rotation-trick, diveq, gumbel or gumbel-rotation-trick.
     #[arg(long, value_parser = parse::<Estimator>)]
     pub estimator: Option<Estimator>,
     /// Codebook update: grad (Adam on L_cb) or ema.
@@ -149,6 +149,12 @@ pub struct TrainArgs {
     /// Every N steps, replace the codes unused since the last reset with batch encodings (0: off).
     #[arg(long)]
     pub reset_dead: Option<u32>,
+    /// Temperature of the Gumbel estimators' relaxation softmax(-||z - c||^2 / tau + G) (at the first step).
+    #[arg(long, allow_negative_numbers = true)]
+    pub tau: Option<f64>,
+    /// Anneal the temperature geometrically from --tau to this at the last step (default: no anneal).
+    #[arg(long, allow_negative_numbers = true)]
+    pub tau_final: Option<f64>,
     /// Write the run as one JSON object to this file (with --runs above 1: one JSON line per run).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -221,7 +227,10 @@ pub fn config(args: &TrainArgs) -> vqgrad::Result<TrainConfig> {
     set!(n_train <- n_train, n_eval <- n_eval, latent <- latent, encoder <- encoder, hidden <- hidden,
          codes <- k, beta <- beta, estimator <- estimator, codebook_mode <- codebook_mode,
          codebook_init <- codebook_init, steps <- steps, batch <- batch, lr <- lr, seed <- seed,
-         eval_every <- eval_every, reset_dead <- reset_dead);
+         eval_every <- eval_every, reset_dead <- reset_dead, tau <- tau);
+    if args.tau_final.is_some() {
+        c.tau_final = args.tau_final;
+    }
     c.validate()?;
     Ok(c)
 }

@@ -1,6 +1,7 @@
 //! The training step in plain Rust, every value in f64: the oracle the GPU trainer is compared with, the engine
 //! used where no adapter exists, and the subject of the finite-difference checks of the whole backward pass.
 
+use super::soft::{self, Noise};
 use super::{assign_f64, estimator_row};
 use crate::estimator::Estimator;
 use crate::kernels::dense::Linear;
@@ -107,6 +108,24 @@ pub struct Step {
     pub codebook_grad: Vec<f64>,
 }
 
+/// What the Gumbel estimators need at a step: the temperature and where the noise comes from (the run's mixed
+/// seed and the step number t, 1-based). The other estimators ignore it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Relaxation {
+    /// The temperature tau at this step.
+    pub tau: f64,
+    /// The run's mixed seed ([`crate::kernels::codebook::seed_mix`]).
+    pub seed: u32,
+    /// The step number t.
+    pub step: u32,
+}
+
+impl Default for Relaxation {
+    fn default() -> Self {
+        Relaxation { tau: 1.0, seed: 0, step: 1 }
+    }
+}
+
 /// The model's state in f64.
 #[derive(Clone, Debug)]
 pub struct CpuModel {
@@ -131,13 +150,31 @@ impl CpuModel {
         forward_layers(&self.params, &self.layout.decoder, q, rows).pop().unwrap_or_default()
     }
 
-    /// One batch forward and backward with `estimator`, `beta` and the batch size `rows`.
-    pub fn step(&self, x: &[f64], rows: usize, estimator: Estimator, beta: f64, mode: CodebookMode) -> Step {
+    /// One batch forward and backward with `estimator`, `beta` and the batch size `rows`; the Gumbel estimators
+    /// sample each row's code and take `relax`'s temperature and noise.
+    pub fn step(
+        &self,
+        x: &[f64],
+        rows: usize,
+        estimator: Estimator,
+        beta: f64,
+        mode: CodebookMode,
+        relax: Relaxation,
+    ) -> Step {
         let m = self.latent;
         let d = x.len() / rows;
         let enc_outs = forward_layers(&self.params, &self.layout.encoder, x, rows);
         let z = enc_outs.last().cloned().unwrap_or_default();
-        let a = assign_f64(&z, &self.codebook, m);
+        let noise = |i: usize| Some(Noise { seed: relax.seed, step: relax.step, row: i as u32 });
+        let mut a = assign_f64(&z, &self.codebook, m);
+        if estimator.samples_gumbel() {
+            for i in 0..rows {
+                let zi = &z[i * m..(i + 1) * m];
+                let k = soft::sample_row(zi, &self.codebook, relax.tau, noise(i)) as usize;
+                a.index[i] = k as u32;
+                a.distance[i] = zi.iter().zip(&self.codebook[k * m..]).map(|(z, c)| (z - c).powi(2)).sum();
+            }
+        }
         let q: Vec<f64> =
             a.index.iter().flat_map(|&k| self.codebook[k as usize * m..(k as usize + 1) * m].to_vec()).collect();
         let dec_outs = forward_layers(&self.params, &self.layout.decoder, &q, rows);
@@ -154,7 +191,11 @@ impl CpuModel {
         let mut dz = Vec::with_capacity(rows * m);
         for i in 0..rows {
             let r = i * m..(i + 1) * m;
-            let e = estimator_row(estimator, &g[r.clone()], &z[r.clone()], &q[r.clone()]);
+            let e = if estimator.soft_backward() {
+                soft::backward_row(&g[r.clone()], &z[r.clone()], &self.codebook, relax.tau, noise(i))
+            } else {
+                estimator_row(estimator, &g[r.clone()], &z[r.clone()], &q[r.clone()])
+            };
             dz.extend((0..m).map(|j| e[j] + commit * (z[i * m + j] - q[i * m + j])));
         }
         backward_layers(&self.params, &self.layout.encoder, x, &enc_outs, dz, rows, &mut grads);

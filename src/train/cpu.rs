@@ -5,7 +5,7 @@ use super::{ADAM_BETAS, ADAM_EPS, EMA, KMEANS_ITERS, KMEANS_SAMPLES, Metrics, Ru
 use crate::data::{Dataset, Stream, rng};
 use crate::error::Result;
 use crate::model::{CodebookInit, CodebookMode, EncoderKind};
-use crate::reference::train::{CpuAdam, CpuEma, CpuModel, Step};
+use crate::reference::train::{CpuAdam, CpuEma, CpuModel, Relaxation, Step};
 use crate::reference::{Assignment, assign_f64, stats, to_f64};
 use std::time::Instant;
 
@@ -68,7 +68,13 @@ impl CpuTrainer {
         let rows = self.schedule.next_batch().to_vec();
         let x: Vec<f64> =
             rows.iter().flat_map(|&r| self.train[r as usize * d..(r as usize + 1) * d].to_vec()).collect();
-        let step = self.model.step(&x, b, self.config.estimator, self.config.beta, self.config.codebook_mode);
+        let t = self.step + 1;
+        let relax = Relaxation {
+            tau: self.config.tau_at(t),
+            seed: crate::kernels::codebook::seed_mix(self.config.seed),
+            step: t as u32,
+        };
+        let step = self.model.step(&x, b, self.config.estimator, self.config.beta, self.config.codebook_mode, relax);
         self.step += 1;
         self.adam_params.update(&mut self.model.params, &step.grads, self.config.lr, self.step);
         match &mut self.ema {

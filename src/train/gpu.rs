@@ -44,6 +44,7 @@ use crate::kernels::estimator::{
 };
 use crate::kernels::gather::{BoundGather, Gather};
 use crate::kernels::loss::{BoundLoss, Loss};
+use crate::kernels::soft::{BoundSoft, Soft, SoftBackwardBuffers, SoftRun, SoftSampleBuffers, SoftShape};
 use crate::kernels::stats::{BoundStats, Stats, StatsBuffers, StatsShape};
 use crate::kernels::step::{StepConstants, StepUniform};
 use crate::model::{CodebookInit, CodebookMode, EncoderKind, Layout};
@@ -64,6 +65,7 @@ struct Kernels {
     loss: Loss,
     adam: Adam,
     gather: Gather,
+    soft: Soft,
     /// Owns the layout the per-step kernels were made with; each run binds its own, identical one.
     _step_layout: StepUniform,
 }
@@ -81,6 +83,7 @@ impl Kernels {
             loss: Loss::new(device)?,
             adam: Adam::new(device, &step)?,
             gather: Gather::new(device, &step)?,
+            soft: Soft::new(device, &step)?,
             _step_layout: step,
         })
     }
@@ -151,10 +154,14 @@ struct StepRecorded {
     encoder: Vec<BoundDense>,
     /// Also writes q = c[a].
     assign: BoundAssign,
+    /// The Gumbel hard sample, when a run samples: rewrites those runs' index, distance and q.
+    sample: Option<BoundSoft>,
     /// The decoder; its last layer also writes the loss gradient `dxhat`.
     decoder: Vec<BoundDense>,
     decoder_back: Vec<BoundDense>,
     estimator: BoundEstimator,
+    /// The relaxation's backward, when a run's estimator is `gumbel` (the estimator kernel skips those runs).
+    soft_backward: Option<BoundSoft>,
     encoder_back: Vec<BoundDense>,
     codebook: CodebookUpdate,
     adam_params: BoundAdam,
@@ -644,6 +651,45 @@ impl<'g> BatchTrainer<'g> {
             .map(|c| EstimatorSettings { estimator: c.estimator, beta: c.beta as f32, batch: b })
             .collect();
         let loss = LossTarget { target: &bf.x, grad: &bf.dxhat, scale: (2.0 / (b as f64 * d as f64)) as f32 };
+        // The Gumbel kernels, bound only when some run needs them; each run's noise seed is its reset seed's mix.
+        let soft_runs = |active: fn(Estimator) -> bool| -> Option<Vec<SoftRun>> {
+            configs.iter().any(|c| active(c.estimator)).then(|| {
+                configs
+                    .iter()
+                    .map(|c| SoftRun {
+                        active: active(c.estimator),
+                        noise_seed: Some(seed_mix(c.seed)),
+                        beta: c.beta as f32,
+                        batch: b,
+                    })
+                    .collect()
+            })
+        };
+        let soft_shape = SoftShape { n: b, k, m };
+        let sample = soft_runs(Estimator::samples_gumbel)
+            .map(|runs| {
+                let buffers = SoftSampleBuffers {
+                    z: &bf.z,
+                    codebook: &bf.codebook,
+                    index: &bf.index,
+                    distance: &bf.dist,
+                    q: &bf.q,
+                };
+                ks.soft.bind_sample(device, &buffers, soft_shape, &runs)
+            })
+            .transpose()?;
+        let soft_backward = soft_runs(Estimator::soft_backward)
+            .map(|runs| {
+                let buffers = SoftBackwardBuffers {
+                    z: &bf.z,
+                    codebook: &bf.codebook,
+                    g: &bf.g,
+                    index: &bf.index,
+                    grad_z: &bf.dz,
+                };
+                ks.soft.bind_backward(device, &buffers, soft_shape, &runs)
+            })
+            .transpose()?;
         let codebook = match first.codebook_mode {
             CodebookMode::Grad => CodebookUpdate::Grad(
                 ks.codebook.bind_grad_runs(
@@ -709,6 +755,7 @@ impl<'g> BatchTrainer<'g> {
                 Some(&bf.q),
                 r,
             )?,
+            sample,
             decoder: forward_chain(&dense, device, &layout.decoder, &bf.q, &dec_outs, &bf.params, b, Some(loss))?,
             decoder_back: backward_chain(
                 &dense,
@@ -729,6 +776,7 @@ impl<'g> BatchTrainer<'g> {
                 EstimatorShape { n: b, k, m },
                 &settings,
             )?,
+            soft_backward,
             encoder_back: backward_chain(
                 &dense,
                 device,
@@ -793,12 +841,18 @@ impl<'g> BatchTrainer<'g> {
         r.encoder.iter().for_each(|op| op.encode(&mut pass));
         mark(&mut pass, "encoder forward");
         r.assign.encode(&mut pass);
+        if let Some(sample) = &r.sample {
+            sample.encode(&mut pass, s, slot);
+        }
         mark(&mut pass, "assign + q");
         r.decoder.iter().for_each(|op| op.encode(&mut pass));
         mark(&mut pass, "decoder forward + loss gradient");
         r.decoder_back.iter().for_each(|op| op.encode(&mut pass));
         mark(&mut pass, "decoder backward");
         r.estimator.encode(&mut pass);
+        if let Some(soft) = &r.soft_backward {
+            soft.encode(&mut pass, s, slot);
+        }
         mark(&mut pass, "estimator backward");
         r.encoder_back.iter().for_each(|op| op.encode(&mut pass));
         mark(&mut pass, "encoder backward");
@@ -842,7 +896,11 @@ impl<'g> BatchTrainer<'g> {
             }
         }
         let constants: Vec<StepConstants> = (0..chunk)
-            .map(|slot| StepConstants::adam(self.step + 1 + slot as u64, lr, ADAM_BETAS.0, ADAM_BETAS.1, slot * b))
+            .map(|slot| {
+                let t = self.step + 1 + slot as u64;
+                let tau = self.configs[0].tau_at(t) as f32; // batchable runs share the schedule
+                StepConstants::adam(t, lr, ADAM_BETAS.0, ADAM_BETAS.1, slot * b).with_tau(tau)
+            })
             .collect();
         self.gpu.queue.write_buffer(&self.buffers.schedule, 0, bytemuck::cast_slice(&schedule));
         self.step_uniform.write(&self.gpu.queue, &constants)

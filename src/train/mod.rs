@@ -49,6 +49,16 @@ pub struct TrainConfig {
     pub eval_every: u32,
     /// Every this many steps, replace the codes unused since the last reset; 0 is off (`--reset-dead`).
     pub reset_dead: u32,
+    /// The Gumbel estimators' temperature at the first step (`--tau`).
+    #[serde(default = "default_tau")]
+    pub tau: f64,
+    /// The temperature at the last step, reached geometrically from `tau`; `None` keeps `tau` (`--tau-final`).
+    #[serde(default)]
+    pub tau_final: Option<f64>,
+}
+
+fn default_tau() -> f64 {
+    TrainConfig::default().tau
 }
 
 impl Default for TrainConfig {
@@ -72,6 +82,8 @@ impl Default for TrainConfig {
             seed: 0,
             eval_every: 250,
             reset_dead: 0,
+            tau: 0.1,
+            tau_final: None,
         }
     }
 }
@@ -101,7 +113,25 @@ impl TrainConfig {
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return Err(Error::Input(format!("lr must be finite and > 0, got {}", self.lr)));
         }
+        for (name, tau) in [("tau", Some(self.tau)), ("tau-final", self.tau_final)] {
+            if let Some(t) = tau
+                && !(t.is_finite() && t > 0.0 && t as f32 > 0.0)
+            {
+                return Err(Error::Input(format!("{name} must be finite and > 0, got {t}")));
+            }
+        }
         Ok(())
+    }
+
+    /// The temperature at step `t` (1-based): `tau (tau_final / tau)^((t - 1) / (steps - 1))`, or `tau`.
+    pub fn tau_at(&self, t: u64) -> f64 {
+        match self.tau_final {
+            Some(last) if self.steps > 1 => {
+                let frac = (t.saturating_sub(1) as f64 / (self.steps - 1) as f64).min(1.0);
+                self.tau * (last / self.tau).powf(frac)
+            }
+            _ => self.tau,
+        }
     }
 
     /// Loads the data and checks it against the settings.

@@ -293,3 +293,18 @@ fn batched_runs_with_their_own_settings_equal_single_runs_bit_for_bit() {
     }
     assert_clean(&gpu);
 }
+
+/// `gumbel-rotation-trick` is the rotation trick at the given code, bit for bit; a `gumbel` run is left alone
+/// (its backward is `soft.wgsl`'s).
+#[test]
+fn gumbel_runs_take_the_rotation_trick_or_are_skipped() {
+    let gpu = gpu_or_skip!();
+    let kernel = EstimatorBackward::new(&gpu.device).unwrap();
+    let case = Case::random(5, 70, 9, 4);
+    let rt = run(&gpu, &bind(&gpu, &kernel, &case, settings(Estimator::RotationTrick, 0.25, 70)), 280);
+    let grt = run(&gpu, &bind(&gpu, &kernel, &case, settings(Estimator::GumbelRotationTrick, 0.25, 70)), 280);
+    assert_eq!(bits(&rt), bits(&grt));
+    let skipped = run(&gpu, &bind(&gpu, &kernel, &case, settings(Estimator::Gumbel, 0.25, 70)), 280);
+    assert!(skipped.iter().all(|&v| v == 0.0), "a gumbel run was written");
+    assert_clean(&gpu);
+}
