@@ -22,6 +22,8 @@
 #[cfg(feature = "study")]
 pub mod analysis;
 #[cfg(feature = "study")]
+pub mod bias;
+#[cfg(feature = "study")]
 pub mod data;
 pub mod error;
 pub mod estimator;

@@ -47,6 +47,9 @@ enum Command {
     Gradfield(cli::gradfield::GradfieldArgs),
     /// E7: k-means++ and Lloyd on the GPU, on a trained model's eval encodings (--model) or on raw data.
     Kmeans(Box<cli::kmeans::KmeansArgs>),
+    /// Each estimator's gradient against the exact gradient of the soft-assignment surrogate as tau -> 0, on a
+    /// trained model (--model, or one trained with the train flags).
+    Bias(Box<cli::bias::BiasArgs>),
     /// Throughput of the assign kernel, of training (per estimator) and of sweeps, with the CPU engine beside it.
     Bench(cli::bench::BenchArgs),
     /// Write the kernels' WGSL, and naga's SPIR-V, MSL or HLSL translations, for loading them in other runtimes.
@@ -75,6 +78,7 @@ fn main() -> ExitCode {
         Command::Reproduce(args) => cli::reproduce::run(&options, &args),
         Command::Gradfield(args) => cli::gradfield::run(&options, &args),
         Command::Kmeans(args) => cli::kmeans::run(&options, &args),
+        Command::Bias(args) => cli::bias::run(&options, &args),
         Command::Bench(args) => cli::bench::run(&options, &args),
         Command::ExportShaders(args) => cli::export::run(&args),
     };

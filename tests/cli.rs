@@ -304,3 +304,35 @@ fn export_shaders_writes_the_sources_and_every_translation() {
     assert_ne!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stderr).contains("making"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// `bias` trains a model (or reads a saved one), writes a row per estimator and tau, the table and the plots;
+/// bad temperatures exit 2.
+#[test]
+fn bias_measures_every_estimator_across_tau() {
+    let dir = std::env::temp_dir().join(format!("vqgrad-bias-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = dir.join("m.safetensors");
+    let mut args = vec!["train", "--save-params", model.to_str().unwrap()];
+    args.extend_from_slice(QUICK);
+    assert!(vqgrad(&args).status.success());
+    let out = dir.join("bias");
+    let bias = |extra: &[&str]| {
+        let mut a = vec!["bias", "--model", model.to_str().unwrap(), "--rows", "64", "--draws", "2"];
+        a.extend_from_slice(&["--out", out.to_str().unwrap()]);
+        a.extend_from_slice(extra);
+        vqgrad(&a)
+    };
+    let run = bias(&["--taus", "1,0.01"]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("bias.json")).unwrap()).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 12, "6 estimators x 2 taus");
+    assert!(rows.iter().all(|r| r["cosine"].as_f64().is_some_and(|c| (-1.0..=1.0).contains(&c))), "{rows:?}");
+    assert!(String::from_utf8_lossy(&run.stdout).contains("| 0.01 |"));
+    assert!(out.join("bias_cosine.svg").exists() && out.join("bias_rel_err.png").exists());
+    for bad in [&["--taus", "0"][..], &["--taus", "-1,1"][..], &["--draws", "0"][..]] {
+        assert_eq!(bias(bad).status.code(), Some(2), "{bad:?}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -361,3 +361,36 @@ fn batched_runs_equal_single_runs_bit_for_bit() {
     assert!(BatchTrainer::new(&gpu, std::slice::from_ref(&a), &data).is_err(), "one configuration, two data sets");
     common::assert_clean(&gpu);
 }
+
+/// `bias::measure` gives the same figures with the GPU kernels as with the f64 reference: cosines within 1e-3,
+/// relative errors within 1e-3 relative; and the row estimators' cosine does not depend on how the exact gradient
+/// is computed.
+#[test]
+fn bias_on_the_gpu_matches_the_cpu_reference() {
+    let gpu = gpu_or_skip!();
+    let config = small(Estimator::Ste, CodebookMode::Grad, EncoderKind::Linear);
+    let data = config.load_data().unwrap();
+    let mut trainer = CpuTrainer::new(&config, data.clone()).unwrap();
+    for _ in 0..30 {
+        trainer.step();
+    }
+    let rows = 100;
+    let x = vqgrad::reference::to_f64(&data.eval[..rows * data.dim as usize]);
+    let taus = [1.0, 0.1, 0.01];
+    let cpu = vqgrad::bias::measure(&trainer.model, &x, rows, &taus, 3, 4, None).unwrap();
+    let on_gpu = vqgrad::bias::measure(&trainer.model, &x, rows, &taus, 3, 4, Some(&gpu)).unwrap();
+    assert_eq!(cpu.len(), 18);
+    for (c, g) in cpu.iter().zip(&on_gpu) {
+        let what = format!("{} tau {}", c.estimator, c.tau);
+        assert_eq!((&c.estimator, c.tau), (&g.estimator, g.tau));
+        assert!((c.cosine - g.cosine).abs() < 1e-3, "{what}: cosine CPU {} GPU {}", c.cosine, g.cosine);
+        assert!(
+            (c.rel_err - g.rel_err).abs() < 1e-3 * c.rel_err,
+            "{what}: rel_err CPU {} GPU {}",
+            c.rel_err,
+            g.rel_err
+        );
+        assert!(c.cosine.is_finite() && c.rel_err > 0.0, "{what}: {c:?}");
+    }
+    common::assert_clean(&gpu);
+}
