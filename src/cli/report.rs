@@ -30,6 +30,7 @@ pub const METRICS: &[&str] = &[
     "purity",
     "subspace_err",
     "batch_usage",
+    "lloyd_dist",
     "loss",
     "steps_per_sec",
     "wall_s",
@@ -313,7 +314,7 @@ pub fn write_report(runs: &[Run], out: &Path, sources: &[PathBuf]) -> anyhow::Re
             }
         }
         // Training curves: the mean over seeds at each evaluation.
-        for metric in ["dead_codes", "perplexity", "loss"] {
+        for metric in ["dead_codes", "perplexity", "loss", "lloyd_dist"] {
             let series: Vec<Series> = estimators
                 .iter()
                 .map(|e| {
@@ -359,6 +360,28 @@ pub fn write_report(runs: &[Run], out: &Path, sources: &[PathBuf]) -> anyhow::Re
         }
         for (fi, family) in families.values().filter(|f| f.len() >= 2).enumerate() {
             sweeps += 1;
+            if axis == "codes" {
+                // Rate against distortion: each estimator's (entropy, quant_err) means, joined in order of K.
+                let mut by_est: BTreeMap<String, Vec<(f64, f64, f64, f64)>> = BTreeMap::new();
+                for g in family {
+                    let k: f64 = g.setting[axis].parse().unwrap_or(f64::NAN);
+                    for (e, runs) in &g.by_estimator {
+                        let mean = |m: &str| summarize(&runs.iter().map(|r| r.metric(m)).collect::<Vec<_>>()).mean;
+                        by_est.entry(e.clone()).or_default().push((k, mean("entropy"), mean("quant_err"), f64::NAN));
+                    }
+                }
+                let series: Vec<Series> = by_est
+                    .into_iter()
+                    .map(|(e, mut p)| {
+                        p.sort_by(|a, b| a.0.total_cmp(&b.0));
+                        (e, p.into_iter().map(|(_, x, y, err)| (x, y, err)).collect())
+                    })
+                    .collect();
+                let name = format!("rate_distortion_{}", fi + 1);
+                let title = "Rate-distortion across K: entropy (nats) against quant_err";
+                line_plot(&out.join(&name), title, "entropy (nats)", "quant_err", &series)?;
+                writeln!(md, "![rate-distortion across K]({name}.svg)")?;
+            }
             for metric in metrics {
                 let mut by_est: BTreeMap<String, Vec<(f64, f64, f64)>> = BTreeMap::new();
                 for g in family {

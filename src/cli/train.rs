@@ -155,6 +155,9 @@ pub struct TrainArgs {
     /// Anneal the temperature geometrically from --tau to this at the last step (default: no anneal).
     #[arg(long, allow_negative_numbers = true)]
     pub tau_final: Option<f64>,
+    /// Lloyd iterations from the codebook on the eval encodings behind `lloyd_dist` at each evaluation (0: off).
+    #[arg(long)]
+    pub lloyd_iters: Option<u32>,
     /// Write the run as one JSON object to this file (with --runs above 1: one JSON line per run).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -227,7 +230,8 @@ pub fn config(args: &TrainArgs) -> vqgrad::Result<TrainConfig> {
     set!(n_train <- n_train, n_eval <- n_eval, latent <- latent, encoder <- encoder, hidden <- hidden,
          codes <- k, beta <- beta, estimator <- estimator, codebook_mode <- codebook_mode,
          codebook_init <- codebook_init, steps <- steps, batch <- batch, lr <- lr, seed <- seed,
-         eval_every <- eval_every, reset_dead <- reset_dead, tau <- tau);
+         eval_every <- eval_every, reset_dead <- reset_dead, tau <- tau,
+         lloyd_iters <- lloyd_iters);
     if args.tau_final.is_some() {
         c.tau_final = args.tau_final;
     }
@@ -262,6 +266,7 @@ fn print_table(run: &serde_json::Value) {
     println!("{:<14} {}", "purity", opt("purity"));
     println!("{:<14} {}", "subspace_err", opt("subspace_err"));
     println!("{:<14} {:.4}", "batch_usage", f("batch_usage"));
+    println!("{:<14} {}", "lloyd_dist", m["lloyd_dist"].as_f64().map_or("-".to_string(), |v| format!("{v:.3e}")));
     println!("{:<14} {:.1}", "steps_per_sec", f("steps_per_sec"));
     println!("{:<14} {:.2}", "wall_s", f("wall_s"));
 }

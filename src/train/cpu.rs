@@ -140,6 +140,12 @@ impl CpuTrainer {
             purity: s.purity,
             subspace_err,
             batch_usage,
+            lloyd_dist: (self.config.lloyd_iters > 0).then(|| {
+                let mut fixed = self.model.codebook.clone();
+                super::lloyd(&z, &mut fixed, m, self.config.lloyd_iters as usize);
+                let sq: f64 = fixed.iter().zip(&self.model.codebook).map(|(a, b)| (a - b).powi(2)).sum();
+                sq / (k * m) as f64
+            }),
         }
     }
 

@@ -35,8 +35,8 @@ use crate::gpu::{Gpu, read_buffer};
 use crate::kernels::adam::{Adam, AdamSettings, BoundAdam};
 use crate::kernels::assign::{Assign, AssignBuffers, AssignShape, BoundAssign};
 use crate::kernels::codebook::{
-    BoundCounts, BoundEma, BoundGrad, BoundReset, Codebook, CodebookShape, CountBuffers, EmaBuffers, EmaSettings,
-    GradBuffers, LloydBuffers, ResetBuffers, seed_mix,
+    BoundCounts, BoundEma, BoundGrad, BoundLloyd, BoundReset, Codebook, CodebookShape, CountBuffers, EmaBuffers,
+    EmaSettings, GradBuffers, LloydBuffers, ResetBuffers, seed_mix,
 };
 use crate::kernels::dense::{BoundDense, Dense, Linear, LossTarget};
 use crate::kernels::estimator::{
@@ -275,6 +275,11 @@ struct EvalBuffers {
     eval_xhat: wgpu::Buffer,
     eval_hidden: wgpu::Buffer,
     eval_counts: wgpu::Buffer,
+    /// The Lloyd fixed point on the eval encodings, from the run's codebook, with its own assignment.
+    lloyd_codebook: wgpu::Buffer,
+    lloyd_index: wgpu::Buffer,
+    lloyd_dist: wgpu::Buffer,
+    lloyd_counts: wgpu::Buffer,
 }
 
 impl EvalBuffers {
@@ -296,6 +301,10 @@ impl EvalBuffers {
             &self.eval_xhat,
             &self.eval_hidden,
             &self.eval_counts,
+            &self.lloyd_codebook,
+            &self.lloyd_index,
+            &self.lloyd_dist,
+            &self.lloyd_counts,
         ]
         .into_iter()
         .chain(std::iter::once(&self.eval).chain(self.eval_labels.iter()).filter(|_| self.own_eval))
@@ -312,6 +321,9 @@ struct EvalRecorded {
     batch_sq: BoundLoss,
     batch_counts: BoundCounts,
     batch_stats: BoundStats,
+    lloyd_assign: BoundAssign,
+    lloyd_update: BoundLloyd,
+    lloyd_sq: BoundLoss,
 }
 
 /// The sizes every run of a batch shares.
@@ -368,6 +380,10 @@ impl Evaluator {
             eval_xhat: f("eval xhat", n_eval * d)?,
             eval_hidden: f("eval hidden", if mlp { n_eval * config.hidden } else { 1 })?,
             eval_counts: u("eval counts", k)?,
+            lloyd_codebook: f("lloyd codebook", k * m)?,
+            lloyd_index: u("lloyd index", n_eval)?,
+            lloyd_dist: f("lloyd distance", n_eval)?,
+            lloyd_counts: u("lloyd counts", k)?,
         };
         let enc_outs: Vec<&wgpu::Buffer> = if mlp { vec![&bf.eval_hidden, &bf.eval_z] } else { vec![&bf.eval_z] };
         let dec_outs: Vec<&wgpu::Buffer> = if mlp { vec![&bf.eval_hidden, &bf.eval_xhat] } else { vec![&bf.eval_xhat] };
@@ -419,12 +435,33 @@ impl Evaluator {
                 &StatsBuffers { index: &bf.index, distance: &bf.dist, counts: &bf.batch_counts, labels: None },
                 StatsShape { n: b, k, m, classes: 0 },
             )?,
+            lloyd_assign: ks.assign.bind(
+                device,
+                &AssignBuffers {
+                    z: &bf.eval_z,
+                    codebook: &bf.lloyd_codebook,
+                    index: &bf.lloyd_index,
+                    distance: &bf.lloyd_dist,
+                },
+                AssignShape { n: n_eval, k, m },
+            )?,
+            lloyd_update: ks.codebook.bind_lloyd(
+                device,
+                &LloydBuffers {
+                    z: &bf.eval_z,
+                    index: &bf.lloyd_index,
+                    codebook: &bf.lloyd_codebook,
+                    counts: &bf.lloyd_counts,
+                },
+                CodebookShape { n: n_eval, k, m },
+            )?,
+            lloyd_sq: ks.loss.bind_sum_sq_diff(device, &bf.lloyd_codebook, &bf.codebook, &bf.metrics, 2, k * m)?,
         };
         Ok(Evaluator { buffers: bf, rec })
     }
 
     /// Records copies of run `run`'s slices of the stacked buffers into the workspace, then the evaluation.
-    fn record(&self, encoder: &mut wgpu::CommandEncoder, from: &TrainBuffers, run: u64) {
+    fn record(&self, encoder: &mut wgpu::CommandEncoder, from: &TrainBuffers, run: u64, lloyd_iters: u32) {
         let own = &self.buffers;
         let mut copy = |src: &wgpu::Buffer, dst: &wgpu::Buffer| {
             let bytes = dst.size();
@@ -432,6 +469,7 @@ impl Evaluator {
         };
         copy(&from.params, &own.params);
         copy(&from.codebook, &own.codebook);
+        copy(&from.codebook, &own.lloyd_codebook);
         copy(&from.x, &own.x);
         copy(&from.xhat, &own.xhat);
         copy(&from.index, &own.index);
@@ -455,6 +493,13 @@ impl Evaluator {
             r.batch_sq.encode(&mut pass);
             r.batch_counts.encode(&mut pass);
             r.batch_stats.encode(&mut pass);
+            for _ in 0..lloyd_iters {
+                r.lloyd_assign.encode(&mut pass);
+                r.lloyd_update.encode(&mut pass);
+            }
+            if lloyd_iters > 0 {
+                r.lloyd_sq.encode(&mut pass);
+            }
         }
         r.stats.copy_out(encoder);
         r.batch_stats.copy_out(encoder);
@@ -954,7 +999,7 @@ impl<'g> BatchTrainer<'g> {
         let ev = &self.evaluator;
         let mut encoder =
             self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("eval") });
-        ev.record(&mut encoder, &self.buffers, run as u64);
+        ev.record(&mut encoder, &self.buffers, run as u64, config.lloyd_iters);
         self.gpu.queue.submit([encoder.finish()]);
         let device = &self.gpu.device;
         let eval = ev.rec.stats.read(device)?;
@@ -988,6 +1033,7 @@ impl<'g> BatchTrainer<'g> {
             purity: eval.purity,
             subspace_err,
             batch_usage: if trained { 1.0 - batch.dead_codes as f64 / config.codes as f64 } else { f64::NAN },
+            lloyd_dist: (config.lloyd_iters > 0).then(|| sums[2] as f64 / (self.sizes.k as f64 * m as f64)),
         })
     }
 

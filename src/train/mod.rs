@@ -55,6 +55,13 @@ pub struct TrainConfig {
     /// The temperature at the last step, reached geometrically from `tau`; `None` keeps `tau` (`--tau-final`).
     #[serde(default)]
     pub tau_final: Option<f64>,
+    /// Lloyd iterations behind [`Metrics::lloyd_dist`] at each evaluation; 0 leaves it out (`--lloyd-iters`).
+    #[serde(default = "default_lloyd_iters")]
+    pub lloyd_iters: u32,
+}
+
+fn default_lloyd_iters() -> u32 {
+    TrainConfig::default().lloyd_iters
 }
 
 fn default_tau() -> f64 {
@@ -84,6 +91,7 @@ impl Default for TrainConfig {
             reset_dead: 0,
             tau: 0.1,
             tau_final: None,
+            lloyd_iters: 10,
         }
     }
 }
@@ -182,6 +190,11 @@ pub struct Metrics {
     pub subspace_err: Option<f64>,
     /// Distinct codes in the last training batch / K.
     pub batch_usage: f64,
+    /// `||C - C*||_F^2 / (K m)`: how far the codebook C is from the Lloyd (k-means) fixed point C*, approached by
+    /// [`TrainConfig::lloyd_iters`] Lloyd iterations from C on the same eval encodings (codes no encoding picks
+    /// stay put). `None` when that is 0, and in results written before it existed.
+    #[serde(default)]
+    pub lloyd_dist: Option<f64>,
 }
 
 /// A finished run.
