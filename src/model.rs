@@ -39,6 +39,17 @@ pub enum CodebookMode {
     Ema,
 }
 
+/// How the commitment weight beta moves during training.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BetaSchedule {
+    /// beta stays as given.
+    #[default]
+    Fixed,
+    /// Each step beta moves from the batch's code usage toward a target usage ([`crate::kernels::schedule`]).
+    Adaptive,
+}
+
 macro_rules! named_enum {
     ($t:ty, $what:literal, $expected:literal, [$($v:path => $n:literal),*]) => {
         impl $t {
@@ -68,6 +79,7 @@ named_enum!(EncoderKind, "encoder", "linear, mlp", [EncoderKind::Linear => "line
 named_enum!(CodebookInit, "codebook init", "uniform, normal, kmeans",
     [CodebookInit::Uniform => "uniform", CodebookInit::Normal => "normal", CodebookInit::Kmeans => "kmeans"]);
 named_enum!(CodebookMode, "codebook mode", "grad, ema", [CodebookMode::Grad => "grad", CodebookMode::Ema => "ema"]);
+named_enum!(BetaSchedule, "beta schedule", "fixed, adaptive", [BetaSchedule::Fixed => "fixed", BetaSchedule::Adaptive => "adaptive"]);
 
 /// The sizes of a model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -9,6 +9,8 @@ pub const ASSIGN: &str = include_str!("../shaders/assign.wgsl");
 pub const ESTIMATOR: &str = include_str!("../shaders/estimator.wgsl");
 /// The Gumbel-softmax relaxation of the quantizer: the hard sample, the relaxed code, and its exact backward.
 pub const SOFT: &str = include_str!("../shaders/soft.wgsl");
+/// The adaptive commitment weight: beta from each step's batch usage toward a target.
+pub const SCHEDULE: &str = include_str!("../shaders/schedule.wgsl");
 /// Codebook updates: usage counts, per-code sums (the codebook gradient) and the EMA update.
 pub const CODEBOOK: &str = include_str!("../shaders/codebook.wgsl");
 /// Codebook-use statistics: dead codes, entropy, perplexity, quantization error, purity.
@@ -29,6 +31,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("assign.wgsl", ASSIGN),
     ("estimator.wgsl", ESTIMATOR),
     ("soft.wgsl", SOFT),
+    ("schedule.wgsl", SCHEDULE),
     ("codebook.wgsl", CODEBOOK),
     ("stats.wgsl", STATS),
     ("dense.wgsl", DENSE),

@@ -15,6 +15,7 @@ const ENTRY_POINTS: &[(&str, &[&str])] = &[
     ("assign.wgsl", &["assign"]),
     ("estimator.wgsl", &["estimator_backward"]),
     ("soft.wgsl", &["soft_sample", "soft_forward", "soft_backward"]),
+    ("schedule.wgsl", &["adapt_beta"]),
     (
         "codebook.wgsl",
         &[
@@ -124,7 +125,7 @@ fn every_shader_validates_and_translates_to_every_backend() {
             translated += 1;
         }
     }
-    assert_eq!(translated, 29, "entry points translated");
+    assert_eq!(translated, 30, "entry points translated");
 }
 
 #[test]

@@ -5,7 +5,7 @@ mod common;
 
 use vqgrad::Estimator;
 use vqgrad::data::DataSpec;
-use vqgrad::model::{CodebookInit, CodebookMode, EncoderKind};
+use vqgrad::model::{BetaSchedule, CodebookInit, CodebookMode, EncoderKind};
 use vqgrad::train::TrainConfig;
 use vqgrad::train::cpu::CpuTrainer;
 use vqgrad::train::gpu::GpuTrainer;
@@ -32,6 +32,7 @@ fn small(estimator: Estimator, mode: CodebookMode, encoder: EncoderKind) -> Trai
         tau: 0.5,
         tau_final: Some(0.05),
         lloyd_iters: 25,
+        ..TrainConfig::default()
     }
 }
 
@@ -52,9 +53,21 @@ fn gpu_training_matches_the_cpu_reference_after_50_steps() {
     let gpu = gpu_or_skip!();
     for encoder in [EncoderKind::Linear, EncoderKind::Mlp] {
         for mode in [CodebookMode::Grad, CodebookMode::Ema] {
-            for (estimator, reset_dead) in Estimator::ALL.into_iter().map(|e| (e, 0)).chain([(Estimator::Ste, 10)]) {
-                let config = TrainConfig { reset_dead, ..small(estimator, mode, encoder) };
-                let what = format!("{encoder} {mode} {estimator} reset {reset_dead}");
+            let cases = Estimator::ALL.into_iter().map(|e| (e, 0, BetaSchedule::Fixed));
+            let extra = [
+                (Estimator::Ste, 10, BetaSchedule::Fixed),
+                (Estimator::Ste, 0, BetaSchedule::Adaptive),
+                (Estimator::Gumbel, 0, BetaSchedule::Adaptive),
+            ];
+            for (estimator, reset_dead, beta_schedule) in cases.chain(extra) {
+                let config = TrainConfig {
+                    reset_dead,
+                    beta_schedule,
+                    beta_rate: 0.5,
+                    target_usage: 0.95,
+                    ..small(estimator, mode, encoder)
+                };
+                let what = format!("{encoder} {mode} {estimator} reset {reset_dead} beta {beta_schedule}");
                 let data = config.load_data().unwrap();
                 let mut g = GpuTrainer::new(&gpu, &config, &data).unwrap();
                 g.train_steps(50).unwrap();
@@ -87,6 +100,11 @@ fn gpu_training_matches_the_cpu_reference_after_50_steps() {
                 // 25 Lloyd iterations in f32 against f64: looser, and a distance that is not there would fail.
                 let (a, b) = (gm.lloyd_dist.unwrap(), cm.lloyd_dist.unwrap());
                 assert!((a - b).abs() <= 1e-3 * b.abs().max(1e-6), "{what}: lloyd_dist GPU {a} vs CPU {b}");
+                assert_eq!(gm.beta.is_some(), beta_schedule == BetaSchedule::Adaptive, "{what}: beta reported");
+                if let (Some(a), Some(b)) = (gm.beta, cm.beta) {
+                    assert!((a - b).abs() <= 2e-5 * b, "{what}: adaptive beta GPU {a} vs CPU {b}");
+                    assert!(a != config.beta, "{what}: the adaptive beta never moved");
+                }
                 common::assert_clean(&gpu);
             }
         }
@@ -164,7 +182,7 @@ fn the_whole_backward_pass_matches_finite_differences() {
                 let mut model = CpuModel { layout, latent: m, params, codebook };
                 let x = to_f64(&common::Data::new(5).normal(rows * d, 1.0));
                 let relax = Relaxation { tau: 0.7, seed: 3, step: 2 };
-                let step = model.step(&x, rows, estimator, beta, mode, relax);
+                let step = model.step(&x, rows, estimator, &mut |_| beta, mode, relax);
                 let q0: Vec<f64> = step
                     .index
                     .iter()
@@ -315,7 +333,11 @@ fn batched_runs_equal_single_runs_bit_for_bit() {
         (EncoderKind::Linear, CodebookMode::Ema, 0),
         (EncoderKind::Linear, CodebookMode::Grad, 10),
         (EncoderKind::Mlp, CodebookMode::Ema, 7),
+        (EncoderKind::Linear, CodebookMode::Grad, 1000), // 1000: the adaptive beta (no reset fires in 100 steps)
     ] {
+        let adaptive = reset_dead == 1000;
+        let (reset_dead, beta_schedule) =
+            if adaptive { (0, BetaSchedule::Adaptive) } else { (reset_dead, BetaSchedule::Fixed) };
         let configs: Vec<TrainConfig> = Estimator::ALL
             .iter()
             .zip([(3, 0.25, 0.05), (4, 0.5, 0.1), (5, 0.25, 0.0), (6, 1.0, 0.2), (7, 0.25, 0.05), (8, 0.5, 0.0)])
@@ -326,6 +348,8 @@ fn batched_runs_equal_single_runs_bit_for_bit() {
                 steps: 100,
                 eval_every: 40,
                 reset_dead,
+                beta_schedule,
+                beta_rate: 0.5,
                 ..small(estimator, mode, encoder)
             })
             .collect();

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use vqgrad::Estimator;
 use vqgrad::data::DataSpec;
 use vqgrad::gpu::{self, GpuOptions};
-use vqgrad::model::{CodebookInit, CodebookMode, EncoderKind};
+use vqgrad::model::{BetaSchedule, CodebookInit, CodebookMode, EncoderKind};
 use vqgrad::train::{Metrics, RunResult, TrainConfig};
 
 /// The experiments of STUDY.md section 5, as presets of a single run (sweeps vary K, beta or sigma around them).
@@ -155,6 +155,16 @@ pub struct TrainArgs {
     /// Anneal the temperature geometrically from --tau to this at the last step (default: no anneal).
     #[arg(long, allow_negative_numbers = true)]
     pub tau_final: Option<f64>,
+    /// Commitment weight schedule: fixed, or adaptive (beta moves each step from the batch's code usage toward
+    /// --target-usage: lower when fewer codes are used, within [beta / 100, 100 beta]).
+    #[arg(long, value_parser = parse::<BetaSchedule>)]
+    pub beta_schedule: Option<BetaSchedule>,
+    /// The adaptive beta's target usage in (0, 1]: distinct codes per batch over those of uniform use.
+    #[arg(long, allow_negative_numbers = true)]
+    pub target_usage: Option<f64>,
+    /// The adaptive beta's log-step per unit of usage error, per step.
+    #[arg(long, allow_negative_numbers = true)]
+    pub beta_rate: Option<f64>,
     /// Lloyd iterations from the codebook on the eval encodings behind `lloyd_dist` at each evaluation (0: off).
     #[arg(long)]
     pub lloyd_iters: Option<u32>,
@@ -231,7 +241,8 @@ pub fn config(args: &TrainArgs) -> vqgrad::Result<TrainConfig> {
          codes <- k, beta <- beta, estimator <- estimator, codebook_mode <- codebook_mode,
          codebook_init <- codebook_init, steps <- steps, batch <- batch, lr <- lr, seed <- seed,
          eval_every <- eval_every, reset_dead <- reset_dead, tau <- tau,
-         lloyd_iters <- lloyd_iters);
+         lloyd_iters <- lloyd_iters, beta_schedule <- beta_schedule, target_usage <- target_usage,
+         beta_rate <- beta_rate);
     if args.tau_final.is_some() {
         c.tau_final = args.tau_final;
     }
@@ -266,6 +277,9 @@ fn print_table(run: &serde_json::Value) {
     println!("{:<14} {}", "purity", opt("purity"));
     println!("{:<14} {}", "subspace_err", opt("subspace_err"));
     println!("{:<14} {:.4}", "batch_usage", f("batch_usage"));
+    if let Some(beta) = m["beta"].as_f64() {
+        println!("{:<14} {beta:.4}", "beta (adaptive)");
+    }
     println!("{:<14} {}", "lloyd_dist", m["lloyd_dist"].as_f64().map_or("-".to_string(), |v| format!("{v:.3e}")));
     println!("{:<14} {:.1}", "steps_per_sec", f("steps_per_sec"));
     println!("{:<14} {:.2}", "wall_s", f("wall_s"));

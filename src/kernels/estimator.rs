@@ -218,6 +218,12 @@ impl BoundEstimator {
         dispatch_runs(pass, &self.pipeline, &self.bind_group, self.grid);
     }
 
+    /// The per-run settings buffer: `(estimator id, commitment coefficient bits)` per run, two words each (the
+    /// adaptive beta rewrites the second on the GPU).
+    pub fn run_settings(&self) -> &wgpu::Buffer {
+        &self.run_settings
+    }
+
     /// Changes the estimator, beta or batch size of every run; takes effect with the next submit.
     pub fn set(&self, queue: &wgpu::Queue, settings: EstimatorSettings) -> Result<()> {
         let all = vec![settings; self.grid.2 as usize];

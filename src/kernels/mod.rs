@@ -9,6 +9,7 @@ pub mod dense;
 pub mod estimator;
 pub mod gather;
 pub mod loss;
+pub mod schedule;
 pub mod soft;
 pub mod stats;
 pub mod step;

@@ -260,7 +260,7 @@ impl Soft {
             pipeline: self.pipelines[which].clone(),
             bind_group,
             _params: params,
-            _settings: settings,
+            settings,
             grid: (x, y, count),
         })
     }
@@ -287,12 +287,18 @@ pub struct BoundSoft {
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     _params: wgpu::Buffer,
-    _settings: wgpu::Buffer,
+    settings: wgpu::Buffer,
     /// Workgroups in x and y over the rows, and one z layer per run.
     grid: (u32, u32, u32),
 }
 
 impl BoundSoft {
+    /// The per-run settings buffer: `(active, noise, seed, commitment coefficient bits)` per run, four words each
+    /// (the adaptive beta rewrites the fourth on the GPU).
+    pub fn run_settings(&self) -> &wgpu::Buffer {
+        &self.settings
+    }
+
     /// Records the dispatch into the caller's pass, with the temperature and step of `step`'s slot `slot`.
     pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>, step: &StepUniform, slot: u32) {
         super::dispatch_step(pass, &self.pipeline, &self.bind_group, self.grid, step, slot);

@@ -100,6 +100,17 @@ pub fn estimator_row(estimator: Estimator, g: &[f64], z: &[f64], q: &[f64]) -> V
     }
 }
 
+/// One step of the adaptive beta (`shaders/schedule.wgsl`) from this step's codes `index` among `k`:
+/// `u = min(1, used / (K (1 - (1 - 1/K)^B)))`, then `clamp(beta exp(rate (u - target)), lo, hi)`.
+pub fn adapt_beta(beta: f64, (lo, hi): (f64, f64), index: &[u32], k: usize, target: f64, rate: f64) -> f64 {
+    let mut seen = vec![false; k];
+    index.iter().for_each(|&a| seen[a as usize] = true);
+    let used = seen.iter().filter(|&&s| s).count() as f64;
+    let expected = k as f64 * (1.0 - (1.0 - 1.0 / k as f64).powf(index.len() as f64));
+    let u = (used / expected).min(1.0);
+    (beta * (rate * (u - target)).exp()).clamp(lo, hi)
+}
+
 /// The rotation trick's forward value `lambda R z` with `R = I - 2 r r^T + 2 q^ z^^T`, applied as a product
 /// (never as a matrix). It equals q up to rounding: a test checks it.
 pub fn rotation_trick_forward(z: &[f64], q: &[f64]) -> Vec<f64> {

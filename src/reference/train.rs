@@ -150,14 +150,15 @@ impl CpuModel {
         forward_layers(&self.params, &self.layout.decoder, q, rows).pop().unwrap_or_default()
     }
 
-    /// One batch forward and backward with `estimator`, `beta` and the batch size `rows`; the Gumbel estimators
-    /// sample each row's code and take `relax`'s temperature and noise.
+    /// One batch forward and backward with `estimator`, the commitment weight `beta` (given this batch's codes:
+    /// the adaptive beta moves with them; a fixed one is `&mut |_| beta`) and the batch size `rows`; the Gumbel
+    /// estimators sample each row's code and take `relax`'s temperature and noise.
     pub fn step(
         &self,
         x: &[f64],
         rows: usize,
         estimator: Estimator,
-        beta: f64,
+        beta: &mut dyn FnMut(&[u32]) -> f64,
         mode: CodebookMode,
         relax: Relaxation,
     ) -> Step {
@@ -175,6 +176,7 @@ impl CpuModel {
                 a.distance[i] = zi.iter().zip(&self.codebook[k * m..]).map(|(z, c)| (z - c).powi(2)).sum();
             }
         }
+        let beta = beta(&a.index);
         let q: Vec<f64> =
             a.index.iter().flat_map(|&k| self.codebook[k as usize * m..(k as usize + 1) * m].to_vec()).collect();
         let dec_outs = forward_layers(&self.params, &self.layout.decoder, &q, rows);

@@ -4,9 +4,9 @@
 use super::{ADAM_BETAS, ADAM_EPS, EMA, KMEANS_ITERS, KMEANS_SAMPLES, Metrics, RunResult, Schedule, TrainConfig};
 use crate::data::{Dataset, Stream, rng};
 use crate::error::Result;
-use crate::model::{CodebookInit, CodebookMode, EncoderKind};
+use crate::model::{BetaSchedule, CodebookInit, CodebookMode, EncoderKind};
 use crate::reference::train::{CpuAdam, CpuEma, CpuModel, Relaxation, Step};
-use crate::reference::{Assignment, assign_f64, stats, to_f64};
+use crate::reference::{Assignment, adapt_beta, assign_f64, stats, to_f64};
 use std::time::Instant;
 
 /// Trains on the CPU.
@@ -24,6 +24,8 @@ pub struct CpuTrainer {
     step: u64,
     last: Option<(Step, Vec<u32>)>,
     used: Vec<bool>,
+    /// The adaptive beta's state (beta, lo, hi); beta stays put when fixed.
+    beta: (f64, f64, f64),
 }
 
 impl CpuTrainer {
@@ -59,6 +61,12 @@ impl CpuTrainer {
             step: 0,
             last: None,
             used: vec![false; k],
+            beta: {
+                // As the GPU keeps them: f32 values.
+                let b = config.beta as f32;
+                let range = crate::kernels::schedule::BETA_RANGE;
+                (b as f64, (b / range) as f64, (b * range) as f64)
+            },
         })
     }
 
@@ -74,7 +82,18 @@ impl CpuTrainer {
             seed: crate::kernels::codebook::seed_mix(self.config.seed),
             step: t as u32,
         };
-        let step = self.model.step(&x, b, self.config.estimator, self.config.beta, self.config.codebook_mode, relax);
+        let (k, c) = (self.config.codes as usize, &self.config);
+        let adaptive = c.beta_schedule == BetaSchedule::Adaptive;
+        let state = &mut self.beta;
+        let mut beta = |index: &[u32]| {
+            if adaptive {
+                state.0 = adapt_beta(state.0, (state.1, state.2), index, k, c.target_usage, c.beta_rate);
+                state.0
+            } else {
+                c.beta
+            }
+        };
+        let step = self.model.step(&x, b, c.estimator, &mut beta, c.codebook_mode, relax);
         self.step += 1;
         self.adam_params.update(&mut self.model.params, &step.grads, self.config.lr, self.step);
         match &mut self.ema {
@@ -140,6 +159,7 @@ impl CpuTrainer {
             purity: s.purity,
             subspace_err,
             batch_usage,
+            beta: (self.config.beta_schedule == BetaSchedule::Adaptive).then_some(self.beta.0),
             lloyd_dist: (self.config.lloyd_iters > 0).then(|| {
                 let mut fixed = self.model.codebook.clone();
                 super::lloyd(&z, &mut fixed, m, self.config.lloyd_iters as usize);

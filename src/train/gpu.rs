@@ -44,10 +44,13 @@ use crate::kernels::estimator::{
 };
 use crate::kernels::gather::{BoundGather, Gather};
 use crate::kernels::loss::{BoundLoss, Loss};
+use crate::kernels::schedule::{
+    AdaptiveBeta, BetaSchedule, BoundBetaSchedule, ScheduleShape, SettingsSlot, beta_state,
+};
 use crate::kernels::soft::{BoundSoft, Soft, SoftBackwardBuffers, SoftRun, SoftSampleBuffers, SoftShape};
 use crate::kernels::stats::{BoundStats, Stats, StatsBuffers, StatsShape};
 use crate::kernels::step::{StepConstants, StepUniform};
-use crate::model::{CodebookInit, CodebookMode, EncoderKind, Layout};
+use crate::model::{BetaSchedule as BetaRule, CodebookInit, CodebookMode, EncoderKind, Layout};
 use crate::reference::to_f64;
 use crate::reference::train::CpuModel;
 use std::time::Instant;
@@ -66,6 +69,7 @@ struct Kernels {
     adam: Adam,
     gather: Gather,
     soft: Soft,
+    schedule: BetaSchedule,
     /// Owns the layout the per-step kernels were made with; each run binds its own, identical one.
     _step_layout: StepUniform,
 }
@@ -84,6 +88,7 @@ impl Kernels {
             adam: Adam::new(device, &step)?,
             gather: Gather::new(device, &step)?,
             soft: Soft::new(device, &step)?,
+            schedule: BetaSchedule::new(device)?,
             _step_layout: step,
         })
     }
@@ -156,6 +161,8 @@ struct StepRecorded {
     assign: BoundAssign,
     /// The Gumbel hard sample, when a run samples: rewrites those runs' index, distance and q.
     sample: Option<BoundSoft>,
+    /// The adaptive beta: this step's counts, then the new commitment coefficients.
+    adapt: Option<(BoundCounts, BoundBetaSchedule)>,
     /// The decoder; its last layer also writes the loss gradient `dxhat`.
     decoder: Vec<BoundDense>,
     decoder_back: Vec<BoundDense>,
@@ -192,6 +199,8 @@ struct TrainBuffers {
     codebook_v: wgpu::Buffer,
     ema_size: wgpu::Buffer,
     ema_sum: wgpu::Buffer,
+    /// Each run's adaptive beta state (beta, lo, hi).
+    beta_state: wgpu::Buffer,
     counts: wgpu::Buffer,
     x: wgpu::Buffer,
     z: wgpu::Buffer,
@@ -224,6 +233,7 @@ impl TrainBuffers {
             &self.codebook_v,
             &self.ema_size,
             &self.ema_sum,
+            &self.beta_state,
             &self.counts,
             &self.x,
             &self.z,
@@ -636,6 +646,8 @@ impl<'g> BatchTrainer<'g> {
             codebook_v: f("codebook adam v", k * m)?,
             ema_size: gpu.upload("ema size", &ema_size0)?,
             ema_sum: gpu.upload("ema sum", &ema_sum0)?,
+            beta_state: gpu
+                .upload("beta state", &beta_state(&runs.iter().map(|&(c, _)| c.beta as f32).collect::<Vec<_>>()))?,
             counts: u("counts", k)?,
             x: f("x", b * d)?,
             z: f("z", b * m)?,
@@ -781,7 +793,35 @@ impl<'g> BatchTrainer<'g> {
         } else {
             None
         };
+        let estimator = ks.estimator.bind_runs(
+            device,
+            &EstimatorBuffers { g: &bf.g, z: &bf.z, index: &bf.index, codebook: &bf.codebook, grad_z: &bf.dz },
+            EstimatorShape { n: b, k, m },
+            &settings,
+        )?;
+        // The adaptive beta: this step's counts, then each run's new commitment coefficient written into the
+        // estimator kernels' run settings (both, when a run's backward is the relaxation's).
+        let adapt = if first.beta_schedule == BetaRule::Adaptive {
+            let counts = CountBuffers { index: &bf.index, counts: &bf.counts };
+            let rule = AdaptiveBeta { target: first.target_usage as f32, rate: first.beta_rate as f32 };
+            let a = SettingsSlot { buffer: estimator.run_settings(), stride: 2, offset: 1 };
+            let soft = soft_backward.as_ref().map(|s| SettingsSlot { buffer: s.run_settings(), stride: 4, offset: 3 });
+            Some((
+                ks.codebook.bind_counts_runs(device, &counts, b, k, r)?,
+                ks.schedule.bind(
+                    device,
+                    (&bf.counts, &bf.beta_state),
+                    ScheduleShape { k, batch: b, m, runs: r },
+                    rule,
+                    a,
+                    soft,
+                )?,
+            ))
+        } else {
+            None
+        };
         Ok(StepRecorded {
+            adapt,
             gather_batch: ks.gather.bind_rows_runs(
                 device,
                 &bf.train,
@@ -815,12 +855,7 @@ impl<'g> BatchTrainer<'g> {
                 &bf.grads,
                 b,
             )?,
-            estimator: ks.estimator.bind_runs(
-                device,
-                &EstimatorBuffers { g: &bf.g, z: &bf.z, index: &bf.index, codebook: &bf.codebook, grad_z: &bf.dz },
-                EstimatorShape { n: b, k, m },
-                &settings,
-            )?,
+            estimator,
             soft_backward,
             encoder_back: backward_chain(
                 &dense,
@@ -890,6 +925,11 @@ impl<'g> BatchTrainer<'g> {
             sample.encode(&mut pass, s, slot);
         }
         mark(&mut pass, "assign + q");
+        if let Some((counts, schedule)) = &r.adapt {
+            counts.encode(&mut pass);
+            schedule.encode(&mut pass);
+            mark(&mut pass, "adaptive beta");
+        }
         r.decoder.iter().for_each(|op| op.encode(&mut pass));
         mark(&mut pass, "decoder forward + loss gradient");
         r.decoder_back.iter().for_each(|op| op.encode(&mut pass));
@@ -1009,7 +1049,15 @@ impl<'g> BatchTrainer<'g> {
         let (b, d, n_eval) = (b as f64, d as f64, n_eval as f64);
         let rec = sums[1] as f64 / (b * d);
         let cb = batch.quant_err;
-        let loss = rec + if config.codebook_mode == CodebookMode::Grad { cb } else { 0.0 } + config.beta * cb;
+        let beta = match config.beta_schedule {
+            BetaRule::Adaptive => {
+                let state: Vec<f32> = read_buffer(device, &self.gpu.queue, &self.buffers.beta_state)?;
+                Some(state[3 * run] as f64)
+            }
+            BetaRule::Fixed => None,
+        };
+        let loss =
+            rec + if config.codebook_mode == CodebookMode::Grad { cb } else { 0.0 } + beta.unwrap_or(config.beta) * cb;
         let subspace_err = match (&self.bases[run], config.encoder) {
             (Some((basis, rank)), EncoderKind::Linear) => {
                 let params: Vec<f32> = read_buffer(device, &self.gpu.queue, &ev.buffers.params)?;
@@ -1033,6 +1081,7 @@ impl<'g> BatchTrainer<'g> {
             purity: eval.purity,
             subspace_err,
             batch_usage: if trained { 1.0 - batch.dead_codes as f64 / config.codes as f64 } else { f64::NAN },
+            beta,
             lloyd_dist: (config.lloyd_iters > 0).then(|| sums[2] as f64 / (self.sizes.k as f64 * m as f64)),
         })
     }

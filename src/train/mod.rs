@@ -8,7 +8,7 @@ pub mod gpu;
 use crate::data::{self, DataSpec, Dataset, Stream};
 use crate::error::{Error, Result};
 use crate::estimator::Estimator;
-use crate::model::{CodebookInit, CodebookMode, EncoderKind, Layout, ModelShape};
+use crate::model::{BetaSchedule, CodebookInit, CodebookMode, EncoderKind, Layout, ModelShape};
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
@@ -55,9 +55,27 @@ pub struct TrainConfig {
     /// The temperature at the last step, reached geometrically from `tau`; `None` keeps `tau` (`--tau-final`).
     #[serde(default)]
     pub tau_final: Option<f64>,
+    /// `fixed` or `adaptive`: beta moved each step from the batch's code usage toward `target_usage`
+    /// ([`crate::kernels::schedule`]) (`--beta-schedule`).
+    #[serde(default)]
+    pub beta_schedule: BetaSchedule,
+    /// The adaptive beta's target usage, in (0, 1]: 1 is uniform use (`--target-usage`).
+    #[serde(default = "default_target_usage")]
+    pub target_usage: f64,
+    /// The adaptive beta's log-step per unit of usage error, per step (`--beta-rate`).
+    #[serde(default = "default_beta_rate")]
+    pub beta_rate: f64,
     /// Lloyd iterations behind [`Metrics::lloyd_dist`] at each evaluation; 0 leaves it out (`--lloyd-iters`).
     #[serde(default = "default_lloyd_iters")]
     pub lloyd_iters: u32,
+}
+
+fn default_target_usage() -> f64 {
+    TrainConfig::default().target_usage
+}
+
+fn default_beta_rate() -> f64 {
+    TrainConfig::default().beta_rate
 }
 
 fn default_lloyd_iters() -> u32 {
@@ -91,6 +109,9 @@ impl Default for TrainConfig {
             reset_dead: 0,
             tau: 0.1,
             tau_final: None,
+            beta_schedule: BetaSchedule::Fixed,
+            target_usage: 0.9,
+            beta_rate: 0.05,
             lloyd_iters: 10,
         }
     }
@@ -120,6 +141,17 @@ impl TrainConfig {
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return Err(Error::Input(format!("lr must be finite and > 0, got {}", self.lr)));
+        }
+        if self.beta_schedule == BetaSchedule::Adaptive {
+            if !(self.beta > 0.0 && (self.beta as f32) > 0.0) {
+                return Err(Error::Input(format!("the adaptive beta starts from beta > 0, got {}", self.beta)));
+            }
+            if !(self.target_usage > 0.0 && self.target_usage <= 1.0) {
+                return Err(Error::Input(format!("target-usage must be in (0, 1], got {}", self.target_usage)));
+            }
+            if !(self.beta_rate.is_finite() && self.beta_rate > 0.0) {
+                return Err(Error::Input(format!("beta-rate must be finite and > 0, got {}", self.beta_rate)));
+            }
         }
         for (name, tau) in [("tau", Some(self.tau)), ("tau-final", self.tau_final)] {
             if let Some(t) = tau
@@ -195,6 +227,9 @@ pub struct Metrics {
     /// stay put). `None` when that is 0, and in results written before it existed.
     #[serde(default)]
     pub lloyd_dist: Option<f64>,
+    /// The adaptive beta's value at this step; `None` with a fixed beta.
+    #[serde(default)]
+    pub beta: Option<f64>,
 }
 
 /// A finished run.
