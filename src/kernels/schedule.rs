@@ -114,7 +114,8 @@ impl BetaSchedule {
     ) -> Result<BoundBetaSchedule> {
         let ScheduleShape { k, batch, m, runs } = shape;
         check_shape(&[("k", k), ("batch", batch), ("m", m), ("runs", runs)], &[("runs x k", runs, k)])?;
-        if !(rule.target > 0.0 && rule.target <= 1.0) || !(rule.rate.is_finite() && rule.rate > 0.0) {
+        let valid = rule.target > 0.0 && rule.target <= 1.0 && rule.rate.is_finite() && rule.rate > 0.0;
+        if !valid {
             return Err(Error::Input(format!(
                 "the adaptive beta needs a target usage in (0, 1] and a rate > 0, got {} and {}",
                 rule.target, rule.rate
