@@ -62,7 +62,10 @@ fn step_uniform(gpu: &Gpu, tau: f32) -> StepUniform {
 
 /// Runs the three kernels on `case` and returns (index, dist, q of the sample; the relaxed q; grad_z). The index
 /// buffer starts at 0 and q at -7 so that inactive runs show they were left alone.
-fn run_all(gpu: &Gpu, case: &Case, tau: f32, runs: &[SoftRun]) -> (Vec<u32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+/// What the three kernels wrote: the sample's index, distance and q; the relaxed q; grad_z.
+type Outputs = (Vec<u32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
+
+fn run_all(gpu: &Gpu, case: &Case, tau: f32, runs: &[SoftRun]) -> Outputs {
     let step = step_uniform(gpu, tau);
     let soft = Soft::new(&gpu.device, &step).unwrap();
     let rows = case.runs * case.n;
