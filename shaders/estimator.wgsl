@@ -7,6 +7,7 @@
 //   diveq           g - (g.u) u                                            (the complement of rotation)
 //   gumbel          nothing: its backward needs the whole codebook and is soft.wgsl's (this kernel skips the run)
 //   gumbel-rotation-trick   as rotation-trick, at the code the forward sampled
+//   learned         the commitment term alone: learned.wgsl adds M g after
 // Every estimator is a per-row combination  a g + b (q - z) + c z + e (z^ + q^),  so a row costs one pass of
 // dot products (two for rotation-trick), then one pass that writes. One invocation per row.
 // Batched: global_invocation_id.z picks one of several runs stacked in the buffers (g, z, grad_z [runs x n x m],
@@ -30,6 +31,7 @@ const ROTATION_TRICK: u32 = 2u;
 const DIVEQ: u32 = 3u;
 const GUMBEL: u32 = 4u;
 const GUMBEL_ROTATION_TRICK: u32 = 5u;
+const LEARNED: u32 = 6u;
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> g: array<f32>;
@@ -82,7 +84,7 @@ fn estimator_backward(
         gq = fma(gj, qj, gq);
     }
 
-    var a = 1.0; // coefficient of g
+    var a = select(1.0, 0.0, estimator == LEARNED); // coefficient of g
     var b = 0.0; // of (q - z)
     var c = 0.0; // of z
     var e = 0.0; // of w = z^ + q^ (rotation-trick)

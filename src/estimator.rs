@@ -23,17 +23,21 @@ pub enum Estimator {
     Gumbel,
     /// The Gumbel hard sample in the forward, the rotation trick's backward at the sampled code.
     GumbelRotationTrick,
+    /// Learned transport: `M g`, M an m x m matrix per run that starts at I and is fitted by Adam, each step, to
+    /// the soft-assignment surrogate's exact backward of the same g at temperature tau (`shaders/learned.wgsl`).
+    Learned,
 }
 
 impl Estimator {
     /// Every estimator, in the order of their shader ids.
-    pub const ALL: [Estimator; 6] = [
+    pub const ALL: [Estimator; 7] = [
         Estimator::Ste,
         Estimator::Rotation,
         Estimator::RotationTrick,
         Estimator::DivEq,
         Estimator::Gumbel,
         Estimator::GumbelRotationTrick,
+        Estimator::Learned,
     ];
 
     /// The estimators that are a function of `(g, z, q)` alone, computed by `shaders/estimator.wgsl` and
@@ -59,6 +63,7 @@ impl Estimator {
             Estimator::DivEq => "diveq",
             Estimator::Gumbel => "gumbel",
             Estimator::GumbelRotationTrick => "gumbel-rotation-trick",
+            Estimator::Learned => "learned",
         }
     }
 
@@ -81,7 +86,7 @@ impl FromStr for Estimator {
             Error::InvalidSetting {
                 what: "estimator",
                 value: s.to_string(),
-                expected: "ste, rotation, rotation-trick, diveq, gumbel, gumbel-rotation-trick",
+                expected: "ste, rotation, rotation-trick, diveq, gumbel, gumbel-rotation-trick, learned",
             }
         })
     }

@@ -9,6 +9,8 @@ pub const ASSIGN: &str = include_str!("../shaders/assign.wgsl");
 pub const ESTIMATOR: &str = include_str!("../shaders/estimator.wgsl");
 /// The Gumbel-softmax relaxation of the quantizer: the hard sample, the relaxed code, and its exact backward.
 pub const SOFT: &str = include_str!("../shaders/soft.wgsl");
+/// The learned transport estimator: `M g` and the gradient of M's fit to the relaxation's backward.
+pub const LEARNED: &str = include_str!("../shaders/learned.wgsl");
 /// The adaptive commitment weight: beta from each step's batch usage toward a target.
 pub const SCHEDULE: &str = include_str!("../shaders/schedule.wgsl");
 /// Codebook updates: usage counts, per-code sums (the codebook gradient) and the EMA update.
@@ -32,6 +34,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("estimator.wgsl", ESTIMATOR),
     ("soft.wgsl", SOFT),
     ("schedule.wgsl", SCHEDULE),
+    ("learned.wgsl", LEARNED),
     ("codebook.wgsl", CODEBOOK),
     ("stats.wgsl", STATS),
     ("dense.wgsl", DENSE),

@@ -238,3 +238,17 @@ fn soft_backward_matches_finite_differences() {
     assert!((mean - 0.577_215_66).abs() < 0.03, "mean {mean}");
     assert!((var - std::f64::consts::PI.powi(2) / 6.0).abs() < 0.08, "variance {var}");
 }
+
+/// The learned estimator's fitting gradient is the gradient of its loss (central differences).
+#[test]
+fn learned_grad_matches_finite_differences() {
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    for &(rows, m) in &[(1, 1), (9, 3), (40, 5)] {
+        let (g, s, t) = (normal(&mut rng, rows * m), normal(&mut rng, rows * m), normal(&mut rng, m * m));
+        let analytic = reference::learned_grad(&t, &g, &s, m);
+        let fd = central_difference(|tt| reference::learned_loss(tt, &g, &s, m), &t, 1e-5);
+        for (a, b) in fd.iter().zip(&analytic) {
+            assert!((a - b).abs() < 1e-7 * (1.0 + b.abs()), "rows {rows} m {m}: FD {a} vs analytic {b}");
+        }
+    }
+}

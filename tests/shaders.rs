@@ -16,6 +16,7 @@ const ENTRY_POINTS: &[(&str, &[&str])] = &[
     ("estimator.wgsl", &["estimator_backward"]),
     ("soft.wgsl", &["soft_sample", "soft_forward", "soft_backward"]),
     ("schedule.wgsl", &["adapt_beta"]),
+    ("learned.wgsl", &["learned_backward", "learned_grad"]),
     (
         "codebook.wgsl",
         &[
@@ -125,7 +126,7 @@ fn every_shader_validates_and_translates_to_every_backend() {
             translated += 1;
         }
     }
-    assert_eq!(translated, 30, "entry points translated");
+    assert_eq!(translated, 32, "entry points translated");
 }
 
 #[test]

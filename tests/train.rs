@@ -101,6 +101,13 @@ fn gpu_training_matches_the_cpu_reference_after_50_steps() {
                 let (a, b) = (gm.lloyd_dist.unwrap(), cm.lloyd_dist.unwrap());
                 assert!((a - b).abs() <= 1e-3 * b.abs().max(1e-6), "{what}: lloyd_dist GPU {a} vs CPU {b}");
                 assert_eq!(gm.beta.is_some(), beta_schedule == BetaSchedule::Adaptive, "{what}: beta reported");
+                if let (Some(a), Some(b)) = (&gm.transport, &cm.transport) {
+                    let (e, i) = max_rel(&a.iter().map(|&v| v as f32).collect::<Vec<_>>(), b);
+                    assert!(e < 2e-5, "{what}: the learned M differs by {e:e} at {i}");
+                    let m = config.latent as usize;
+                    assert!(*b != vqgrad::reference::train::identity(m), "{what}: M never moved from I");
+                }
+                assert_eq!(gm.transport.is_some(), estimator == Estimator::Learned, "{what}: M reported");
                 if let (Some(a), Some(b)) = (gm.beta, cm.beta) {
                     assert!((a - b).abs() <= 2e-5 * b, "{what}: adaptive beta GPU {a} vs CPU {b}");
                     assert!(a != config.beta, "{what}: the adaptive beta never moved");
@@ -181,7 +188,9 @@ fn the_whole_backward_pass_matches_finite_differences() {
                 let codebook = to_f64(&vqgrad::model::init_codebook(CodebookInit::Normal, k as u32, m as u32, &mut r));
                 let mut model = CpuModel { layout, latent: m, params, codebook };
                 let x = to_f64(&common::Data::new(5).normal(rows * d, 1.0));
-                let relax = Relaxation { tau: 0.7, seed: 3, step: 2 };
+                let transport: Vec<f64> =
+                    (0..m * m).map(|e| if e % (m + 1) == 0 { 0.8 } else { 0.1 * e as f64 - 0.3 }).collect();
+                let relax = Relaxation { tau: 0.7, seed: 3, step: 2, transport: Some(&transport) };
                 let step = model.step(&x, rows, estimator, &mut |_| beta, mode, relax);
                 let q0: Vec<f64> = step
                     .index
@@ -196,11 +205,13 @@ fn the_whole_backward_pass_matches_finite_differences() {
                                 let mut e = vec![0.0; m];
                                 e[j] = 1.0;
                                 let z = &step.z[r.clone()];
-                                if estimator.soft_backward() {
-                                    let noise = Noise { seed: relax.seed, step: relax.step, row: i as u32 };
-                                    soft::backward_row(&e, z, &model.codebook, relax.tau, Some(noise))
-                                } else {
-                                    estimator_row(estimator, &e, z, &q0[r.clone()])
+                                match estimator {
+                                    Estimator::Gumbel => {
+                                        let noise = Noise { seed: relax.seed, step: relax.step, row: i as u32 };
+                                        soft::backward_row(&e, z, &model.codebook, relax.tau, Some(noise))
+                                    }
+                                    Estimator::Learned => vqgrad::reference::learned_row(&transport, &e),
+                                    _ => estimator_row(estimator, &e, z, &q0[r.clone()]),
                                 }
                             })
                             .collect()
@@ -340,7 +351,15 @@ fn batched_runs_equal_single_runs_bit_for_bit() {
             if adaptive { (0, BetaSchedule::Adaptive) } else { (reset_dead, BetaSchedule::Fixed) };
         let configs: Vec<TrainConfig> = Estimator::ALL
             .iter()
-            .zip([(3, 0.25, 0.05), (4, 0.5, 0.1), (5, 0.25, 0.0), (6, 1.0, 0.2), (7, 0.25, 0.05), (8, 0.5, 0.0)])
+            .zip([
+                (3, 0.25, 0.05),
+                (4, 0.5, 0.1),
+                (5, 0.25, 0.0),
+                (6, 1.0, 0.2),
+                (7, 0.25, 0.05),
+                (8, 0.5, 0.0),
+                (9, 0.25, 0.1),
+            ])
             .map(|(&estimator, (seed, beta, sigma))| TrainConfig {
                 data: DataSpec::Subspace { dim: 16, rank: 3, sigma },
                 seed,

@@ -278,7 +278,7 @@ fn bench_estimators(gpu: &Gpu, (n, m, k): (u32, u32, u32), rounds: usize) -> any
     let out = gpu.zeroed::<f32>("grad z", (n * m) as usize)?;
     let kernel = EstimatorBackward::new(device)?;
     let buffers = EstimatorBuffers { g: &gb, z: &zb, index: &ib, codebook: &cb, grad_z: &out };
-    let bound = Estimator::ALL
+    let bound = Estimator::ROW
         .iter()
         .map(|&estimator| {
             let settings = EstimatorSettings { estimator, beta: 0.25, batch: n };
@@ -297,7 +297,7 @@ fn bench_estimators(gpu: &Gpu, (n, m, k): (u32, u32, u32), rounds: usize) -> any
         }
     }
     let ste = times[0].clone();
-    Ok(Estimator::ALL
+    Ok(Estimator::ROW
         .iter()
         .zip(&times)
         .map(|(e, t)| {
@@ -317,7 +317,7 @@ fn bench_estimators(gpu: &Gpu, (n, m, k): (u32, u32, u32), rounds: usize) -> any
 /// The E1 grid of 4 estimators x 5 seeds: one run after another as `sweep` runs them without batching, then in
 /// batches. Building and evaluating the runs is counted in both.
 fn bench_sweep(gpu: &Gpu, steps: u32) -> anyhow::Result<SweepFigure> {
-    let configs: Vec<TrainConfig> = Estimator::ALL
+    let configs: Vec<TrainConfig> = Estimator::ROW
         .iter()
         .flat_map(|&estimator| {
             (0..5).map(move |seed| TrainConfig { estimator, seed, steps, eval_every: steps, ..TrainConfig::default() })

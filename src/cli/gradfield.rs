@@ -92,7 +92,7 @@ pub fn compute(params: &[f64], codebook: &[f64], side: u32, beta: f64) -> anyhow
     let index = assign_f64(&flat, codebook, 2).index;
     let targets: Vec<[f64; 2]> = points.iter().map(|z| mat_vec(&inv, [z[0] - b_enc[0], z[1] - b_enc[1]])).collect();
     let (d, m) = (2.0, 2.0);
-    let fields = Estimator::ALL
+    let fields = Estimator::ROW
         .into_iter()
         .map(|estimator| {
             let directions = points

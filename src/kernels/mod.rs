@@ -8,6 +8,7 @@ pub mod codebook;
 pub mod dense;
 pub mod estimator;
 pub mod gather;
+pub mod learned;
 pub mod loss;
 pub mod schedule;
 pub mod soft;

@@ -64,8 +64,8 @@ pub fn assign_f64(z: &[f64], codebook: &[f64], m: usize) -> Assignment {
 }
 
 /// `E(g, z, q)` for one row (STUDY.md section 2), without the commitment term. `gumbel-rotation-trick` is the
-/// rotation trick at the sampled code. `gumbel`'s backward needs the whole codebook ([`soft::backward_row`]):
-/// asking for it here panics.
+/// rotation trick at the sampled code. `gumbel`'s backward needs the whole codebook ([`soft::backward_row`]) and
+/// `learned`'s its matrix ([`learned_row`]): asking for them here panics.
 pub fn estimator_row(estimator: Estimator, g: &[f64], z: &[f64], q: &[f64]) -> Vec<f64> {
     let rotation_part = || {
         let v: Vec<f64> = q.iter().zip(z).map(|(q, z)| q - z).collect();
@@ -79,6 +79,7 @@ pub fn estimator_row(estimator: Estimator, g: &[f64], z: &[f64], q: &[f64]) -> V
         Estimator::Rotation => rotation_part(),
         Estimator::DivEq => g.iter().zip(rotation_part()).map(|(g, p)| g - p).collect(),
         Estimator::Gumbel => panic!("the gumbel backward needs the codebook: use reference::soft::backward_row"),
+        Estimator::Learned => panic!("the learned backward needs its matrix: use reference::learned_row"),
         Estimator::RotationTrick | Estimator::GumbelRotationTrick => {
             let (zn, qn) = (norm(z), norm(q));
             if zn < 1e-8 {
@@ -98,6 +99,40 @@ pub fn estimator_row(estimator: Estimator, g: &[f64], z: &[f64], q: &[f64]) -> V
             (0..g.len()).map(|j| lambda * (g[j] - 2.0 * r[j] * rg + 2.0 * z_hat[j] * qg)).collect()
         }
     }
+}
+
+/// The learned estimator's `M g` for one row, M (m x m, row-major).
+pub fn learned_row(transport: &[f64], g: &[f64]) -> Vec<f64> {
+    let m = g.len();
+    (0..m).map(|a| (0..m).map(|b| transport[a * m + b] * g[b]).sum()).collect()
+}
+
+/// The gradient of `L_M = 1/(B m) sum_i ||M g_i - s_i||^2` with respect to M (m x m), over the rows of `g` and `s`
+/// (each `B x m`): `2/(B m) sum_i (M g_i - s_i) g_i^T`.
+pub fn learned_grad(transport: &[f64], g: &[f64], s: &[f64], m: usize) -> Vec<f64> {
+    let rows = g.len() / m;
+    let mut out = vec![0.0; m * m];
+    for i in 0..rows {
+        let gi = &g[i * m..(i + 1) * m];
+        let r = learned_row(transport, gi);
+        for a in 0..m {
+            for b in 0..m {
+                out[a * m + b] += 2.0 / (rows * m) as f64 * (r[a] - s[i * m + a]) * gi[b];
+            }
+        }
+    }
+    out
+}
+
+/// `L_M = 1/(B m) sum_i ||M g_i - s_i||^2`, the learned estimator's fitting loss (for finite differences).
+pub fn learned_loss(transport: &[f64], g: &[f64], s: &[f64], m: usize) -> f64 {
+    let rows = g.len() / m;
+    let mut total = 0.0;
+    for i in 0..rows {
+        let r = learned_row(transport, &g[i * m..(i + 1) * m]);
+        total += (0..m).map(|a| (r[a] - s[i * m + a]).powi(2)).sum::<f64>();
+    }
+    total / (rows * m) as f64
 }
 
 /// One step of the adaptive beta (`shaders/schedule.wgsl`) from this step's codes `index` among `k`:

@@ -2,7 +2,7 @@
 //! used where no adapter exists, and the subject of the finite-difference checks of the whole backward pass.
 
 use super::soft::{self, Noise};
-use super::{assign_f64, estimator_row};
+use super::{assign_f64, estimator_row, learned_grad, learned_row};
 use crate::estimator::Estimator;
 use crate::kernels::dense::Linear;
 use crate::model::{CodebookMode, Layout};
@@ -106,24 +106,33 @@ pub struct Step {
     pub grads: Vec<f64>,
     /// dL_cb/dC (zero in EMA mode).
     pub codebook_grad: Vec<f64>,
+    /// The learned estimator's dL_M/dM (m x m; zero for the other estimators).
+    pub transport_grad: Vec<f64>,
 }
 
-/// What the Gumbel estimators need at a step: the temperature and where the noise comes from (the run's mixed
-/// seed and the step number t, 1-based). The other estimators ignore it.
+/// What the Gumbel and learned estimators need at a step: the temperature, where the noise comes from (the run's
+/// mixed seed and the step number t, 1-based), and the learned estimator's matrix. The others ignore it.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Relaxation {
+pub struct Relaxation<'a> {
     /// The temperature tau at this step.
     pub tau: f64,
     /// The run's mixed seed ([`crate::kernels::codebook::seed_mix`]).
     pub seed: u32,
     /// The step number t.
     pub step: u32,
+    /// The learned estimator's M (m x m, row-major); `None` is I.
+    pub transport: Option<&'a [f64]>,
 }
 
-impl Default for Relaxation {
+impl Default for Relaxation<'_> {
     fn default() -> Self {
-        Relaxation { tau: 1.0, seed: 0, step: 1 }
+        Relaxation { tau: 1.0, seed: 0, step: 1, transport: None }
     }
+}
+
+/// I (m x m).
+pub fn identity(m: usize) -> Vec<f64> {
+    (0..m * m).map(|e| if e % (m + 1) == 0 { 1.0 } else { 0.0 }).collect()
 }
 
 /// The model's state in f64.
@@ -160,7 +169,7 @@ impl CpuModel {
         estimator: Estimator,
         beta: &mut dyn FnMut(&[u32]) -> f64,
         mode: CodebookMode,
-        relax: Relaxation,
+        relax: Relaxation<'_>,
     ) -> Step {
         let m = self.latent;
         let d = x.len() / rows;
@@ -190,13 +199,28 @@ impl CpuModel {
         let dxhat: Vec<f64> = xhat.iter().zip(x).map(|(a, b)| 2.0 / (rows * d) as f64 * (a - b)).collect();
         let g = backward_layers(&self.params, &self.layout.decoder, &q, &dec_outs, dxhat, rows, &mut grads);
         let commit = 2.0 * beta / (rows * m) as f64;
+        let transport = relax.transport.map_or_else(|| identity(m), <[f64]>::to_vec);
+        // The learned estimator's fit: M toward the relaxation's exact backward of the same g (no noise).
+        let transport_grad = if estimator == Estimator::Learned {
+            let s: Vec<f64> = (0..rows)
+                .flat_map(|i| {
+                    let r = i * m..(i + 1) * m;
+                    soft::backward_row(&g[r.clone()], &z[r], &self.codebook, relax.tau, None)
+                })
+                .collect();
+            learned_grad(&transport, &g, &s, m)
+        } else {
+            vec![0.0; m * m]
+        };
         let mut dz = Vec::with_capacity(rows * m);
         for i in 0..rows {
             let r = i * m..(i + 1) * m;
-            let e = if estimator.soft_backward() {
-                soft::backward_row(&g[r.clone()], &z[r.clone()], &self.codebook, relax.tau, noise(i))
-            } else {
-                estimator_row(estimator, &g[r.clone()], &z[r.clone()], &q[r.clone()])
+            let e = match estimator {
+                Estimator::Gumbel => {
+                    soft::backward_row(&g[r.clone()], &z[r.clone()], &self.codebook, relax.tau, noise(i))
+                }
+                Estimator::Learned => learned_row(&transport, &g[r.clone()]),
+                _ => estimator_row(estimator, &g[r.clone()], &z[r.clone()], &q[r.clone()]),
             };
             dz.extend((0..m).map(|j| e[j] + commit * (z[i * m + j] - q[i * m + j])));
         }
@@ -211,7 +235,16 @@ impl CpuModel {
                 }
             }
         }
-        Step { losses: Losses { rec, cb, total }, index: a.index, dist: a.distance, z, xhat, grads, codebook_grad }
+        Step {
+            losses: Losses { rec, cb, total },
+            index: a.index,
+            dist: a.distance,
+            z,
+            xhat,
+            grads,
+            codebook_grad,
+            transport_grad,
+        }
     }
 }
 

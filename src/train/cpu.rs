@@ -2,6 +2,7 @@
 //! batches as the GPU engine.
 
 use super::{ADAM_BETAS, ADAM_EPS, EMA, KMEANS_ITERS, KMEANS_SAMPLES, Metrics, RunResult, Schedule, TrainConfig};
+use crate::Estimator;
 use crate::data::{Dataset, Stream, rng};
 use crate::error::Result;
 use crate::model::{BetaSchedule, CodebookInit, CodebookMode, EncoderKind};
@@ -26,6 +27,9 @@ pub struct CpuTrainer {
     used: Vec<bool>,
     /// The adaptive beta's state (beta, lo, hi); beta stays put when fixed.
     beta: (f64, f64, f64),
+    /// The learned estimator's M (m x m) and its Adam.
+    pub transport: Vec<f64>,
+    adam_transport: CpuAdam,
 }
 
 impl CpuTrainer {
@@ -61,6 +65,8 @@ impl CpuTrainer {
             step: 0,
             last: None,
             used: vec![false; k],
+            transport: crate::reference::train::identity(m),
+            adam_transport: CpuAdam::new(m * m, ADAM_BETAS.0, ADAM_BETAS.1, ADAM_EPS),
             beta: {
                 // As the GPU keeps them: f32 values.
                 let b = config.beta as f32;
@@ -81,6 +87,7 @@ impl CpuTrainer {
             tau: self.config.tau_at(t),
             seed: crate::kernels::codebook::seed_mix(self.config.seed),
             step: t as u32,
+            transport: Some(&self.transport),
         };
         let (k, c) = (self.config.codes as usize, &self.config);
         let adaptive = c.beta_schedule == BetaSchedule::Adaptive;
@@ -96,6 +103,9 @@ impl CpuTrainer {
         let step = self.model.step(&x, b, c.estimator, &mut beta, c.codebook_mode, relax);
         self.step += 1;
         self.adam_params.update(&mut self.model.params, &step.grads, self.config.lr, self.step);
+        if self.config.estimator == Estimator::Learned {
+            self.adam_transport.update(&mut self.transport, &step.transport_grad, self.config.lr, self.step);
+        }
         match &mut self.ema {
             Some(ema) => ema.update(&mut self.model.codebook, &step.z, &step.index, m),
             None => self.adam_codebook.update(&mut self.model.codebook, &step.codebook_grad, self.config.lr, self.step),
@@ -160,6 +170,7 @@ impl CpuTrainer {
             subspace_err,
             batch_usage,
             beta: (self.config.beta_schedule == BetaSchedule::Adaptive).then_some(self.beta.0),
+            transport: (self.config.estimator == Estimator::Learned).then(|| self.transport.clone()),
             lloyd_dist: (self.config.lloyd_iters > 0).then(|| {
                 let mut fixed = self.model.codebook.clone();
                 super::lloyd(&z, &mut fixed, m, self.config.lloyd_iters as usize);

@@ -43,6 +43,7 @@ use crate::kernels::estimator::{
     BoundEstimator, EstimatorBackward, EstimatorBuffers, EstimatorSettings, EstimatorShape,
 };
 use crate::kernels::gather::{BoundGather, Gather};
+use crate::kernels::learned::{BoundLearned, Learned, LearnedBuffers, LearnedGradBuffers, identity};
 use crate::kernels::loss::{BoundLoss, Loss};
 use crate::kernels::schedule::{
     AdaptiveBeta, BetaSchedule, BoundBetaSchedule, ScheduleShape, SettingsSlot, beta_state,
@@ -70,6 +71,7 @@ struct Kernels {
     gather: Gather,
     soft: Soft,
     schedule: BetaSchedule,
+    learned: Learned,
     /// Owns the layout the per-step kernels were made with; each run binds its own, identical one.
     _step_layout: StepUniform,
 }
@@ -89,6 +91,7 @@ impl Kernels {
             gather: Gather::new(device, &step)?,
             soft: Soft::new(device, &step)?,
             schedule: BetaSchedule::new(device)?,
+            learned: Learned::new(device)?,
             _step_layout: step,
         })
     }
@@ -169,11 +172,21 @@ struct StepRecorded {
     estimator: BoundEstimator,
     /// The relaxation's backward, when a run's estimator is `gumbel` (the estimator kernel skips those runs).
     soft_backward: Option<BoundSoft>,
+    /// The learned estimator, when a run's is `learned`: its targets (the relaxation's backward of g), dM, then
+    /// `dz += M g`; and Adam on M after the parameters'.
+    learned: Option<LearnedRecorded>,
     encoder_back: Vec<BoundDense>,
     codebook: CodebookUpdate,
     adam_params: BoundAdam,
     /// The dead-code reset, with this step's counts for its marks in grad mode (the EMA update counts by itself).
     reset: Option<(Option<BoundCounts>, BoundReset)>,
+}
+
+struct LearnedRecorded {
+    target: BoundSoft,
+    grad: BoundLearned,
+    backward: BoundLearned,
+    adam: BoundAdam,
 }
 
 enum CodebookUpdate {
@@ -201,6 +214,12 @@ struct TrainBuffers {
     ema_sum: wgpu::Buffer,
     /// Each run's adaptive beta state (beta, lo, hi).
     beta_state: wgpu::Buffer,
+    /// The learned estimator: each run's M (m x m), dM, Adam's moments, and the batch's fitting targets.
+    transport: wgpu::Buffer,
+    transport_grad: wgpu::Buffer,
+    transport_m: wgpu::Buffer,
+    transport_v: wgpu::Buffer,
+    transport_target: wgpu::Buffer,
     counts: wgpu::Buffer,
     x: wgpu::Buffer,
     z: wgpu::Buffer,
@@ -234,6 +253,11 @@ impl TrainBuffers {
             &self.ema_size,
             &self.ema_sum,
             &self.beta_state,
+            &self.transport,
+            &self.transport_grad,
+            &self.transport_m,
+            &self.transport_v,
+            &self.transport_target,
             &self.counts,
             &self.x,
             &self.z,
@@ -615,6 +639,7 @@ impl<'g> BatchTrainer<'g> {
         let Sizes { b, d, m, k, n_train, .. } = sz;
         let mlp = first.encoder == EncoderKind::Mlp;
         let hidden = if mlp { b * first.hidden } else { 1 };
+        let learned = runs.iter().any(|&(c, _)| c.estimator == Estimator::Learned);
         let (mut params0, mut codebook0, mut ema_size0, mut ema_sum0) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (mut train, mut eval, mut labels) = (Vec::new(), Vec::new(), Vec::<u32>::new());
@@ -648,6 +673,11 @@ impl<'g> BatchTrainer<'g> {
             ema_sum: gpu.upload("ema sum", &ema_sum0)?,
             beta_state: gpu
                 .upload("beta state", &beta_state(&runs.iter().map(|&(c, _)| c.beta as f32).collect::<Vec<_>>()))?,
+            transport: gpu.upload("transport", &identity(m, r))?,
+            transport_grad: f("transport grad", m * m)?,
+            transport_m: f("transport adam m", m * m)?,
+            transport_v: f("transport adam v", m * m)?,
+            transport_target: f("transport target", if learned { b * m } else { 1 })?,
             counts: u("counts", k)?,
             x: f("x", b * d)?,
             z: f("z", b * m)?,
@@ -799,6 +829,41 @@ impl<'g> BatchTrainer<'g> {
             EstimatorShape { n: b, k, m },
             &settings,
         )?;
+        let learned = if configs.iter().any(|c| c.estimator == Estimator::Learned) {
+            let enabled: Vec<bool> = configs.iter().map(|c| c.estimator == Estimator::Learned).collect();
+            let target_runs: Vec<SoftRun> =
+                enabled.iter().map(|&active| SoftRun { active, noise_seed: None, beta: 0.0, batch: b }).collect();
+            let t = &bf.transport;
+            Some(LearnedRecorded {
+                target: ks.soft.bind_backward(
+                    device,
+                    &SoftBackwardBuffers {
+                        z: &bf.z,
+                        codebook: &bf.codebook,
+                        g: &bf.g,
+                        index: &bf.index,
+                        grad_z: &bf.transport_target,
+                    },
+                    soft_shape,
+                    &target_runs,
+                )?,
+                grad: ks.learned.bind_grad(
+                    device,
+                    &LearnedGradBuffers { g: &bf.g, s: &bf.transport_target, transport: t, grad: &bf.transport_grad },
+                    (b, m),
+                    &enabled,
+                )?,
+                backward: ks.learned.bind_backward(
+                    device,
+                    &LearnedBuffers { g: &bf.g, transport: t, grad_z: &bf.dz },
+                    (b, m),
+                    &enabled,
+                )?,
+                adam: ks.adam.bind(device, t, &bf.transport_grad, &bf.transport_m, &bf.transport_v, r * m * m, adam)?,
+            })
+        } else {
+            None
+        };
         // The adaptive beta: this step's counts, then each run's new commitment coefficient written into the
         // estimator kernels' run settings (both, when a run's backward is the relaxation's).
         let adapt = if first.beta_schedule == BetaRule::Adaptive {
@@ -857,6 +922,7 @@ impl<'g> BatchTrainer<'g> {
             )?,
             estimator,
             soft_backward,
+            learned,
             encoder_back: backward_chain(
                 &dense,
                 device,
@@ -938,6 +1004,11 @@ impl<'g> BatchTrainer<'g> {
         if let Some(soft) = &r.soft_backward {
             soft.encode(&mut pass, s, slot);
         }
+        if let Some(l) = &r.learned {
+            l.target.encode(&mut pass, s, slot);
+            l.grad.encode(&mut pass);
+            l.backward.encode(&mut pass);
+        }
         mark(&mut pass, "estimator backward");
         r.encoder_back.iter().for_each(|op| op.encode(&mut pass));
         mark(&mut pass, "encoder backward");
@@ -954,6 +1025,9 @@ impl<'g> BatchTrainer<'g> {
             }
         }
         r.adam_params.encode(&mut pass, s, slot);
+        if let Some(l) = &r.learned {
+            l.adam.encode(&mut pass, s, slot);
+        }
         mark(&mut pass, "parameter adam");
         if let Some((step_counts, reset)) = &r.reset {
             if let Some(counts) = step_counts {
@@ -1058,6 +1132,13 @@ impl<'g> BatchTrainer<'g> {
         };
         let loss =
             rec + if config.codebook_mode == CodebookMode::Grad { cb } else { 0.0 } + beta.unwrap_or(config.beta) * cb;
+        let transport = if config.estimator == Estimator::Learned {
+            let all: Vec<f32> = read_buffer(device, &self.gpu.queue, &self.buffers.transport)?;
+            let mm = (m * m) as usize;
+            Some(to_f64(&all[run * mm..(run + 1) * mm]))
+        } else {
+            None
+        };
         let subspace_err = match (&self.bases[run], config.encoder) {
             (Some((basis, rank)), EncoderKind::Linear) => {
                 let params: Vec<f32> = read_buffer(device, &self.gpu.queue, &ev.buffers.params)?;
@@ -1082,6 +1163,7 @@ impl<'g> BatchTrainer<'g> {
             subspace_err,
             batch_usage: if trained { 1.0 - batch.dead_codes as f64 / config.codes as f64 } else { f64::NAN },
             beta,
+            transport,
             lloyd_dist: (config.lloyd_iters > 0).then(|| sums[2] as f64 / (self.sizes.k as f64 * m as f64)),
         })
     }

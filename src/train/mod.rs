@@ -230,6 +230,9 @@ pub struct Metrics {
     /// The adaptive beta's value at this step; `None` with a fixed beta.
     #[serde(default)]
     pub beta: Option<f64>,
+    /// The learned estimator's M (m x m, row-major) at this step; `None` for the other estimators.
+    #[serde(default)]
+    pub transport: Option<Vec<f64>>,
 }
 
 /// A finished run.

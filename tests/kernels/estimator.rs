@@ -92,7 +92,7 @@ fn check(what: &str, case: &Case, gpu_out: &[f32], s: EstimatorSettings) {
                     let w: Vec<f64> = z.iter().zip(&q).map(|(a, b)| a / zn.max(1e-30) + b / qn.max(1e-12)).collect();
                     1.0 + 4.0 / norm(&w).max(1e-6)
                 }
-                Estimator::Gumbel => unreachable!("gumbel's backward is soft.wgsl's"),
+                Estimator::Gumbel | Estimator::Learned => unreachable!("not a row estimator"),
             };
             norm(&g) * lambda.max(1.0) * cond + commit * norm(&diff) + 1e-30
         })
@@ -295,7 +295,7 @@ fn batched_runs_with_their_own_settings_equal_single_runs_bit_for_bit() {
 }
 
 /// `gumbel-rotation-trick` is the rotation trick at the given code, bit for bit; a `gumbel` run is left alone
-/// (its backward is `soft.wgsl`'s).
+/// (its backward is `soft.wgsl`'s); a `learned` run gets the commitment term alone (`learned.wgsl` adds M g).
 #[test]
 fn gumbel_runs_take_the_rotation_trick_or_are_skipped() {
     let gpu = gpu_or_skip!();
@@ -306,5 +306,9 @@ fn gumbel_runs_take_the_rotation_trick_or_are_skipped() {
     assert_eq!(bits(&rt), bits(&grt));
     let skipped = run(&gpu, &bind(&gpu, &kernel, &case, settings(Estimator::Gumbel, 0.25, 70)), 280);
     assert!(skipped.iter().all(|&v| v == 0.0), "a gumbel run was written");
+    let commit = run(&gpu, &bind(&gpu, &kernel, &case, settings(Estimator::Learned, 0.25, 70)), 280);
+    let zero_g = Case { g: vec![0.0; 280], ..Case::random(5, 70, 9, 4) };
+    let ste_no_g = run(&gpu, &bind(&gpu, &kernel, &zero_g, settings(Estimator::Ste, 0.25, 70)), 280);
+    assert_eq!(bits(&commit), bits(&ste_no_g), "learned: the commitment term alone");
     assert_clean(&gpu);
 }

@@ -11,6 +11,7 @@ mod dense;
 mod device;
 mod estimator;
 mod gather;
+mod learned;
 mod schedule;
 mod soft;
 mod stats;
