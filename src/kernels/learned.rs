@@ -49,7 +49,7 @@ const WORKGROUP_SIZE: u32 = 64;
 /// M = I for each of `runs` runs, stacked (the estimator starts as `ste`).
 pub fn identity(m: u32, runs: u32) -> Vec<f32> {
     let m = m as usize;
-    (0..runs as usize * m * m).map(|e| if (e % (m * m)) % (m + 1) == 0 { 1.0 } else { 0.0 }).collect()
+    (0..runs as usize * m * m).map(|e| if (e % (m * m)).is_multiple_of(m + 1) { 1.0 } else { 0.0 }).collect()
 }
 
 /// The two pipelines. Make once per device.

@@ -132,7 +132,7 @@ impl Default for Relaxation<'_> {
 
 /// I (m x m).
 pub fn identity(m: usize) -> Vec<f64> {
-    (0..m * m).map(|e| if e % (m + 1) == 0 { 1.0 } else { 0.0 }).collect()
+    (0..m * m).map(|e| if e.is_multiple_of(m + 1) { 1.0 } else { 0.0 }).collect()
 }
 
 /// The model's state in f64.
