@@ -11,6 +11,8 @@ pub const ESTIMATOR: &str = include_str!("../shaders/estimator.wgsl");
 pub const SOFT: &str = include_str!("../shaders/soft.wgsl");
 /// The learned transport estimator: `M g` and the gradient of M's fit to the relaxation's backward.
 pub const LEARNED: &str = include_str!("../shaders/learned.wgsl");
+/// Residual VQ's elementwise steps: the next level's residual, and sums over levels.
+pub const RESIDUAL: &str = include_str!("../shaders/residual.wgsl");
 /// The adaptive commitment weight: beta from each step's batch usage toward a target.
 pub const SCHEDULE: &str = include_str!("../shaders/schedule.wgsl");
 /// Codebook updates: usage counts, per-code sums (the codebook gradient) and the EMA update.
@@ -35,6 +37,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("soft.wgsl", SOFT),
     ("schedule.wgsl", SCHEDULE),
     ("learned.wgsl", LEARNED),
+    ("residual.wgsl", RESIDUAL),
     ("codebook.wgsl", CODEBOOK),
     ("stats.wgsl", STATS),
     ("dense.wgsl", DENSE),

@@ -265,7 +265,7 @@ fn bench_json_has_every_section() {
 }
 
 /// `export-shaders` writes every WGSL source (with the scalar variants) and, per flag, one translation per entry
-/// point: 32 each for SPIR-V (with its magic number), MSL and HLSL; the WGSL files are the crate's sources.
+/// point: 34 each for SPIR-V (with its magic number), MSL and HLSL; the WGSL files are the crate's sources.
 #[test]
 fn export_shaders_writes_the_sources_and_every_translation() {
     let dir = std::env::temp_dir().join(format!("vqgrad-export-{}", std::process::id()));
@@ -282,13 +282,13 @@ fn export_shaders_writes_the_sources_and_every_translation() {
         names
     };
     let wgsl = files("");
-    assert_eq!(wgsl.len(), 13, "{wgsl:?}");
+    assert_eq!(wgsl.len(), 14, "{wgsl:?}");
     for (name, source) in vqgrad::shaders::variants() {
         assert_eq!(std::fs::read_to_string(dir.join(&name)).unwrap(), source, "{name}");
     }
     for (sub, ext) in [("spirv", ".spv"), ("msl", ".metal"), ("hlsl", ".hlsl")] {
         let names = files(sub);
-        assert_eq!(names.len(), 32, "{sub}: {names:?}");
+        assert_eq!(names.len(), 34, "{sub}: {names:?}");
         assert!(names.iter().all(|n| n.ends_with(ext)), "{sub}: {names:?}");
         assert!(names.contains(&format!("assign.scalar.assign{ext}")), "{sub}: {names:?}");
     }

@@ -17,6 +17,7 @@ const ENTRY_POINTS: &[(&str, &[&str])] = &[
     ("soft.wgsl", &["soft_sample", "soft_forward", "soft_backward"]),
     ("schedule.wgsl", &["adapt_beta"]),
     ("learned.wgsl", &["learned_backward", "learned_grad"]),
+    ("residual.wgsl", &["subtract", "accumulate"]),
     (
         "codebook.wgsl",
         &[
@@ -126,7 +127,7 @@ fn every_shader_validates_and_translates_to_every_backend() {
             translated += 1;
         }
     }
-    assert_eq!(translated, 32, "entry points translated");
+    assert_eq!(translated, 34, "entry points translated");
 }
 
 #[test]

@@ -53,21 +53,25 @@ fn gpu_training_matches_the_cpu_reference_after_50_steps() {
     let gpu = gpu_or_skip!();
     for encoder in [EncoderKind::Linear, EncoderKind::Mlp] {
         for mode in [CodebookMode::Grad, CodebookMode::Ema] {
-            let cases = Estimator::ALL.into_iter().map(|e| (e, 0, BetaSchedule::Fixed));
+            let cases = Estimator::ALL.into_iter().map(|e| (e, 0, BetaSchedule::Fixed, 1));
             let extra = [
-                (Estimator::Ste, 10, BetaSchedule::Fixed),
-                (Estimator::Ste, 0, BetaSchedule::Adaptive),
-                (Estimator::Gumbel, 0, BetaSchedule::Adaptive),
+                (Estimator::Ste, 10, BetaSchedule::Fixed, 1),
+                (Estimator::Ste, 0, BetaSchedule::Adaptive, 1),
+                (Estimator::Gumbel, 0, BetaSchedule::Adaptive, 1),
+                (Estimator::Ste, 0, BetaSchedule::Fixed, 3),
+                (Estimator::RotationTrick, 0, BetaSchedule::Fixed, 2),
             ];
-            for (estimator, reset_dead, beta_schedule) in cases.chain(extra) {
+            for (estimator, reset_dead, beta_schedule, levels) in cases.chain(extra) {
                 let config = TrainConfig {
                     reset_dead,
                     beta_schedule,
                     beta_rate: 0.5,
                     target_usage: 0.95,
+                    levels,
                     ..small(estimator, mode, encoder)
                 };
-                let what = format!("{encoder} {mode} {estimator} reset {reset_dead} beta {beta_schedule}");
+                let what =
+                    format!("{encoder} {mode} {estimator} reset {reset_dead} beta {beta_schedule} levels {levels}");
                 let data = config.load_data().unwrap();
                 let mut g = GpuTrainer::new(&gpu, &config, &data).unwrap();
                 g.train_steps(50).unwrap();
@@ -108,6 +112,21 @@ fn gpu_training_matches_the_cpu_reference_after_50_steps() {
                     assert!(*b != vqgrad::reference::train::identity(m), "{what}: M never moved from I");
                 }
                 assert_eq!(gm.transport.is_some(), estimator == Estimator::Learned, "{what}: M reported");
+                assert_eq!(gm.levels.as_ref().map(Vec::len), (levels > 1).then_some(levels as usize), "{what}: levels");
+                if let (Some(a), Some(b)) = (&gm.levels, &cm.levels) {
+                    for (l, (a, b)) in a.iter().zip(b).enumerate() {
+                        assert_eq!(a.dead_codes, b.dead_codes, "{what}: level {l} dead codes");
+                        for (name, x, y) in [("entropy", a.entropy, b.entropy), ("quant_err", a.quant_err, b.quant_err)]
+                        {
+                            assert!(
+                                (x - y).abs() <= 2e-5 * y.abs().max(1e-3),
+                                "{what}: level {l} {name} GPU {x} vs CPU {y}"
+                            );
+                        }
+                    }
+                    // The whole quantizer's error is the last level's: ||z - sum_l q_l||^2.
+                    assert_eq!(gm.quant_err, a.last().unwrap().quant_err, "{what}: quant_err");
+                }
                 if let (Some(a), Some(b)) = (gm.beta, cm.beta) {
                     assert!((a - b).abs() <= 2e-5 * b, "{what}: adaptive beta GPU {a} vs CPU {b}");
                     assert!(a != config.beta, "{what}: the adaptive beta never moved");
@@ -179,24 +198,35 @@ fn the_whole_backward_pass_matches_finite_differences() {
     use vqgrad::reference::{estimator_row, to_f64};
     for encoder in [EncoderKind::Linear, EncoderKind::Mlp] {
         for mode in [CodebookMode::Grad, CodebookMode::Ema] {
-            for estimator in Estimator::ALL {
+            // Every estimator with one level; the row estimators with three residual levels too, whose frozen
+            // Jacobian is the sum of every level's (each level's input is z minus frozen codes).
+            let cases = Estimator::ALL.into_iter().map(|e| (e, 1)).chain(Estimator::ROW.into_iter().map(|e| (e, 3)));
+            for (estimator, levels) in cases {
                 let (d, m, k, rows, beta) = (5usize, 3usize, 4usize, 7usize, 0.3);
                 let shape = ModelShape { dim: d as u32, latent: m as u32, codes: k as u32, encoder, hidden: 6 };
                 let layout = shape.layout();
                 let mut r = vqgrad::data::rng(11, vqgrad::data::Stream::Params);
                 let params = to_f64(&vqgrad::model::init_params(&layout, &mut r));
                 let codebook = to_f64(&vqgrad::model::init_codebook(CodebookInit::Normal, k as u32, m as u32, &mut r));
-                let mut model = CpuModel { layout, latent: m, params, codebook };
+                let residual = (1..levels)
+                    .map(|_| to_f64(&vqgrad::model::init_codebook(CodebookInit::Normal, k as u32, m as u32, &mut r)))
+                    .map(|c| c.iter().map(|v| 0.3 * v).collect())
+                    .collect();
+                let mut model = CpuModel { layout, latent: m, params, codebook, residual };
                 let x = to_f64(&common::Data::new(5).normal(rows * d, 1.0));
                 let transport: Vec<f64> =
                     (0..m * m).map(|e| if e % (m + 1) == 0 { 0.8 } else { 0.1 * e as f64 - 0.3 }).collect();
                 let relax = Relaxation { tau: 0.7, seed: 3, step: 2, transport: Some(&transport) };
                 let step = model.step(&x, rows, estimator, &mut |_| beta, mode, relax);
-                let q0: Vec<f64> = step
+                let first_q: Vec<f64> = step
                     .index
                     .iter()
                     .flat_map(|&a| model.codebook[a as usize * m..(a as usize + 1) * m].to_vec())
                     .collect();
+                let mut q0 = first_q.clone();
+                for l in &step.levels {
+                    q0.iter_mut().zip(&l.q).for_each(|(t, v)| *t += v);
+                }
                 let jac = (0..rows)
                     .map(|i| {
                         let r = i * m..(i + 1) * m;
@@ -211,14 +241,22 @@ fn the_whole_backward_pass_matches_finite_differences() {
                                         soft::backward_row(&e, z, &model.codebook, relax.tau, Some(noise))
                                     }
                                     Estimator::Learned => vqgrad::reference::learned_row(&transport, &e),
-                                    _ => estimator_row(estimator, &e, z, &q0[r.clone()]),
+                                    _ => {
+                                        let mut sum = estimator_row(estimator, &e, z, &first_q[r.clone()]);
+                                        for l in &step.levels {
+                                            let el = estimator_row(estimator, &e, &l.input[r.clone()], &l.q[r.clone()]);
+                                            sum.iter_mut().zip(el).for_each(|(a, b)| *a += b);
+                                        }
+                                        sum
+                                    }
                                 }
                             })
                             .collect()
                     })
                     .collect();
                 let fz = Frozen { z0: step.z.clone(), q0, index: step.index.clone(), jac };
-                let what = format!("{encoder} {mode} {estimator}");
+                let what = format!("{encoder} {mode} {estimator} levels {levels}");
+                assert_eq!(step.levels.len(), levels - 1, "{what}");
                 let h = 1e-6;
                 for e in 0..model.params.len() {
                     let orig = model.params[e];
@@ -345,11 +383,17 @@ fn batched_runs_equal_single_runs_bit_for_bit() {
         (EncoderKind::Linear, CodebookMode::Grad, 10),
         (EncoderKind::Mlp, CodebookMode::Ema, 7),
         (EncoderKind::Linear, CodebookMode::Grad, 1000), // 1000: the adaptive beta (no reset fires in 100 steps)
+        (EncoderKind::Mlp, CodebookMode::Ema, 2000),     // 2000: three residual VQ levels
     ] {
-        let adaptive = reset_dead == 1000;
-        let (reset_dead, beta_schedule) =
-            if adaptive { (0, BetaSchedule::Adaptive) } else { (reset_dead, BetaSchedule::Fixed) };
-        let configs: Vec<TrainConfig> = Estimator::ALL
+        let (adaptive, residual) = (reset_dead == 1000, reset_dead == 2000);
+        let (reset_dead, beta_schedule) = if adaptive || residual {
+            (0, if adaptive { BetaSchedule::Adaptive } else { BetaSchedule::Fixed })
+        } else {
+            (reset_dead, BetaSchedule::Fixed)
+        };
+        let levels = if residual { 3 } else { 1 };
+        let estimators: &[Estimator] = if residual { &Estimator::ROW } else { &Estimator::ALL };
+        let configs: Vec<TrainConfig> = estimators
             .iter()
             .zip([
                 (3, 0.25, 0.05),
@@ -369,6 +413,7 @@ fn batched_runs_equal_single_runs_bit_for_bit() {
                 reset_dead,
                 beta_schedule,
                 beta_rate: 0.5,
+                levels,
                 ..small(estimator, mode, encoder)
             })
             .collect();

@@ -63,6 +63,7 @@ fn model(engine: &Engine, args: &BiasArgs) -> anyhow::Result<(String, CpuModel, 
         latent: saved.latent as usize,
         params: to_f64(&saved.params),
         codebook: to_f64(&saved.codebook),
+        residual: vec![],
     };
     Ok((source, model, x, rows, config.seed))
 }

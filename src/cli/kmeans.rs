@@ -99,6 +99,7 @@ pub fn model_encodings(path: &std::path::Path) -> anyhow::Result<(TrainConfig, V
         latent: saved.latent as usize,
         params: to_f64(&saved.params),
         codebook: to_f64(&saved.codebook),
+        residual: vec![],
     };
     let z = model.encode(&to_f64(&data.eval), data.eval_rows());
     Ok((c, z, saved))

@@ -165,6 +165,10 @@ pub struct TrainArgs {
     /// The adaptive beta's log-step per unit of usage error, per step.
     #[arg(long, allow_negative_numbers = true)]
     pub beta_rate: Option<f64>,
+    /// Residual VQ levels: each quantizes the residual the levels before it leave, with its own K codes; the
+    /// estimator is applied at every level (ste, rotation, rotation-trick, diveq).
+    #[arg(long)]
+    pub levels: Option<u32>,
     /// Lloyd iterations from the codebook on the eval encodings behind `lloyd_dist` at each evaluation (0: off).
     #[arg(long)]
     pub lloyd_iters: Option<u32>,
@@ -242,7 +246,7 @@ pub fn config(args: &TrainArgs) -> vqgrad::Result<TrainConfig> {
          codebook_init <- codebook_init, steps <- steps, batch <- batch, lr <- lr, seed <- seed,
          eval_every <- eval_every, reset_dead <- reset_dead, tau <- tau,
          lloyd_iters <- lloyd_iters, beta_schedule <- beta_schedule, target_usage <- target_usage,
-         beta_rate <- beta_rate);
+         beta_rate <- beta_rate, levels <- levels);
     if args.tau_final.is_some() {
         c.tau_final = args.tau_final;
     }
@@ -325,6 +329,11 @@ impl Engine {
         on_eval: impl FnMut(&Metrics),
         save: Option<&std::path::Path>,
     ) -> anyhow::Result<serde_json::Value> {
+        if save.is_some() && config.levels > 1 {
+            return Err(
+                vqgrad::Error::Input("--save-params stores one codebook: not with --levels above 1".into()).into()
+            );
+        }
         let layout = config.shape(&data).layout();
         let (result, engine, adapter, state) = match self {
             Engine::Gpu(gpu) => {

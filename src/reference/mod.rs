@@ -198,6 +198,19 @@ pub fn codebook_grad(z: &[f32], index: &[u32], codebook: &[f32], m: usize, batch
     grad
 }
 
+/// [`codebook_grad`] on f64 values.
+pub fn codebook_grad_f64(z: &[f64], index: &[u32], codebook: &[f64], m: usize, batch: usize) -> Vec<f64> {
+    let scale = 2.0 / (batch as f64 * m as f64);
+    let mut out = vec![0.0; codebook.len()];
+    for (i, &k) in index.iter().enumerate() {
+        for j in 0..m {
+            let e = k as usize * m + j;
+            out[e] += scale * (codebook[e] - z[i * m + j]);
+        }
+    }
+    out
+}
+
 /// `n_k = #{i : index[i] = k}`.
 pub fn counts(index: &[u32], k: usize) -> Vec<u32> {
     let mut c = vec![0u32; k];

@@ -108,6 +108,8 @@ pub struct Step {
     pub codebook_grad: Vec<f64>,
     /// The learned estimator's dL_M/dM (m x m; zero for the other estimators).
     pub transport_grad: Vec<f64>,
+    /// Residual VQ's levels after the first (empty for one level).
+    pub levels: Vec<LevelStep>,
 }
 
 /// What the Gumbel and learned estimators need at a step: the temperature, where the noise comes from (the run's
@@ -146,12 +148,32 @@ pub struct CpuModel {
     pub params: Vec<f64>,
     /// The codebook (K x m).
     pub codebook: Vec<f64>,
+    /// Residual VQ: the codebooks of the levels after the first (each K x m); empty for one level.
+    pub residual: Vec<Vec<f64>>,
 }
 
 impl CpuModel {
     /// Encodings of `rows` samples.
     pub fn encode(&self, x: &[f64], rows: usize) -> Vec<f64> {
         forward_layers(&self.params, &self.layout.encoder, x, rows).pop().unwrap_or_default()
+    }
+
+    /// The codes of `rows` encodings through every level: the first level's assignment, each later level's
+    /// assignment of its residual, and the sum of the codes.
+    pub fn quantize(&self, z: &[f64]) -> (Vec<super::Assignment>, Vec<f64>) {
+        let m = self.latent;
+        let first = assign_f64(z, &self.codebook, m);
+        let mut q = codes(&self.codebook, &first.index, m);
+        let mut r: Vec<f64> = z.iter().zip(&q).map(|(a, b)| a - b).collect();
+        let mut out = vec![first];
+        for codebook in &self.residual {
+            let a = assign_f64(&r, codebook, m);
+            let ql = codes(codebook, &a.index, m);
+            q.iter_mut().zip(&ql).for_each(|(t, v)| *t += v);
+            r.iter_mut().zip(&ql).for_each(|(t, v)| *t -= v);
+            out.push(a);
+        }
+        (out, q)
     }
 
     /// Reconstructions from decoder inputs.
@@ -188,16 +210,35 @@ impl CpuModel {
         let beta = beta(&a.index);
         let q: Vec<f64> =
             a.index.iter().flat_map(|&k| self.codebook[k as usize * m..(k as usize + 1) * m].to_vec()).collect();
-        let dec_outs = forward_layers(&self.params, &self.layout.decoder, &q, rows);
+        // Residual VQ: level l quantizes r_l = r_{l-1} - q_{l-1} (r_0 = z); the decoder gets the sum of the codes.
+        let mut levels: Vec<LevelStep> = Vec::new();
+        let mut q_total = q.clone();
+        for codebook in &self.residual {
+            let (input, prev) = levels.last().map_or((&z, &q), |l| (&l.input, &l.q));
+            let r: Vec<f64> = input.iter().zip(prev).map(|(a, b)| a - b).collect();
+            let al = assign_f64(&r, codebook, m);
+            let ql = codes(codebook, &al.index, m);
+            q_total.iter_mut().zip(&ql).for_each(|(t, v)| *t += v);
+            let codebook_grad = if mode == CodebookMode::Grad {
+                crate::reference::codebook_grad_f64(&r, &al.index, codebook, m, rows)
+            } else {
+                vec![0.0; codebook.len()]
+            };
+            levels.push(LevelStep { input: r, index: al.index, dist: al.distance, q: ql, codebook_grad });
+        }
+        let dec_outs = forward_layers(&self.params, &self.layout.decoder, &q_total, rows);
         let xhat = dec_outs.last().cloned().unwrap_or_default();
 
         let rec = xhat.iter().zip(x).map(|(a, b)| (a - b).powi(2)).sum::<f64>() / (rows * d) as f64;
-        let cb = a.distance.iter().sum::<f64>() / (rows * m) as f64;
-        let total = rec + if mode == CodebookMode::Grad { cb } else { 0.0 } + beta * cb;
+        let per_row = |dist: &[f64]| dist.iter().sum::<f64>() / (rows * m) as f64;
+        // L_cb sums the levels' own terms; L_commit is ||z - sum_l q_l||^2, the last level's distance.
+        let cb = per_row(&a.distance) + levels.iter().map(|l| per_row(&l.dist)).sum::<f64>();
+        let commit_loss = levels.last().map_or(per_row(&a.distance), |l| per_row(&l.dist));
+        let total = rec + if mode == CodebookMode::Grad { cb } else { 0.0 } + beta * commit_loss;
 
         let mut grads = vec![0.0; self.params.len()];
         let dxhat: Vec<f64> = xhat.iter().zip(x).map(|(a, b)| 2.0 / (rows * d) as f64 * (a - b)).collect();
-        let g = backward_layers(&self.params, &self.layout.decoder, &q, &dec_outs, dxhat, rows, &mut grads);
+        let g = backward_layers(&self.params, &self.layout.decoder, &q_total, &dec_outs, dxhat, rows, &mut grads);
         let commit = 2.0 * beta / (rows * m) as f64;
         let transport = relax.transport.map_or_else(|| identity(m), <[f64]>::to_vec);
         // The learned estimator's fit: M toward the relaxation's exact backward of the same g (no noise).
@@ -222,7 +263,13 @@ impl CpuModel {
                 Estimator::Learned => learned_row(&transport, &g[r.clone()]),
                 _ => estimator_row(estimator, &g[r.clone()], &z[r.clone()], &q[r.clone()]),
             };
-            dz.extend((0..m).map(|j| e[j] + commit * (z[i * m + j] - q[i * m + j])));
+            // Every level's estimator at its own input and code.
+            let mut e = e;
+            for l in &levels {
+                let el = estimator_row(estimator, &g[r.clone()], &l.input[r.clone()], &l.q[r.clone()]);
+                e.iter_mut().zip(el).for_each(|(a, b)| *a += b);
+            }
+            dz.extend((0..m).map(|j| e[j] + commit * (z[i * m + j] - q_total[i * m + j])));
         }
         backward_layers(&self.params, &self.layout.encoder, x, &enc_outs, dz, rows, &mut grads);
 
@@ -244,8 +291,29 @@ impl CpuModel {
             grads,
             codebook_grad,
             transport_grad,
+            levels,
         }
     }
+}
+
+/// The rows of `codebook` picked by `index`.
+fn codes(codebook: &[f64], index: &[u32], m: usize) -> Vec<f64> {
+    index.iter().flat_map(|&k| codebook[k as usize * m..(k as usize + 1) * m].to_vec()).collect()
+}
+
+/// One residual VQ level (after the first) of a step.
+#[derive(Clone, Debug)]
+pub struct LevelStep {
+    /// The level's input r_l, the residual of the levels before it (B x m).
+    pub input: Vec<f64>,
+    /// Its codes (B).
+    pub index: Vec<u32>,
+    /// Each row's squared distance to its code (B).
+    pub dist: Vec<f64>,
+    /// The codes q_l (B x m).
+    pub q: Vec<f64>,
+    /// dL_cb/dC_l (K x m; zero in EMA mode).
+    pub codebook_grad: Vec<f64>,
 }
 
 /// Adam with PyTorch's semantics on f64 values.

@@ -1,13 +1,15 @@
 //! The CPU engine: the training step of [`crate::reference::train`] in f64, on the same initial parameters and
 //! batches as the GPU engine.
 
-use super::{ADAM_BETAS, ADAM_EPS, EMA, KMEANS_ITERS, KMEANS_SAMPLES, Metrics, RunResult, Schedule, TrainConfig};
+use super::{
+    ADAM_BETAS, ADAM_EPS, EMA, KMEANS_ITERS, KMEANS_SAMPLES, LevelMetrics, Metrics, RunResult, Schedule, TrainConfig,
+};
 use crate::Estimator;
 use crate::data::{Dataset, Stream, rng};
 use crate::error::Result;
 use crate::model::{BetaSchedule, CodebookInit, CodebookMode, EncoderKind};
 use crate::reference::train::{CpuAdam, CpuEma, CpuModel, Relaxation, Step};
-use crate::reference::{Assignment, adapt_beta, assign_f64, stats, to_f64};
+use crate::reference::{Assignment, adapt_beta, stats, to_f64};
 use std::time::Instant;
 
 /// Trains on the CPU.
@@ -27,6 +29,8 @@ pub struct CpuTrainer {
     used: Vec<bool>,
     /// The adaptive beta's state (beta, lo, hi); beta stays put when fixed.
     beta: (f64, f64, f64),
+    /// Residual VQ: each later level's codebook optimizer (Adam) or EMA state.
+    level_updates: Vec<(CpuAdam, Option<CpuEma>)>,
     /// The learned estimator's M (m x m) and its Adam.
     pub transport: Vec<f64>,
     adam_transport: CpuAdam,
@@ -43,7 +47,9 @@ impl CpuTrainer {
         let k = config.codes as usize;
         let train = to_f64(&data.train);
         let eval = to_f64(&data.eval);
-        let mut model = CpuModel { layout, latent: m, params: to_f64(&params), codebook: to_f64(&codebook) };
+        let residual_init: Vec<Vec<f64>> = super::residual_codebooks(config).iter().map(|c| to_f64(c)).collect();
+        let residual = residual_init.clone();
+        let mut model = CpuModel { layout, latent: m, params: to_f64(&params), codebook: to_f64(&codebook), residual };
         if config.codebook_init == CodebookInit::Kmeans {
             let rows = data.train_rows().min(KMEANS_SAMPLES);
             let z = model.encode(&train[..rows * data.dim as usize], rows);
@@ -65,6 +71,13 @@ impl CpuTrainer {
             step: 0,
             last: None,
             used: vec![false; k],
+            level_updates: residual_init
+                .iter()
+                .map(|c| {
+                    let ema = (config.codebook_mode == CodebookMode::Ema).then(|| CpuEma::new(c, k, EMA.0, EMA.1));
+                    (CpuAdam::new(c.len(), ADAM_BETAS.0, ADAM_BETAS.1, ADAM_EPS), ema)
+                })
+                .collect(),
             transport: crate::reference::train::identity(m),
             adam_transport: CpuAdam::new(m * m, ADAM_BETAS.0, ADAM_BETAS.1, ADAM_EPS),
             beta: {
@@ -110,6 +123,14 @@ impl CpuTrainer {
             Some(ema) => ema.update(&mut self.model.codebook, &step.z, &step.index, m),
             None => self.adam_codebook.update(&mut self.model.codebook, &step.codebook_grad, self.config.lr, self.step),
         }
+        for ((codebook, (adam, ema)), level) in
+            self.model.residual.iter_mut().zip(&mut self.level_updates).zip(&step.levels)
+        {
+            match ema {
+                Some(ema) => ema.update(codebook, &level.input, &level.index, m),
+                None => adam.update(codebook, &level.codebook_grad, self.config.lr, self.step),
+            }
+        }
         for &a in &step.index {
             self.used[a as usize] = true;
         }
@@ -134,13 +155,19 @@ impl CpuTrainer {
         let (d, m, k) = (self.data.dim as usize, self.config.latent as usize, self.config.codes as usize);
         let n = self.data.eval_rows();
         let z = self.model.encode(&self.eval, n);
-        let a: Assignment = assign_f64(&z, &self.model.codebook, m);
-        let q: Vec<f64> =
-            a.index.iter().flat_map(|&c| self.model.codebook[c as usize * m..(c as usize + 1) * m].to_vec()).collect();
+        let (assignments, q) = self.model.quantize(&z);
+        let a: &Assignment = &assignments[0];
         let xhat = self.model.decode(&q, n);
         let recon_mse = xhat.iter().zip(&self.eval).map(|(a, b)| (a - b).powi(2)).sum::<f64>() / (n * d) as f64;
         let labels = self.data.eval_labels.as_deref().map(|l| (l, self.data.classes as usize));
-        let s = stats(&a, k, m, labels);
+        let mut s = stats(a, k, m, labels);
+        let levels = (assignments.len() > 1).then(|| {
+            let per_level: Vec<LevelMetrics> =
+                assignments.iter().map(|a| LevelMetrics::from(stats(a, k, m, None))).collect();
+            // The whole quantizer's error is the last level's: ||z - sum_l q_l||^2.
+            s.quant_err = per_level.last().map_or(s.quant_err, |l| l.quant_err);
+            per_level
+        });
         let (loss, batch_usage) = match &self.last {
             Some((step, _)) => {
                 let mut seen = vec![false; k];
@@ -171,6 +198,7 @@ impl CpuTrainer {
             batch_usage,
             beta: (self.config.beta_schedule == BetaSchedule::Adaptive).then_some(self.beta.0),
             transport: (self.config.estimator == Estimator::Learned).then(|| self.transport.clone()),
+            levels,
             lloyd_dist: (self.config.lloyd_iters > 0).then(|| {
                 let mut fixed = self.model.codebook.clone();
                 super::lloyd(&z, &mut fixed, m, self.config.lloyd_iters as usize);

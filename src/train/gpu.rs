@@ -23,8 +23,8 @@
 //! ```
 
 use super::{
-    ADAM_BETAS, ADAM_EPS, EMA, KMEANS_ITERS, KMEANS_SAMPLES, Metrics, RunResult, Schedule, TrainConfig, initial_state,
-    kmeans_plus_plus,
+    ADAM_BETAS, ADAM_EPS, EMA, KMEANS_ITERS, KMEANS_SAMPLES, LevelMetrics, Metrics, RunResult, Schedule, TrainConfig,
+    initial_state, kmeans_plus_plus,
 };
 use crate::Estimator;
 use crate::data::DataSpec;
@@ -45,6 +45,7 @@ use crate::kernels::estimator::{
 use crate::kernels::gather::{BoundGather, Gather};
 use crate::kernels::learned::{BoundLearned, Learned, LearnedBuffers, LearnedGradBuffers, identity};
 use crate::kernels::loss::{BoundLoss, Loss};
+use crate::kernels::residual::{BoundResidual, Residual};
 use crate::kernels::schedule::{
     AdaptiveBeta, BetaSchedule, BoundBetaSchedule, ScheduleShape, SettingsSlot, beta_state,
 };
@@ -72,6 +73,7 @@ struct Kernels {
     soft: Soft,
     schedule: BetaSchedule,
     learned: Learned,
+    residual: Residual,
     /// Owns the layout the per-step kernels were made with; each run binds its own, identical one.
     _step_layout: StepUniform,
 }
@@ -92,6 +94,7 @@ impl Kernels {
             soft: Soft::new(device, &step)?,
             schedule: BetaSchedule::new(device)?,
             learned: Learned::new(device)?,
+            residual: Residual::new(device)?,
             _step_layout: step,
         })
     }
@@ -180,6 +183,19 @@ struct StepRecorded {
     adam_params: BoundAdam,
     /// The dead-code reset, with this step's counts for its marks in grad mode (the EMA update counts by itself).
     reset: Option<(Option<BoundCounts>, BoundReset)>,
+    /// Residual VQ's levels after the first (none for one level).
+    levels: Vec<LevelRecorded>,
+}
+
+/// One residual VQ level after the first: its input `r_l = r_{l-1} - q_{l-1}`, its assignment, the sum of the
+/// codes (the decoder's input), its estimator into its own dz, the sum of the gradients, its codebook update.
+struct LevelRecorded {
+    residual: BoundResidual,
+    assign: BoundAssign,
+    sum_q: BoundResidual,
+    estimator: BoundEstimator,
+    sum_dz: BoundResidual,
+    codebook: CodebookUpdate,
 }
 
 struct LearnedRecorded {
@@ -187,6 +203,19 @@ struct LearnedRecorded {
     grad: BoundLearned,
     backward: BoundLearned,
     adam: BoundAdam,
+}
+
+/// The buffers a level's codebook update reads and writes.
+struct CodebookState<'a> {
+    z: &'a wgpu::Buffer,
+    index: &'a wgpu::Buffer,
+    codebook: &'a wgpu::Buffer,
+    grad: &'a wgpu::Buffer,
+    adam_m: &'a wgpu::Buffer,
+    adam_v: &'a wgpu::Buffer,
+    counts: &'a wgpu::Buffer,
+    ema_size: &'a wgpu::Buffer,
+    ema_sum: &'a wgpu::Buffer,
 }
 
 enum CodebookUpdate {
@@ -234,6 +263,44 @@ struct TrainBuffers {
     h_dec: wgpu::Buffer,
     dh_enc: wgpu::Buffer,
     dh_dec: wgpu::Buffer,
+    /// Residual VQ's levels after the first.
+    levels: Vec<LevelBuffers>,
+}
+
+/// One residual VQ level's buffers, stacked over runs like the first level's.
+struct LevelBuffers {
+    /// r_l, the level's input.
+    input: wgpu::Buffer,
+    codebook: wgpu::Buffer,
+    codebook_grad: wgpu::Buffer,
+    codebook_m: wgpu::Buffer,
+    codebook_v: wgpu::Buffer,
+    ema_size: wgpu::Buffer,
+    ema_sum: wgpu::Buffer,
+    counts: wgpu::Buffer,
+    index: wgpu::Buffer,
+    dist: wgpu::Buffer,
+    q: wgpu::Buffer,
+    dz: wgpu::Buffer,
+}
+
+impl LevelBuffers {
+    fn all(&self) -> [&wgpu::Buffer; 12] {
+        [
+            &self.input,
+            &self.codebook,
+            &self.codebook_grad,
+            &self.codebook_m,
+            &self.codebook_v,
+            &self.ema_size,
+            &self.ema_sum,
+            &self.counts,
+            &self.index,
+            &self.dist,
+            &self.q,
+            &self.dz,
+        ]
+    }
 }
 
 impl TrainBuffers {
@@ -275,6 +342,7 @@ impl TrainBuffers {
         ]
         .into_iter()
         .chain(self.eval_labels.as_ref())
+        .chain(self.levels.iter().flat_map(LevelBuffers::all))
     }
 }
 
@@ -314,6 +382,18 @@ struct EvalBuffers {
     lloyd_index: wgpu::Buffer,
     lloyd_dist: wgpu::Buffer,
     lloyd_counts: wgpu::Buffer,
+    /// Residual VQ's later levels, each with its codebook, its eval assignment and its last batch's distances.
+    levels: Vec<EvalLevelBuffers>,
+}
+
+struct EvalLevelBuffers {
+    codebook: wgpu::Buffer,
+    input: wgpu::Buffer,
+    index: wgpu::Buffer,
+    dist: wgpu::Buffer,
+    q: wgpu::Buffer,
+    counts: wgpu::Buffer,
+    batch_dist: wgpu::Buffer,
 }
 
 impl EvalBuffers {
@@ -341,6 +421,9 @@ impl EvalBuffers {
             &self.lloyd_counts,
         ]
         .into_iter()
+        .chain(
+            self.levels.iter().flat_map(|l| [&l.codebook, &l.input, &l.index, &l.dist, &l.q, &l.counts, &l.batch_dist]),
+        )
         .chain(std::iter::once(&self.eval).chain(self.eval_labels.iter()).filter(|_| self.own_eval))
     }
 }
@@ -358,6 +441,17 @@ struct EvalRecorded {
     lloyd_assign: BoundAssign,
     lloyd_update: BoundLloyd,
     lloyd_sq: BoundLoss,
+    levels: Vec<EvalLevelRecorded>,
+    /// With later levels: the sum of each level's last-batch distances into `metrics[3 + l]` (the loss terms).
+    batch_sums: Vec<BoundLoss>,
+}
+
+struct EvalLevelRecorded {
+    residual: BoundResidual,
+    assign: BoundAssign,
+    counts: BoundCounts,
+    stats: BoundStats,
+    sum_q: BoundResidual,
 }
 
 /// The sizes every run of a batch shares.
@@ -406,7 +500,7 @@ impl Evaluator {
             index: u("eval batch index", b)?,
             dist: f("eval batch distance", b)?,
             batch_counts: u("eval batch counts", k)?,
-            metrics: f("metrics", 4)?,
+            metrics: f("metrics", 3 + config.levels.max(2))?,
             eval_z: f("eval z", n_eval * m)?,
             eval_index: u("eval index", n_eval)?,
             eval_dist: f("eval distance", n_eval)?,
@@ -418,6 +512,19 @@ impl Evaluator {
             lloyd_index: u("lloyd index", n_eval)?,
             lloyd_dist: f("lloyd distance", n_eval)?,
             lloyd_counts: u("lloyd counts", k)?,
+            levels: (1..config.levels)
+                .map(|_| {
+                    Ok(EvalLevelBuffers {
+                        codebook: f("eval level codebook", k * m)?,
+                        input: f("eval level input", n_eval * m)?,
+                        index: u("eval level index", n_eval)?,
+                        dist: f("eval level distance", n_eval)?,
+                        q: f("eval level q", n_eval * m)?,
+                        counts: u("eval level counts", k)?,
+                        batch_dist: f("eval level batch distance", b)?,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?,
         };
         let enc_outs: Vec<&wgpu::Buffer> = if mlp { vec![&bf.eval_hidden, &bf.eval_z] } else { vec![&bf.eval_z] };
         let dec_outs: Vec<&wgpu::Buffer> = if mlp { vec![&bf.eval_hidden, &bf.eval_xhat] } else { vec![&bf.eval_xhat] };
@@ -490,6 +597,50 @@ impl Evaluator {
                 CodebookShape { n: n_eval, k, m },
             )?,
             lloyd_sq: ks.loss.bind_sum_sq_diff(device, &bf.lloyd_codebook, &bf.codebook, &bf.metrics, 2, k * m)?,
+            levels: bf
+                .levels
+                .iter()
+                .enumerate()
+                .map(|(l, lv)| {
+                    let (prev_input, prev_q) =
+                        if l == 0 { (&bf.eval_z, &bf.eval_q) } else { (&bf.levels[l - 1].input, &bf.levels[l - 1].q) };
+                    Ok(EvalLevelRecorded {
+                        residual: ks.residual.bind_subtract(device, prev_input, prev_q, &lv.input, n_eval * m)?,
+                        assign: ks.assign.bind_with_codes(
+                            device,
+                            &AssignBuffers {
+                                z: &lv.input,
+                                codebook: &lv.codebook,
+                                index: &lv.index,
+                                distance: &lv.dist,
+                            },
+                            AssignShape { n: n_eval, k, m },
+                            &lv.q,
+                        )?,
+                        counts: ks.codebook.bind_counts(
+                            device,
+                            &CountBuffers { index: &lv.index, counts: &lv.counts },
+                            n_eval,
+                            k,
+                        )?,
+                        stats: ks.stats.bind(
+                            device,
+                            &StatsBuffers { index: &lv.index, distance: &lv.dist, counts: &lv.counts, labels: None },
+                            StatsShape { n: n_eval, k, m, classes: 0 },
+                        )?,
+                        sum_q: ks.residual.bind_accumulate(device, &lv.q, &bf.eval_q, n_eval * m)?,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?,
+            batch_sums: if bf.levels.is_empty() {
+                Vec::new()
+            } else {
+                std::iter::once(&bf.dist)
+                    .chain(bf.levels.iter().map(|l| &l.batch_dist))
+                    .enumerate()
+                    .map(|(l, dist)| ks.loss.bind_sum(device, dist, &bf.metrics, 3 + l as u32, b))
+                    .collect::<Result<Vec<_>>>()?
+            },
         };
         Ok(Evaluator { buffers: bf, rec })
     }
@@ -504,6 +655,10 @@ impl Evaluator {
         copy(&from.params, &own.params);
         copy(&from.codebook, &own.codebook);
         copy(&from.codebook, &own.lloyd_codebook);
+        for (src, dst) in from.levels.iter().zip(&own.levels) {
+            copy(&src.codebook, &dst.codebook);
+            copy(&src.dist, &dst.batch_dist);
+        }
         copy(&from.x, &own.x);
         copy(&from.xhat, &own.xhat);
         copy(&from.index, &own.index);
@@ -522,6 +677,14 @@ impl Evaluator {
             r.assign.encode(&mut pass);
             r.counts.encode(&mut pass);
             r.stats.encode(&mut pass);
+            for level in &r.levels {
+                level.residual.encode(&mut pass);
+                level.assign.encode(&mut pass);
+                level.counts.encode(&mut pass);
+                level.stats.encode(&mut pass);
+                level.sum_q.encode(&mut pass);
+            }
+            r.batch_sums.iter().for_each(|op| op.encode(&mut pass));
             r.decoder.iter().for_each(|op| op.encode(&mut pass));
             r.sq.encode(&mut pass);
             r.batch_sq.encode(&mut pass);
@@ -537,6 +700,7 @@ impl Evaluator {
         }
         r.stats.copy_out(encoder);
         r.batch_stats.copy_out(encoder);
+        r.levels.iter().for_each(|l| l.stats.copy_out(encoder));
     }
 }
 
@@ -549,7 +713,8 @@ fn initial_run_state(gpu: &Gpu, config: &TrainConfig, layout: &Layout, data: &Da
         return Ok((params0, codebook0));
     }
     let (d, m) = (data.dim as usize, config.latent as usize);
-    let model = CpuModel { layout: layout.clone(), latent: m, params: to_f64(&params0), codebook: vec![] };
+    let model =
+        CpuModel { layout: layout.clone(), latent: m, params: to_f64(&params0), codebook: vec![], residual: vec![] };
     let rows = data.train_rows().min(KMEANS_SAMPLES);
     let z = model.encode(&to_f64(&data.train[..rows * d]), rows);
     let seeds = kmeans_plus_plus(&z, m, config.codes as usize, &mut rng(config.seed, Stream::Kmeans));
@@ -643,7 +808,12 @@ impl<'g> BatchTrainer<'g> {
         let (mut params0, mut codebook0, mut ema_size0, mut ema_sum0) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (mut train, mut eval, mut labels) = (Vec::new(), Vec::new(), Vec::<u32>::new());
+        // Each later level's codebooks, stacked over runs.
+        let mut level_codebooks: Vec<Vec<f32>> = vec![Vec::new(); first.levels as usize - 1];
         for &(c, data) in runs {
+            for (stack, codebook) in level_codebooks.iter_mut().zip(super::residual_codebooks(c)) {
+                stack.extend(codebook);
+            }
             let (p, cb) = initial_run_state(gpu, c, &layout, data)?;
             let (size, sum) = crate::kernels::codebook::ema_initial_state(&cb, k as usize);
             params0.extend(p);
@@ -692,6 +862,26 @@ impl<'g> BatchTrainer<'g> {
             h_dec: f("h dec", hidden)?,
             dh_enc: f("dh enc", hidden)?,
             dh_dec: f("dh dec", hidden)?,
+            levels: level_codebooks
+                .iter()
+                .map(|codebooks| {
+                    let (size, sum) = crate::kernels::codebook::ema_initial_state(codebooks, (r * k) as usize);
+                    Ok(LevelBuffers {
+                        input: f("level input", b * m)?,
+                        codebook: gpu.upload("level codebook", codebooks)?,
+                        codebook_grad: f("level codebook grad", k * m)?,
+                        codebook_m: f("level codebook adam m", k * m)?,
+                        codebook_v: f("level codebook adam v", k * m)?,
+                        ema_size: gpu.upload("level ema size", &size)?,
+                        ema_sum: gpu.upload("level ema sum", &sum)?,
+                        counts: u("level counts", k)?,
+                        index: u("level index", b)?,
+                        dist: f("level distance", b)?,
+                        q: f("level q", b * m)?,
+                        dz: f("level dz", b * m)?,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?,
         };
         drop((train, eval, labels));
         let step_uniform = StepUniform::new(device, STEPS_PER_SUBMIT)?;
@@ -777,41 +967,95 @@ impl<'g> BatchTrainer<'g> {
                 ks.soft.bind_backward(device, &buffers, soft_shape, &runs)
             })
             .transpose()?;
-        let codebook = match first.codebook_mode {
-            CodebookMode::Grad => CodebookUpdate::Grad(
-                ks.codebook.bind_grad_runs(
+        // A level's codebook update from its input z (the encodings, or a residual), its codes and its state.
+        let codebook_update = |cb: CodebookState<'_>| -> Result<CodebookUpdate> {
+            Ok(match first.codebook_mode {
+                CodebookMode::Grad => CodebookUpdate::Grad(
+                    ks.codebook.bind_grad_runs(
+                        device,
+                        &GradBuffers { z: cb.z, index: cb.index, codebook: cb.codebook, grad: cb.grad },
+                        cb_shape,
+                        b,
+                        r,
+                    )?,
+                    // Adam is elementwise with the same constants for every run: the stacked arrays are one array.
+                    ks.adam.bind(device, cb.codebook, cb.grad, cb.adam_m, cb.adam_v, r * k * m, adam)?,
+                ),
+                CodebookMode::Ema => CodebookUpdate::Ema(ks.codebook.bind_ema_runs(
                     device,
-                    &GradBuffers { z: &bf.z, index: &bf.index, codebook: &bf.codebook, grad: &bf.codebook_grad },
+                    &EmaBuffers {
+                        z: cb.z,
+                        index: cb.index,
+                        codebook: cb.codebook,
+                        counts: cb.counts,
+                        ema_size: cb.ema_size,
+                        ema_sum: cb.ema_sum,
+                    },
                     cb_shape,
-                    b,
+                    EmaSettings { decay: EMA.0 as f32, eps: EMA.1 as f32 },
+                    r,
+                )?),
+            })
+        };
+        let codebook = codebook_update(CodebookState {
+            z: &bf.z,
+            index: &bf.index,
+            codebook: &bf.codebook,
+            grad: &bf.codebook_grad,
+            adam_m: &bf.codebook_m,
+            adam_v: &bf.codebook_v,
+            counts: &bf.counts,
+            ema_size: &bf.ema_size,
+            ema_sum: &bf.ema_sum,
+        })?;
+        // Residual VQ's later levels: level l reads r_l = r_{l-1} - q_{l-1} (r_0 = z, q_0 the first level's codes,
+        // read before any level adds to them). The commitment term, 2 beta / (B m) (z - sum_l q_l), is the last
+        // level's estimator's (z - q there is r_{L-1} - q_{L-1} = z - sum_l q_l); the others get beta = 0.
+        let last = bf.levels.len();
+        let mut levels = Vec::new();
+        for (l, lv) in bf.levels.iter().enumerate() {
+            let (prev_input, prev_q) =
+                if l == 0 { (&bf.z, &bf.q) } else { (&bf.levels[l - 1].input, &bf.levels[l - 1].q) };
+            let level_settings: Vec<EstimatorSettings> = settings
+                .iter()
+                .map(|s| EstimatorSettings { beta: if l + 1 == last { s.beta } else { 0.0 }, ..*s })
+                .collect();
+            levels.push(LevelRecorded {
+                residual: ks.residual.bind_subtract(device, prev_input, prev_q, &lv.input, r * b * m)?,
+                assign: ks.assign.bind_runs(
+                    device,
+                    &AssignBuffers { z: &lv.input, codebook: &lv.codebook, index: &lv.index, distance: &lv.dist },
+                    AssignShape { n: b, k, m },
+                    Some(&lv.q),
                     r,
                 )?,
-                // Adam is elementwise with the same constants for every run: the stacked arrays are one array.
-                ks.adam.bind(
+                sum_q: ks.residual.bind_accumulate(device, &lv.q, &bf.q, r * b * m)?,
+                estimator: ks.estimator.bind_runs(
                     device,
-                    &bf.codebook,
-                    &bf.codebook_grad,
-                    &bf.codebook_m,
-                    &bf.codebook_v,
-                    r * k * m,
-                    adam,
+                    &EstimatorBuffers {
+                        g: &bf.g,
+                        z: &lv.input,
+                        index: &lv.index,
+                        codebook: &lv.codebook,
+                        grad_z: &lv.dz,
+                    },
+                    EstimatorShape { n: b, k, m },
+                    &level_settings,
                 )?,
-            ),
-            CodebookMode::Ema => CodebookUpdate::Ema(ks.codebook.bind_ema_runs(
-                device,
-                &EmaBuffers {
-                    z: &bf.z,
-                    index: &bf.index,
-                    codebook: &bf.codebook,
-                    counts: &bf.counts,
-                    ema_size: &bf.ema_size,
-                    ema_sum: &bf.ema_sum,
-                },
-                cb_shape,
-                EmaSettings { decay: EMA.0 as f32, eps: EMA.1 as f32 },
-                r,
-            )?),
-        };
+                sum_dz: ks.residual.bind_accumulate(device, &lv.dz, &bf.dz, r * b * m)?,
+                codebook: codebook_update(CodebookState {
+                    z: &lv.input,
+                    index: &lv.index,
+                    codebook: &lv.codebook,
+                    grad: &lv.codebook_grad,
+                    adam_m: &lv.codebook_m,
+                    adam_v: &lv.codebook_v,
+                    counts: &lv.counts,
+                    ema_size: &lv.ema_size,
+                    ema_sum: &lv.ema_sum,
+                })?,
+            });
+        }
         let reset = if first.reset_dead > 0 {
             let grad = first.codebook_mode == CodebookMode::Grad;
             let counts = CountBuffers { index: &bf.index, counts: &bf.counts };
@@ -823,11 +1067,16 @@ impl<'g> BatchTrainer<'g> {
         } else {
             None
         };
+        let first_settings: Vec<EstimatorSettings> = if last > 0 {
+            settings.iter().map(|s| EstimatorSettings { beta: 0.0, ..*s }).collect()
+        } else {
+            settings.clone()
+        };
         let estimator = ks.estimator.bind_runs(
             device,
             &EstimatorBuffers { g: &bf.g, z: &bf.z, index: &bf.index, codebook: &bf.codebook, grad_z: &bf.dz },
             EstimatorShape { n: b, k, m },
-            &settings,
+            &first_settings,
         )?;
         let learned = if configs.iter().any(|c| c.estimator == Estimator::Learned) {
             let enabled: Vec<bool> = configs.iter().map(|c| c.estimator == Estimator::Learned).collect();
@@ -886,6 +1135,7 @@ impl<'g> BatchTrainer<'g> {
             None
         };
         Ok(StepRecorded {
+            levels,
             adapt,
             gather_batch: ks.gather.bind_rows_runs(
                 device,
@@ -990,6 +1240,11 @@ impl<'g> BatchTrainer<'g> {
         if let Some(sample) = &r.sample {
             sample.encode(&mut pass, s, slot);
         }
+        for level in &r.levels {
+            level.residual.encode(&mut pass);
+            level.assign.encode(&mut pass);
+            level.sum_q.encode(&mut pass);
+        }
         mark(&mut pass, "assign + q");
         if let Some((counts, schedule)) = &r.adapt {
             counts.encode(&mut pass);
@@ -1009,18 +1264,36 @@ impl<'g> BatchTrainer<'g> {
             l.grad.encode(&mut pass);
             l.backward.encode(&mut pass);
         }
+        for level in &r.levels {
+            level.estimator.encode(&mut pass);
+            level.sum_dz.encode(&mut pass);
+        }
         mark(&mut pass, "estimator backward");
         r.encoder_back.iter().for_each(|op| op.encode(&mut pass));
         mark(&mut pass, "encoder backward");
+        // Every level's codebooks (they share the codebook mode).
+        let updates = || std::iter::once(&r.codebook).chain(r.levels.iter().map(|l| &l.codebook));
         match &r.codebook {
-            CodebookUpdate::Grad(grad, adam) => {
-                grad.encode(&mut pass);
+            CodebookUpdate::Grad(..) => {
+                updates().for_each(|u| {
+                    if let CodebookUpdate::Grad(grad, _) = u {
+                        grad.encode(&mut pass)
+                    }
+                });
                 mark(&mut pass, "codebook gradient");
-                adam.encode(&mut pass, s, slot);
+                updates().for_each(|u| {
+                    if let CodebookUpdate::Grad(_, adam) = u {
+                        adam.encode(&mut pass, s, slot)
+                    }
+                });
                 mark(&mut pass, "codebook adam");
             }
-            CodebookUpdate::Ema(ema) => {
-                ema.encode(&mut pass);
+            CodebookUpdate::Ema(..) => {
+                updates().for_each(|u| {
+                    if let CodebookUpdate::Ema(ema) = u {
+                        ema.encode(&mut pass)
+                    }
+                });
                 mark(&mut pass, "codebook ema");
             }
         }
@@ -1122,7 +1395,24 @@ impl<'g> BatchTrainer<'g> {
         let Sizes { b, d, m, n_eval, .. } = self.sizes;
         let (b, d, n_eval) = (b as f64, d as f64, n_eval as f64);
         let rec = sums[1] as f64 / (b * d);
-        let cb = batch.quant_err;
+        // L_cb sums the levels' terms, and L_commit is the last level's (||z - sum_l q_l||^2); one level: both are
+        // the batch's quantization error.
+        let (cb, commit) = if ev.rec.levels.is_empty() {
+            (batch.quant_err, batch.quant_err)
+        } else {
+            let per_level: Vec<f64> =
+                (0..ev.rec.batch_sums.len()).map(|l| sums[3 + l] as f64 / (b * m as f64)).collect();
+            (per_level.iter().sum(), per_level.last().copied().unwrap_or(f64::NAN))
+        };
+        let levels = if ev.rec.levels.is_empty() {
+            None
+        } else {
+            let mut all = vec![LevelMetrics::from(eval)];
+            for level in &ev.rec.levels {
+                all.push(LevelMetrics::from(level.stats.read(device)?));
+            }
+            Some(all)
+        };
         let beta = match config.beta_schedule {
             BetaRule::Adaptive => {
                 let state: Vec<f32> = read_buffer(device, &self.gpu.queue, &self.buffers.beta_state)?;
@@ -1130,8 +1420,9 @@ impl<'g> BatchTrainer<'g> {
             }
             BetaRule::Fixed => None,
         };
-        let loss =
-            rec + if config.codebook_mode == CodebookMode::Grad { cb } else { 0.0 } + beta.unwrap_or(config.beta) * cb;
+        let loss = rec
+            + if config.codebook_mode == CodebookMode::Grad { cb } else { 0.0 }
+            + beta.unwrap_or(config.beta) * commit;
         let transport = if config.estimator == Estimator::Learned {
             let all: Vec<f32> = read_buffer(device, &self.gpu.queue, &self.buffers.transport)?;
             let mm = (m * m) as usize;
@@ -1158,12 +1449,13 @@ impl<'g> BatchTrainer<'g> {
             entropy: eval.entropy,
             perplexity: eval.perplexity,
             recon_mse: sums[0] as f64 / (n_eval * d),
-            quant_err: eval.quant_err,
+            quant_err: levels.as_ref().and_then(|l| l.last()).map_or(eval.quant_err, |l| l.quant_err),
             purity: eval.purity,
             subspace_err,
             batch_usage: if trained { 1.0 - batch.dead_codes as f64 / config.codes as f64 } else { f64::NAN },
             beta,
             transport,
+            levels,
             lloyd_dist: (config.lloyd_iters > 0).then(|| sums[2] as f64 / (self.sizes.k as f64 * m as f64)),
         })
     }

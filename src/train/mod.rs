@@ -65,6 +65,11 @@ pub struct TrainConfig {
     /// The adaptive beta's log-step per unit of usage error, per step (`--beta-rate`).
     #[serde(default = "default_beta_rate")]
     pub beta_rate: f64,
+    /// Residual VQ levels: level l quantizes the residual the levels before it leave with its own codebook of K
+    /// codes; the decoder gets the sum of the levels' codes, and the encoder the sum of the estimator applied at
+    /// every level (`--levels`). 1 is plain VQ.
+    #[serde(default = "default_levels")]
+    pub levels: u32,
     /// Lloyd iterations behind [`Metrics::lloyd_dist`] at each evaluation; 0 leaves it out (`--lloyd-iters`).
     #[serde(default = "default_lloyd_iters")]
     pub lloyd_iters: u32,
@@ -76,6 +81,10 @@ fn default_target_usage() -> f64 {
 
 fn default_beta_rate() -> f64 {
     TrainConfig::default().beta_rate
+}
+
+fn default_levels() -> u32 {
+    1
 }
 
 fn default_lloyd_iters() -> u32 {
@@ -112,10 +121,14 @@ impl Default for TrainConfig {
             beta_schedule: BetaSchedule::Fixed,
             target_usage: 0.9,
             beta_rate: 0.05,
+            levels: 1,
             lloyd_iters: 10,
         }
     }
 }
+
+/// The most residual VQ levels.
+pub const MAX_LEVELS: u32 = 16;
 
 /// The largest label count purity is computed for.
 pub const MAX_CLASSES: u32 = 65536;
@@ -151,6 +164,28 @@ impl TrainConfig {
             }
             if !(self.beta_rate.is_finite() && self.beta_rate > 0.0) {
                 return Err(Error::Input(format!("beta-rate must be finite and > 0, got {}", self.beta_rate)));
+            }
+        }
+        if !(1..=MAX_LEVELS).contains(&self.levels) {
+            return Err(Error::Input(format!("levels must be 1 to {MAX_LEVELS}, got {}", self.levels)));
+        }
+        if self.levels > 1 {
+            let unsupported = if !Estimator::ROW.contains(&self.estimator) {
+                Some(format!("the {} estimator", self.estimator))
+            } else if self.beta_schedule != BetaSchedule::Fixed {
+                Some("the adaptive beta".into())
+            } else if self.reset_dead > 0 {
+                Some("dead-code resets".into())
+            } else if self.codebook_init == CodebookInit::Kmeans {
+                Some("the k-means init".into())
+            } else {
+                None
+            };
+            if let Some(what) = unsupported {
+                return Err(Error::Input(format!(
+                    "residual VQ (levels > 1) takes ste, rotation, rotation-trick or diveq with a fixed beta, no \
+                     resets and a uniform or normal init; not {what}"
+                )));
             }
         }
         for (name, tau) in [("tau", Some(self.tau)), ("tau-final", self.tau_final)] {
@@ -233,6 +268,38 @@ pub struct Metrics {
     /// The learned estimator's M (m x m, row-major) at this step; `None` for the other estimators.
     #[serde(default)]
     pub transport: Option<Vec<f64>>,
+    /// Residual VQ: each level's code use on the eval set (its `quant_err` is that of its own input, the residual
+    /// of the levels before it). The top-level `dead_codes`, `usage`, `entropy` and `perplexity` are level 1's;
+    /// `quant_err` is the whole quantizer's, `||z - sum_l q_l||^2`. `None` for one level.
+    #[serde(default)]
+    pub levels: Option<Vec<LevelMetrics>>,
+}
+
+/// One residual VQ level's code use on the eval set.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LevelMetrics {
+    /// Codes of this level no eval sample is assigned to.
+    pub dead_codes: u32,
+    /// 1 - dead_codes / K.
+    pub usage: f64,
+    /// The entropy of this level's assignments, in nats.
+    pub entropy: f64,
+    /// exp(entropy).
+    pub perplexity: f64,
+    /// 1/(N m) sum_i ||r_i - q_i||^2 with r this level's input.
+    pub quant_err: f64,
+}
+
+impl From<crate::kernels::stats::CodeStats> for LevelMetrics {
+    fn from(s: crate::kernels::stats::CodeStats) -> Self {
+        LevelMetrics {
+            dead_codes: s.dead_codes,
+            usage: s.usage,
+            entropy: s.entropy,
+            perplexity: s.perplexity,
+            quant_err: s.quant_err,
+        }
+    }
 }
 
 /// A finished run.
@@ -278,6 +345,16 @@ impl Schedule {
         self.next += self.batch;
         &self.order[start..start + self.batch]
     }
+}
+
+/// The codebooks of residual VQ's levels after the first (f32; none for one level), drawn from the codebook
+/// stream after the first level's.
+pub fn residual_codebooks(config: &TrainConfig) -> Vec<Vec<f32>> {
+    let mut rng = data::rng(config.seed, Stream::Codebook);
+    let (k, m) = (config.codes, config.latent);
+    let mut draw = || crate::model::init_codebook(config.codebook_init, k, m, &mut rng);
+    draw(); // the first level's, as `initial_state` draws it
+    (1..config.levels).map(|_| draw()).collect()
 }
 
 /// The initial flat parameters and codebook of a run (f32, as both engines start), before any k-means.

@@ -12,6 +12,7 @@ mod device;
 mod estimator;
 mod gather;
 mod learned;
+mod residual;
 mod schedule;
 mod soft;
 mod stats;
