@@ -241,10 +241,10 @@ fn bench_json_has_every_section() {
         }
     }
     let kernels = v["estimator_kernel"].as_array().expect("estimator kernel figures");
-    assert_eq!(kernels.len(), 4, "one per estimator");
+    assert_eq!(kernels.len(), vqgrad::Estimator::ROW.len(), "one per row estimator");
     assert!(kernels.iter().all(|e| e["us"].as_f64().unwrap() > 0.0 && e["ratio_to_ste"].as_f64().unwrap() > 0.0));
     let training = v["training"].as_array().expect("training figures");
-    assert_eq!(training.len(), 8, "4 estimators x 2 settings");
+    assert_eq!(training.len(), 2 * vqgrad::Estimator::ALL.len(), "every estimator x 2 settings");
     for t in training {
         assert!(t["gpu_steps_per_sec"].as_f64().unwrap() > 0.0 && t["cpu_steps_per_sec"].as_f64().unwrap() > 0.0);
         if t["estimator"] == "ste" {

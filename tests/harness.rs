@@ -198,7 +198,16 @@ fn reproduce_writes_the_claims_table_and_resumes() {
     }
     let claims: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("report/claims.json")).unwrap()).unwrap();
-    assert_eq!(claims.as_array().unwrap().len(), 11, "eight claims, E8, E7 and E2");
+    assert_eq!(claims.as_array().unwrap().len(), 12, "eight claims, E8, E7, E2 and the future directions");
+    let beyond = &claims[11];
+    for variant in ["gumbel", "gumbel-rotation-trick", "learned", "ste + adaptive beta", "rotation-trick, 2 levels"] {
+        assert!(beyond["e1"][variant]["dead_codes"]["n"] == 1, "{variant} on E1: {beyond}");
+        assert_eq!(beyond["e4"][variant].as_array().map(Vec::len), Some(7), "{variant} across E4's K");
+    }
+    assert!(md.contains("## Beyond the seed") && md.contains("### Bias against the soft-assignment surrogate"));
+    for plot in ["beyond_rate_distortion.svg", "beyond_lloyd_dist.svg", "bias_cosine.svg", "bias.json"] {
+        assert!(dir.join("report").join(plot).exists(), "{plot}");
+    }
     assert!(md.contains("### E2: gradient fields") && dir.join("report/gradfield.png").exists(), "E2 is in the report");
     assert!(md.contains("### E7: VQ against k-means"), "E7 is in the report");
     assert_eq!(std::fs::read_dir(dir.join("models")).unwrap().count(), 3, "one E1 model per estimator");
@@ -207,7 +216,11 @@ fn reproduce_writes_the_claims_table_and_resumes() {
     assert!(claims[0]["holds"].is_null(), "{}", claims[0]);
     assert!(md.contains("not measured"));
     let lines = std::fs::read_to_string(dir.join("results.jsonl")).unwrap().lines().count();
-    assert_eq!(lines, 3 + 3 + 3 * 6 + 3 * 4 + 3 * 4, "E1, E3, E4, E5, E6 with shared settings run once");
+    assert_eq!(
+        lines,
+        3 + 3 + 3 * 6 + 3 * 4 + 3 * 4 + 3 * 7 + 2 * 7 + 2 * 7,
+        "E1, E3, E4, E5, E6 and the X experiments (3 + 2 + 2 variants on E1 and E4) with shared settings run once"
+    );
     let again = run();
     assert!(again.status.success());
     assert_eq!(
@@ -228,7 +241,7 @@ fn gradfield_json_matches_the_reference_formulas() {
         vqgrad().args(["gradfield", "--steps", "30", "--grid", "9", "--out", dir.to_str().unwrap()]).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let text = String::from_utf8_lossy(&o.stdout);
-    for e in Estimator::ALL {
+    for e in Estimator::ROW {
         assert!(text.contains(e.name()), "the summary names {e}: {text}");
     }
     for f in ["gradfield.svg", "gradfield.png", "gradfield.json"] {
@@ -244,7 +257,7 @@ fn gradfield_json_matches_the_reference_formulas() {
     let points: Vec<Vec<f64>> = v["points"].as_array().unwrap().iter().map(arr).collect();
     let targets: Vec<Vec<f64>> = v["targets"].as_array().unwrap().iter().map(arr).collect();
     assert_eq!(points.len(), 81);
-    for e in Estimator::ALL {
+    for e in Estimator::ROW {
         let dirs: Vec<Vec<f64>> = v["neg_grad"][e.name()].as_array().unwrap().iter().map(arr).collect();
         for ((z, x), d) in points.iter().zip(&targets).zip(&dirs) {
             // The target encodes to the point.

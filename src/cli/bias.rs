@@ -38,11 +38,8 @@ pub struct BiasArgs {
 
 /// The model and the batch: a saved model's, or one trained now.
 fn model(engine: &Engine, args: &BiasArgs) -> anyhow::Result<(String, CpuModel, Vec<f64>, usize, u64)> {
-    let (source, config, saved) = match &args.model {
-        Some(path) => {
-            let (c, _, saved) = super::kmeans::model_encodings(path)?;
-            (path.display().to_string(), c, saved)
-        }
+    match &args.model {
+        Some(path) => load(path, args.rows, &path.display().to_string()),
         None => {
             let c = config(&args.train)?;
             eprintln!("training a model first ({} on {} steps)", c.estimator, c.steps);
@@ -50,13 +47,19 @@ fn model(engine: &Engine, args: &BiasArgs) -> anyhow::Result<(String, CpuModel, 
             std::fs::create_dir_all(&dir)?;
             let path = dir.join("model.safetensors");
             engine.train_and_save(&c, c.load_data()?, |_| {}, Some(&path))?;
-            let (c, _, saved) = super::kmeans::model_encodings(&path)?;
+            let loaded = load(&path, args.rows, &format!("a model trained now ({}, seed {})", c.estimator, c.seed));
             let _ = std::fs::remove_dir_all(&dir);
-            (format!("a model trained now ({}, seed {})", c.estimator, c.seed), c, saved)
+            loaded
         }
-    };
+    }
+}
+
+/// A saved model, and the first `rows` samples of its eval set: (a description, the model, the samples, their
+/// count, the run's seed).
+pub fn load(path: &Path, rows: u32, source: &str) -> anyhow::Result<(String, CpuModel, Vec<f64>, usize, u64)> {
+    let (config, _, saved) = super::kmeans::model_encodings(path)?;
     let data = config.load_data()?;
-    let rows = (args.rows as usize).min(data.eval_rows());
+    let rows = (rows as usize).min(data.eval_rows());
     let x = to_f64(&data.eval[..rows * data.dim as usize]);
     let model = CpuModel {
         layout: saved.layout.clone(),
@@ -65,7 +68,7 @@ fn model(engine: &Engine, args: &BiasArgs) -> anyhow::Result<(String, CpuModel, 
         codebook: to_f64(&saved.codebook),
         residual: vec![],
     };
-    Ok((source, model, x, rows, config.seed))
+    Ok((source.to_string(), model, x, rows, config.seed))
 }
 
 /// The table (markdown) of `rows`: one line per tau, one column per estimator, each `cosine (relative error)`.

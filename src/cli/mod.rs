@@ -1,6 +1,7 @@
 //! The command-line tool's subcommands (the binary only).
 
 pub mod bench;
+pub mod beyond;
 pub mod bias;
 pub mod export;
 pub mod gradfield;

@@ -36,14 +36,20 @@ pub struct ReproduceArgs {
 }
 
 const ESTIMATORS: &str = "ste,rotation,rotation-trick";
+/// The seed's future directions, beside `ste` and `rotation-trick` on E1 and E4 ("X" experiments).
+const RELAXED_AND_LEARNED: &str = "gumbel,gumbel-rotation-trick,learned";
+const BASELINES: &str = "ste,rotation-trick";
+const E4_CODES: &str = "4,8,16,32,64,128,256";
 
 fn axis(flag: &str, values: &str) -> Axis {
     Axis { flag: flag.into(), values: values.split(',').map(String::from).collect() }
 }
 
-/// Every experiment's grid (E2, E7 and E8 need their own commands and are not swept here).
+/// Every experiment's grid (E2, E7 and E8 need their own commands and are not swept here). E1 comes first. The X
+/// experiments are the seed's future directions on E1 and E4's settings: the Gumbel and learned estimators, the
+/// adaptive beta and two residual levels, the last two with `ste` and `rotation-trick`.
 fn experiments(quick: bool, overrides: &[String]) -> anyhow::Result<Vec<(&'static str, Vec<Axis>)>> {
-    let mut common = vec![axis("estimator", ESTIMATORS)];
+    let mut common = vec![];
     if quick {
         common.extend([axis("steps", "250"), axis("eval-every", "125"), axis("n-eval", "2048")]);
     }
@@ -60,27 +66,47 @@ fn experiments(quick: bool, overrides: &[String]) -> anyhow::Result<Vec<(&'stati
         common.retain(|a| a.flag != key);
         common.push(axis(key, value.trim()));
     }
-    let with = |preset: &str, extra: Vec<Axis>| {
+    // An estimator given with --set replaces every experiment's own.
+    let with = |preset: &str, estimators: &str, extra: Vec<Axis>| {
         let mut axes = vec![axis("preset", preset)];
+        if !common.iter().any(|a| a.flag == "estimator") {
+            axes.push(axis("estimator", estimators));
+        }
         axes.extend(common.iter().cloned());
         axes.extend(extra);
         axes.push(seeds.clone());
         axes
     };
+    let e1_e4 = |estimators: &'static str, extra: Vec<Axis>| {
+        let mut k = extra.clone();
+        k.push(axis("k", E4_CODES));
+        [with("E1", estimators, extra), with("E1", estimators, k)]
+    };
+    let [x1_e1, x1_e4] = e1_e4(RELAXED_AND_LEARNED, vec![]);
+    let [x2_e1, x2_e4] = e1_e4(BASELINES, vec![axis("beta-schedule", "adaptive")]);
+    let [x3_e1, x3_e4] = e1_e4(BASELINES, vec![axis("levels", "2")]);
     Ok(vec![
-        ("E1", with("E1", vec![])),
-        ("E3", with("E3", vec![])),
-        ("E4", with("E1", vec![axis("k", "4,8,16,32,64,128,256")])),
-        ("E5", with("E1", vec![axis("k", "64"), axis("beta", "0.05,0.1,0.25,0.5,1.0")])),
-        ("E6", with("E1", vec![axis("k", "64"), axis("sigma", "0,0.05,0.1,0.2,0.4")])),
+        ("E1", with("E1", ESTIMATORS, vec![])),
+        ("E3", with("E3", ESTIMATORS, vec![])),
+        ("E4", with("E1", ESTIMATORS, vec![axis("k", E4_CODES)])),
+        ("E5", with("E1", ESTIMATORS, vec![axis("k", "64"), axis("beta", "0.05,0.1,0.25,0.5,1.0")])),
+        ("E6", with("E1", ESTIMATORS, vec![axis("k", "64"), axis("sigma", "0,0.05,0.1,0.2,0.4")])),
+        ("X1", x1_e1),
+        ("X1", x1_e4),
+        ("X2", x2_e1),
+        ("X2", x2_e4),
+        ("X3", x3_e1),
+        ("X3", x3_e4),
     ])
 }
 
-/// The values of `metric` for `estimator` among the runs whose configuration satisfies `pick`.
+/// The values of `metric` for `estimator` among the plain runs (one level, a fixed beta: the seed's model) whose
+/// configuration satisfies `pick`.
 fn values(runs: &[Run], estimator: &str, metric: &str, pick: &dyn Fn(&TrainConfig) -> bool) -> Vec<f64> {
+    let plain = |c: &TrainConfig| c.levels == 1 && c.beta_schedule == vqgrad::model::BetaSchedule::Fixed;
     runs.iter()
         .filter(|r| r.estimator() == estimator)
-        .filter(|r| serde_json::from_value::<TrainConfig>(r.config.clone()).is_ok_and(|c| pick(&c)))
+        .filter(|r| serde_json::from_value::<TrainConfig>(r.config.clone()).is_ok_and(|c| plain(&c) && pick(&c)))
         .map(|r| r.metric(metric))
         .collect()
 }
@@ -424,6 +450,27 @@ pub fn run(options: &GpuOptions, args: &ReproduceArgs) -> anyhow::Result<()> {
     };
     let field = super::gradfield::generate(&engine, &field_args)?;
     table.push_str(&e2_section(&field, &mut json));
+    // The seed's future directions; the bias analysis on the first E1 ste model.
+    let ste_model = grid(&experiments(args.quick, &args.set)?[0].1)?
+        .into_iter()
+        .find(|c| c.estimator == vqgrad::Estimator::Ste)
+        .map(|c| models.join(format!("E1-{}-seed{}.safetensors", c.estimator, c.seed)));
+    let bias = match ste_model {
+        Some(path) if path.exists() => {
+            let (rows, draws) = if args.quick { (1024, 4) } else { (4096, 16) };
+            let (source, model, x, n, seed) =
+                super::bias::load(&path, rows, &format!("the E1 ste model {}", path.display()))?;
+            let taus = [1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001];
+            let gpu = match &engine {
+                super::train::Engine::Gpu(gpu) => Some(gpu.as_ref()),
+                super::train::Engine::Cpu => None,
+            };
+            let measured = vqgrad::bias::measure(&model, &x, n, &taus, draws, seed, gpu)?;
+            Some(super::bias::write(&measured, &report_dir, &format!("{n} eval samples of {source}"))?)
+        }
+        _ => None,
+    };
+    table.push_str(&super::beyond::section(&runs, bias.as_deref(), &report_dir, &mut json)?);
     let md_path = report_dir.join("report.md");
     let body = std::fs::read_to_string(&md_path)?;
     std::fs::write(&md_path, format!("{table}\n{body}"))?;
