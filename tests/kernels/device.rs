@@ -200,6 +200,55 @@ fn kernels_run_on_default_limits_with_two_dimensional_grids() {
     let got_cb = gpu.read::<f32>(&ema_cb).unwrap();
     let worst = got_cb[..k * m].iter().zip(&cpu_cb).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
     assert!(worst < 1e-5, "EMA update on a 2-D grid: largest error {worst:e}");
+
+    // The future directions' kernels on the same 2-D grids: the relaxation's backward, the learned estimator's
+    // M g and residual VQ's subtraction.
+    use vqgrad::kernels::learned::{Learned, LearnedBuffers};
+    use vqgrad::kernels::residual::Residual;
+    use vqgrad::kernels::soft::{Soft, SoftBackwardBuffers, SoftRun, SoftShape};
+    use vqgrad::kernels::step::{StepConstants, StepUniform};
+    let step = StepUniform::new(dev, 1).unwrap();
+    step.write(&gpu.queue, &[StepConstants::default().with_tau(0.5)]).unwrap();
+    let soft_out = gpu.zeroed::<f32>("soft grad_z", n * m).unwrap();
+    let soft = Soft::new(dev, &step)
+        .unwrap()
+        .bind_backward(
+            dev,
+            &SoftBackwardBuffers { z: &zb, codebook: &cb, g: &gb, index: &ib, grad_z: &soft_out },
+            SoftShape { n: nu, k: ku, m: mu },
+            &[SoftRun::exact()],
+        )
+        .unwrap();
+    let transport = gpu.upload("transport", &vqgrad::kernels::learned::identity(mu, 1)).unwrap();
+    let learned_out = gpu.zeroed::<f32>("learned grad_z", n * m).unwrap();
+    let learned = Learned::new(dev)
+        .unwrap()
+        .bind_backward(dev, &LearnedBuffers { g: &gb, transport: &transport, grad_z: &learned_out }, (nu, mu), &[true])
+        .unwrap();
+    let residual_out = gpu.zeroed::<f32>("residual", n * m).unwrap();
+    // Half the elements: 47 workgroups of 256, within this device's 8 x 8 grid.
+    let half = n * m / 2;
+    let residual = Residual::new(dev).unwrap().bind_subtract(dev, &zb, &gb, &residual_out, half as u32).unwrap();
+    let mut encoder = dev.create_command_encoder(&Default::default());
+    {
+        let mut pass = encoder.begin_compute_pass(&Default::default());
+        soft.encode(&mut pass, &step, 0);
+        learned.encode(&mut pass);
+        residual.encode(&mut pass);
+    }
+    gpu.queue.submit([encoder.finish()]);
+    let (zf, gf, cf) = (reference::to_f64(&z), reference::to_f64(&g), reference::to_f64(&codebook));
+    let got = gpu.read::<f32>(&soft_out).unwrap();
+    for i in [0, n / 2, n - 1] {
+        let want = reference::soft::backward_row(&gf[i * m..(i + 1) * m], &zf[i * m..(i + 1) * m], &cf, 0.5, None);
+        for j in 0..m {
+            assert!((got[i * m + j] as f64 - want[j]).abs() < 1e-4, "soft backward on a 2-D grid, row {i}");
+        }
+    }
+    assert_eq!(gpu.read::<f32>(&learned_out).unwrap()[..n * m], g[..], "M = I: M g = g on a 2-D grid");
+    let want: Vec<f32> =
+        z.iter().zip(&g).take(half).map(|(a, b)| a - b).chain(std::iter::repeat_n(0.0, half)).collect();
+    assert_eq!(gpu.read::<f32>(&residual_out).unwrap()[..n * m], want[..], "residual on a 2-D grid");
 }
 
 #[test]
