@@ -32,8 +32,8 @@ struct Params {
 override WORKGROUP_SIZE: u32 = 64u;
 
 @compute @workgroup_size(WORKGROUP_SIZE)
-fn adapt_beta(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let run = gid.x;
+fn adapt_beta(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let run = gid.x + gid.y * nwg.x * WORKGROUP_SIZE;
     if (run >= params.runs) {
         return;
     }

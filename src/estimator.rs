@@ -4,7 +4,8 @@ use crate::error::{Error, Result};
 use std::fmt;
 use std::str::FromStr;
 
-/// How the gradient passes the quantization `q = c[argmin_k ||z - c_k||]`, given g = dL/dq~.
+/// How the gradient passes the quantization `q = c[argmin_k ||z - c_k||]` (the Gumbel estimators sample the code
+/// instead), given g = dL/dq~.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[cfg_attr(feature = "study", derive(serde::Serialize, serde::Deserialize), serde(rename_all = "kebab-case"))]
 pub enum Estimator {

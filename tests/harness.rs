@@ -205,12 +205,12 @@ fn reproduce_writes_the_claims_table_and_resumes() {
         assert_eq!(beyond["e4"][variant].as_array().map(Vec::len), Some(7), "{variant} across E4's K");
     }
     assert!(md.contains("## Beyond the seed") && md.contains("### Bias against the soft-assignment surrogate"));
-    for plot in ["beyond_rate_distortion.svg", "beyond_lloyd_dist.svg", "bias_cosine.svg", "bias.json"] {
+    for plot in ["beyond_rate_distortion.svg", "beyond_lloyd_dist.svg", "bias_e1_cosine.svg", "bias_k64.json"] {
         assert!(dir.join("report").join(plot).exists(), "{plot}");
     }
     assert!(md.contains("### E2: gradient fields") && dir.join("report/gradfield.png").exists(), "E2 is in the report");
     assert!(md.contains("### E7: VQ against k-means"), "E7 is in the report");
-    assert_eq!(std::fs::read_dir(dir.join("models")).unwrap().count(), 3, "one E1 model per estimator");
+    assert_eq!(std::fs::read_dir(dir.join("models")).unwrap().count(), 4, "one E1 model per estimator, one K = 64");
     assert!(md.contains("| E8 |"), "E8 is in the table");
     // With one seed, E1 has one run per estimator: no test is possible, and the table says so rather than guess.
     assert!(claims[0]["holds"].is_null(), "{}", claims[0]);

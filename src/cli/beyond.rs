@@ -52,7 +52,8 @@ fn order(name: &str) -> (usize, String) {
 }
 
 /// The section (markdown), its plots in `out`, and its figures under `json["beyond"]`.
-pub fn section(runs: &[Run], bias: Option<&str>, out: &Path, json: &mut Value) -> anyhow::Result<String> {
+/// `bias`: the bias analysis's sections, each with its title.
+pub fn section(runs: &[Run], bias: &[(&str, String)], out: &Path, json: &mut Value) -> anyhow::Result<String> {
     // (variant, K) -> runs
     let mut cells: BTreeMap<(usize, String), BTreeMap<u32, Vec<&Run>>> = BTreeMap::new();
     for r in runs {
@@ -119,8 +120,8 @@ pub fn section(runs: &[Run], bias: Option<&str>, out: &Path, json: &mut Value) -
             })
             .collect();
         let _ = writeln!(md, "| {name} | {} |", cols.join(" | "));
-        let points: Vec<(f64, f64, f64)> =
-            by_k.values().map(|r| (mean(r, "entropy"), mean(r, "quant_err"), f64::NAN)).collect();
+        let rate = |runs: &[&Run]| summarize(&runs.iter().map(|r| r.rate()).collect::<Vec<_>>()).mean;
+        let points: Vec<(f64, f64, f64)> = by_k.values().map(|r| (rate(r), mean(r, "quant_err"), f64::NAN)).collect();
         e4_json.insert(
             name.clone(),
             json!(by_k.iter().map(|(k, r)| json!({ "k": k, "dead_codes": mean(r, "dead_codes"), "entropy": mean(r, "entropy"), "quant_err": mean(r, "quant_err") })).collect::<Vec<_>>()),
@@ -130,7 +131,7 @@ pub fn section(runs: &[Run], bias: Option<&str>, out: &Path, json: &mut Value) -
     line_plot(
         &out.join("beyond_rate_distortion"),
         "Rate-distortion across K (E4): entropy against quant_err",
-        "entropy (nats)",
+        "entropy (nats; summed over residual levels)",
         "quant_err",
         &rate_distortion,
     )?;
@@ -157,12 +158,12 @@ pub fn section(runs: &[Run], bias: Option<&str>, out: &Path, json: &mut Value) -
     )?;
     let _ = writeln!(
         md,
-        "\nRate against distortion across K (each line joins a variant's K = 4 ... 256), and over training the \
-         distance from the codebook to the Lloyd (k-means) fixed point on the same eval encodings \
-         (`lloyd_dist`):\n\n![rate-distortion](beyond_rate_distortion.svg) ![Lloyd distance](beyond_lloyd_dist.svg)"
+        "\nRate against distortion across K (each line joins a variant's K = 4 ... 256; a residual variant's rate is \
+         the sum of its levels' entropies), and over training the distance from the codebook (the first level's, \
+         for residual VQ) to the Lloyd (k-means) fixed point on the same eval encodings (`lloyd_dist`):\n\n![rate-distortion](beyond_rate_distortion.svg) ![Lloyd distance](beyond_lloyd_dist.svg)"
     );
-    if let Some(bias) = bias {
-        let _ = writeln!(md, "\n### Bias against the soft-assignment surrogate\n\n{bias}");
+    for (title, bias) in bias {
+        let _ = writeln!(md, "\n### Bias against the soft-assignment surrogate: {title}\n\n{bias}");
     }
     if let Some(rows) = json.as_array_mut() {
         rows.push(json!({ "id": "beyond", "e1": e1_json, "e4": e4_json }));

@@ -46,10 +46,12 @@ fn model(engine: &Engine, args: &BiasArgs) -> anyhow::Result<(String, CpuModel, 
             let dir = std::env::temp_dir().join(format!("vqgrad-bias-{}", std::process::id()));
             std::fs::create_dir_all(&dir)?;
             let path = dir.join("model.safetensors");
-            engine.train_and_save(&c, c.load_data()?, |_| {}, Some(&path))?;
-            let loaded = load(&path, args.rows, &format!("a model trained now ({}, seed {})", c.estimator, c.seed));
+            let trained = c.load_data().map_err(anyhow::Error::from).and_then(|data| {
+                engine.train_and_save(&c, data, |_| {}, Some(&path))?;
+                load(&path, args.rows, &format!("a model trained now ({}, seed {})", c.estimator, c.seed))
+            });
             let _ = std::fs::remove_dir_all(&dir);
-            loaded
+            trained
         }
     }
 }
@@ -99,9 +101,9 @@ pub fn table(rows: &[BiasRow]) -> String {
     md
 }
 
-/// Writes `bias.json`, `bias.md` and the plots `bias_cosine` and `bias_rel_err` into `out`; returns the
+/// Writes `{stem}.json`, `{stem}.md` and the plots `{stem}_cosine` and `{stem}_rel_err` into `out`; returns the
 /// markdown section.
-pub fn write(rows: &[BiasRow], out: &Path, source: &str) -> anyhow::Result<String> {
+pub fn write(rows: &[BiasRow], out: &Path, source: &str, stem: &str) -> anyhow::Result<String> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let mut md = format!(
         "Each estimator's gradient of L_rec at the encodings against the exact gradient of the soft-assignment \
@@ -133,25 +135,23 @@ pub fn write(rows: &[BiasRow], out: &Path, source: &str) -> anyhow::Result<Strin
             .collect()
     };
     line_plot(
-        &out.join("bias_cosine"),
+        &out.join(format!("{stem}_cosine")),
         "Cosine with the soft surrogate's exact gradient",
         "log10 tau",
         "cosine",
         &series(&|r| r.cosine),
     )?;
     line_plot(
-        &out.join("bias_rel_err"),
+        &out.join(format!("{stem}_rel_err")),
         "Relative error against the soft surrogate's exact gradient",
         "log10 tau",
         "log10 ||E - S|| / ||S||",
         &series(&|r| r.rel_err.log10()),
     )?;
-    md.push_str("\n![cosine](bias_cosine.svg) ![relative error](bias_rel_err.svg)\n");
-    std::fs::write(
-        out.join("bias.json"),
-        serde_json::to_string_pretty(&json!({ "source": source, "rows": rows }))? + "\n",
-    )?;
-    std::fs::write(out.join("bias.md"), format!("# Estimator bias\n\n{md}"))?;
+    let _ = writeln!(md, "\n![cosine]({stem}_cosine.svg) ![relative error]({stem}_rel_err.svg)");
+    let json = json!({ "source": source, "rows": rows });
+    std::fs::write(out.join(format!("{stem}.json")), serde_json::to_string_pretty(&json)? + "\n")?;
+    std::fs::write(out.join(format!("{stem}.md")), format!("# Estimator bias\n\n{md}"))?;
     Ok(md)
 }
 
@@ -169,7 +169,7 @@ pub fn measure(engine: &Engine, args: &BiasArgs, out: &Path) -> anyhow::Result<(
         Engine::Cpu => None,
     };
     let measured = vqgrad::bias::measure(&model, &x, rows, &args.taus, args.draws, seed, gpu)?;
-    let md = write(&measured, out, &format!("{rows} eval samples of {source}"))?;
+    let md = write(&measured, out, &format!("{rows} eval samples of {source}"), "bias")?;
     Ok((md, measured))
 }
 

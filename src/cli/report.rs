@@ -51,6 +51,14 @@ impl Run {
     pub fn metric(&self, name: &str) -> f64 {
         self.metrics[name].as_f64().unwrap_or(f64::NAN)
     }
+    /// The quantizer's rate in nats: the entropy of the codes, summed over residual VQ's levels (each level's
+    /// entropy bounds its share of the tuple's).
+    pub fn rate(&self) -> f64 {
+        match self.metrics["levels"].as_array() {
+            Some(levels) => levels.iter().map(|l| l["entropy"].as_f64().unwrap_or(f64::NAN)).sum(),
+            None => self.metric("entropy"),
+        }
+    }
 }
 
 /// The runs of several results files; duplicates (the same configuration) count once; lines that are not runs
@@ -367,7 +375,8 @@ pub fn write_report(runs: &[Run], out: &Path, sources: &[PathBuf]) -> anyhow::Re
                     let k: f64 = g.setting[axis].parse().unwrap_or(f64::NAN);
                     for (e, runs) in &g.by_estimator {
                         let mean = |m: &str| summarize(&runs.iter().map(|r| r.metric(m)).collect::<Vec<_>>()).mean;
-                        by_est.entry(e.clone()).or_default().push((k, mean("entropy"), mean("quant_err"), f64::NAN));
+                        let rate = summarize(&runs.iter().map(Run::rate).collect::<Vec<_>>()).mean;
+                        by_est.entry(e.clone()).or_default().push((k, rate, mean("quant_err"), f64::NAN));
                     }
                 }
                 let series: Vec<Series> = by_est
@@ -379,7 +388,13 @@ pub fn write_report(runs: &[Run], out: &Path, sources: &[PathBuf]) -> anyhow::Re
                     .collect();
                 let name = format!("rate_distortion_{}", fi + 1);
                 let title = "Rate-distortion across K: entropy (nats) against quant_err";
-                line_plot(&out.join(&name), title, "entropy (nats)", "quant_err", &series)?;
+                line_plot(
+                    &out.join(&name),
+                    title,
+                    "entropy (nats; summed over residual levels)",
+                    "quant_err",
+                    &series,
+                )?;
                 writeln!(md, "![rate-distortion across K]({name}.svg)")?;
             }
             for metric in metrics {

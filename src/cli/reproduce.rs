@@ -450,27 +450,32 @@ pub fn run(options: &GpuOptions, args: &ReproduceArgs) -> anyhow::Result<()> {
     };
     let field = super::gradfield::generate(&engine, &field_args)?;
     table.push_str(&e2_section(&field, &mut json));
-    // The seed's future directions; the bias analysis on the first E1 ste model.
-    let ste_model = grid(&experiments(args.quick, &args.set)?[0].1)?
-        .into_iter()
-        .find(|c| c.estimator == vqgrad::Estimator::Ste)
-        .map(|c| models.join(format!("E1-{}-seed{}.safetensors", c.estimator, c.seed)));
-    let bias = match ste_model {
-        Some(path) if path.exists() => {
-            let (rows, draws) = if args.quick { (1024, 4) } else { (4096, 16) };
-            let (source, model, x, n, seed) =
-                super::bias::load(&path, rows, &format!("the E1 ste model {}", path.display()))?;
-            let taus = [1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001];
-            let gpu = match &engine {
-                super::train::Engine::Gpu(gpu) => Some(gpu.as_ref()),
-                super::train::Engine::Cpu => None,
-            };
-            let measured = vqgrad::bias::measure(&model, &x, n, &taus, draws, seed, gpu)?;
-            Some(super::bias::write(&measured, &report_dir, &format!("{n} eval samples of {source}"))?)
+    // The seed's future directions. The bias analysis runs on the first seed's ste models of E1 (K = 32, E7's) and
+    // of E4 at K = 64 (trained here once).
+    let e1_ste =
+        grid(&experiments(args.quick, &args.set)?[0].1)?.into_iter().find(|c| c.estimator == vqgrad::Estimator::Ste);
+    let mut bias = Vec::new();
+    if let Some(e1) = e1_ste {
+        let k64 = TrainConfig { codes: 64, ..e1.clone() };
+        let k64_path = models.join(format!("E4-K64-ste-seed{}.safetensors", k64.seed));
+        if !k64_path.exists() {
+            engine.train_and_save(&k64, k64.load_data()?, |_| {}, Some(&k64_path))?;
         }
-        _ => None,
-    };
-    table.push_str(&super::beyond::section(&runs, bias.as_deref(), &report_dir, &mut json)?);
+        let e1_path = models.join(format!("E1-ste-seed{}.safetensors", e1.seed));
+        let (rows, draws) = if args.quick { (1024, 4) } else { (4096, 16) };
+        let gpu = match &engine {
+            super::train::Engine::Gpu(gpu) => Some(gpu.as_ref()),
+            super::train::Engine::Cpu => None,
+        };
+        for (title, path, stem) in [("E1 (K = 32)", e1_path, "bias_e1"), ("E4 at K = 64", k64_path, "bias_k64")] {
+            let (source, model, x, n, seed) = super::bias::load(&path, rows, &format!("the {title} ste model"))?;
+            let taus = [1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001];
+            let measured = vqgrad::bias::measure(&model, &x, n, &taus, draws, seed, gpu)?;
+            let md = super::bias::write(&measured, &report_dir, &format!("{n} eval samples of {source}"), stem)?;
+            bias.push((title, md));
+        }
+    }
+    table.push_str(&super::beyond::section(&runs, &bias, &report_dir, &mut json)?);
     let md_path = report_dir.join("report.md");
     let body = std::fs::read_to_string(&md_path)?;
     std::fs::write(&md_path, format!("{table}\n{body}"))?;

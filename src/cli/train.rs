@@ -122,7 +122,7 @@ pub struct TrainArgs {
     /// Commitment weight beta.
     #[arg(long, allow_negative_numbers = true)]
     pub beta: Option<f64>,
-    /// Gradient estimator: ste, rotation, rotation-trick, diveq, gumbel or gumbel-rotation-trick.
+    /// Gradient estimator: ste, rotation, rotation-trick, diveq, gumbel, gumbel-rotation-trick or learned.
     #[arg(long, value_parser = parse::<Estimator>)]
     pub estimator: Option<Estimator>,
     /// Codebook update: grad (Adam on L_cb) or ema.
@@ -149,7 +149,8 @@ pub struct TrainArgs {
     /// Every N steps, replace the codes unused since the last reset with batch encodings (0: off).
     #[arg(long)]
     pub reset_dead: Option<u32>,
-    /// Temperature of the Gumbel estimators' relaxation softmax(-||z - c||^2 / tau + G) (at the first step).
+    /// Temperature of the relaxation softmax(-||z - c||^2 / tau + G) (at the first step): the Gumbel estimators'
+    /// samples and backward, and the learned estimator's fitting targets.
     #[arg(long, allow_negative_numbers = true)]
     pub tau: Option<f64>,
     /// Anneal the temperature geometrically from --tau to this at the last step (default: no anneal).

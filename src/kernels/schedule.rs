@@ -126,7 +126,9 @@ impl BetaSchedule {
                 return Err(Error::Shape(format!("offset {} is outside a run's {} words", slot.offset, slot.stride)));
             }
         }
-        let b_slot = b.unwrap_or(a);
+        // Without a second buffer, binding 4 gets a word of its own: two writable bindings must not alias.
+        let spare = crate::gpu::zeroed::<u32>(device, "schedule spare settings", 1)?;
+        let b_slot = b.unwrap_or(SettingsSlot { buffer: &spare, stride: 1, offset: 0 });
         let params = uniform(
             device,
             "schedule params",
@@ -155,11 +157,16 @@ impl BetaSchedule {
                 Binding::new(1, "counts", counts, r * k as u64 * 4),
                 Binding::new(2, "beta state", state, r * 3 * 4),
                 Binding::new(3, "run settings", a.buffer, r * a.stride as u64 * 4),
-                Binding::new(4, "second run settings", b_slot.buffer, r * b_slot.stride as u64 * 4),
+                Binding::new(
+                    4,
+                    "second run settings",
+                    b_slot.buffer,
+                    if b.is_some() { r * b_slot.stride as u64 * 4 } else { 4 },
+                ),
             ],
         )?;
         let (x, y) = thread_grid(runs as u64, WORKGROUP_SIZE, self.max_groups)?;
-        Ok(BoundBetaSchedule { pipeline: self.pipeline.clone(), bind_group, _params: params, grid: (x, y) })
+        Ok(BoundBetaSchedule { pipeline: self.pipeline.clone(), bind_group, _buffers: [params, spare], grid: (x, y) })
     }
 }
 
@@ -167,7 +174,7 @@ impl BetaSchedule {
 pub struct BoundBetaSchedule {
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
-    _params: wgpu::Buffer,
+    _buffers: [wgpu::Buffer; 2],
     grid: (u32, u32),
 }
 

@@ -129,6 +129,8 @@ impl Default for TrainConfig {
 
 /// The most residual VQ levels.
 pub const MAX_LEVELS: u32 = 16;
+/// The most Lloyd iterations per evaluation behind `lloyd_dist` (each is two dispatches).
+pub const MAX_LLOYD_ITERS: u32 = 1000;
 
 /// The largest label count purity is computed for.
 pub const MAX_CLASSES: u32 = 65536;
@@ -165,6 +167,12 @@ impl TrainConfig {
             if !(self.beta_rate.is_finite() && self.beta_rate > 0.0) {
                 return Err(Error::Input(format!("beta-rate must be finite and > 0, got {}", self.beta_rate)));
             }
+        }
+        if self.lloyd_iters > MAX_LLOYD_ITERS {
+            return Err(Error::Input(format!(
+                "lloyd-iters must be at most {MAX_LLOYD_ITERS}, got {}",
+                self.lloyd_iters
+            )));
         }
         if !(1..=MAX_LEVELS).contains(&self.levels) {
             return Err(Error::Input(format!("levels must be 1 to {MAX_LEVELS}, got {}", self.levels)));
@@ -259,7 +267,8 @@ pub struct Metrics {
     pub batch_usage: f64,
     /// `||C - C*||_F^2 / (K m)`: how far the codebook C is from the Lloyd (k-means) fixed point C*, approached by
     /// [`TrainConfig::lloyd_iters`] Lloyd iterations from C on the same eval encodings (codes no encoding picks
-    /// stay put). `None` when that is 0, and in results written before it existed.
+    /// stay put; with residual VQ, the first level's codebook). `None` when that is 0, and in results written
+    /// before it existed.
     #[serde(default)]
     pub lloyd_dist: Option<f64>,
     /// The adaptive beta's value at this step; `None` with a fixed beta.
