@@ -59,17 +59,9 @@ fn model(engine: &Engine, args: &BiasArgs) -> anyhow::Result<(String, CpuModel, 
 /// A saved model, and the first `rows` samples of its eval set: (a description, the model, the samples, their
 /// count, the run's seed).
 pub fn load(path: &Path, rows: u32, source: &str) -> anyhow::Result<(String, CpuModel, Vec<f64>, usize, u64)> {
-    let (config, _, saved) = super::kmeans::model_encodings(path)?;
-    let data = config.load_data()?;
+    let (config, data, _, model) = super::kmeans::saved_model(path)?;
     let rows = (rows as usize).min(data.eval_rows());
     let x = to_f64(&data.eval[..rows * data.dim as usize]);
-    let model = CpuModel {
-        layout: saved.layout.clone(),
-        latent: saved.latent as usize,
-        params: to_f64(&saved.params),
-        codebook: to_f64(&saved.codebook),
-        residual: vec![],
-    };
     Ok((source.to_string(), model, x, rows, config.seed))
 }
 

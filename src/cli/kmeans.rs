@@ -82,8 +82,10 @@ pub fn analyse(
     Ok(out)
 }
 
-/// The eval-set encodings of a saved model, with its configuration and codebook.
-pub fn model_encodings(path: &std::path::Path) -> anyhow::Result<(TrainConfig, Vec<f64>, SavedModel)> {
+/// A saved model as the f64 reference model, with its configuration and data set (regenerated from the seed).
+pub fn saved_model(
+    path: &std::path::Path,
+) -> anyhow::Result<(TrainConfig, vqgrad::data::Dataset, SavedModel, CpuModel)> {
     let mut loaded: Option<(TrainConfig, vqgrad::data::Dataset)> = None;
     let saved = SavedModel::load(path, |text| {
         let c: TrainConfig = serde_json::from_str(text)
@@ -101,6 +103,12 @@ pub fn model_encodings(path: &std::path::Path) -> anyhow::Result<(TrainConfig, V
         codebook: to_f64(&saved.codebook),
         residual: vec![],
     };
+    Ok((c, data, saved, model))
+}
+
+/// The eval-set encodings of a saved model, with its configuration and codebook.
+pub fn model_encodings(path: &std::path::Path) -> anyhow::Result<(TrainConfig, Vec<f64>, SavedModel)> {
+    let (c, data, saved, model) = saved_model(path)?;
     let z = model.encode(&to_f64(&data.eval), data.eval_rows());
     Ok((c, z, saved))
 }

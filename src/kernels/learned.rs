@@ -45,6 +45,8 @@ struct Params {
 }
 
 const WORKGROUP_SIZE: u32 = 64;
+const BACKWARD: usize = 0;
+const GRAD: usize = 1;
 
 /// M = I for each of `runs` runs, stacked (the estimator starts as `ste`).
 pub fn identity(m: u32, runs: u32) -> Vec<f32> {
@@ -93,28 +95,15 @@ impl Learned {
         (n, m): (u32, u32),
         enabled: &[bool],
     ) -> Result<BoundLearned> {
-        let runs = self.check(n, m, enabled)?;
-        let (r, rows) = (runs as u64, runs as u64 * n as u64 * m as u64 * F32);
-        let (params, flags) = self.uniforms(device, n, m, enabled)?;
-        let bind_group = bind_group(
-            device,
-            "learned backward",
-            &self.layouts[0],
-            &params,
-            &[
-                Binding::new(1, "g", buffers.g, rows),
-                Binding::new(2, "transport", buffers.transport, r * (m * m) as u64 * F32),
-                Binding::new(3, "grad_z", buffers.grad_z, rows),
-                Binding::new(4, "enabled", &flags, r * 4),
-            ],
-        )?;
-        let (x, y) = grid(n.div_ceil(WORKGROUP_SIZE), self.max_groups)?;
-        Ok(BoundLearned {
-            pipeline: self.pipelines[0].clone(),
-            bind_group,
-            _uniforms: [params, flags],
-            grid: (x, y, runs),
-        })
+        let r = enabled.len() as u64;
+        let rows = r * n as u64 * m as u64 * F32;
+        let bindings = vec![
+            Binding::new(1, "g", buffers.g, rows),
+            Binding::new(2, "transport", buffers.transport, r * (m * m) as u64 * F32),
+            Binding::new(3, "grad_z", buffers.grad_z, rows),
+        ];
+        // One invocation per row.
+        self.bind(device, BACKWARD, (n, m), enabled, bindings, n)
     }
 
     /// `dM = 2/(n m) sum_i (M g_i - s_i) g_i^T` per run; 0 for the runs `enabled` leaves out.
@@ -125,49 +114,46 @@ impl Learned {
         (n, m): (u32, u32),
         enabled: &[bool],
     ) -> Result<BoundLearned> {
-        let runs = self.check(n, m, enabled)?;
-        let (r, rows) = (runs as u64, runs as u64 * n as u64 * m as u64 * F32);
-        let (params, flags) = self.uniforms(device, n, m, enabled)?;
-        let matrices = r * (m * m) as u64 * F32;
-        let bind_group = bind_group(
-            device,
-            "learned grad",
-            &self.layouts[1],
-            &params,
-            &[
-                Binding::new(1, "g", buffers.g, rows),
-                Binding::new(2, "transport", buffers.transport, matrices),
-                Binding::new(3, "transport grad", buffers.grad, matrices),
-                Binding::new(4, "enabled", &flags, r * 4),
-                Binding::new(5, "s", buffers.s, rows),
-            ],
-        )?;
-        let (x, y) = grid((m * m).div_ceil(WORKGROUP_SIZE), self.max_groups)?;
+        let r = enabled.len() as u64;
+        let (rows, matrices) = (r * n as u64 * m as u64 * F32, r * (m * m) as u64 * F32);
+        let bindings = vec![
+            Binding::new(1, "g", buffers.g, rows),
+            Binding::new(2, "transport", buffers.transport, matrices),
+            Binding::new(3, "transport grad", buffers.grad, matrices),
+            Binding::new(5, "s", buffers.s, rows),
+        ];
+        // One invocation per element of M.
+        self.bind(device, GRAD, (n, m), enabled, bindings, m * m)
+    }
+
+    /// Checks the shapes, makes the uniforms (binding 0 and the `enabled` flags at binding 4) and the bind group
+    /// of pipeline `which`, with `invocations` invocations per run.
+    fn bind(
+        &self,
+        device: &wgpu::Device,
+        which: usize,
+        (n, m): (u32, u32),
+        enabled: &[bool],
+        bindings: Vec<Binding<'_>>,
+        invocations: u32,
+    ) -> Result<BoundLearned> {
+        let runs = u32::try_from(enabled.len()).unwrap_or(u32::MAX);
+        check_shape(&[("n", n), ("m", m)], &[("n x m", n, m), ("m x m", m, m)])?;
+        check_runs(runs, self.max_groups, &[("g", n as u64 * m as u64), ("transport", m as u64 * m as u64)])?;
+        let params = super::uniform(device, "learned params", &Params { n, m, p0: 0, p1: 0 })?;
+        let flags: Vec<u32> = enabled.iter().map(|&e| e as u32).collect();
+        let flags = crate::gpu::upload(device, "learned enabled", &flags)?;
+        let mut all = bindings;
+        all.push(Binding::new(4, "enabled", &flags, runs as u64 * 4));
+        let label = if which == BACKWARD { "learned backward" } else { "learned grad" };
+        let bind_group = bind_group(device, label, &self.layouts[which], &params, &all)?;
+        let (x, y) = grid(invocations.div_ceil(WORKGROUP_SIZE), self.max_groups)?;
         Ok(BoundLearned {
-            pipeline: self.pipelines[1].clone(),
+            pipeline: self.pipelines[which].clone(),
             bind_group,
             _uniforms: [params, flags],
             grid: (x, y, runs),
         })
-    }
-
-    fn check(&self, n: u32, m: u32, enabled: &[bool]) -> Result<u32> {
-        let runs = u32::try_from(enabled.len()).unwrap_or(u32::MAX);
-        check_shape(&[("n", n), ("m", m)], &[("n x m", n, m), ("m x m", m, m)])?;
-        check_runs(runs, self.max_groups, &[("g", n as u64 * m as u64), ("transport", m as u64 * m as u64)])?;
-        Ok(runs)
-    }
-
-    fn uniforms(
-        &self,
-        device: &wgpu::Device,
-        n: u32,
-        m: u32,
-        enabled: &[bool],
-    ) -> Result<(wgpu::Buffer, wgpu::Buffer)> {
-        let params = super::uniform(device, "learned params", &Params { n, m, p0: 0, p1: 0 })?;
-        let flags: Vec<u32> = enabled.iter().map(|&e| e as u32).collect();
-        Ok((params, crate::gpu::upload(device, "learned enabled", &flags)?))
     }
 }
 

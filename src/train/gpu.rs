@@ -430,9 +430,7 @@ impl EvalBuffers {
 
 struct EvalRecorded {
     encoder: Vec<BoundDense>,
-    assign: BoundAssign,
-    counts: BoundCounts,
-    stats: BoundStats,
+    eval_codes: EvalCodesRecorded,
     decoder: Vec<BoundDense>,
     sq: BoundLoss,
     batch_sq: BoundLoss,
@@ -448,10 +446,58 @@ struct EvalRecorded {
 
 struct EvalLevelRecorded {
     residual: BoundResidual,
+    codes: EvalCodesRecorded,
+    sum_q: BoundResidual,
+}
+
+/// The eval set's codes (with q) through one codebook, their counts and their statistics.
+struct EvalCodesRecorded {
     assign: BoundAssign,
     counts: BoundCounts,
     stats: BoundStats,
-    sum_q: BoundResidual,
+}
+
+impl EvalCodesRecorded {
+    fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
+        self.assign.encode(pass);
+        self.counts.encode(pass);
+        self.stats.encode(pass);
+    }
+}
+
+/// The buffers of [`eval_codes`]: the inputs z and codebook; written: index, distance, q and counts.
+struct EvalCodes<'a> {
+    z: &'a wgpu::Buffer,
+    codebook: &'a wgpu::Buffer,
+    index: &'a wgpu::Buffer,
+    dist: &'a wgpu::Buffer,
+    q: &'a wgpu::Buffer,
+    counts: &'a wgpu::Buffer,
+}
+
+/// Binds the eval set's assignment (writing q), counts and statistics (purity with `labels`: the labels and the
+/// number of classes) for `n` rows, `k` codes of dimension `m`.
+fn eval_codes(
+    ks: &Kernels,
+    device: &wgpu::Device,
+    b: EvalCodes<'_>,
+    (n, k, m): (u32, u32, u32),
+    labels: Option<(&wgpu::Buffer, u32)>,
+) -> Result<EvalCodesRecorded> {
+    Ok(EvalCodesRecorded {
+        assign: ks.assign.bind_with_codes(
+            device,
+            &AssignBuffers { z: b.z, codebook: b.codebook, index: b.index, distance: b.dist },
+            AssignShape { n, k, m },
+            b.q,
+        )?,
+        counts: ks.codebook.bind_counts(device, &CountBuffers { index: b.index, counts: b.counts }, n, k)?,
+        stats: ks.stats.bind(
+            device,
+            &StatsBuffers { index: b.index, distance: b.dist, counts: b.counts, labels: labels.map(|l| l.0) },
+            StatsShape { n, k, m, classes: labels.map_or(0, |l| l.1) },
+        )?,
+    })
 }
 
 /// The sizes every run of a batch shares.
@@ -531,27 +577,19 @@ impl Evaluator {
         let labels = bf.eval_labels.as_ref();
         let rec = EvalRecorded {
             encoder: forward_chain(&ks.dense, device, &layout.encoder, &bf.eval, &enc_outs, &bf.params, n_eval, None)?,
-            assign: ks.assign.bind_with_codes(
+            eval_codes: eval_codes(
+                ks,
                 device,
-                &AssignBuffers {
+                EvalCodes {
                     z: &bf.eval_z,
                     codebook: &bf.codebook,
                     index: &bf.eval_index,
-                    distance: &bf.eval_dist,
+                    dist: &bf.eval_dist,
+                    q: &bf.eval_q,
+                    counts: &bf.eval_counts,
                 },
-                AssignShape { n: n_eval, k, m },
-                &bf.eval_q,
-            )?,
-            counts: ks.codebook.bind_counts(
-                device,
-                &CountBuffers { index: &bf.eval_index, counts: &bf.eval_counts },
-                n_eval,
-                k,
-            )?,
-            stats: ks.stats.bind(
-                device,
-                &StatsBuffers { index: &bf.eval_index, distance: &bf.eval_dist, counts: &bf.eval_counts, labels },
-                StatsShape { n: n_eval, k, m, classes: if labels.is_some() { classes } else { 0 } },
+                (n_eval, k, m),
+                labels.map(|l| (l, classes)),
             )?,
             decoder: forward_chain(
                 &ks.dense,
@@ -606,27 +644,19 @@ impl Evaluator {
                         if l == 0 { (&bf.eval_z, &bf.eval_q) } else { (&bf.levels[l - 1].input, &bf.levels[l - 1].q) };
                     Ok(EvalLevelRecorded {
                         residual: ks.residual.bind_subtract(device, prev_input, prev_q, &lv.input, n_eval * m)?,
-                        assign: ks.assign.bind_with_codes(
+                        codes: eval_codes(
+                            ks,
                             device,
-                            &AssignBuffers {
+                            EvalCodes {
                                 z: &lv.input,
                                 codebook: &lv.codebook,
                                 index: &lv.index,
-                                distance: &lv.dist,
+                                dist: &lv.dist,
+                                q: &lv.q,
+                                counts: &lv.counts,
                             },
-                            AssignShape { n: n_eval, k, m },
-                            &lv.q,
-                        )?,
-                        counts: ks.codebook.bind_counts(
-                            device,
-                            &CountBuffers { index: &lv.index, counts: &lv.counts },
-                            n_eval,
-                            k,
-                        )?,
-                        stats: ks.stats.bind(
-                            device,
-                            &StatsBuffers { index: &lv.index, distance: &lv.dist, counts: &lv.counts, labels: None },
-                            StatsShape { n: n_eval, k, m, classes: 0 },
+                            (n_eval, k, m),
+                            None,
                         )?,
                         sum_q: ks.residual.bind_accumulate(device, &lv.q, &bf.eval_q, n_eval * m)?,
                     })
@@ -674,14 +704,10 @@ impl Evaluator {
             let mut pass = encoder
                 .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("eval"), timestamp_writes: None });
             r.encoder.iter().for_each(|op| op.encode(&mut pass));
-            r.assign.encode(&mut pass);
-            r.counts.encode(&mut pass);
-            r.stats.encode(&mut pass);
+            r.eval_codes.encode(&mut pass);
             for level in &r.levels {
                 level.residual.encode(&mut pass);
-                level.assign.encode(&mut pass);
-                level.counts.encode(&mut pass);
-                level.stats.encode(&mut pass);
+                level.codes.encode(&mut pass);
                 level.sum_q.encode(&mut pass);
             }
             r.batch_sums.iter().for_each(|op| op.encode(&mut pass));
@@ -698,9 +724,9 @@ impl Evaluator {
                 r.lloyd_sq.encode(&mut pass);
             }
         }
-        r.stats.copy_out(encoder);
+        r.eval_codes.stats.copy_out(encoder);
         r.batch_stats.copy_out(encoder);
-        r.levels.iter().for_each(|l| l.stats.copy_out(encoder));
+        r.levels.iter().for_each(|l| l.codes.stats.copy_out(encoder));
     }
 }
 
@@ -1389,7 +1415,7 @@ impl<'g> BatchTrainer<'g> {
         ev.record(&mut encoder, &self.buffers, run as u64, config.lloyd_iters);
         self.gpu.queue.submit([encoder.finish()]);
         let device = &self.gpu.device;
-        let eval = ev.rec.stats.read(device)?;
+        let eval = ev.rec.eval_codes.stats.read(device)?;
         let batch = ev.rec.batch_stats.read(device)?;
         let sums: Vec<f32> = read_buffer(device, &self.gpu.queue, &ev.buffers.metrics)?;
         let Sizes { b, d, m, n_eval, .. } = self.sizes;
@@ -1409,7 +1435,7 @@ impl<'g> BatchTrainer<'g> {
         } else {
             let mut all = vec![LevelMetrics::from(eval)];
             for level in &ev.rec.levels {
-                all.push(LevelMetrics::from(level.stats.read(device)?));
+                all.push(LevelMetrics::from(level.codes.stats.read(device)?));
             }
             Some(all)
         };
