@@ -3,8 +3,8 @@
 //!
 //! Run: `cargo run --release --example train [-- STEPS]` (default 400 steps)
 
-use vqgrad::train::TrainConfig;
 use vqgrad::train::gpu::{BatchTrainer, GpuTrainer};
+use vqgrad::train::{TrainConfig, Trainer};
 use vqgrad::{Estimator, Gpu, GpuOptions};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -37,7 +37,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Several runs of the same shapes share every dispatch; each gets exactly the results it would get alone.
     let configs: Vec<TrainConfig> = (0..4).map(|seed| TrainConfig { seed, ..base.clone() }).collect();
     let data = configs.iter().map(|c| c.load_data()).collect::<Result<Vec<_>, _>>()?;
-    let results = BatchTrainer::new(&gpu, &configs, &data)?.run(|_, _| {})?;
+    let results = BatchTrainer::new(&gpu, &configs, &data)?.run(&mut |_, _| {})?;
     for (config, result) in configs.iter().zip(&results) {
         println!(
             "seed {}: perplexity {:.2}, dead codes {}",

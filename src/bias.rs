@@ -13,10 +13,10 @@
 //! `estimator.wgsl`) when a [`Gpu`] is given, else on the f64 reference; the decoder's gradient at each code is the
 //! f64 reference's (one small product per tau).
 
+use crate::contract::seed_mix;
 use crate::error::Result;
 use crate::estimator::Estimator;
 use crate::gpu::Gpu;
-use crate::kernels::codebook::seed_mix;
 use crate::kernels::estimator::{EstimatorBackward, EstimatorBuffers, EstimatorSettings, EstimatorShape};
 use crate::kernels::soft::{Soft, SoftBackwardBuffers, SoftForwardBuffers, SoftRun, SoftSampleBuffers, SoftShape};
 use crate::kernels::step::{StepConstants, StepUniform};
@@ -238,7 +238,7 @@ fn compare(estimator: Estimator, tau: f64, e: &[f64], s: &[f64], m: usize) -> Bi
 }
 
 /// Every estimator against the surrogate's exact gradient at each of `taus`, on the batch `x` (`rows x d`) through
-/// `model`. `seed` seeds the Gumbel draws; `gpu` runs the kernels (else the f64 reference).
+/// `model`. `seed` seeds the Gumbel draws; on the GPU engine the kernels run on its device (else the f64 reference does).
 pub fn measure(
     model: &CpuModel,
     x: &[f64],
@@ -246,9 +246,9 @@ pub fn measure(
     taus: &[f64],
     draws: u32,
     seed: u64,
-    gpu: Option<&Gpu>,
+    engine: &crate::train::Engine,
 ) -> Result<Vec<BiasRow>> {
-    let backend = match gpu {
+    let backend = match engine.gpu() {
         Some(gpu) => {
             let step = StepUniform::new(&gpu.device, 1)?;
             let kernels = (Soft::new(&gpu.device, &step)?, EstimatorBackward::new(&gpu.device)?, step);
@@ -257,7 +257,7 @@ pub fn measure(
         None => Backend::Cpu,
     };
     let m = model.latent;
-    let codebook = &model.codebook;
+    let codebook = &model.codebooks[0];
     let z = model.encode(x, rows);
     let index = assign_f64(&z, codebook, m).index;
     let code_rows = |index: &[u32]| -> Vec<f64> {
@@ -292,7 +292,7 @@ pub fn measure(
         out.push(compare(Estimator::Gumbel, tau, &gumbel, &exact, m));
         out.push(compare(Estimator::GumbelRotationTrick, tau, &gumbel_rt, &exact, m));
     }
-    if let Some(gpu) = gpu {
+    if let Some(gpu) = engine.gpu() {
         gpu.check()?;
     }
     Ok(out)

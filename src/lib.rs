@@ -23,6 +23,7 @@
 pub mod analysis;
 #[cfg(feature = "study")]
 pub mod bias;
+pub mod contract;
 #[cfg(feature = "study")]
 pub mod data;
 pub mod error;

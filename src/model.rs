@@ -1,7 +1,7 @@
 //! The model of STUDY.md section 1: its shapes, where each layer lives in the flat parameter buffer, and the
 //! seeded initialization (PyTorch's `nn.Linear` for layers; `uniform` or `normal` for the codebook).
 
-use crate::kernels::dense::Linear;
+use crate::contract::Linear;
 use rand::RngExt;
 use rand_distr::{Distribution, StandardNormal};
 use std::fmt;

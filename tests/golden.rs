@@ -20,7 +20,7 @@ use std::path::Path;
 use vqgrad::Estimator;
 use vqgrad::data::DataSpec;
 use vqgrad::model::{BetaSchedule, CodebookInit, CodebookMode, EncoderKind};
-use vqgrad::train::{RunResult, TrainConfig};
+use vqgrad::train::{Engine, RunResult, State, TrainConfig, batchable};
 
 const PINS: &str = "tests/golden/runs.json";
 
@@ -98,16 +98,8 @@ fn pin(result: &RunResult, state: (Vec<f32>, Vec<f32>), f64_state: Option<(Vec<f
     json!({ "curve": result.curve, "state": hash })
 }
 
-/// Where the runs train (the pins were first made with this shim over the engines as they were).
-enum Engine {
-    Gpu(Box<vqgrad::Gpu>),
-    Cpu,
-}
-
 /// Runs every case on `engine`; with `batched`, the cases that can share a batch train together.
 fn run_all(engine: &Engine, batched: bool) -> Vec<Value> {
-    use vqgrad::train::cpu::CpuTrainer;
-    use vqgrad::train::gpu::{BatchTrainer, batchable};
     let cases = cases();
     let mut out = vec![Value::Null; cases.len()];
     let mut left: Vec<usize> = (0..cases.len()).collect();
@@ -120,21 +112,14 @@ fn run_all(engine: &Engine, batched: bool) -> Vec<Value> {
         left.retain(|i| !group.contains(i));
         let configs: Vec<TrainConfig> = group.iter().map(|&i| cases[i].1.clone()).collect();
         let data: Vec<_> = configs.iter().map(|c| c.load_data().unwrap()).collect();
-        match engine {
-            Engine::Gpu(gpu) => {
-                let mut trainer = BatchTrainer::new(gpu, &configs, &data).unwrap();
-                let results = trainer.run(|_, _| {}).unwrap();
-                let states = trainer.read_states().unwrap();
-                for (j, &i) in group.iter().enumerate() {
-                    out[i] = pin(&results[j], states[j].clone(), None);
-                }
-            }
-            Engine::Cpu => {
-                let mut trainer = CpuTrainer::new(&configs[0], data[0].clone()).unwrap();
-                let result = trainer.run(|_| {});
-                let f64_state = (trainer.model.params.clone(), trainer.model.codebook.clone());
-                out[first] = pin(&result, (vec![], vec![]), Some(f64_state));
-            }
+        let mut trainer = engine.trainer(&configs, &data).unwrap();
+        let results = trainer.run(&mut |_, _| {}).unwrap();
+        // The GPU engine's state is f32, the CPU engine's f64: each hashed as it is held.
+        let states: Vec<State> = trainer.read_states().unwrap();
+        let wide = trainer.read_states_f64().unwrap();
+        for (j, &i) in group.iter().enumerate() {
+            let f64_state = (engine.name() == "cpu").then(|| wide[j].clone());
+            out[i] = pin(&results[j], states[j].clone(), f64_state);
         }
     }
     out

@@ -6,9 +6,9 @@ mod common;
 use vqgrad::Estimator;
 use vqgrad::data::DataSpec;
 use vqgrad::model::{BetaSchedule, CodebookInit, CodebookMode, EncoderKind};
-use vqgrad::train::TrainConfig;
 use vqgrad::train::cpu::CpuTrainer;
 use vqgrad::train::gpu::GpuTrainer;
+use vqgrad::train::{Engine, TrainConfig, Trainer};
 
 fn small(estimator: Estimator, mode: CodebookMode, encoder: EncoderKind) -> TrainConfig {
     TrainConfig {
@@ -83,7 +83,7 @@ fn gpu_training_matches_the_cpu_reference_after_50_steps() {
                 }
                 let cm = c.evaluate();
                 let (ep, ip) = max_rel(&gp, &c.model.params);
-                let (ec, ic) = max_rel(&gc, &c.model.codebook);
+                let (ec, ic) = max_rel(&gc, &c.model.codebooks[0]);
                 eprintln!(
                     "{what}: params {ep:.2e} (at {ip}), codebook {ec:.2e} (at {ic}); loss {} vs {}",
                     gm.loss, cm.loss
@@ -183,7 +183,7 @@ fn surrogate(
     let mut commit = 0.0;
     for (i, &a) in fz.index.iter().enumerate() {
         for j in 0..m {
-            cb += (fz.z0[i * m + j] - model.codebook[a as usize * m + j]).powi(2);
+            cb += (fz.z0[i * m + j] - model.codebooks[0][a as usize * m + j]).powi(2);
             commit += (z[i * m + j] - fz.q0[i * m + j]).powi(2);
         }
     }
@@ -210,21 +210,23 @@ fn the_whole_backward_pass_matches_finite_differences() {
                 let codebook = to_f64(&vqgrad::model::init_codebook(CodebookInit::Normal, k as u32, m as u32, &mut r));
                 let residual = (1..levels)
                     .map(|_| to_f64(&vqgrad::model::init_codebook(CodebookInit::Normal, k as u32, m as u32, &mut r)))
-                    .map(|c| c.iter().map(|v| 0.3 * v).collect())
-                    .collect();
-                let mut model = CpuModel { layout, latent: m, params, codebook, residual };
+                    .map(|c| c.iter().map(|v| 0.3 * v).collect());
+                let codebooks = std::iter::once(codebook).chain(residual).collect();
+                let mut model = CpuModel { layout, latent: m, params, codebooks };
                 let x = to_f64(&common::Data::new(5).normal(rows * d, 1.0));
                 let transport: Vec<f64> =
                     (0..m * m).map(|e| if e % (m + 1) == 0 { 0.8 } else { 0.1 * e as f64 - 0.3 }).collect();
                 let relax = Relaxation { tau: 0.7, seed: 3, step: 2, transport: Some(&transport) };
                 let step = model.step(&x, rows, estimator, &mut |_| beta, mode, relax);
-                let first_q: Vec<f64> = step
+                let first_q: Vec<f64> = step.levels[0]
                     .index
                     .iter()
-                    .flat_map(|&a| model.codebook[a as usize * m..(a as usize + 1) * m].to_vec())
+                    .flat_map(|&a| model.codebooks[0][a as usize * m..(a as usize + 1) * m].to_vec())
                     .collect();
+                assert_eq!(first_q, step.levels[0].q, "level 0's codes");
+                assert_eq!(step.z, step.levels[0].input, "level 0's input is z");
                 let mut q0 = first_q.clone();
-                for l in &step.levels {
+                for l in &step.levels[1..] {
                     q0.iter_mut().zip(&l.q).for_each(|(t, v)| *t += v);
                 }
                 let jac = (0..rows)
@@ -238,12 +240,12 @@ fn the_whole_backward_pass_matches_finite_differences() {
                                 match estimator {
                                     Estimator::Gumbel => {
                                         let noise = Noise { seed: relax.seed, step: relax.step, row: i as u32 };
-                                        soft::backward_row(&e, z, &model.codebook, relax.tau, Some(noise))
+                                        soft::backward_row(&e, z, &model.codebooks[0], relax.tau, Some(noise))
                                     }
                                     Estimator::Learned => vqgrad::reference::learned_row(&transport, &e),
                                     _ => {
                                         let mut sum = estimator_row(estimator, &e, z, &first_q[r.clone()]);
-                                        for l in &step.levels {
+                                        for l in &step.levels[1..] {
                                             let el = estimator_row(estimator, &e, &l.input[r.clone()], &l.q[r.clone()]);
                                             sum.iter_mut().zip(el).for_each(|(a, b)| *a += b);
                                         }
@@ -254,9 +256,9 @@ fn the_whole_backward_pass_matches_finite_differences() {
                             .collect()
                     })
                     .collect();
-                let fz = Frozen { z0: step.z.clone(), q0, index: step.index.clone(), jac };
+                let fz = Frozen { z0: step.z.clone(), q0, index: step.levels[0].index.clone(), jac };
                 let what = format!("{encoder} {mode} {estimator} levels {levels}");
-                assert_eq!(step.levels.len(), levels - 1, "{what}");
+                assert_eq!(step.levels.len(), levels, "{what}");
                 let h = 1e-6;
                 for e in 0..model.params.len() {
                     let orig = model.params[e];
@@ -272,18 +274,19 @@ fn the_whole_backward_pass_matches_finite_differences() {
                         step.grads[e]
                     );
                 }
-                for e in 0..model.codebook.len() {
-                    let orig = model.codebook[e];
-                    model.codebook[e] = orig + h;
+                let codebook_grad = &step.levels[0].codebook_grad;
+                for e in 0..model.codebooks[0].len() {
+                    let orig = model.codebooks[0][e];
+                    model.codebooks[0][e] = orig + h;
                     let up = surrogate(&model, &x, rows, &fz, beta, mode);
-                    model.codebook[e] = orig - h;
+                    model.codebooks[0][e] = orig - h;
                     let down = surrogate(&model, &x, rows, &fz, beta, mode);
-                    model.codebook[e] = orig;
+                    model.codebooks[0][e] = orig;
                     let fd = (up - down) / (2.0 * h);
                     assert!(
-                        (fd - step.codebook_grad[e]).abs() <= 1e-6 * (1.0 + fd.abs()),
+                        (fd - codebook_grad[e]).abs() <= 1e-6 * (1.0 + fd.abs()),
                         "{what}: code {e}: FD {fd} vs {}",
-                        step.codebook_grad[e]
+                        codebook_grad[e]
                     );
                 }
             }
@@ -419,7 +422,7 @@ fn batched_runs_equal_single_runs_bit_for_bit() {
             .collect();
         let data: Vec<_> = configs.iter().map(|c| c.load_data().unwrap()).collect();
         let mut batch = BatchTrainer::new(&gpu, &configs, &data).unwrap();
-        let together = batch.run(|_, _| {}).unwrap();
+        let together = batch.run(&mut |_, _| {}).unwrap();
         let states = batch.read_states().unwrap();
         if reset_dead > 0 {
             // The resets must have fired, or this case would test nothing of them.
@@ -469,8 +472,9 @@ fn bias_on_the_gpu_matches_the_cpu_reference() {
     let rows = 100;
     let x = vqgrad::reference::to_f64(&data.eval[..rows * data.dim as usize]);
     let taus = [1.0, 0.1, 0.01];
-    let cpu = vqgrad::bias::measure(&trainer.model, &x, rows, &taus, 3, 4, None).unwrap();
-    let on_gpu = vqgrad::bias::measure(&trainer.model, &x, rows, &taus, 3, 4, Some(&gpu)).unwrap();
+    let cpu = vqgrad::bias::measure(&trainer.model, &x, rows, &taus, 3, 4, &Engine::Cpu).unwrap();
+    let engine = Engine::Gpu(Box::new(gpu));
+    let on_gpu = vqgrad::bias::measure(&trainer.model, &x, rows, &taus, 3, 4, &engine).unwrap();
     assert_eq!(cpu.len(), 18);
     for (c, g) in cpu.iter().zip(&on_gpu) {
         let what = format!("{} tau {}", c.estimator, c.tau);
@@ -484,5 +488,5 @@ fn bias_on_the_gpu_matches_the_cpu_reference() {
         );
         assert!(c.cosine.is_finite() && c.rel_err > 0.0, "{what}: {c:?}");
     }
-    common::assert_clean(&gpu);
+    common::assert_clean(engine.gpu().unwrap());
 }

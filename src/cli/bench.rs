@@ -3,12 +3,12 @@
 //! on some drivers); ratios are taken within one run, since absolute times on shared machines drift.
 
 use super::overhead::{self, median};
-use super::train::Engine;
 use serde::Serialize;
 use std::time::Instant;
 use vqgrad::kernels::assign::{Assign, AssignBuffers, AssignShape};
 use vqgrad::train::TrainConfig;
 use vqgrad::train::gpu::{BatchTrainer, GpuTrainer};
+use vqgrad::train::{Engine, Trainer};
 use vqgrad::{Estimator, Gpu, gpu::timing::Timestamps};
 
 #[derive(clap::Args, Debug)]
@@ -121,6 +121,20 @@ pub fn run(options: &vqgrad::gpu::GpuOptions, args: &BenchArgs) -> anyhow::Resul
     let mut training = Vec::new();
     let e1 = TrainConfig::default();
     let k64 = TrainConfig { codes: 64, ..TrainConfig::default() };
+    eprintln!("sweep: 4 estimators x 5 seeds, one at a time and batched");
+    let sweep = bench_sweep(
+        &gpu,
+        if args.smoke {
+            2
+        } else if args.quick {
+            64
+        } else {
+            256
+        },
+    )?;
+    eprintln!("profile");
+    let (profile, e1_gpu_buffer_bytes) = bench_profile(&gpu)?;
+    // Whole training steps through the engine interface, on this device and on the CPU engine.
     let engine = Engine::Gpu(Box::new(gpu));
     let (steps, rounds) = match (args.smoke, args.quick) {
         (true, _) => (4, 2),
@@ -143,20 +157,6 @@ pub fn run(options: &vqgrad::gpu::GpuOptions, args: &BenchArgs) -> anyhow::Resul
             });
         }
     }
-    let Engine::Gpu(gpu) = engine else { unreachable!("made above") };
-    eprintln!("sweep: 4 estimators x 5 seeds, one at a time and batched");
-    let sweep = bench_sweep(
-        &gpu,
-        if args.smoke {
-            2
-        } else if args.quick {
-            64
-        } else {
-            256
-        },
-    )?;
-    eprintln!("profile");
-    let (profile, e1_gpu_buffer_bytes) = bench_profile(&gpu)?;
     let report = Report {
         adapter,
         timestamps,
@@ -334,7 +334,7 @@ fn bench_sweep(gpu: &Gpu, steps: u32) -> anyhow::Result<SweepFigure> {
     // As many runs to a batch as the device's binding size allows.
     let per_batch = BatchTrainer::max_runs(gpu, &configs[0], &data[0]) as usize;
     for (c, d) in configs.chunks(per_batch).zip(data.chunks(per_batch)) {
-        BatchTrainer::new(gpu, c, d)?.run(|_, _| {})?;
+        BatchTrainer::new(gpu, c, d)?.run(&mut |_, _| {})?;
     }
     let batched = start.elapsed().as_secs_f64();
     let run_steps = (configs.len() as u32 * steps) as f64;

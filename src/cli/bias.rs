@@ -2,7 +2,7 @@
 //! soft-assignment surrogate as tau -> 0 ([`vqgrad::bias`]): a table, `bias.json` and two plots across tau.
 
 use super::report::line_plot;
-use super::train::{Engine, TrainArgs, config};
+use super::train::{TrainArgs, config};
 use anyhow::Context;
 use serde_json::json;
 use std::fmt::Write as _;
@@ -11,6 +11,7 @@ use vqgrad::bias::BiasRow;
 use vqgrad::gpu::GpuOptions;
 use vqgrad::reference::to_f64;
 use vqgrad::reference::train::CpuModel;
+use vqgrad::train::Engine;
 
 #[derive(clap::Args, Debug)]
 pub struct BiasArgs {
@@ -47,7 +48,7 @@ fn model(engine: &Engine, args: &BiasArgs) -> anyhow::Result<(String, CpuModel, 
             std::fs::create_dir_all(&dir)?;
             let path = dir.join("model.safetensors");
             let trained = c.load_data().map_err(anyhow::Error::from).and_then(|data| {
-                engine.train_and_save(&c, data, |_| {}, Some(&path))?;
+                super::train::train_and_save(engine, &c, data, |_| {}, Some(&path))?;
                 load(&path, args.rows, &format!("a model trained now ({}, seed {})", c.estimator, c.seed))
             });
             let _ = std::fs::remove_dir_all(&dir);
@@ -156,17 +157,13 @@ pub fn measure(engine: &Engine, args: &BiasArgs, out: &Path) -> anyhow::Result<(
         return Err(vqgrad::Error::Input("--rows and --draws must be at least 1".into()).into());
     }
     let (source, model, x, rows, seed) = model(engine, args)?;
-    let gpu = match engine {
-        Engine::Gpu(gpu) => Some(gpu.as_ref()),
-        Engine::Cpu => None,
-    };
-    let measured = vqgrad::bias::measure(&model, &x, rows, &args.taus, args.draws, seed, gpu)?;
+    let measured = vqgrad::bias::measure(&model, &x, rows, &args.taus, args.draws, seed, engine)?;
     let md = write(&measured, out, &format!("{rows} eval samples of {source}"), "bias")?;
     Ok((md, measured))
 }
 
 pub fn run(options: &GpuOptions, args: &BiasArgs) -> anyhow::Result<()> {
-    let engine = Engine::choose(options, args.train.cpu);
+    let engine = super::train::engine(options, args.train.cpu);
     let out = args.train.out.clone().unwrap_or_else(|| PathBuf::from("bias"));
     let (md, _) = measure(&engine, args, &out)?;
     println!("{md}");

@@ -6,7 +6,6 @@
 //! and dL/dz = E(g, z, q) + 2 beta / m (z - q).
 
 use super::report::chart_on;
-use super::train::Engine;
 use anyhow::Context;
 use plotters::prelude::*;
 use serde_json::json;
@@ -15,6 +14,7 @@ use vqgrad::Estimator;
 use vqgrad::data::DataSpec;
 use vqgrad::gpu::GpuOptions;
 use vqgrad::reference::{assign_f64, estimator_row};
+use vqgrad::train::Engine;
 use vqgrad::train::TrainConfig;
 
 #[derive(clap::Args, Debug)]
@@ -227,21 +227,9 @@ pub fn generate(engine: &Engine, args: &GradfieldArgs) -> anyhow::Result<Vec<(Es
         let (p, c) = vqgrad::train::initial_state(&config, &layout);
         (vqgrad::reference::to_f64(&p), vqgrad::reference::to_f64(&c))
     } else {
-        match engine {
-            Engine::Gpu(gpu) => {
-                let mut trainer = vqgrad::train::gpu::GpuTrainer::new(gpu, &config, &data)?;
-                trainer.train_steps(args.steps)?;
-                let (p, c) = trainer.read_state()?;
-                (vqgrad::reference::to_f64(&p), vqgrad::reference::to_f64(&c))
-            }
-            Engine::Cpu => {
-                let mut trainer = vqgrad::train::cpu::CpuTrainer::new(&config, data)?;
-                for _ in 0..args.steps {
-                    trainer.step();
-                }
-                (trainer.model.params.clone(), trainer.model.codebook.clone())
-            }
-        }
+        let mut trainer = engine.trainer(std::slice::from_ref(&config), std::slice::from_ref(&data))?;
+        trainer.train_steps(args.steps)?;
+        trainer.read_states_f64()?.swap_remove(0)
     };
     let field = compute(&params, &codebook, args.grid, args.beta)?;
     let step = (field.points[1][0] - field.points[0][0]).abs();
@@ -261,7 +249,7 @@ pub fn generate(engine: &Engine, args: &GradfieldArgs) -> anyhow::Result<Vec<(Es
 }
 
 pub fn run(options: &GpuOptions, args: &GradfieldArgs) -> anyhow::Result<()> {
-    let summary = generate(&Engine::choose(options, args.cpu), args)?;
+    let summary = generate(&super::train::engine(options, args.cpu), args)?;
     println!("{:<16} {:>22} {:>26}", "estimator", "mean cos(-dL/dz, q-z)", "arrows into their own cell");
     for (e, cos, inside) in summary {
         println!("{:<16} {:>22.4} {:>26.4}", e.name(), cos, inside);

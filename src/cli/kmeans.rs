@@ -2,7 +2,7 @@
 //! a trained model's eval encodings or on raw eval data; with a model, also the VQ codebook's own figures and how far
 //! it is from a Lloyd fixed point.
 
-use super::train::{Engine, TrainArgs, config};
+use super::train::{TrainArgs, config};
 use anyhow::Context;
 use serde_json::json;
 use std::path::PathBuf;
@@ -11,6 +11,7 @@ use vqgrad::gpu::GpuOptions;
 use vqgrad::model::SavedModel;
 use vqgrad::reference::train::CpuModel;
 use vqgrad::reference::{Assignment, assign_f64, stats, to_f64};
+use vqgrad::train::Engine;
 use vqgrad::train::{TrainConfig, kmeans_plus_plus};
 
 #[derive(clap::Args, Debug)]
@@ -33,20 +34,6 @@ fn figures(z: &[f64], centres: &[f64], m: usize) -> serde_json::Value {
     json!({ "distortion": s.quant_err, "dead_codes": s.dead_codes, "entropy": s.entropy, "perplexity": s.perplexity })
 }
 
-fn lloyd(engine: &Engine, z: &[f64], start: &[f64], m: usize, iters: u32) -> anyhow::Result<Vec<f64>> {
-    Ok(match engine {
-        Engine::Gpu(gpu) => {
-            let narrow = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
-            to_f64(&vqgrad::train::gpu::lloyd_on_gpu(gpu, &narrow(z), &narrow(start), m as u32, iters)?)
-        }
-        Engine::Cpu => {
-            let mut c = start.to_vec();
-            vqgrad::train::lloyd(z, &mut c, m, iters as usize);
-            c
-        }
-    })
-}
-
 /// k-means on `z` (`m` columns) with `k` codes: k-means++ seeded by `seed`, then `iters` Lloyd iterations; with
 /// `vq`, also the VQ codebook's figures and Lloyd from it. Returns the JSON `kmeans` prints and writes.
 pub fn analyse(
@@ -63,12 +50,12 @@ pub fn analyse(
         return Err(vqgrad::Error::Input(format!("K = {k} must be between 1 and the {n} points")).into());
     }
     let seeds = kmeans_plus_plus(z, m, k, &mut rng(seed, Stream::Kmeans));
-    let centres = lloyd(engine, z, &seeds, m, iters)?;
+    let centres = engine.lloyd(z, &seeds, m, iters as usize)?;
     let mut out = json!({ "k": k, "points": n, "dim": m, "iters": iters, "kmeans": figures(z, &centres, m) });
     if let Some(vq) = vq.filter(|c| c.len() == k * m) {
         // The VQ codebook as it is, and after Lloyd from it: a codebook at a Lloyd fixed point does not move.
         let vq_figures = figures(z, vq, m);
-        let polished = lloyd(engine, z, vq, m, iters)?;
+        let polished = engine.lloyd(z, vq, m, iters as usize)?;
         let polished_figures = figures(z, &polished, m);
         let d0 = vq_figures["distortion"].as_f64().unwrap_or(f64::NAN);
         let d1 = polished_figures["distortion"].as_f64().unwrap_or(f64::NAN);
@@ -100,8 +87,7 @@ pub fn saved_model(
         layout: saved.layout.clone(),
         latent: saved.latent as usize,
         params: to_f64(&saved.params),
-        codebook: to_f64(&saved.codebook),
-        residual: vec![],
+        codebooks: vec![to_f64(&saved.codebook)],
     };
     Ok((c, data, saved, model))
 }
@@ -114,7 +100,7 @@ pub fn model_encodings(path: &std::path::Path) -> anyhow::Result<(TrainConfig, V
 }
 
 pub fn run(options: &GpuOptions, args: &KmeansArgs) -> anyhow::Result<()> {
-    let engine = Engine::choose(options, args.data.cpu);
+    let engine = super::train::engine(options, args.data.cpu);
     let (cfg, z, m, k, vq, source) = match &args.model {
         Some(path) => {
             let (c, z, saved) = model_encodings(path)?;

@@ -1,9 +1,9 @@
 //! E8: the time per training step of each estimator, measured in one process with the estimators alternating, as
 //! ratios to `ste`.
 
-use super::train::Engine;
 use std::time::Instant;
 use vqgrad::Estimator;
+use vqgrad::train::Engine;
 use vqgrad::train::TrainConfig;
 
 /// Per estimator: the median seconds per step over `rounds` rounds of `steps` steps; the median over rounds of
@@ -34,40 +34,20 @@ pub fn measure(engine: &Engine, base: &TrainConfig, steps: u32, rounds: u32) -> 
     let estimators = Estimator::ALL;
     let data = base.load_data()?;
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); estimators.len()];
-    match engine {
-        Engine::Gpu(gpu) => {
-            let mut trainers = Vec::new();
-            for e in estimators {
-                let config = TrainConfig { estimator: e, steps: u32::MAX, ..base.clone() };
-                let mut t = vqgrad::train::gpu::GpuTrainer::new(gpu, &config, &data)?;
-                t.train_steps(steps)?; // warm-up
-                gpu.wait()?;
-                trainers.push(t);
-            }
-            for _ in 0..rounds {
-                for (t, out) in trainers.iter_mut().zip(&mut times) {
-                    let start = Instant::now();
-                    t.train_steps(steps)?;
-                    gpu.wait()?;
-                    out.push(start.elapsed().as_secs_f64() / steps as f64);
-                }
-            }
-        }
-        Engine::Cpu => {
-            let mut trainers = Vec::new();
-            for e in estimators {
-                let config = TrainConfig { estimator: e, steps: u32::MAX, ..base.clone() };
-                let mut t = vqgrad::train::cpu::CpuTrainer::new(&config, data.clone())?;
-                t.step();
-                trainers.push(t);
-            }
-            for _ in 0..rounds {
-                for (t, out) in trainers.iter_mut().zip(&mut times) {
-                    let start = Instant::now();
-                    (0..steps).for_each(|_| t.step());
-                    out.push(start.elapsed().as_secs_f64() / steps as f64);
-                }
-            }
+    let mut trainers = Vec::new();
+    for e in estimators {
+        let config = TrainConfig { estimator: e, steps: u32::MAX, ..base.clone() };
+        let mut t = engine.trainer(std::slice::from_ref(&config), std::slice::from_ref(&data))?;
+        t.train_steps(steps)?; // warm-up: shader compilation, caches
+        t.wait()?;
+        trainers.push(t);
+    }
+    for _ in 0..rounds {
+        for (t, out) in trainers.iter_mut().zip(&mut times) {
+            let start = Instant::now();
+            t.train_steps(steps)?;
+            t.wait()?;
+            out.push(start.elapsed().as_secs_f64() / steps as f64);
         }
     }
     let ste = times[0].clone();

@@ -3,7 +3,6 @@
 
 use super::report::{Run, load_runs, write_report};
 use super::sweep::{Axis, grid, run_missing};
-use super::train::Engine;
 use anyhow::Context;
 use serde_json::json;
 use std::fmt::Write as _;
@@ -396,7 +395,7 @@ pub fn run(options: &GpuOptions, args: &ReproduceArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let engine = Engine::choose(options, args.cpu);
+    let engine = super::train::engine(options, args.cpu);
     let all: Vec<&TrainConfig> = configs.iter().collect();
     run_missing(&engine, &all, &results, usize::MAX, args.quiet, args.batch_runs)?;
     // E8: the step-time overhead, on the E1 setting (with this run's overrides), estimators alternating.
@@ -417,7 +416,7 @@ pub fn run(options: &GpuOptions, args: &ReproduceArgs) -> anyhow::Result<()> {
                 eprintln!("E7: training {}", path.display());
             }
             let data = config.load_data()?;
-            engine.train_and_save(&config, data, |_| {}, Some(&path))?;
+            super::train::train_and_save(&engine, &config, data, |_| {}, Some(&path))?;
         }
         let (c, z, saved) = super::kmeans::model_encodings(&path)?;
         let codebook = vqgrad::reference::to_f64(&saved.codebook);
@@ -459,18 +458,14 @@ pub fn run(options: &GpuOptions, args: &ReproduceArgs) -> anyhow::Result<()> {
         let k64 = TrainConfig { codes: 64, ..e1.clone() };
         let k64_path = models.join(format!("E4-K64-ste-seed{}.safetensors", k64.seed));
         if !k64_path.exists() {
-            engine.train_and_save(&k64, k64.load_data()?, |_| {}, Some(&k64_path))?;
+            super::train::train_and_save(&engine, &k64, k64.load_data()?, |_| {}, Some(&k64_path))?;
         }
         let e1_path = models.join(format!("E1-ste-seed{}.safetensors", e1.seed));
         let (rows, draws) = if args.quick { (1024, 4) } else { (4096, 16) };
-        let gpu = match &engine {
-            super::train::Engine::Gpu(gpu) => Some(gpu.as_ref()),
-            super::train::Engine::Cpu => None,
-        };
         for (title, path, stem) in [("E1 (K = 32)", e1_path, "bias_e1"), ("E4 at K = 64", k64_path, "bias_k64")] {
             let (source, model, x, n, seed) = super::bias::load(&path, rows, &format!("the {title} ste model"))?;
             let taus = [1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001];
-            let measured = vqgrad::bias::measure(&model, &x, n, &taus, draws, seed, gpu)?;
+            let measured = vqgrad::bias::measure(&model, &x, n, &taus, draws, seed, &engine)?;
             let md = super::bias::write(&measured, &report_dir, &format!("{n} eval samples of {source}"), stem)?;
             bias.push((title, md));
         }

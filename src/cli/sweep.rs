@@ -1,13 +1,14 @@
 //! `vqgrad sweep`: a grid of `train` runs, appended to a JSONL file one finished run per line, resumable and
 //! shardable.
 
-use super::train::{Engine, TrainArgs, config};
+use super::train::{TrainArgs, config};
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use vqgrad::gpu::GpuOptions;
+use vqgrad::train::Engine;
 use vqgrad::train::TrainConfig;
 
 #[derive(clap::Args, Debug)]
@@ -325,20 +326,17 @@ pub fn run_missing(
         bar.println(format!("{skipped} of {} runs already in {}", all.len(), out.display()));
     }
     let cap = |config: &TrainConfig| -> usize {
-        match (batch_runs, engine) {
-            (BatchRuns::AtMost(n), _) => n,
-            (BatchRuns::Auto, Engine::Gpu(gpu)) => config
-                .load_data()
-                .map(|data| vqgrad::train::gpu::BatchTrainer::max_runs(gpu, config, &data) as usize)
-                .unwrap_or(1),
-            (BatchRuns::Auto, Engine::Cpu) => 1,
+        match batch_runs {
+            BatchRuns::AtMost(n) => n,
+            BatchRuns::Auto => config.load_data().map(|data| engine.max_runs(config, &data) as usize).unwrap_or(1),
         }
     };
     for group in batches(&todo[..new], cap) {
         let first = group[0];
         let what = if group.len() > 1 { format!(" and {} more in one batch", group.len() - 1) } else { String::new() };
         bar.set_message(format!("{} K={} seed {}{what}", first.estimator, first.codes, first.seed));
-        for line in engine.train_batch(&group, |_, _| {})? {
+        let group: Vec<TrainConfig> = group.into_iter().cloned().collect();
+        for line in super::train::train_batch(engine, &group, &mut |_, _| {})? {
             append(out, &line)?;
             bar.inc(1);
         }
@@ -360,7 +358,7 @@ pub fn run(options: &GpuOptions, args: &SweepArgs) -> anyhow::Result<()> {
         eprintln!("{} runs in this shard ({} in the grid)", mine.len(), configs.len());
         return Ok(());
     }
-    let engine = Engine::choose(options, args.cpu);
+    let engine = super::train::engine(options, args.cpu);
     let limit = args.limit.unwrap_or(usize::MAX);
     let (new, skipped, left) = run_missing(&engine, &mine, &args.out, limit, args.quiet, args.batch_runs)?;
     eprintln!("{new} new runs, {skipped} already done, {left} left in this shard; results in {}", args.out.display());

@@ -7,9 +7,9 @@ use serde_json::json;
 use std::path::PathBuf;
 use vqgrad::Estimator;
 use vqgrad::data::DataSpec;
-use vqgrad::gpu::{self, GpuOptions};
+use vqgrad::gpu::GpuOptions;
 use vqgrad::model::{BetaSchedule, CodebookInit, CodebookMode, EncoderKind};
-use vqgrad::train::{Metrics, RunResult, TrainConfig};
+use vqgrad::train::{Engine, Metrics, RunResult, TrainConfig};
 
 /// The experiments of STUDY.md section 5, as presets of a single run (sweeps vary K, beta or sigma around them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -290,128 +290,63 @@ fn print_table(run: &serde_json::Value) {
     println!("{:<14} {:.2}", "wall_s", f("wall_s"));
 }
 
-/// Where runs execute: the GPU when an adapter exists (and `--cpu` was not given), else the CPU reference engine.
-pub enum Engine {
-    Gpu(Box<vqgrad::Gpu>),
-    Cpu,
+/// The engine runs train on ([`Engine::choose`]), with a one-line note on stderr when it falls back to the CPU.
+pub fn engine(options: &GpuOptions, force_cpu: bool) -> Engine {
+    let (engine, why) = Engine::choose(options, force_cpu);
+    if let Some(why) = why {
+        eprintln!("{why}");
+    }
+    engine
 }
 
-impl Engine {
-    /// The GPU of `options`, or the CPU engine with a one-line note on stderr when there is none.
-    pub fn choose(options: &GpuOptions, force_cpu: bool) -> Engine {
-        if force_cpu {
-            return Engine::Cpu;
-        }
-        match vqgrad::Gpu::new(options) {
-            Ok(gpu) => Engine::Gpu(Box::new(gpu)),
-            Err(e) => {
-                eprintln!("{e}; training on the CPU reference engine");
-                Engine::Cpu
-            }
-        }
+/// Trains `config` on `data` and returns the run as one JSON object: `config`, `adapter`, `engine`, `metrics`
+/// (with `steps_per_sec` and `wall_s`) and `curve`; also saves the trained model to `save` when given.
+pub fn train_and_save(
+    engine: &Engine,
+    config: &TrainConfig,
+    data: vqgrad::data::Dataset,
+    mut on_eval: impl FnMut(&Metrics),
+    save: Option<&std::path::Path>,
+) -> anyhow::Result<serde_json::Value> {
+    if save.is_some() && config.levels > 1 {
+        return Err(vqgrad::Error::Input("--save-params stores one codebook: not with --levels above 1".into()).into());
     }
-
-    /// Trains `config` on `data` and returns the run as one JSON object: `config`, `adapter`, `engine`,
-    /// `metrics` (with `steps_per_sec` and `wall_s`) and `curve`.
-    pub fn train(
-        &self,
-        config: &TrainConfig,
-        data: vqgrad::data::Dataset,
-        on_eval: impl FnMut(&Metrics),
-    ) -> anyhow::Result<serde_json::Value> {
-        self.train_and_save(config, data, on_eval, None)
-    }
-
-    /// [`Engine::train`], also saving the trained model to `save` when given.
-    pub fn train_and_save(
-        &self,
-        config: &TrainConfig,
-        data: vqgrad::data::Dataset,
-        on_eval: impl FnMut(&Metrics),
-        save: Option<&std::path::Path>,
-    ) -> anyhow::Result<serde_json::Value> {
-        if save.is_some() && config.levels > 1 {
-            return Err(
-                vqgrad::Error::Input("--save-params stores one codebook: not with --levels above 1".into()).into()
-            );
-        }
-        let layout = config.shape(&data).layout();
-        let (result, engine, adapter, state) = match self {
-            Engine::Gpu(gpu) => {
-                let mut trainer = vqgrad::train::gpu::GpuTrainer::new(gpu, config, &data)?;
-                let result = trainer.run(on_eval)?;
-                let state = if save.is_some() { Some(trainer.read_state()?) } else { None };
-                let info = gpu.info();
-                (result, "gpu", json!({ "name": info.name, "backend": gpu::backend_name(info.backend) }), state)
-            }
-            Engine::Cpu => {
-                let mut trainer = vqgrad::train::cpu::CpuTrainer::new(config, data)?;
-                let result = trainer.run(on_eval);
-                let narrow = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
-                let state = Some((narrow(&trainer.model.params), narrow(&trainer.model.codebook)));
-                (result, "cpu", json!({ "name": "vqgrad CPU reference (f64)", "backend": "cpu" }), state)
-            }
+    let layout = config.shape(&data).layout();
+    let mut trainer = engine.trainer(std::slice::from_ref(config), std::slice::from_ref(&data))?;
+    let result = trainer.run(&mut |_, m| on_eval(m))?.swap_remove(0);
+    if let Some(path) = save {
+        let (params, codebook) = trainer.read_states()?.swap_remove(0);
+        let saved = vqgrad::model::SavedModel {
+            layout,
+            params,
+            codebook,
+            codes: config.codes,
+            latent: config.latent,
+            config: serde_json::to_string(config)?,
         };
-        if let (Some(path), Some((params, codebook))) = (save, state) {
-            let saved = vqgrad::model::SavedModel {
-                layout,
-                params,
-                codebook,
-                codes: config.codes,
-                latent: config.latent,
-                config: serde_json::to_string(config)?,
-            };
-            saved.save(path)?;
-        }
-        Ok(run_json(config, &result, engine, adapter))
+        saved.save(path)?;
     }
+    Ok(run_json(engine, config, &result))
+}
 
-    /// Trains `configs` (each [`vqgrad::train::gpu::batchable`] with the others) together on the GPU, in batches
-    /// of as many as one storage binding holds, or one after another on the CPU engine; one results line per run,
-    /// as [`Engine::train`] gives. `on_eval` sees each evaluation: the run's position in `configs`, its metrics.
-    pub fn train_batch(
-        &self,
-        configs: &[&TrainConfig],
-        mut on_eval: impl FnMut(usize, &Metrics),
-    ) -> anyhow::Result<Vec<serde_json::Value>> {
-        match self {
-            Engine::Gpu(gpu) if configs.len() > 1 => {
-                let info = gpu.info();
-                let adapter = json!({ "name": info.name, "backend": gpu::backend_name(info.backend) });
-                let mut lines = Vec::with_capacity(configs.len());
-                let mut rest = configs;
-                while !rest.is_empty() {
-                    let first = rest[0].load_data()?;
-                    let fits = vqgrad::train::gpu::BatchTrainer::max_runs(gpu, rest[0], &first) as usize;
-                    let (now, later) = rest.split_at(fits.min(rest.len()));
-                    let owned: Vec<TrainConfig> = now.iter().map(|&c| c.clone()).collect();
-                    let data = std::iter::once(Ok(first))
-                        .chain(owned[1..].iter().map(|c| c.load_data()))
-                        .collect::<vqgrad::Result<Vec<_>>>()?;
-                    let done = lines.len();
-                    let results =
-                        vqgrad::train::gpu::BatchTrainer::new(gpu, &owned, &data)?.run(|i, m| on_eval(done + i, m))?;
-                    lines.extend(owned.iter().zip(&results).map(|(c, r)| run_json(c, r, "gpu", adapter.clone())));
-                    rest = later;
-                }
-                Ok(lines)
-            }
-            _ => configs.iter().enumerate().map(|(i, &c)| self.train(c, c.load_data()?, |m| on_eval(i, m))).collect(),
-        }
-    }
+/// Trains `configs` (each [`vqgrad::train::batchable`] with the others) together where the engine can
+/// ([`Engine::run`]); one results line per run, as [`train_and_save`] gives. `on_eval` sees each evaluation: the
+/// run's position in `configs`, its metrics.
+pub fn train_batch(
+    engine: &Engine,
+    configs: &[TrainConfig],
+    on_eval: &mut dyn FnMut(usize, &Metrics),
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    let results = engine.run(configs, on_eval)?;
+    Ok(configs.iter().zip(&results).map(|(c, r)| run_json(engine, c, r)).collect())
 }
 
 /// One results line: the configuration, the adapter and engine, the final metrics and the curve.
-fn run_json(
-    config: &TrainConfig,
-    result: &vqgrad::train::RunResult,
-    engine: &str,
-    adapter: serde_json::Value,
-) -> serde_json::Value {
+fn run_json(engine: &Engine, config: &TrainConfig, result: &vqgrad::train::RunResult) -> serde_json::Value {
     json!({
         "config": config,
-        "adapter": adapter,
-        "engine": engine,
+        "adapter": engine.adapter(),
+        "engine": engine.name(),
         "metrics": metrics_json(&result.metrics, Some(result)),
         "curve": result.curve.iter().map(|m| metrics_json(m, None)).collect::<Vec<_>>(),
     })
@@ -442,7 +377,7 @@ pub fn run(options: &GpuOptions, args: &TrainArgs) -> anyhow::Result<()> {
         bar.set_position(m.step as u64);
         bar.set_message(format!("loss {:.4}  dead {}  perplexity {:.2}", m.loss, m.dead_codes, m.perplexity));
     };
-    let run = Engine::choose(options, args.cpu).train_and_save(&config, data, on_eval, args.save_params.as_deref())?;
+    let run = train_and_save(&engine(options, args.cpu), &config, data, on_eval, args.save_params.as_deref())?;
     bar.finish_and_clear();
     if let Some(path) = &args.out {
         let text = serde_json::to_string_pretty(&run)?;
@@ -489,8 +424,7 @@ fn run_many(options: &GpuOptions, args: &TrainArgs, config: &TrainConfig) -> any
         bar
     };
     let mut done = vec![0u64; configs.len()];
-    let refs: Vec<&TrainConfig> = configs.iter().collect();
-    let lines = Engine::choose(options, args.cpu).train_batch(&refs, |i, m| {
+    let lines = train_batch(&engine(options, args.cpu), &configs, &mut |i, m| {
         done[i] = m.step as u64;
         bar.set_position(done.iter().sum());
     })?;

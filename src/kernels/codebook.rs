@@ -27,6 +27,7 @@ use super::{
     Binding, F32, Slot, bind_group, bind_group_layout, check_runs, check_shape, check_workgroup_size, dispatch,
     dispatch_runs, pipeline, shader, thread_grid, uniform,
 };
+pub use crate::contract::{EmaSettings, ema_initial_state, mix32, reset_row, seed_mix};
 use crate::error::{Error, Result};
 use crate::gpu::zeroed;
 use crate::shaders;
@@ -82,27 +83,6 @@ pub struct EmaBuffers<'a> {
     pub ema_size: &'a wgpu::Buffer,
     /// M_k: k x m f32, updated.
     pub ema_sum: &'a wgpu::Buffer,
-}
-
-/// The EMA's constants: decay `g` and the Laplace smoothing epsilon.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct EmaSettings {
-    /// The decay g in [0, 1] (STUDY.md: 0.99).
-    pub decay: f32,
-    /// Laplace smoothing epsilon > 0 (STUDY.md: 1e-5).
-    pub eps: f32,
-}
-
-impl Default for EmaSettings {
-    /// STUDY.md's: g = 0.99, eps = 1e-5.
-    fn default() -> Self {
-        EmaSettings { decay: 0.99, eps: 1e-5 }
-    }
-}
-
-/// The EMA state STUDY.md starts from: N_k = 1 and M_k = the initial c_k. Returns `(ema_size, ema_sum)`.
-pub fn ema_initial_state(codebook: &[f32], k: usize) -> (Vec<f32>, Vec<f32>) {
-    (vec![1.0; k], codebook.to_vec())
 }
 
 #[derive(encase::ShaderType)]
@@ -609,26 +589,6 @@ pub struct ResetBuffers<'a> {
     pub counts: &'a wgpu::Buffer,
     /// In EMA mode the state `(ema_size, ema_sum)` (k and k x m f32), restarted where a code resets.
     pub ema: Option<(&'a wgpu::Buffer, &'a wgpu::Buffer)>,
-}
-
-/// A 32-bit integer mix (Chris Wellons' lowbias32), the same as `mix32` in `codebook.wgsl`.
-pub fn mix32(mut x: u32) -> u32 {
-    x ^= x >> 16;
-    x = x.wrapping_mul(0x7feb_352d);
-    x ^= x >> 15;
-    x = x.wrapping_mul(0x846c_a68b);
-    x ^= x >> 16;
-    x
-}
-
-/// The mixed seed the reset hash starts from: lowbias32 of both halves of the seed.
-pub fn seed_mix(seed: u64) -> u32 {
-    mix32(seed as u32 ^ mix32((seed >> 32) as u32))
-}
-
-/// The batch row whose encoding replaces unused code `code` at a reset after step `step` (as `reset_dead`).
-pub fn reset_row(seed: u64, step: u64, code: u32, batch: u32) -> u32 {
-    mix32(seed_mix(seed) ^ mix32(step as u32 ^ mix32(code))) % batch
 }
 
 /// The dead-code reset bound to buffers.

@@ -6,21 +6,9 @@ use super::{
     Binding, F32, Slot, bind_group, bind_group_layout, check_runs, check_shape, dispatch_runs, pipeline, shader,
     thread_grid, uniform,
 };
+pub use crate::contract::Linear;
 use crate::error::{Error, Result};
 use crate::shaders;
-
-/// A linear layer inside a flat parameter buffer: `W` (`out x in`) at `w_off`, `b` (`out`) at `b_off`, in floats.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Linear {
-    /// Input width.
-    pub input: u32,
-    /// Output width.
-    pub output: u32,
-    /// Offset of `W` (`output x input`, row-major) in the parameter buffer, in floats.
-    pub w_off: u32,
-    /// Offset of `b` (`output`) in the parameter buffer, in floats.
-    pub b_off: u32,
-}
 
 #[derive(encase::ShaderType, Default)]
 struct Params {

@@ -10,6 +10,7 @@
 //! dead where 0.25 left 48).
 
 use super::{Binding, Slot, bind_group, bind_group_layout, check_shape, pipeline, shader, thread_grid, uniform};
+pub use crate::contract::BETA_RANGE;
 use crate::error::{Error, Result};
 use crate::shaders;
 
@@ -21,9 +22,6 @@ pub struct AdaptiveBeta {
     /// The log-step per unit of usage error, per step (> 0).
     pub rate: f32,
 }
-
-/// The bounds each run's beta is kept in, relative to where it starts: `[beta0 / 100, 100 beta0]`.
-pub const BETA_RANGE: f32 = 100.0;
 
 /// The initial state of `betas` (one per run): `(beta, beta / 100, 100 beta)` each, as the shader reads it.
 pub fn beta_state(betas: &[f32]) -> Vec<f32> {

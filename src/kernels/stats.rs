@@ -33,6 +33,7 @@ use super::{
     Binding, F32, Slot, bind_group, bind_group_layout, check_shape, check_workgroup_size, dispatch, pipeline, shader,
     uniform,
 };
+pub use crate::contract::CodeStats;
 use crate::error::{Error, Result};
 use crate::gpu::{grid, map_read, zeroed};
 use crate::shaders;
@@ -64,25 +65,6 @@ pub struct StatsBuffers<'a> {
     pub counts: &'a wgpu::Buffer,
     /// Optional labels: n u32, each < classes (for purity).
     pub labels: Option<&'a wgpu::Buffer>,
-}
-
-/// The statistics, as read back.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct CodeStats {
-    /// N = sum_k n_k, the rows counted.
-    pub total: u32,
-    /// #{k : n_k = 0}.
-    pub dead_codes: u32,
-    /// 1 - dead_codes / K.
-    pub usage: f64,
-    /// -sum_k p_k ln p_k, in nats.
-    pub entropy: f64,
-    /// exp(entropy).
-    pub perplexity: f64,
-    /// 1/(N m) sum_i ||z_i - q_i||^2.
-    pub quant_err: f64,
-    /// 1/N sum_k max_y n_{k,y}; `None` without labels.
-    pub purity: Option<f64>,
 }
 
 /// The shader's `Stats` struct, byte for byte.

@@ -8,9 +8,9 @@ pub mod soft;
 #[cfg(feature = "study")]
 pub mod train;
 
+use crate::contract::CodeStats;
+use crate::contract::EmaSettings;
 use crate::estimator::Estimator;
-use crate::kernels::codebook::EmaSettings;
-use crate::kernels::stats::CodeStats;
 
 /// Nearest codes and their squared distances.
 #[derive(Clone, Debug, PartialEq)]

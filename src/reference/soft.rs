@@ -4,9 +4,9 @@
 //! `J^T g = (2 / tau) sum_k y_k (g.c_k) (c_k - c_bar)`, `c_bar = sum_k y_k c_k`.
 
 use super::norm;
-use crate::kernels::codebook::mix32;
+use crate::contract::mix32;
 
-/// Where a row's Gumbel noise comes from: the run's mixed seed ([`crate::kernels::codebook::seed_mix`]), the step
+/// Where a row's Gumbel noise comes from: the run's mixed seed ([`crate::contract::seed_mix`]), the step
 /// and the row (within its run).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Noise {

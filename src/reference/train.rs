@@ -3,8 +3,8 @@
 
 use super::soft::{self, Noise};
 use super::{assign_f64, estimator_row, learned_grad, learned_row};
+use crate::contract::Linear;
 use crate::estimator::Estimator;
-use crate::kernels::dense::Linear;
 use crate::model::{CodebookMode, Layout};
 
 /// `y = act(x W^T + b)` for `rows` rows.
@@ -94,21 +94,15 @@ pub struct Losses {
 pub struct Step {
     /// The batch's loss terms.
     pub losses: Losses,
-    /// Each row's nearest code a_i (B).
-    pub index: Vec<u32>,
-    /// Each row's squared distance to its code, `||z_i - q_i||^2` (B).
-    pub dist: Vec<f64>,
     /// The encodings (B x m).
     pub z: Vec<f64>,
     /// The reconstructions (B x d).
     pub xhat: Vec<f64>,
     /// Gradients of the flat parameters.
     pub grads: Vec<f64>,
-    /// dL_cb/dC (zero in EMA mode).
-    pub codebook_grad: Vec<f64>,
     /// The learned estimator's dL_M/dM (m x m; zero for the other estimators).
     pub transport_grad: Vec<f64>,
-    /// Residual VQ's levels after the first (empty for one level).
+    /// Every level's codes and codebook gradient, level 0 first (its input is z; residual VQ has more).
     pub levels: Vec<LevelStep>,
 }
 
@@ -118,7 +112,7 @@ pub struct Step {
 pub struct Relaxation<'a> {
     /// The temperature tau at this step.
     pub tau: f64,
-    /// The run's mixed seed ([`crate::kernels::codebook::seed_mix`]).
+    /// The run's mixed seed ([`crate::contract::seed_mix`]).
     pub seed: u32,
     /// The step number t.
     pub step: u32,
@@ -146,10 +140,8 @@ pub struct CpuModel {
     pub latent: usize,
     /// The flat parameters in [`Layout`] order.
     pub params: Vec<f64>,
-    /// The codebook (K x m).
-    pub codebook: Vec<f64>,
-    /// Residual VQ: the codebooks of the levels after the first (each K x m); empty for one level.
-    pub residual: Vec<Vec<f64>>,
+    /// Every level's codebook (each K x m), level 0 first; residual VQ has more than one.
+    pub codebooks: Vec<Vec<f64>>,
 }
 
 impl CpuModel {
@@ -162,11 +154,11 @@ impl CpuModel {
     /// assignment of its residual, and the sum of the codes.
     pub fn quantize(&self, z: &[f64]) -> (Vec<super::Assignment>, Vec<f64>) {
         let m = self.latent;
-        let first = assign_f64(z, &self.codebook, m);
-        let mut q = codes(&self.codebook, &first.index, m);
+        let first = assign_f64(z, &self.codebooks[0], m);
+        let mut q = codes(&self.codebooks[0], &first.index, m);
         let mut r: Vec<f64> = z.iter().zip(&q).map(|(a, b)| a - b).collect();
         let mut out = vec![first];
-        for codebook in &self.residual {
+        for codebook in &self.codebooks[1..] {
             let a = assign_f64(&r, codebook, m);
             let ql = codes(codebook, &a.index, m);
             q.iter_mut().zip(&ql).for_each(|(t, v)| *t += v);
@@ -198,33 +190,36 @@ impl CpuModel {
         let enc_outs = forward_layers(&self.params, &self.layout.encoder, x, rows);
         let z = enc_outs.last().cloned().unwrap_or_default();
         let noise = |i: usize| Some(Noise { seed: relax.seed, step: relax.step, row: i as u32 });
-        let mut a = assign_f64(&z, &self.codebook, m);
+        let codebook = &self.codebooks[0];
+        let mut a = assign_f64(&z, codebook, m);
         if estimator.samples_gumbel() {
             for i in 0..rows {
                 let zi = &z[i * m..(i + 1) * m];
-                let k = soft::sample_row(zi, &self.codebook, relax.tau, noise(i)) as usize;
+                let k = soft::sample_row(zi, codebook, relax.tau, noise(i)) as usize;
                 a.index[i] = k as u32;
-                a.distance[i] = zi.iter().zip(&self.codebook[k * m..]).map(|(z, c)| (z - c).powi(2)).sum();
+                a.distance[i] = zi.iter().zip(&codebook[k * m..]).map(|(z, c)| (z - c).powi(2)).sum();
             }
         }
         let beta = beta(&a.index);
-        let q: Vec<f64> =
-            a.index.iter().flat_map(|&k| self.codebook[k as usize * m..(k as usize + 1) * m].to_vec()).collect();
+        let q = codes(codebook, &a.index, m);
         // Residual VQ: level l quantizes r_l = r_{l-1} - q_{l-1} (r_0 = z); the decoder gets the sum of the codes.
-        let mut levels: Vec<LevelStep> = Vec::new();
-        let mut q_total = q.clone();
-        for codebook in &self.residual {
-            let (input, prev) = levels.last().map_or((&z, &q), |l| (&l.input, &l.q));
-            let r: Vec<f64> = input.iter().zip(prev).map(|(a, b)| a - b).collect();
-            let al = assign_f64(&r, codebook, m);
-            let ql = codes(codebook, &al.index, m);
-            q_total.iter_mut().zip(&ql).for_each(|(t, v)| *t += v);
+        let level = |input: Vec<f64>, a: super::Assignment, q: Vec<f64>, codebook: &[f64]| {
             let codebook_grad = if mode == CodebookMode::Grad {
-                crate::reference::codebook_grad_f64(&r, &al.index, codebook, m, rows)
+                crate::reference::codebook_grad_f64(&input, &a.index, codebook, m, rows)
             } else {
                 vec![0.0; codebook.len()]
             };
-            levels.push(LevelStep { input: r, index: al.index, dist: al.distance, q: ql, codebook_grad });
+            LevelStep { input, index: a.index, dist: a.distance, q, codebook_grad }
+        };
+        let mut q_total = q.clone();
+        let mut levels = vec![level(z.clone(), a, q, codebook)];
+        for codebook in &self.codebooks[1..] {
+            let prev = &levels[levels.len() - 1];
+            let r: Vec<f64> = prev.input.iter().zip(&prev.q).map(|(a, b)| a - b).collect();
+            let al = assign_f64(&r, codebook, m);
+            let ql = codes(codebook, &al.index, m);
+            q_total.iter_mut().zip(&ql).for_each(|(t, v)| *t += v);
+            levels.push(level(r, al, ql, codebook));
         }
         let dec_outs = forward_layers(&self.params, &self.layout.decoder, &q_total, rows);
         let xhat = dec_outs.last().cloned().unwrap_or_default();
@@ -232,8 +227,8 @@ impl CpuModel {
         let rec = xhat.iter().zip(x).map(|(a, b)| (a - b).powi(2)).sum::<f64>() / (rows * d) as f64;
         let per_row = |dist: &[f64]| dist.iter().sum::<f64>() / (rows * m) as f64;
         // L_cb sums the levels' own terms; L_commit is ||z - sum_l q_l||^2, the last level's distance.
-        let cb = per_row(&a.distance) + levels.iter().map(|l| per_row(&l.dist)).sum::<f64>();
-        let commit_loss = levels.last().map_or(per_row(&a.distance), |l| per_row(&l.dist));
+        let cb = per_row(&levels[0].dist) + levels[1..].iter().map(|l| per_row(&l.dist)).sum::<f64>();
+        let commit_loss = per_row(&levels[levels.len() - 1].dist);
         let total = rec + if mode == CodebookMode::Grad { cb } else { 0.0 } + beta * commit_loss;
 
         let mut grads = vec![0.0; self.params.len()];
@@ -246,7 +241,7 @@ impl CpuModel {
             let s: Vec<f64> = (0..rows)
                 .flat_map(|i| {
                     let r = i * m..(i + 1) * m;
-                    soft::backward_row(&g[r.clone()], &z[r], &self.codebook, relax.tau, None)
+                    soft::backward_row(&g[r.clone()], &z[r], codebook, relax.tau, None)
                 })
                 .collect();
             learned_grad(&transport, &g, &s, m)
@@ -257,15 +252,13 @@ impl CpuModel {
         for i in 0..rows {
             let r = i * m..(i + 1) * m;
             let e = match estimator {
-                Estimator::Gumbel => {
-                    soft::backward_row(&g[r.clone()], &z[r.clone()], &self.codebook, relax.tau, noise(i))
-                }
+                Estimator::Gumbel => soft::backward_row(&g[r.clone()], &z[r.clone()], codebook, relax.tau, noise(i)),
                 Estimator::Learned => learned_row(&transport, &g[r.clone()]),
-                _ => estimator_row(estimator, &g[r.clone()], &z[r.clone()], &q[r.clone()]),
+                _ => estimator_row(estimator, &g[r.clone()], &z[r.clone()], &levels[0].q[r.clone()]),
             };
-            // Every level's estimator at its own input and code.
+            // Every later level's estimator at its own input and code.
             let mut e = e;
-            for l in &levels {
+            for l in &levels[1..] {
                 let el = estimator_row(estimator, &g[r.clone()], &l.input[r.clone()], &l.q[r.clone()]);
                 e.iter_mut().zip(el).for_each(|(a, b)| *a += b);
             }
@@ -273,26 +266,7 @@ impl CpuModel {
         }
         backward_layers(&self.params, &self.layout.encoder, x, &enc_outs, dz, rows, &mut grads);
 
-        let mut codebook_grad = vec![0.0; self.codebook.len()];
-        if mode == CodebookMode::Grad {
-            for (i, &k) in a.index.iter().enumerate() {
-                for j in 0..m {
-                    let e = k as usize * m + j;
-                    codebook_grad[e] += 2.0 / (rows * m) as f64 * (self.codebook[e] - z[i * m + j]);
-                }
-            }
-        }
-        Step {
-            losses: Losses { rec, cb, total },
-            index: a.index,
-            dist: a.distance,
-            z,
-            xhat,
-            grads,
-            codebook_grad,
-            transport_grad,
-            levels,
-        }
+        Step { losses: Losses { rec, cb, total }, z, xhat, grads, transport_grad, levels }
     }
 }
 
@@ -301,12 +275,12 @@ fn codes(codebook: &[f64], index: &[u32], m: usize) -> Vec<f64> {
     index.iter().flat_map(|&k| codebook[k as usize * m..(k as usize + 1) * m].to_vec()).collect()
 }
 
-/// One residual VQ level (after the first) of a step.
+/// One VQ level of a step.
 #[derive(Clone, Debug)]
 pub struct LevelStep {
-    /// The level's input r_l, the residual of the levels before it (B x m).
+    /// The level's input r_l: z for level 0, else the residual of the levels before it (B x m).
     pub input: Vec<f64>,
-    /// Its codes (B).
+    /// Its codes a_i (B; level 0's are the sampled ones for the Gumbel estimators).
     pub index: Vec<u32>,
     /// Each row's squared distance to its code (B).
     pub dist: Vec<f64>,

@@ -1,18 +1,23 @@
 //! The CPU engine: the training step of [`crate::reference::train`] in f64, on the same initial parameters and
-//! batches as the GPU engine.
+//! batches as the GPU engine. [`CpuRuns`] trains several runs one after another behind [`Trainer`].
 
-use super::{
-    ADAM_BETAS, ADAM_EPS, EMA, KMEANS_ITERS, KMEANS_SAMPLES, LevelMetrics, Metrics, RunResult, Schedule, TrainConfig,
-};
+use super::engine::{State, Trainer};
+use super::{ADAM_BETAS, ADAM_EPS, EMA, LevelMetrics, Metrics, Schedule, TrainConfig};
 use crate::Estimator;
-use crate::data::{Dataset, Stream, rng};
-use crate::error::Result;
-use crate::model::{BetaSchedule, CodebookInit, CodebookMode, EncoderKind};
+use crate::contract::seed_mix;
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::model::{BetaSchedule, CodebookMode, EncoderKind};
 use crate::reference::train::{CpuAdam, CpuEma, CpuModel, Relaxation, Step};
-use crate::reference::{Assignment, adapt_beta, stats, to_f64};
-use std::time::Instant;
+use crate::reference::{adapt_beta, stats, to_f64};
 
-/// Trains on the CPU.
+/// How one level's codebook learns: Adam on its gradient, or the EMA update.
+enum LevelUpdate {
+    Grad(CpuAdam),
+    Ema(CpuEma),
+}
+
+/// Trains one run on the CPU.
 pub struct CpuTrainer {
     config: TrainConfig,
     data: Dataset,
@@ -21,16 +26,14 @@ pub struct CpuTrainer {
     /// The model being trained, in f64.
     pub model: CpuModel,
     adam_params: CpuAdam,
-    adam_codebook: CpuAdam,
-    ema: Option<CpuEma>,
+    /// Each level's codebook update, level 0 first.
+    level_updates: Vec<LevelUpdate>,
     schedule: Schedule,
     step: u64,
-    last: Option<(Step, Vec<u32>)>,
+    last: Option<Step>,
     used: Vec<bool>,
     /// The adaptive beta's state (beta, lo, hi); beta stays put when fixed.
     beta: (f64, f64, f64),
-    /// Residual VQ: each later level's codebook optimizer (Adam) or EMA state.
-    level_updates: Vec<(CpuAdam, Option<CpuEma>)>,
     /// The learned estimator's M (m x m) and its Adam.
     pub transport: Vec<f64>,
     adam_transport: CpuAdam,
@@ -40,50 +43,42 @@ impl CpuTrainer {
     /// Initializes from the config's seed (k-means included).
     pub fn new(config: &TrainConfig, data: Dataset) -> Result<Self> {
         config.validate()?;
-        let shape = config.shape(&data);
-        let layout = shape.layout();
-        let (params, codebook) = super::initial_state(config, &layout);
+        let layout = config.shape(&data).layout();
         let m = config.latent as usize;
         let k = config.codes as usize;
-        let train = to_f64(&data.train);
-        let eval = to_f64(&data.eval);
-        let residual_init: Vec<Vec<f64>> = super::residual_codebooks(config).iter().map(|c| to_f64(c)).collect();
-        let residual = residual_init.clone();
-        let mut model = CpuModel { layout, latent: m, params: to_f64(&params), codebook: to_f64(&codebook), residual };
-        if config.codebook_init == CodebookInit::Kmeans {
-            let rows = data.train_rows().min(KMEANS_SAMPLES);
-            let z = model.encode(&train[..rows * data.dim as usize], rows);
-            let mut centres = super::kmeans_plus_plus(&z, m, k, &mut rng(config.seed, Stream::Kmeans));
-            super::lloyd(&z, &mut centres, m, KMEANS_ITERS);
-            model.codebook = centres;
-        }
-        let ema = (config.codebook_mode == CodebookMode::Ema).then(|| CpuEma::new(&model.codebook, k, EMA.0, EMA.1));
+        let lloyd = |z: &[f64], c: &[f64], m: usize, iters: usize| {
+            let mut c = c.to_vec();
+            super::init::lloyd(z, &mut c, m, iters);
+            Ok(c)
+        };
+        let (params, codebooks) = super::init::initial_run(config, &layout, &data, &lloyd)?;
+        let adam = |len: usize| CpuAdam::new(len, ADAM_BETAS.0, ADAM_BETAS.1, ADAM_EPS);
+        let level_updates = codebooks
+            .iter()
+            .map(|c| match config.codebook_mode {
+                CodebookMode::Grad => LevelUpdate::Grad(adam(c.len())),
+                CodebookMode::Ema => LevelUpdate::Ema(CpuEma::new(c, k, EMA.0, EMA.1)),
+            })
+            .collect();
+        let model = CpuModel { layout, latent: m, params, codebooks };
         Ok(CpuTrainer {
-            adam_params: CpuAdam::new(model.params.len(), ADAM_BETAS.0, ADAM_BETAS.1, ADAM_EPS),
-            adam_codebook: CpuAdam::new(model.codebook.len(), ADAM_BETAS.0, ADAM_BETAS.1, ADAM_EPS),
+            adam_params: adam(model.params.len()),
             schedule: Schedule::new(config.seed, data.train_rows(), config.batch as usize),
             config: config.clone(),
-            train,
-            eval,
+            train: to_f64(&data.train),
+            eval: to_f64(&data.eval),
             model,
-            ema,
+            level_updates,
             data,
             step: 0,
             last: None,
             used: vec![false; k],
-            level_updates: residual_init
-                .iter()
-                .map(|c| {
-                    let ema = (config.codebook_mode == CodebookMode::Ema).then(|| CpuEma::new(c, k, EMA.0, EMA.1));
-                    (CpuAdam::new(c.len(), ADAM_BETAS.0, ADAM_BETAS.1, ADAM_EPS), ema)
-                })
-                .collect(),
             transport: crate::reference::train::identity(m),
-            adam_transport: CpuAdam::new(m * m, ADAM_BETAS.0, ADAM_BETAS.1, ADAM_EPS),
+            adam_transport: adam(m * m),
             beta: {
                 // As the GPU keeps them: f32 values.
                 let b = config.beta as f32;
-                let range = crate::kernels::schedule::BETA_RANGE;
+                let range = crate::contract::BETA_RANGE;
                 (b as f64, (b / range) as f64, (b * range) as f64)
             },
         })
@@ -92,13 +87,13 @@ impl CpuTrainer {
     /// One training step on the next batch.
     pub fn step(&mut self) {
         let (b, d, m) = (self.config.batch as usize, self.data.dim as usize, self.config.latent as usize);
-        let rows = self.schedule.next_batch().to_vec();
+        let rows = self.schedule.next_batch();
         let x: Vec<f64> =
             rows.iter().flat_map(|&r| self.train[r as usize * d..(r as usize + 1) * d].to_vec()).collect();
         let t = self.step + 1;
         let relax = Relaxation {
             tau: self.config.tau_at(t),
-            seed: crate::kernels::codebook::seed_mix(self.config.seed),
+            seed: seed_mix(self.config.seed),
             step: t as u32,
             transport: Some(&self.transport),
         };
@@ -119,35 +114,27 @@ impl CpuTrainer {
         if self.config.estimator == Estimator::Learned {
             self.adam_transport.update(&mut self.transport, &step.transport_grad, self.config.lr, self.step);
         }
-        match &mut self.ema {
-            Some(ema) => ema.update(&mut self.model.codebook, &step.z, &step.index, m),
-            None => self.adam_codebook.update(&mut self.model.codebook, &step.codebook_grad, self.config.lr, self.step),
-        }
-        for ((codebook, (adam, ema)), level) in
-            self.model.residual.iter_mut().zip(&mut self.level_updates).zip(&step.levels)
+        for ((codebook, update), level) in
+            self.model.codebooks.iter_mut().zip(&mut self.level_updates).zip(&step.levels)
         {
-            match ema {
-                Some(ema) => ema.update(codebook, &level.input, &level.index, m),
-                None => adam.update(codebook, &level.codebook_grad, self.config.lr, self.step),
+            match update {
+                LevelUpdate::Ema(ema) => ema.update(codebook, &level.input, &level.index, m),
+                LevelUpdate::Grad(adam) => adam.update(codebook, &level.codebook_grad, self.config.lr, self.step),
             }
         }
-        for &a in &step.index {
+        for &a in &step.levels[0].index {
             self.used[a as usize] = true;
         }
         if self.config.reset_dead > 0 && self.step.is_multiple_of(self.config.reset_dead as u64) {
+            let ema = match &mut self.level_updates[0] {
+                LevelUpdate::Ema(ema) => Some(ema),
+                LevelUpdate::Grad(_) => None,
+            };
             let (seed, t) = (self.config.seed, self.step);
-            super::reset_unused(
-                &mut self.model.codebook,
-                &mut self.used,
-                &step.z,
-                m,
-                b as u32,
-                seed,
-                t,
-                self.ema.as_mut(),
-            );
+            let codebook = &mut self.model.codebooks[0];
+            super::reset_unused(codebook, &mut self.used, &step.levels[0].input, m, b as u32, seed, t, ema);
         }
-        self.last = Some((step, rows));
+        self.last = Some(step);
     }
 
     /// The metrics on the eval set now.
@@ -156,11 +143,10 @@ impl CpuTrainer {
         let n = self.data.eval_rows();
         let z = self.model.encode(&self.eval, n);
         let (assignments, q) = self.model.quantize(&z);
-        let a: &Assignment = &assignments[0];
         let xhat = self.model.decode(&q, n);
         let recon_mse = xhat.iter().zip(&self.eval).map(|(a, b)| (a - b).powi(2)).sum::<f64>() / (n * d) as f64;
         let labels = self.data.eval_labels.as_deref().map(|l| (l, self.data.classes as usize));
-        let mut s = stats(a, k, m, labels);
+        let mut s = stats(&assignments[0], k, m, labels);
         let levels = (assignments.len() > 1).then(|| {
             let per_level: Vec<LevelMetrics> =
                 assignments.iter().map(|a| LevelMetrics::from(stats(a, k, m, None))).collect();
@@ -169,9 +155,9 @@ impl CpuTrainer {
             per_level
         });
         let (loss, batch_usage) = match &self.last {
-            Some((step, _)) => {
+            Some(step) => {
                 let mut seen = vec![false; k];
-                step.index.iter().for_each(|&c| seen[c as usize] = true);
+                step.levels[0].index.iter().for_each(|&c| seen[c as usize] = true);
                 (step.losses.total, seen.iter().filter(|&&u| u).count() as f64 / k as f64)
             }
             None => (f64::NAN, f64::NAN),
@@ -184,6 +170,7 @@ impl CpuTrainer {
             }
             _ => None,
         };
+        let codebook = &self.model.codebooks[0];
         Metrics {
             step: self.step as u32,
             loss,
@@ -200,32 +187,58 @@ impl CpuTrainer {
             transport: (self.config.estimator == Estimator::Learned).then(|| self.transport.clone()),
             levels,
             lloyd_dist: (self.config.lloyd_iters > 0).then(|| {
-                let mut fixed = self.model.codebook.clone();
-                super::lloyd(&z, &mut fixed, m, self.config.lloyd_iters as usize);
-                let sq: f64 = fixed.iter().zip(&self.model.codebook).map(|(a, b)| (a - b).powi(2)).sum();
+                let mut fixed = codebook.clone();
+                super::init::lloyd(&z, &mut fixed, m, self.config.lloyd_iters as usize);
+                let sq: f64 = fixed.iter().zip(codebook).map(|(a, b)| (a - b).powi(2)).sum();
                 sq / (k * m) as f64
             }),
         }
     }
+}
 
-    /// Trains for the configured steps, evaluating every `eval_every` steps and at the end.
-    pub fn run(&mut self, mut on_eval: impl FnMut(&Metrics)) -> RunResult {
-        let start = Instant::now();
-        let mut curve = Vec::new();
-        for s in 1..=self.config.steps {
-            self.step();
-            if s % self.config.eval_every == 0 || s == self.config.steps {
-                let metrics = self.evaluate();
-                on_eval(&metrics);
-                curve.push(metrics);
-            }
+/// Several runs on the CPU engine, trained one after another: each exactly as it would be alone.
+pub struct CpuRuns {
+    configs: Vec<TrainConfig>,
+    runs: Vec<CpuTrainer>,
+}
+
+impl CpuRuns {
+    /// One [`CpuTrainer`] per configuration and data set.
+    pub fn new(configs: &[TrainConfig], data: &[Dataset]) -> Result<Self> {
+        if configs.len() != data.len() || configs.is_empty() {
+            return Err(Error::Input(format!("{} configurations for {} data sets", configs.len(), data.len())));
         }
-        let wall_s = start.elapsed().as_secs_f64();
-        RunResult {
-            metrics: curve.last().cloned().expect("steps >= 1 gives one evaluation"),
-            curve,
-            steps_per_sec: self.config.steps as f64 / wall_s,
-            wall_s,
+        let runs = configs.iter().zip(data).map(|(c, d)| CpuTrainer::new(c, d.clone())).collect::<Result<_>>()?;
+        Ok(CpuRuns { configs: configs.to_vec(), runs })
+    }
+}
+
+impl Trainer for CpuRuns {
+    fn configs(&self) -> &[TrainConfig] {
+        &self.configs
+    }
+
+    fn steps_done(&self) -> u64 {
+        self.runs[0].step
+    }
+
+    fn train_steps(&mut self, steps: u32) -> Result<()> {
+        for run in &mut self.runs {
+            (0..steps).for_each(|_| run.step());
         }
+        Ok(())
+    }
+
+    fn evaluate_run(&self, run: usize) -> Result<Metrics> {
+        Ok(self.runs[run].evaluate())
+    }
+
+    fn read_states(&self) -> Result<Vec<State>> {
+        let narrow = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+        Ok(self.runs.iter().map(|r| (narrow(&r.model.params), narrow(&r.model.codebooks[0]))).collect())
+    }
+
+    fn read_states_f64(&self) -> Result<Vec<(Vec<f64>, Vec<f64>)>> {
+        Ok(self.runs.iter().map(|r| (r.model.params.clone(), r.model.codebooks[0].clone())).collect())
     }
 }

@@ -22,13 +22,10 @@
 //! # }
 //! ```
 
-use super::{
-    ADAM_BETAS, ADAM_EPS, EMA, KMEANS_ITERS, KMEANS_SAMPLES, LevelMetrics, Metrics, RunResult, Schedule, TrainConfig,
-    initial_state, kmeans_plus_plus,
-};
+use super::engine::{State, Trainer};
+use super::{ADAM_BETAS, ADAM_EPS, EMA, LevelMetrics, Metrics, RunResult, Schedule, TrainConfig};
 use crate::Estimator;
-use crate::data::DataSpec;
-use crate::data::{Dataset, Stream, rng};
+use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::gpu::timing::Timestamps;
 use crate::gpu::{Gpu, read_buffer};
@@ -52,10 +49,8 @@ use crate::kernels::schedule::{
 use crate::kernels::soft::{BoundSoft, Soft, SoftBackwardBuffers, SoftRun, SoftSampleBuffers, SoftShape};
 use crate::kernels::stats::{BoundStats, Stats, StatsBuffers, StatsShape};
 use crate::kernels::step::{StepConstants, StepUniform};
-use crate::model::{BetaSchedule as BetaRule, CodebookInit, CodebookMode, EncoderKind, Layout};
+use crate::model::{BetaSchedule as BetaRule, CodebookMode, EncoderKind, Layout};
 use crate::reference::to_f64;
-use crate::reference::train::CpuModel;
-use std::time::Instant;
 
 /// Steps recorded into one submit, at most.
 pub const STEPS_PER_SUBMIT: u32 = 64;
@@ -730,40 +725,25 @@ impl Evaluator {
     }
 }
 
-/// The initial parameters and codebook of a run: [`initial_state`], then for a k-means codebook the encodings of
-/// the first samples (on the host: one small product), the k-means++ seeding (sequential by nature) and Lloyd's
-/// iterations on the GPU with the assign kernel.
-fn initial_run_state(gpu: &Gpu, config: &TrainConfig, layout: &Layout, data: &Dataset) -> Result<(Vec<f32>, Vec<f32>)> {
-    let (params0, codebook0) = initial_state(config, layout);
-    if config.codebook_init != CodebookInit::Kmeans {
-        return Ok((params0, codebook0));
-    }
-    let (d, m) = (data.dim as usize, config.latent as usize);
-    let model =
-        CpuModel { layout: layout.clone(), latent: m, params: to_f64(&params0), codebook: vec![], residual: vec![] };
-    let rows = data.train_rows().min(KMEANS_SAMPLES);
-    let z = model.encode(&to_f64(&data.train[..rows * d]), rows);
-    let seeds = kmeans_plus_plus(&z, m, config.codes as usize, &mut rng(config.seed, Stream::Kmeans));
-    let z32: Vec<f32> = z.iter().map(|&v| v as f32).collect();
-    let seeds32: Vec<f32> = seeds.iter().map(|&v| v as f32).collect();
-    Ok((params0, lloyd_on_gpu(gpu, &z32, &seeds32, config.latent, KMEANS_ITERS as u32)?))
+/// The initial parameters and codebooks of a run ([`super::init::initial_run`]), with a k-means init's Lloyd
+/// iterations on the GPU (the assign kernel).
+fn initial_run_state(
+    gpu: &Gpu,
+    config: &TrainConfig,
+    layout: &Layout,
+    data: &Dataset,
+) -> Result<(Vec<f32>, Vec<Vec<f32>>)> {
+    let lloyd = |z: &[f64], c: &[f64], m: usize, iters: usize| lloyd_f64(gpu, z, c, m, iters);
+    let (params, codebooks) = super::init::initial_run(config, layout, data, &lloyd)?;
+    Ok((narrow(&params), codebooks.iter().map(|c| narrow(c)).collect()))
 }
 
-/// Whether two runs can share dispatches in a [`BatchTrainer`]: the same settings except the seed, the estimator,
-/// beta and the data's noise (sigma, spread).
-pub fn batchable(a: &TrainConfig, b: &TrainConfig) -> bool {
-    let key = |c: &TrainConfig| {
-        let data = match &c.data {
-            DataSpec::Subspace { dim, rank, .. } => DataSpec::Subspace { dim: *dim, rank: *rank, sigma: 0.0 },
-            DataSpec::Clusters { dim, clusters, .. } => {
-                DataSpec::Clusters { dim: *dim, clusters: *clusters, spread: 0.0 }
-            }
-            other => other.clone(),
-        };
-        TrainConfig { data, seed: 0, estimator: Estimator::Ste, beta: 0.0, ..c.clone() }
-    };
-    key(a) == key(b)
+/// f64 values as the GPU holds them.
+fn narrow(v: &[f64]) -> Vec<f32> {
+    v.iter().map(|&x| x as f32).collect()
 }
+
+pub use super::batchable;
 
 /// Several runs of the same shapes (see [`batchable`]) trained in the same dispatches: every buffer holds the
 /// runs one after another and every kernel covers them all, so a step costs one dispatch per kernel whatever the
@@ -837,10 +817,11 @@ impl<'g> BatchTrainer<'g> {
         // Each later level's codebooks, stacked over runs.
         let mut level_codebooks: Vec<Vec<f32>> = vec![Vec::new(); first.levels as usize - 1];
         for &(c, data) in runs {
-            for (stack, codebook) in level_codebooks.iter_mut().zip(super::residual_codebooks(c)) {
+            let (p, mut codebooks) = initial_run_state(gpu, c, &layout, data)?;
+            for (stack, codebook) in level_codebooks.iter_mut().zip(codebooks.drain(1..)) {
                 stack.extend(codebook);
             }
-            let (p, cb) = initial_run_state(gpu, c, &layout, data)?;
+            let cb = codebooks.swap_remove(0);
             let (size, sum) = crate::kernels::codebook::ema_initial_state(&cb, k as usize);
             params0.extend(p);
             codebook0.extend(cb);
@@ -1407,7 +1388,7 @@ impl<'g> BatchTrainer<'g> {
     }
 
     /// Evaluates run `run` on its eval set (and its last batch) and reads back the statistics.
-    fn evaluate_run(&self, run: usize) -> Result<Metrics> {
+    pub fn evaluate_run(&self, run: usize) -> Result<Metrics> {
         let config = &self.configs[run];
         let ev = &self.evaluator;
         let mut encoder =
@@ -1486,11 +1467,6 @@ impl<'g> BatchTrainer<'g> {
         })
     }
 
-    /// Evaluates every run, one after another in the same workspace, and reads back the metrics.
-    pub fn evaluate(&self) -> Result<Vec<Metrics>> {
-        (0..self.runs()).map(|run| self.evaluate_run(run)).collect()
-    }
-
     /// Each run's flat parameters and codebook, read back (for tests and for saving a model).
     pub fn read_states(&self) -> Result<Vec<(Vec<f32>, Vec<f32>)>> {
         let (device, queue) = (&self.gpu.device, &self.gpu.queue);
@@ -1512,34 +1488,31 @@ impl<'g> BatchTrainer<'g> {
     pub fn steps_done(&self) -> u64 {
         self.step
     }
+}
 
-    /// Trains every run for the configured steps, evaluating every `eval_every` steps and at the end; `on_eval`
-    /// sees each evaluation (the run's position in the batch, its metrics) as it comes.
-    pub fn run(&mut self, mut on_eval: impl FnMut(usize, &Metrics)) -> Result<Vec<RunResult>> {
-        let start = Instant::now();
-        let (total, every) = (self.configs[0].steps, self.configs[0].eval_every);
-        let mut curves: Vec<Vec<Metrics>> = vec![Vec::new(); self.runs()];
-        while (self.step as u32) < total {
-            let done = self.step as u32;
-            let next_eval = ((done / every) + 1) * every;
-            self.train_steps(next_eval.min(total) - done)?;
-            for (i, curve) in curves.iter_mut().enumerate() {
-                let metrics = self.evaluate_run(i)?;
-                on_eval(i, &metrics);
-                curve.push(metrics);
-            }
-        }
-        // The batch's wall time is shared: each run is credited with all of it, as if alone.
-        let wall_s = start.elapsed().as_secs_f64();
-        Ok(curves
-            .into_iter()
-            .map(|curve| RunResult {
-                metrics: curve.last().cloned().expect("steps >= 1 gives one evaluation"),
-                curve,
-                steps_per_sec: total as f64 / wall_s,
-                wall_s,
-            })
-            .collect())
+impl Trainer for BatchTrainer<'_> {
+    fn configs(&self) -> &[TrainConfig] {
+        &self.configs
+    }
+
+    fn steps_done(&self) -> u64 {
+        self.step
+    }
+
+    fn train_steps(&mut self, steps: u32) -> Result<()> {
+        BatchTrainer::train_steps(self, steps)
+    }
+
+    fn evaluate_run(&self, run: usize) -> Result<Metrics> {
+        BatchTrainer::evaluate_run(self, run)
+    }
+
+    fn read_states(&self) -> Result<Vec<State>> {
+        BatchTrainer::read_states(self)
+    }
+
+    fn wait(&self) -> Result<()> {
+        self.gpu.wait()
     }
 }
 
@@ -1588,8 +1561,14 @@ impl<'g> GpuTrainer<'g> {
     /// Trains for the configured steps, evaluating every `eval_every` steps and at the end; `on_eval` sees each
     /// evaluation as it comes.
     pub fn run(&mut self, mut on_eval: impl FnMut(&Metrics)) -> Result<RunResult> {
-        Ok(self.batch.run(|_, m| on_eval(m))?.swap_remove(0))
+        Ok(Trainer::run(&mut self.batch, &mut |_, m| on_eval(m))?.swap_remove(0))
     }
+}
+
+/// [`lloyd_on_gpu`] on f64 values, narrowed to f32 and the result widened back.
+pub fn lloyd_f64(gpu: &Gpu, z: &[f64], centres: &[f64], m: usize, iters: usize) -> Result<Vec<f64>> {
+    let iters = u32::try_from(iters).map_err(|_| Error::Input(format!("{iters} Lloyd iterations are too many")))?;
+    Ok(to_f64(&lloyd_on_gpu(gpu, &narrow(z), &narrow(centres), m as u32, iters)?))
 }
 
 /// Lloyd's algorithm on the GPU: `iters` rounds of assign (the nearest-code kernel) and centroid update, from

@@ -1,14 +1,20 @@
-//! Training the model of STUDY.md end to end: the configuration, the minibatch schedule, the metrics, and two
-//! engines with the same step: [`gpu::GpuTrainer`] (everything on the GPU, reading back only statistics) and
-//! [`cpu::CpuTrainer`] (the f64 reference, used where no adapter exists).
+//! Training the model of docs/PROTOCOL.md end to end: the configuration, the minibatch schedule, the metrics, and
+//! two engines with the same step behind one interface ([`Trainer`], chosen by [`Engine::choose`]): the GPU engine
+//! ([`gpu::BatchTrainer`]: everything on the GPU, reading back only statistics) and the CPU engine
+//! ([`cpu::CpuTrainer`]: the f64 reference, used where no adapter exists).
 
 pub mod cpu;
+pub mod engine;
 pub mod gpu;
+pub mod init;
+
+pub use engine::{Adapter, Engine, State, Trainer};
+pub use init::{KMEANS_ITERS, KMEANS_SAMPLES, initial_run, initial_state, kmeans_plus_plus, lloyd, residual_codebooks};
 
 use crate::data::{self, DataSpec, Dataset, Stream};
 use crate::error::{Error, Result};
 use crate::estimator::Estimator;
-use crate::model::{BetaSchedule, CodebookInit, CodebookMode, EncoderKind, Layout, ModelShape};
+use crate::model::{BetaSchedule, CodebookInit, CodebookMode, EncoderKind, ModelShape};
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
@@ -299,8 +305,8 @@ pub struct LevelMetrics {
     pub quant_err: f64,
 }
 
-impl From<crate::kernels::stats::CodeStats> for LevelMetrics {
-    fn from(s: crate::kernels::stats::CodeStats) -> Self {
+impl From<crate::contract::CodeStats> for LevelMetrics {
+    fn from(s: crate::contract::CodeStats) -> Self {
         LevelMetrics {
             dead_codes: s.dead_codes,
             usage: s.usage,
@@ -309,6 +315,22 @@ impl From<crate::kernels::stats::CodeStats> for LevelMetrics {
             quant_err: s.quant_err,
         }
     }
+}
+
+/// Whether two runs can share a trainer's dispatches: the same settings except the seed, the estimator, beta and
+/// the data's noise (sigma, spread).
+pub fn batchable(a: &TrainConfig, b: &TrainConfig) -> bool {
+    let key = |c: &TrainConfig| {
+        let data = match &c.data {
+            DataSpec::Subspace { dim, rank, .. } => DataSpec::Subspace { dim: *dim, rank: *rank, sigma: 0.0 },
+            DataSpec::Clusters { dim, clusters, .. } => {
+                DataSpec::Clusters { dim: *dim, clusters: *clusters, spread: 0.0 }
+            }
+            other => other.clone(),
+        };
+        TrainConfig { data, seed: 0, estimator: Estimator::Ste, beta: 0.0, ..c.clone() }
+    };
+    key(a) == key(b)
 }
 
 /// A finished run.
@@ -356,49 +378,6 @@ impl Schedule {
     }
 }
 
-/// The codebooks of residual VQ's levels after the first (f32; none for one level), drawn from the codebook
-/// stream after the first level's.
-pub fn residual_codebooks(config: &TrainConfig) -> Vec<Vec<f32>> {
-    let mut rng = data::rng(config.seed, Stream::Codebook);
-    let (k, m) = (config.codes, config.latent);
-    let mut draw = || crate::model::init_codebook(config.codebook_init, k, m, &mut rng);
-    draw(); // the first level's, as `initial_state` draws it
-    (1..config.levels).map(|_| draw()).collect()
-}
-
-/// The initial flat parameters and codebook of a run (f32, as both engines start), before any k-means.
-pub fn initial_state(config: &TrainConfig, layout: &Layout) -> (Vec<f32>, Vec<f32>) {
-    let params = crate::model::init_params(layout, &mut data::rng(config.seed, Stream::Params));
-    let codebook = crate::model::init_codebook(
-        config.codebook_init,
-        config.codes,
-        config.latent,
-        &mut data::rng(config.seed, Stream::Codebook),
-    );
-    (params, codebook)
-}
-
-/// Lloyd's algorithm from `centres` on the rows of `z`: each step moves every used centre to its rows' mean.
-pub fn lloyd(z: &[f64], centres: &mut [f64], m: usize, iters: usize) {
-    let k = centres.len() / m;
-    for _ in 0..iters {
-        let a = crate::reference::assign_f64(z, centres, m);
-        let mut sums = vec![0.0; k * m];
-        let mut counts = vec![0usize; k];
-        for (i, &c) in a.index.iter().enumerate() {
-            counts[c as usize] += 1;
-            for j in 0..m {
-                sums[c as usize * m + j] += z[i * m + j];
-            }
-        }
-        for c in (0..k).filter(|&c| counts[c] > 0) {
-            for j in 0..m {
-                centres[c * m + j] = sums[c * m + j] / counts[c] as f64;
-            }
-        }
-    }
-}
-
 /// `1 - ||A^T U||_F^2 / r`, U the top-r left singular vectors of the decoder weight `w` (`d x m`, row-major) and A
 /// the subspace basis (`d x r`, row-major). 0 means the subspace is recovered.
 pub fn subspace_err(w: &[f64], d: usize, m: usize, basis: &[f64], r: usize) -> f64 {
@@ -424,47 +403,8 @@ pub const ADAM_BETAS: (f64, f64) = (0.9, 0.999);
 pub const ADAM_EPS: f64 = 1e-8;
 /// The EMA decay and Laplace epsilon.
 pub const EMA: (f64, f64) = (0.99, 1e-5);
-/// Samples k-means init runs on.
-pub const KMEANS_SAMPLES: usize = 4096;
-/// Lloyd iterations after k-means++.
-pub const KMEANS_ITERS: usize = 10;
-
-/// k-means++ seeding (seeded) of `k` centres among the rows of `z` (`n x m`).
-pub fn kmeans_plus_plus(z: &[f64], m: usize, k: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
-    use rand::RngExt;
-    let n = z.len() / m;
-    let row = |i: usize| &z[i * m..(i + 1) * m];
-    let dist = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f64>();
-    let mut centres = Vec::with_capacity(k * m);
-    centres.extend_from_slice(row(rng.random_range(0..n)));
-    let mut nearest: Vec<f64> = (0..n).map(|i| dist(row(i), &centres[..m])).collect();
-    for _ in 1..k {
-        let total: f64 = nearest.iter().sum();
-        let pick = if total > 0.0 {
-            let mut target = rng.random_range(0.0..total);
-            let mut chosen = n - 1;
-            for (i, &w) in nearest.iter().enumerate() {
-                if target < w {
-                    chosen = i;
-                    break;
-                }
-                target -= w;
-            }
-            chosen
-        } else {
-            rng.random_range(0..n)
-        };
-        let c = row(pick).to_vec();
-        for (i, nd) in nearest.iter_mut().enumerate() {
-            *nd = nd.min(dist(row(i), &c));
-        }
-        centres.extend(c);
-    }
-    centres
-}
-
 /// Dead-code reset: every code not used since the last reset takes the encoding of a pseudo-random row of the
-/// current batch ([`crate::kernels::codebook::reset_row`]); with EMA its state restarts there (N_k = 1, M_k = the new c_k). Clears `used`.
+/// current batch ([`crate::contract::reset_row`]); with EMA its state restarts there (N_k = 1, M_k = the new c_k). Clears `used`.
 pub fn reset_unused(
     codebook: &mut [f64],
     used: &mut [bool],
@@ -478,7 +418,7 @@ pub fn reset_unused(
     let mut ema = ema;
     for k in 0..used.len() {
         if !used[k] {
-            let r = crate::kernels::codebook::reset_row(seed, step, k as u32, batch) as usize;
+            let r = crate::contract::reset_row(seed, step, k as u32, batch) as usize;
             codebook[k * m..(k + 1) * m].copy_from_slice(&z[r * m..(r + 1) * m]);
             if let Some(e) = ema.as_deref_mut() {
                 e.size[k] = 1.0;

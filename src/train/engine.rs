@@ -1,0 +1,201 @@
+//! The one interface both training engines implement ([`Trainer`]), and the one place an engine is chosen
+//! ([`Engine::choose`]). The command-line tool, `bias` and the tests train through these and never name an engine's
+//! own types.
+//!
+//! ```
+//! # fn main() -> vqgrad::Result<()> {
+//! use vqgrad::train::{Engine, TrainConfig};
+//! // The GPU when an adapter exists, else the CPU engine (the reason comes back to be printed).
+//! let (engine, _why_cpu) = Engine::choose(&vqgrad::GpuOptions::default(), false);
+//! let config = TrainConfig { steps: 20, eval_every: 10, n_train: 1024, n_eval: 256, ..TrainConfig::default() };
+//! let results = engine.run(&[config], &mut |_run, metrics| println!("{metrics:?}"))?;
+//! assert_eq!(results[0].curve.len(), 2);
+//! # Ok(())
+//! # }
+//! ```
+
+use super::{Metrics, RunResult, TrainConfig};
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::gpu::{Gpu, GpuOptions};
+use crate::reference::to_f64;
+use std::time::Instant;
+
+/// A run's flat parameters and codebook (f32, as a model is saved).
+pub type State = (Vec<f32>, Vec<f32>);
+
+/// One or more runs being trained: what every engine offers. Runs of one trainer share their step count; each has
+/// its own configuration, data, state and metrics.
+pub trait Trainer {
+    /// The runs' configurations, in order.
+    fn configs(&self) -> &[TrainConfig];
+
+    /// Steps taken so far (by every run).
+    fn steps_done(&self) -> u64;
+
+    /// Takes `steps` training steps of every run.
+    fn train_steps(&mut self, steps: u32) -> Result<()>;
+
+    /// The metrics of run `run` now, on its eval set and last batch.
+    fn evaluate_run(&self, run: usize) -> Result<Metrics>;
+
+    /// Each run's parameters and codebook in f32.
+    fn read_states(&self) -> Result<Vec<State>>;
+
+    /// Each run's parameters and codebook in f64: the CPU engine's own values, the GPU's widened.
+    fn read_states_f64(&self) -> Result<Vec<(Vec<f64>, Vec<f64>)>> {
+        Ok(self.read_states()?.iter().map(|(p, c)| (to_f64(p), to_f64(c))).collect())
+    }
+
+    /// Waits until the work recorded so far has finished (for timing; the CPU engine is always done).
+    fn wait(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// The number of runs.
+    fn runs(&self) -> usize {
+        self.configs().len()
+    }
+
+    /// Every run's metrics now.
+    fn evaluate(&self) -> Result<Vec<Metrics>> {
+        (0..self.runs()).map(|run| self.evaluate_run(run)).collect()
+    }
+
+    /// Trains every run to its configured steps, evaluating every `eval_every` steps and after the last; `on_eval`
+    /// sees each evaluation (the run's position, its metrics) as it comes. A batch's wall time is shared: each run
+    /// is credited with all of it, as if alone.
+    fn run(&mut self, on_eval: &mut dyn FnMut(usize, &Metrics)) -> Result<Vec<RunResult>> {
+        let start = Instant::now();
+        let (total, every) = (self.configs()[0].steps, self.configs()[0].eval_every);
+        let mut curves: Vec<Vec<Metrics>> = vec![Vec::new(); self.runs()];
+        while (self.steps_done() as u32) < total {
+            let done = self.steps_done() as u32;
+            let next_eval = ((done / every) + 1) * every;
+            self.train_steps(next_eval.min(total) - done)?;
+            for (i, curve) in curves.iter_mut().enumerate() {
+                let metrics = self.evaluate_run(i)?;
+                on_eval(i, &metrics);
+                curve.push(metrics);
+            }
+        }
+        let wall_s = start.elapsed().as_secs_f64();
+        curves
+            .into_iter()
+            .map(|curve| {
+                let metrics = curve.last().cloned().ok_or_else(|| Error::Input("steps must be at least 1".into()))?;
+                Ok(RunResult { metrics, curve, steps_per_sec: total as f64 / wall_s, wall_s })
+            })
+            .collect()
+    }
+}
+
+/// Where runs train: the GPU engine on an adapter, or the f64 CPU engine.
+pub enum Engine {
+    /// [`super::gpu::BatchTrainer`] on this device.
+    Gpu(Box<Gpu>),
+    /// [`super::cpu::CpuTrainer`].
+    Cpu,
+}
+
+/// The adapter a run trained on, as results record it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Adapter {
+    /// The adapter's name.
+    pub name: String,
+    /// `vulkan`, `metal`, `dx12`, `gl`, or `cpu` for the CPU engine.
+    pub backend: String,
+}
+
+impl Engine {
+    /// The GPU of `options`, or the CPU engine with `--cpu` (`force_cpu`) or when no adapter exists; then the
+    /// second value says why, to be printed once.
+    pub fn choose(options: &GpuOptions, force_cpu: bool) -> (Engine, Option<String>) {
+        if force_cpu {
+            return (Engine::Cpu, None);
+        }
+        match Gpu::new(options) {
+            Ok(gpu) => (Engine::Gpu(Box::new(gpu)), None),
+            Err(e) => (Engine::Cpu, Some(format!("{e}; training on the CPU reference engine"))),
+        }
+    }
+
+    /// `gpu` or `cpu`, as results record it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Engine::Gpu(_) => "gpu",
+            Engine::Cpu => "cpu",
+        }
+    }
+
+    /// The adapter runs train on.
+    pub fn adapter(&self) -> Adapter {
+        match self {
+            Engine::Gpu(gpu) => Adapter {
+                name: gpu.info().name.clone(),
+                backend: crate::gpu::backend_name(gpu.info().backend).to_string(),
+            },
+            Engine::Cpu => Adapter { name: "vqgrad CPU reference (f64)".into(), backend: "cpu".into() },
+        }
+    }
+
+    /// The device, for work that has a GPU path beside its f64 one (the bias analysis).
+    pub fn gpu(&self) -> Option<&Gpu> {
+        match self {
+            Engine::Gpu(gpu) => Some(gpu),
+            Engine::Cpu => None,
+        }
+    }
+
+    /// A trainer of `configs` on `data` (one data set per configuration). Several runs must be
+    /// [`super::batchable`] with each other; the GPU engine trains them in the same dispatches, the CPU engine one
+    /// after another.
+    pub fn trainer<'a>(&'a self, configs: &[TrainConfig], data: &[Dataset]) -> Result<Box<dyn Trainer + 'a>> {
+        Ok(match self {
+            Engine::Gpu(gpu) => Box::new(super::gpu::BatchTrainer::new(gpu, configs, data)?),
+            Engine::Cpu => Box::new(super::cpu::CpuRuns::new(configs, data)?),
+        })
+    }
+
+    /// The most runs like `config` on `data` one trainer should hold: what one GPU binding holds; 1 on the CPU,
+    /// where a batch gains nothing.
+    pub fn max_runs(&self, config: &TrainConfig, data: &Dataset) -> u32 {
+        match self {
+            Engine::Gpu(gpu) => super::gpu::BatchTrainer::max_runs(gpu, config, data),
+            Engine::Cpu => 1,
+        }
+    }
+
+    /// Trains `configs` (each batchable with the others), loading each one's data, in trainers of as many runs
+    /// as [`Engine::max_runs`] allows; `on_eval` sees each evaluation (the run's position in `configs`, its
+    /// metrics). Returns the runs in order.
+    pub fn run(&self, configs: &[TrainConfig], on_eval: &mut dyn FnMut(usize, &Metrics)) -> Result<Vec<RunResult>> {
+        let mut out = Vec::with_capacity(configs.len());
+        let mut rest = configs;
+        while let Some(first) = rest.first() {
+            let first_data = first.load_data()?;
+            let fits = (self.max_runs(first, &first_data) as usize).clamp(1, rest.len());
+            let (now, later) = rest.split_at(fits);
+            let data = std::iter::once(Ok(first_data))
+                .chain(now[1..].iter().map(TrainConfig::load_data))
+                .collect::<Result<Vec<_>>>()?;
+            let done = out.len();
+            out.extend(self.trainer(now, &data)?.run(&mut |i, m| on_eval(done + i, m))?);
+            rest = later;
+        }
+        Ok(out)
+    }
+
+    /// Lloyd's algorithm: `iters` rounds of nearest-centre assignment and centroid update from `centres` (k x m) on
+    /// the rows of `z` (n x m); centres no row picks stay put. On the GPU in f32 (the assign kernel), else in f64.
+    pub fn lloyd(&self, z: &[f64], centres: &[f64], m: usize, iters: usize) -> Result<Vec<f64>> {
+        match self {
+            Engine::Gpu(gpu) => super::gpu::lloyd_f64(gpu, z, centres, m, iters),
+            Engine::Cpu => {
+                let mut c = centres.to_vec();
+                super::init::lloyd(z, &mut c, m, iters);
+                Ok(c)
+            }
+        }
+    }
+}
