@@ -274,8 +274,7 @@ fn the_whole_backward_pass_matches_finite_differences() {
                         step.grads[e]
                     );
                 }
-                let codebook_grad = &step.levels[0].codebook_grad;
-                for e in 0..model.codebooks[0].len() {
+                for (e, &backward) in step.levels[0].codebook_grad.iter().enumerate() {
                     let orig = model.codebooks[0][e];
                     model.codebooks[0][e] = orig + h;
                     let up = surrogate(&model, &x, rows, &fz, beta, mode);
@@ -284,9 +283,8 @@ fn the_whole_backward_pass_matches_finite_differences() {
                     model.codebooks[0][e] = orig;
                     let fd = (up - down) / (2.0 * h);
                     assert!(
-                        (fd - codebook_grad[e]).abs() <= 1e-6 * (1.0 + fd.abs()),
-                        "{what}: code {e}: FD {fd} vs {}",
-                        codebook_grad[e]
+                        (fd - backward).abs() <= 1e-6 * (1.0 + fd.abs()),
+                        "{what}: code {e}: FD {fd} vs {backward}"
                     );
                 }
             }

@@ -224,6 +224,12 @@ impl BoundEstimator {
         &self.run_settings
     }
 
+    /// Where each run's commitment coefficient lives, for a kernel that rewrites it on the GPU (the adaptive
+    /// beta): word 1 of the shader's two-word `RunSettings`.
+    pub fn commitment_slot(&self) -> super::schedule::SettingsSlot<'_> {
+        super::schedule::SettingsSlot { buffer: &self.run_settings, stride: 2, offset: 1 }
+    }
+
     /// Changes the estimator, beta or batch size of every run; takes effect with the next submit.
     pub fn set(&self, queue: &wgpu::Queue, settings: EstimatorSettings) -> Result<()> {
         let all = vec![settings; self.grid.2 as usize];

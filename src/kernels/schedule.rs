@@ -16,7 +16,7 @@ use crate::shaders;
 
 /// The rule's settings.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct AdaptiveBeta {
+pub struct BetaRule {
     /// The usage `u` the rule steers toward, in (0, 1].
     pub target: f32,
     /// The log-step per unit of usage error, per step (> 0).
@@ -76,13 +76,13 @@ struct Params {
 const WORKGROUP_SIZE: u32 = 64;
 
 /// The pipeline. Make once per device.
-pub struct BetaSchedule {
+pub struct AdaptiveBeta {
     layout: wgpu::BindGroupLayout,
     pipeline: wgpu::ComputePipeline,
     max_groups: u32,
 }
 
-impl BetaSchedule {
+impl AdaptiveBeta {
     /// Creates the pipeline.
     pub fn new(device: &wgpu::Device) -> Result<Self> {
         use Slot::*;
@@ -92,7 +92,7 @@ impl BetaSchedule {
             &[(0, Uniform), (1, Read), (2, ReadWrite), (3, ReadWrite), (4, ReadWrite)],
         )?;
         let module = shader(device, "schedule.wgsl", shaders::SCHEDULE)?;
-        Ok(BetaSchedule {
+        Ok(AdaptiveBeta {
             pipeline: pipeline(device, &layout, &module, "adapt_beta", WORKGROUP_SIZE)?,
             layout,
             max_groups: device.limits().max_compute_workgroups_per_dimension,
@@ -106,10 +106,10 @@ impl BetaSchedule {
         device: &wgpu::Device,
         (counts, state): (&wgpu::Buffer, &wgpu::Buffer),
         shape: ScheduleShape,
-        rule: AdaptiveBeta,
+        rule: BetaRule,
         a: SettingsSlot<'_>,
         b: Option<SettingsSlot<'_>>,
-    ) -> Result<BoundBetaSchedule> {
+    ) -> Result<BoundAdaptiveBeta> {
         let ScheduleShape { k, batch, m, runs } = shape;
         check_shape(&[("k", k), ("batch", batch), ("m", m), ("runs", runs)], &[("runs x k", runs, k)])?;
         let valid = rule.target > 0.0 && rule.target <= 1.0 && rule.rate.is_finite() && rule.rate > 0.0;
@@ -164,19 +164,19 @@ impl BetaSchedule {
             ],
         )?;
         let (x, y) = thread_grid(runs as u64, WORKGROUP_SIZE, self.max_groups)?;
-        Ok(BoundBetaSchedule { pipeline: self.pipeline.clone(), bind_group, _buffers: [params, spare], grid: (x, y) })
+        Ok(BoundAdaptiveBeta { pipeline: self.pipeline.clone(), bind_group, _buffers: [params, spare], grid: (x, y) })
     }
 }
 
 /// The adaptive beta bound to buffers.
-pub struct BoundBetaSchedule {
+pub struct BoundAdaptiveBeta {
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     _buffers: [wgpu::Buffer; 2],
     grid: (u32, u32),
 }
 
-impl BoundBetaSchedule {
+impl BoundAdaptiveBeta {
     /// Records the update into the caller's pass (after this step's counts, before the estimator kernels).
     pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
         super::dispatch(pass, &self.pipeline, &self.bind_group, self.grid);

@@ -299,6 +299,12 @@ impl BoundSoft {
         &self.settings
     }
 
+    /// Where each run's commitment coefficient lives, for a kernel that rewrites it on the GPU (the adaptive
+    /// beta): word 3 of the shader's four-word `RunSettings`.
+    pub fn commitment_slot(&self) -> super::schedule::SettingsSlot<'_> {
+        super::schedule::SettingsSlot { buffer: &self.settings, stride: 4, offset: 3 }
+    }
+
     /// Records the dispatch into the caller's pass, with the temperature and step of `step`'s slot `slot`.
     pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>, step: &StepUniform, slot: u32) {
         super::dispatch_step(pass, &self.pipeline, &self.bind_group, self.grid, step, slot);

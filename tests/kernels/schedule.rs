@@ -1,6 +1,6 @@
 use crate::common::{Data, assert_clean, run_pass};
 use crate::gpu_or_skip;
-use vqgrad::kernels::schedule::{AdaptiveBeta, BetaSchedule, ScheduleShape, SettingsSlot, beta_state};
+use vqgrad::kernels::schedule::{AdaptiveBeta, BetaRule, ScheduleShape, SettingsSlot, beta_state};
 use vqgrad::{Error, reference};
 
 /// Each run's beta against `reference::adapt_beta` over 20 steps of random counts (some runs using few codes, some
@@ -9,12 +9,12 @@ use vqgrad::{Error, reference};
 #[test]
 fn adaptive_beta_matches_the_reference() {
     let gpu = gpu_or_skip!();
-    let kernel = BetaSchedule::new(&gpu.device).unwrap();
+    let kernel = AdaptiveBeta::new(&gpu.device).unwrap();
     let (k, batch, m, runs) = (16u32, 24u32, 4u32, 5usize);
     let betas = [0.25f32, 1.0, 0.05, 0.5, 2.0];
     // Run r draws its codes from the first `span[r]` codes: usage from low to uniform.
     let span = [1u32, 4, 9, 16, 16];
-    let rule = AdaptiveBeta { target: 0.7, rate: 0.8 };
+    let rule = BetaRule { target: 0.7, rate: 0.8 };
     let state = gpu.upload("state", &beta_state(&betas)).unwrap();
     let counts = gpu.zeroed::<u32>("counts", runs * k as usize).unwrap();
     let a = gpu.upload("settings a", &vec![7u32; runs * 2]).unwrap();
@@ -62,15 +62,15 @@ fn adaptive_beta_matches_the_reference() {
 #[test]
 fn adaptive_beta_rejects_bad_settings() {
     let gpu = gpu_or_skip!();
-    let kernel = BetaSchedule::new(&gpu.device).unwrap();
+    let kernel = AdaptiveBeta::new(&gpu.device).unwrap();
     let buf = gpu.zeroed::<u32>("buf", 64).unwrap();
     let shape = ScheduleShape { k: 4, batch: 8, m: 2, runs: 2 };
     let slot = SettingsSlot { buffer: &buf, stride: 2, offset: 1 };
     let bind = |rule, slot, shape| kernel.bind(&gpu.device, (&buf, &buf), shape, rule, slot, None).err();
-    let ok = AdaptiveBeta { target: 0.9, rate: 0.05 };
+    let ok = BetaRule { target: 0.9, rate: 0.05 };
     assert!(bind(ok, slot, shape).is_none());
-    assert!(matches!(bind(AdaptiveBeta { target: 0.0, ..ok }, slot, shape), Some(Error::Input(_))));
-    assert!(matches!(bind(AdaptiveBeta { rate: -1.0, ..ok }, slot, shape), Some(Error::Input(_))));
+    assert!(matches!(bind(BetaRule { target: 0.0, ..ok }, slot, shape), Some(Error::Input(_))));
+    assert!(matches!(bind(BetaRule { rate: -1.0, ..ok }, slot, shape), Some(Error::Input(_))));
     assert!(matches!(bind(ok, SettingsSlot { offset: 2, ..slot }, shape), Some(Error::Shape(_))));
     assert!(matches!(bind(ok, slot, ScheduleShape { k: 0, ..shape }), Some(Error::Shape(_))));
     assert!(matches!(bind(ok, slot, ScheduleShape { runs: 40, ..shape }), Some(Error::BufferTooSmall { .. })));

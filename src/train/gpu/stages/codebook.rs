@@ -1,0 +1,91 @@
+//! A level's codebook update (docs/PROTOCOL.md §2.2): the gradient of L_cb and Adam on it, or the EMA update with
+//! its state. Every level of a run shares the codebook mode.
+
+use super::super::buffers::LevelBuffers;
+use super::Ctx;
+use crate::error::Result;
+use crate::kernels::adam::{AdamSettings, BoundAdam};
+use crate::kernels::codebook::{BoundEma, BoundGrad, CodebookShape, EmaBuffers, EmaSettings, GradBuffers};
+use crate::kernels::step::StepUniform;
+use crate::model::CodebookMode;
+use crate::train::{ADAM_BETAS, ADAM_EPS, EMA};
+
+/// Adam's constants, as every parameter takes them.
+pub(in super::super) fn adam_settings() -> AdamSettings {
+    AdamSettings { beta1: ADAM_BETAS.0 as f32, beta2: ADAM_BETAS.1 as f32, eps: ADAM_EPS as f32 }
+}
+
+pub(in super::super) enum CodebookStage {
+    /// dL_cb/dC into `grad`, then Adam with its moments.
+    Grad { grad: wgpu::Buffer, moments: [wgpu::Buffer; 2], bound: BoundGrad, adam: BoundAdam },
+    /// The EMA update with its state (N_k, M_k), which starts at N_k = 1, M_k = c_k.
+    Ema { size: wgpu::Buffer, sum: wgpu::Buffer, bound: BoundEma },
+}
+
+impl CodebookStage {
+    /// The update of `level`, whose stacked initial codebooks are `initial` (the EMA state starts from them).
+    pub fn new(cx: Ctx<'_>, level: &LevelBuffers, initial: &[f32]) -> Result<Self> {
+        let (device, sz) = (cx.device(), cx.sz);
+        let shape = CodebookShape { n: sz.b, k: sz.k, m: sz.m };
+        let len = (sz.runs * sz.k * sz.m) as usize;
+        Ok(match cx.first().codebook_mode {
+            CodebookMode::Grad => {
+                let grad = cx.gpu.zeroed::<f32>("codebook grad", len)?;
+                let moments =
+                    [cx.gpu.zeroed::<f32>("codebook adam m", len)?, cx.gpu.zeroed::<f32>("codebook adam v", len)?];
+                let buffers =
+                    GradBuffers { z: &level.input, index: &level.index, codebook: &level.codebook, grad: &grad };
+                let bound = cx.ks.codebook.bind_grad_runs(device, &buffers, shape, sz.b, sz.runs)?;
+                // Adam is elementwise with the same constants for every run: the stacked arrays are one array.
+                let [m, v] = &moments;
+                let adam = cx.ks.adam.bind(device, &level.codebook, &grad, m, v, len as u32, adam_settings())?;
+                CodebookStage::Grad { grad, moments, bound, adam }
+            }
+            CodebookMode::Ema => {
+                let (size0, sum0) = crate::contract::ema_initial_state(initial, (sz.runs * sz.k) as usize);
+                let (size, sum) = (cx.gpu.upload("ema size", &size0)?, cx.gpu.upload("ema sum", &sum0)?);
+                let buffers = EmaBuffers {
+                    z: &level.input,
+                    index: &level.index,
+                    codebook: &level.codebook,
+                    counts: &level.counts,
+                    ema_size: &size,
+                    ema_sum: &sum,
+                };
+                let settings = EmaSettings { decay: EMA.0 as f32, eps: EMA.1 as f32 };
+                let bound = cx.ks.codebook.bind_ema_runs(device, &buffers, shape, settings, sz.runs)?;
+                CodebookStage::Ema { size, sum, bound }
+            }
+        })
+    }
+
+    /// The EMA state (N_k, M_k), which a reset restarts; `None` in grad mode.
+    pub fn ema_state(&self) -> Option<(&wgpu::Buffer, &wgpu::Buffer)> {
+        match self {
+            CodebookStage::Ema { size, sum, .. } => Some((size, sum)),
+            CodebookStage::Grad { .. } => None,
+        }
+    }
+
+    /// Records the first half of the update: the gradient (grad mode) or the whole EMA update.
+    pub fn record_first(&self, pass: &mut wgpu::ComputePass<'_>) {
+        match self {
+            CodebookStage::Grad { bound, .. } => bound.encode(pass),
+            CodebookStage::Ema { bound, .. } => bound.encode(pass),
+        }
+    }
+
+    /// Records the second half: Adam on the codebook (grad mode; nothing with EMA).
+    pub fn record_second(&self, pass: &mut wgpu::ComputePass<'_>, step: &StepUniform, slot: u32) {
+        if let CodebookStage::Grad { adam, .. } = self {
+            adam.encode(pass, step, slot);
+        }
+    }
+
+    pub fn buffers(&self) -> Vec<&wgpu::Buffer> {
+        match self {
+            CodebookStage::Grad { grad, moments, .. } => vec![grad, &moments[0], &moments[1]],
+            CodebookStage::Ema { size, sum, .. } => vec![size, sum],
+        }
+    }
+}
