@@ -11,13 +11,6 @@ struct Params {
     eps: f32,
 }
 
-struct Step {
-    step_size: f32,
-    bc2_sqrt: f32,
-    row_offset: u32,
-    step: u32,
-}
-
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read_write> param: array<f32>;
 @group(0) @binding(2) var<storage, read> grad: array<f32>;

@@ -31,13 +31,6 @@ struct Params {
     _pad1: u32,
 }
 
-struct Step {
-    step_size: f32,
-    bc2_sqrt: f32,
-    row_offset: u32,
-    step: u32,
-}
-
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> index: array<u32>;
 @group(0) @binding(2) var<storage, read> z: array<f32>;
@@ -220,16 +213,6 @@ fn mark_used(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
     if (k < params.k && atomicLoad(&counts[at]) > 0u) {
         reset_state[at] = 1u;
     }
-}
-
-fn mix32(v: u32) -> u32 {
-    var x = v;
-    x ^= x >> 16u;
-    x *= 0x7feb352du;
-    x ^= x >> 15u;
-    x *= 0x846ca68bu;
-    x ^= x >> 16u;
-    return x;
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)

@@ -17,13 +17,6 @@ struct Params {
     index_stride: u32,  // indices per run
 }
 
-struct Step {
-    step_size: f32,
-    bc2_sqrt: f32,
-    row_offset: u32,
-    step: u32,
-}
-
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> source: array<Row>;
 @group(0) @binding(2) var<storage, read> index: array<u32>;

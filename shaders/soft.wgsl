@@ -20,18 +20,6 @@ struct Params {
     _pad: u32,
 }
 
-// The step uniform's slot (`vqgrad::kernels::step::StepConstants`).
-struct Step {
-    step_size: f32,
-    bc2_sqrt: f32,
-    row_offset: u32,
-    step: u32,
-    tau: f32,
-    _p0: u32,
-    _p1: u32,
-    _p2: u32,
-}
-
 struct RunSettings {
     enabled: u32,
     noise: u32,
@@ -50,17 +38,6 @@ struct RunSettings {
 @group(1) @binding(0) var<uniform> step: Step;
 
 override WORKGROUP_SIZE: u32 = 64u;
-
-// lowbias32, as `vqgrad::kernels::codebook::mix32`.
-fn mix32(v: u32) -> u32 {
-    var x = v;
-    x ^= x >> 16u;
-    x *= 0x7feb352du;
-    x ^= x >> 15u;
-    x *= 0x846ca68bu;
-    x ^= x >> 16u;
-    return x;
-}
 
 // Standard Gumbel noise -ln(-ln u), u = (h / 2^9 + 1/2) / 2^23 in (0, 1), exact in f32 (`reference::gumbel_uniform`).
 fn gumbel(seed: u32, t: u32, row: u32, k: u32) -> f32 {

@@ -1,14 +1,19 @@
 //! The WGSL sources of every kernel family, as public constants, so that they can be loaded in other runtimes.
 //!
-//! Each constant is the file in `shaders/` verbatim. [`assign_source`] and [`gather_source`] build the `assign`
-//! and `gather` variants for a given load width.
+//! Each constant is the file in `shaders/` verbatim, with [`COMMON`] in front where the file uses it (shared WGSL
+//! has one source). [`assign_source`] and [`gather_source`] build the `assign` and `gather` variants for a given
+//! load width.
+
+/// What several kernels share (the step uniform's `Step` struct, the `mix32` hash): composed in front of [`ADAM`],
+/// [`CODEBOOK`], [`GATHER`] and [`SOFT`], so each of those constants is a whole module on its own.
+pub const COMMON: &str = include_str!("../shaders/common.wgsl");
 
 /// Batched nearest code (distance + argmin). This text is the vec4 variant; see [`assign_source`].
 pub const ASSIGN: &str = include_str!("../shaders/assign.wgsl");
 /// Backward of the quantization layer for every estimator, with the commitment gradient fused in.
 pub const ESTIMATOR: &str = include_str!("../shaders/estimator.wgsl");
 /// The Gumbel-softmax relaxation of the quantizer: the hard sample, the relaxed code, and its exact backward.
-pub const SOFT: &str = include_str!("../shaders/soft.wgsl");
+pub const SOFT: &str = concat!(include_str!("../shaders/common.wgsl"), include_str!("../shaders/soft.wgsl"));
 /// The learned transport estimator: `M g` and the gradient of M's fit to the relaxation's backward.
 pub const LEARNED: &str = include_str!("../shaders/learned.wgsl");
 /// Residual VQ's elementwise steps: the next level's residual, and sums over levels.
@@ -16,7 +21,7 @@ pub const RESIDUAL: &str = include_str!("../shaders/residual.wgsl");
 /// The adaptive commitment weight: beta from each step's batch usage toward a target.
 pub const SCHEDULE: &str = include_str!("../shaders/schedule.wgsl");
 /// Codebook updates: usage counts, per-code sums (the codebook gradient) and the EMA update.
-pub const CODEBOOK: &str = include_str!("../shaders/codebook.wgsl");
+pub const CODEBOOK: &str = concat!(include_str!("../shaders/common.wgsl"), include_str!("../shaders/codebook.wgsl"));
 /// Codebook-use statistics: dead codes, entropy, perplexity, quantization error, purity.
 pub const STATS: &str = include_str!("../shaders/stats.wgsl");
 
@@ -25,10 +30,10 @@ pub const DENSE: &str = include_str!("../shaders/dense.wgsl");
 /// The reconstruction loss gradient and fixed-order sums.
 pub const LOSS: &str = include_str!("../shaders/loss.wgsl");
 /// Adam with PyTorch's semantics.
-pub const ADAM: &str = include_str!("../shaders/adam.wgsl");
+pub const ADAM: &str = concat!(include_str!("../shaders/common.wgsl"), include_str!("../shaders/adam.wgsl"));
 /// Row gathers: the minibatch from the training set, and `q = c[a]`. This text is the vec4 variant; see
 /// [`gather_source`].
-pub const GATHER: &str = include_str!("../shaders/gather.wgsl");
+pub const GATHER: &str = concat!(include_str!("../shaders/common.wgsl"), include_str!("../shaders/gather.wgsl"));
 
 /// Every kernel family's file name and source, in a fixed order.
 pub const ALL: &[(&str, &str)] = &[

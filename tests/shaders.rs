@@ -53,10 +53,19 @@ fn shaders_dir_matches_the_constants() {
         .collect();
     on_disk.sort();
     let mut listed: Vec<String> = shaders::ALL.iter().map(|(n, _)| n.to_string()).collect();
+    listed.push("common.wgsl".into());
     listed.sort();
-    assert_eq!(on_disk, listed, "every file in shaders/ must be in vqgrad::shaders::ALL");
+    assert_eq!(on_disk, listed, "every file in shaders/ must be in vqgrad::shaders::ALL (or be common.wgsl)");
+    assert_eq!(std::fs::read_to_string(dir.join("common.wgsl")).unwrap(), shaders::COMMON);
     for (name, src) in shaders::ALL {
-        assert_eq!(&std::fs::read_to_string(dir.join(name)).unwrap(), src);
+        let file = std::fs::read_to_string(dir.join(name)).unwrap();
+        // Each constant is its file, with the shared source in front where the file uses it.
+        let composed = format!("{}{file}", shaders::COMMON);
+        assert!(*src == file || *src == composed, "{name}: the constant is neither the file nor common + file");
+        // Shared WGSL has one source: no kernel file declares what common.wgsl does.
+        for shared in ["struct Step ", "fn mix32("] {
+            assert!(!file.contains(shared), "{name} declares `{shared}` again; it lives in common.wgsl");
+        }
     }
 }
 
