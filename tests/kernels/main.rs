@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod adam;
 mod assign;
 mod codebook;
 mod dense;
