@@ -1,5 +1,5 @@
 # PyTorch CPU anchors for `vqgrad bench`'s figures: cdist + argmin GFLOP/s at the bench's assign shapes, and
-# STUDY.md's E1 training (B = 256, d = 256, m = 4, K = 32, linear encoder and decoder, Adam at 1e-3) in steps/s
+# docs/PROTOCOL.md's E1 training (B = 256, d = 256, m = 4, K = 32, linear encoder and decoder, Adam at 1e-3) in steps/s
 # per estimator, with PyTorch's 2 threads. Not part of the tests or CI: run it by hand in a scratch environment,
 #   python3 -m venv /tmp/torchenv && /tmp/torchenv/bin/pip install torch && /tmp/torchenv/bin/python benches/pytorch_anchors.py
 import time, torch, torch.nn as nn, torch.nn.functional as F

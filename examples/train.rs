@@ -1,4 +1,4 @@
-//! Training with the library API: STUDY.md's E1 model (subspace data d = 256, r = 4; m = 4, K = 32) on the GPU,
+//! Training with the library API: docs/PROTOCOL.md's E1 model (subspace data d = 256, r = 4; m = 4, K = 32) on the GPU,
 //! once per estimator, then four seeds together in the same dispatches.
 //!
 //! Run: `cargo run --release --example train [-- STEPS]` (default 400 steps)

@@ -1,4 +1,4 @@
-// Batched nearest code (STUDY.md section 1):
+// Batched nearest code (docs/PROTOCOL.md §1):
 //   index[i] = argmin_k ||z_i - c_k||^2   (ties: the lowest k)
 //   dist[i]  = that squared distance
 //   q[i]     = codebook[index[i]]   (when params.write_codes is 1: the quantized rows, with no separate gather)

@@ -1,4 +1,4 @@
-// Codebook updates (STUDY.md section 2). Entry points, each with its own bindings:
+// Codebook updates (docs/PROTOCOL.md §2). Entry points, each with its own bindings:
 //   clear_counts, count_codes   counts[k] = #{i : index[i] = k}                    (u32 atomics: exact)
 //   segment_sums(_small)        out[k] = scale * sum_{i : index[i] = k} (z_i - center * c_k)
 //                               grad mode: center = 1, scale = -2/(B m) gives dL_cb/dC = 2/(B m) sum (c_k - z_i)

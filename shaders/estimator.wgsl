@@ -1,4 +1,4 @@
-// Backward of the quantization layer (STUDY.md section 2): for each row i, with q = codebook[index[i]],
+// Backward of the quantization layer (docs/PROTOCOL.md §2): for each row i, with q = codebook[index[i]],
 //   grad_z[i] = E(g_i, z_i, q_i) + commit_coeff * (z_i - q_i),    commit_coeff = 2 beta / (B m)
 // where g = dL/dq~ comes back through the decoder and E is the estimator:
 //   ste             g

@@ -1,4 +1,4 @@
-// The reconstruction loss and fixed-order sums (STUDY.md section 2).
+// The reconstruction loss and fixed-order sums (docs/PROTOCOL.md §2).
 //   rec_grad      grad[e] = scale (xhat[e] - x[e]),  scale = 2 / (B d): dL_rec/dxhat
 //   sum_sq_diff   out[slot] = sum_e (xhat[e] - x[e])^2      (one workgroup; a fixed order)
 //   sum           out[slot] = sum_e xhat[e]                 (one workgroup; e.g. the assignment distances)

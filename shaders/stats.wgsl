@@ -1,4 +1,4 @@
-// Codebook-use statistics (STUDY.md section 4), computed on the GPU and read back as one small struct.
+// Codebook-use statistics (docs/PROTOCOL.md §4), computed on the GPU and read back as one small struct.
 //   clear_label_counts, count_labels   label_counts[k * classes + y] = #{i : index[i] = k, label[i] = y}
 //   summarize (one workgroup)          from counts[k] (codebook.wgsl's count_codes) and dist[i] (assign's):
 //     dead_codes = #{k : n_k = 0}, usage = 1 - dead_codes / K, entropy = -sum p_k ln p_k (nats),

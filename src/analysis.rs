@@ -1,4 +1,4 @@
-//! Statistics across seeds (STUDY.md section 4): mean, sample standard deviation, the 95% confidence interval of
+//! Statistics across seeds (docs/PROTOCOL.md §4): mean, sample standard deviation, the 95% confidence interval of
 //! the mean (Student's t), and Welch's t-test between two groups.
 
 use statrs::distribution::{ContinuousCDF, StudentsT};

@@ -40,20 +40,20 @@ pub fn reset_row(seed: u64, step: u64, code: u32, batch: u32) -> u32 {
 /// The EMA's constants: decay `g` and the Laplace smoothing epsilon.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct EmaSettings {
-    /// The decay g in [0, 1] (STUDY.md: 0.99).
+    /// The decay g in [0, 1] (docs/PROTOCOL.md: 0.99).
     pub decay: f32,
-    /// Laplace smoothing epsilon > 0 (STUDY.md: 1e-5).
+    /// Laplace smoothing epsilon > 0 (docs/PROTOCOL.md: 1e-5).
     pub eps: f32,
 }
 
 impl Default for EmaSettings {
-    /// STUDY.md's: g = 0.99, eps = 1e-5.
+    /// docs/PROTOCOL.md's: g = 0.99, eps = 1e-5.
     fn default() -> Self {
         EmaSettings { decay: 0.99, eps: 1e-5 }
     }
 }
 
-/// The EMA state STUDY.md starts from: N_k = 1 and M_k = the initial c_k. Returns `(ema_size, ema_sum)`.
+/// The EMA state docs/PROTOCOL.md starts from: N_k = 1 and M_k = the initial c_k. Returns `(ema_size, ema_sum)`.
 pub fn ema_initial_state(codebook: &[f32], k: usize) -> (Vec<f32>, Vec<f32>) {
     (vec![1.0; k], codebook.to_vec())
 }

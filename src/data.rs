@@ -1,4 +1,4 @@
-//! The data sets of STUDY.md section 3, generated on the host from a seed, and a user's `.npy` files.
+//! The data sets of docs/PROTOCOL.md §3, generated on the host from a seed, and a user's `.npy` files.
 //!
 //! Reproducibility: every random draw comes from ChaCha8 (`rand_chacha`, identical on every platform) seeded with
 //! the run's seed, one stream per purpose ([`Stream`]): the data's structure (the subspace basis, the cluster

@@ -1,4 +1,4 @@
-//! The gradient estimators at the quantization layer (STUDY.md section 2).
+//! The gradient estimators at the quantization layer (docs/PROTOCOL.md §2).
 
 use crate::error::{Error, Result};
 use std::fmt;

@@ -1,7 +1,7 @@
 //! # vqgrad
 //!
 //! Vector-quantized autoencoders on the GPU through wgpu and WGSL compute shaders, to study how the gradient
-//! estimator at the quantization layer changes codebook use (see `STUDY.md` in the study's shared folder).
+//! estimator at the quantization layer changes codebook use (see docs/PROTOCOL.md).
 //!
 //! - [`kernels`]: the WGSL kernel families, each usable alone on the caller's own `wgpu::Device` and buffers:
 //!   nearest code ([`kernels::assign`]), estimator backward ([`kernels::estimator`]), codebook updates
@@ -11,7 +11,7 @@
 //!   and the engine used where no adapter exists.
 //! - [`gpu`]: adapter choice, device limits, error capture and buffer helpers.
 //! - [`shaders`]: the WGSL sources as constants; with the `translate` feature, naga's SPIR-V, MSL and HLSL.
-//! - With the `study` feature (on by default): `data` (STUDY.md's data sets and `.npy` input), `model` (shapes,
+//! - With the `study` feature (on by default): `data` (docs/PROTOCOL.md's data sets and `.npy` input), `model` (shapes,
 //!   parameter layout, initialization), `train` (the GPU and CPU training engines) and `analysis` (statistics).
 //!
 //! Features: `cli` (default: the `vqgrad` binary, with `study` and `translate`), `study`, `translate`. With

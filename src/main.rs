@@ -34,14 +34,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Train the VQ autoencoder of STUDY.md once and report its metrics.
+    /// Train the VQ autoencoder of docs/PROTOCOL.md once and report its metrics.
     Train(Box<train::TrainArgs>),
     /// Train a grid of runs (estimators x K x beta x sigma x seeds x any train flag), one JSON line per run;
     /// rerunning resumes.
     Sweep(Box<cli::sweep::SweepArgs>),
     /// Statistics across seeds, Welch's t-tests between estimators, tables and plots from results files.
     Report(cli::report::ReportArgs),
-    /// Run STUDY.md's experiments (E1, E3-E6) and write the report with the seed's claims beside the measurements.
+    /// Run the experiments of docs/PROTOCOL.md §5 (E1, E3-E6) and write the report, the seed's claims beside the
+    /// measurements.
     Reproduce(cli::reproduce::ReproduceArgs),
     /// E2: a 2-D model's descent directions -dL/dz per estimator over the codebook's Voronoi cells.
     Gradfield(cli::gradfield::GradfieldArgs),

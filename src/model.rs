@@ -1,4 +1,4 @@
-//! The model of STUDY.md section 1: its shapes, where each layer lives in the flat parameter buffer, and the
+//! The model of docs/PROTOCOL.md §1: its shapes, where each layer lives in the flat parameter buffer, and the
 //! seeded initialization (PyTorch's `nn.Linear` for layers; `uniform` or `normal` for the codebook).
 
 use crate::contract::Linear;

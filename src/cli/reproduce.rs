@@ -1,4 +1,4 @@
-//! `vqgrad reproduce`: the experiments of STUDY.md section 5 as sweeps into one results file (resumable), then the
+//! `vqgrad reproduce`: the experiments of docs/PROTOCOL.md §5 as sweeps into one results file (resumable), then the
 //! report with a closing table that sets each of the seed's claims beside what the runs measured.
 
 use super::report::{Run, load_runs, write_report};
@@ -16,7 +16,7 @@ pub struct ReproduceArgs {
     /// Directory for results.jsonl and the report.
     #[arg(long, default_value = "reproduce")]
     pub out: PathBuf,
-    /// 3 seeds, 250 steps and 2048 eval samples instead of STUDY.md's 5 seeds, 2000 steps and 8192 samples.
+    /// 3 seeds, 250 steps and 2048 eval samples instead of docs/PROTOCOL.md's 5 seeds, 2000 steps and 8192 samples.
     #[arg(long)]
     pub quick: bool,
     /// No progress bar.

@@ -1,4 +1,4 @@
-//! `vqgrad train`: a run of the model of STUDY.md (or `--runs R` of them, over consecutive seeds, in the same
+//! `vqgrad train`: a run of the model of docs/PROTOCOL.md (or `--runs R` of them, over consecutive seeds, in the same
 //! dispatches), on the GPU or, where no adapter exists, on the CPU engine.
 
 use anyhow::Context;
@@ -11,7 +11,7 @@ use vqgrad::gpu::GpuOptions;
 use vqgrad::model::{BetaSchedule, CodebookInit, CodebookMode, EncoderKind};
 use vqgrad::train::{Engine, Metrics, RunResult, TrainConfig};
 
-/// The experiments of STUDY.md section 5, as presets of a single run (sweeps vary K, beta or sigma around them).
+/// The experiments of docs/PROTOCOL.md §5, as presets of a single run (sweeps vary K, beta or sigma around them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Preset {
     /// Subspace data (d = 256, r = 4, sigma = 0.05), m = 4, K = 32, beta = 0.25.
@@ -71,7 +71,7 @@ fn parse<T: std::str::FromStr<Err = vqgrad::Error>>(s: &str) -> Result<T, String
 
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
-    /// Start from a STUDY.md experiment's settings; the flags below override them.
+    /// Start from a docs/PROTOCOL.md experiment's settings; the flags below override them.
     #[arg(long, value_enum)]
     pub preset: Option<Preset>,
     /// Generated data set (default: the preset's, else subspace).
@@ -216,7 +216,7 @@ pub fn config(args: &TrainArgs) -> vqgrad::Result<TrainConfig> {
             *rank = args.rank.unwrap_or(*rank);
             *sigma = args.sigma.unwrap_or(*sigma);
             if args.latent.is_none() && args.rank.is_some() {
-                c.latent = *rank; // STUDY.md: latent m = r
+                c.latent = *rank; // docs/PROTOCOL.md: latent m = r
             }
         }
         DataSpec::Clusters { dim, clusters, spread } => {
@@ -224,7 +224,7 @@ pub fn config(args: &TrainArgs) -> vqgrad::Result<TrainConfig> {
             *clusters = args.clusters.unwrap_or(*clusters);
             *spread = args.spread.unwrap_or(*spread);
             if args.latent.is_none() && args.clusters.is_some() {
-                c.latent = *clusters; // STUDY.md: latent m = C
+                c.latent = *clusters; // docs/PROTOCOL.md: latent m = C
             }
         }
         DataSpec::Gaussian { dim } => *dim = args.dim.unwrap_or(*dim),

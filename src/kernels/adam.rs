@@ -20,7 +20,7 @@ pub struct AdamSettings {
 }
 
 impl Default for AdamSettings {
-    /// STUDY.md's: betas (0.9, 0.999), eps 1e-8.
+    /// docs/PROTOCOL.md's: betas (0.9, 0.999), eps 1e-8.
     fn default() -> Self {
         AdamSettings { beta1: 0.9, beta2: 0.999, eps: 1e-8 }
     }

@@ -1,4 +1,4 @@
-//! Codebook updates (`shaders/codebook.wgsl`, STUDY.md section 2), all deterministic (no float atomics):
+//! Codebook updates (`shaders/codebook.wgsl`, docs/PROTOCOL.md §2), all deterministic (no float atomics):
 //! - [`Codebook::bind_counts`]: per-code usage counts `n_k` (u32);
 //! - [`Codebook::bind_grad`]: `dL_cb/dC = 2/(B m) sum_{i : a_i = k} (c_k - z_i)`, for the optimizer to apply;
 //! - [`Codebook::bind_ema`]: the EMA update with Laplace smoothing, which rewrites the codebook in place.

@@ -48,7 +48,7 @@ pub struct LossTarget<'a> {
     pub target: &'a wgpu::Buffer,
     /// The gradient at the output, shaped as the layer's output.
     pub grad: &'a wgpu::Buffer,
-    /// 2 / (B d) for STUDY.md's mean squared error.
+    /// 2 / (B d) for docs/PROTOCOL.md's mean squared error.
     pub scale: f32,
 }
 

@@ -1,5 +1,5 @@
 //! Backward of the quantization layer (`shaders/estimator.wgsl`): from g = dL/dq~, z, the assigned index and the
-//! codebook, writes `dL/dz = E(g, z, q) + 2 beta / (B m) (z - q)` for every [`Estimator`] (STUDY.md section 2).
+//! codebook, writes `dL/dz = E(g, z, q) + 2 beta / (B m) (z - q)` for every [`Estimator`] (docs/PROTOCOL.md §2).
 //!
 //! ```
 //! # fn main() -> vqgrad::Result<()> {

@@ -1,4 +1,4 @@
-//! Codebook-use statistics (`shaders/stats.wgsl`, STUDY.md section 4), computed on the GPU and read back as one
+//! Codebook-use statistics (`shaders/stats.wgsl`, docs/PROTOCOL.md §4), computed on the GPU and read back as one
 //! 32-byte struct: dead codes, usage, entropy (nats), perplexity, quantization error and, with labels, purity.
 //!
 //! ```

@@ -61,7 +61,7 @@ pub enum CodebookUpdate {
     /// Writes `dL_cb/dC = 2/(n m) sum_{i : a_i = k} (c_k - z_i)` into [`VqBuffers::codebook_grad`], for the
     /// caller's optimizer (for example [`super::adam`]). The codebook itself is left alone.
     Gradient,
-    /// Updates the codebook in place by exponential moving averages with Laplace smoothing (STUDY.md section 2).
+    /// Updates the codebook in place by exponential moving averages with Laplace smoothing (docs/PROTOCOL.md §2).
     /// The bound layer owns the EMA state; record [`BoundVq::record_ema_init`] once before the first backward.
     Ema(EmaSettings),
 }

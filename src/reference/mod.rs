@@ -1,4 +1,4 @@
-//! Every kernel in plain Rust with f64 accumulation, written straight from STUDY.md's formulas (not from the
+//! Every kernel in plain Rust with f64 accumulation, written straight from docs/PROTOCOL.md's formulas (not from the
 //! shaders' rearrangements): the oracle the GPU tests compare against, and the engine used where no adapter
 //! exists. Inputs are the same f32 buffers the GPU sees; matrices are row-major. Inputs are assumed valid (m >= 1,
 //! indices < K, lengths that agree): the kernels' `bind` and the trainers check them first, and a violation here
@@ -63,7 +63,7 @@ pub fn assign_f64(z: &[f64], codebook: &[f64], m: usize) -> Assignment {
     Assignment { index, distance }
 }
 
-/// `E(g, z, q)` for one row (STUDY.md section 2), without the commitment term. `gumbel-rotation-trick` is the
+/// `E(g, z, q)` for one row (docs/PROTOCOL.md §2), without the commitment term. `gumbel-rotation-trick` is the
 /// rotation trick at the sampled code. `gumbel`'s backward needs the whole codebook ([`soft::backward_row`]) and
 /// `learned`'s its matrix ([`learned_row`]): asking for them here panics.
 pub fn estimator_row(estimator: Estimator, g: &[f64], z: &[f64], q: &[f64]) -> Vec<f64> {
@@ -230,13 +230,13 @@ pub struct EmaState {
 }
 
 impl EmaState {
-    /// N_k = 1 and M_k = the initial c_k (STUDY.md section 2).
+    /// N_k = 1 and M_k = the initial c_k (docs/PROTOCOL.md §2).
     pub fn new(codebook: &[f32], k: usize) -> Self {
         EmaState { size: vec![1.0; k], sum: codebook.to_vec() }
     }
 }
 
-/// One EMA step (STUDY.md section 2): updates the state and rewrites `codebook`. Each new value is computed in
+/// One EMA step (docs/PROTOCOL.md §2): updates the state and rewrites `codebook`. Each new value is computed in
 /// f64 from the stored f32 values and stored as f32, as the GPU stores it. Returns this step's counts.
 pub fn ema_update(
     state: &mut EmaState,
@@ -271,7 +271,7 @@ pub fn ema_update(
     n_k
 }
 
-/// The statistics of STUDY.md section 4 from an assignment (and labels `(labels, classes)` when given).
+/// The statistics of docs/PROTOCOL.md §4 from an assignment (and labels `(labels, classes)` when given).
 pub fn stats(assignment: &Assignment, k: usize, m: usize, labels: Option<(&[u32], usize)>) -> CodeStats {
     let n_k = counts(&assignment.index, k);
     let total: u64 = n_k.iter().map(|&c| c as u64).sum();

@@ -78,7 +78,7 @@ pub fn backward_layers(
     dy
 }
 
-/// The loss terms of one batch (STUDY.md section 2).
+/// The loss terms of one batch (docs/PROTOCOL.md §2).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Losses {
     /// L_rec, the mean squared reconstruction error over the batch's `B x d` elements.

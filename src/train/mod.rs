@@ -18,7 +18,7 @@ use crate::model::{BetaSchedule, CodebookInit, CodebookMode, EncoderKind, ModelS
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
-/// Every setting of a run (STUDY.md's defaults in [`TrainConfig::default`]).
+/// Every setting of a run (docs/PROTOCOL.md's defaults in [`TrainConfig::default`]).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TrainConfig {
     /// The data set (`--dataset` or `--data`, with `--dim`, `--rank`, `--sigma`, `--clusters`, `--spread`).
@@ -102,7 +102,7 @@ fn default_tau() -> f64 {
 }
 
 impl Default for TrainConfig {
-    /// STUDY.md's E1: subspace data (d = 256, r = 4, sigma = 0.05), m = 4, K = 32, beta = 0.25.
+    /// docs/PROTOCOL.md's E1: subspace data (d = 256, r = 4, sigma = 0.05), m = 4, K = 32, beta = 0.25.
     fn default() -> Self {
         TrainConfig {
             data: DataSpec::Subspace { dim: 256, rank: 4, sigma: 0.05 },
@@ -246,7 +246,7 @@ impl TrainConfig {
     }
 }
 
-/// The metrics of STUDY.md section 4 at one point of a run.
+/// The metrics of docs/PROTOCOL.md §4 at one point of a run.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Metrics {
     /// Training steps taken.
@@ -397,14 +397,15 @@ pub fn subspace_err(w: &[f64], d: usize, m: usize, basis: &[f64], r: usize) -> f
 }
 
 /// PyTorch-style `lr / (1 - beta1^t)` and `sqrt(1 - beta2^t)` come from [`crate::kernels::step::StepConstants`];
-/// these are the Adam settings STUDY.md fixes.
+/// these are the Adam settings docs/PROTOCOL.md fixes.
 pub const ADAM_BETAS: (f64, f64) = (0.9, 0.999);
 /// Adam's epsilon.
 pub const ADAM_EPS: f64 = 1e-8;
 /// The EMA decay and Laplace epsilon.
 pub const EMA: (f64, f64) = (0.99, 1e-5);
 /// Dead-code reset: every code not used since the last reset takes the encoding of a pseudo-random row of the
-/// current batch ([`crate::contract::reset_row`]); with EMA its state restarts there (N_k = 1, M_k = the new c_k). Clears `used`.
+/// current batch ([`crate::contract::reset_row`], docs/PROTOCOL.md §2.3); with EMA its state restarts there (N_k = 1,
+/// M_k = the new c_k). Clears `used`.
 pub fn reset_unused(
     codebook: &mut [f64],
     used: &mut [bool],

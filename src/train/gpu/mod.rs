@@ -12,7 +12,7 @@
 //!     Err(_) if std::env::var("VQGRAD_REQUIRE_GPU").as_deref() != Ok("1") => return Ok(()), // no adapter: skip
 //!     Err(e) => return Err(e),
 //! };
-//! // STUDY.md's E1 model, shortened: every `vqgrad train` flag is a field of TrainConfig.
+//! // docs/PROTOCOL.md's E1 model, shortened: every `vqgrad train` flag is a field of TrainConfig.
 //! let config = TrainConfig { steps: 50, eval_every: 50, n_train: 2048, n_eval: 512, ..TrainConfig::default() };
 //! let data = config.load_data()?;
 //! let result = GpuTrainer::new(&gpu, &config, &data)?.run(|metrics| println!("{metrics:?}"))?;
