@@ -51,11 +51,13 @@ fn order(name: &str) -> (usize, String) {
     (group + base_rank, name.to_string())
 }
 
+/// The runs of the E4 family by variant (in the report's order) and K.
+type Cells<'r> = BTreeMap<(usize, String), BTreeMap<u32, Vec<&'r Run>>>;
+
 /// The section (markdown), its plots in `out`, and its figures under `json["beyond"]`.
 /// `bias`: the bias analysis's sections, each with its title.
 pub fn section(runs: &[Run], bias: &[(&str, String)], out: &Path, json: &mut Value) -> anyhow::Result<String> {
-    // (variant, K) -> runs
-    let mut cells: BTreeMap<(usize, String), BTreeMap<u32, Vec<&Run>>> = BTreeMap::new();
+    let mut cells: Cells<'_> = BTreeMap::new();
     for r in runs {
         let Ok(c) = serde_json::from_value::<TrainConfig>(r.config.clone()) else { continue };
         if e4_family(&c) {
@@ -74,11 +76,31 @@ pub fn section(runs: &[Run], bias: &[(&str, String)], out: &Path, json: &mut Val
          over those of uniform use, within [beta / 100, 100 beta]. `2 levels`: residual VQ, the estimator at both \
          levels. Each cell: mean ± sample std over seeds (n).\n"
     );
+    let e1_json = e1_table(&mut md, &cells);
+    let e4_json = e4_table(&mut md, &cells, out)?;
+    lloyd_plot(&cells, out)?;
+    let _ = writeln!(
+        md,
+        "\nRate against distortion across K (each line joins a variant's K = 4 ... 256; a residual variant's rate is \
+         the sum of its levels' entropies), and over training the distance from the codebook (the first level's, \
+         for residual VQ) to the Lloyd (k-means) fixed point on the same eval encodings (`lloyd_dist`):\n\n![rate-distortion](beyond_rate_distortion.svg) ![Lloyd distance](beyond_lloyd_dist.svg)"
+    );
+    for (title, bias) in bias {
+        let _ = writeln!(md, "\n### Bias against the soft-assignment surrogate: {title}\n\n{bias}");
+    }
+    if let Some(rows) = json.as_array_mut() {
+        rows.push(json!({ "id": "beyond", "e1": e1_json, "e4": e4_json }));
+    }
+    Ok(md)
+}
+
+/// The E1 table: every E1 metric per variant at K = 32. Returns its figures.
+fn e1_table(md: &mut String, cells: &Cells<'_>) -> serde_json::Map<String, Value> {
     let _ = writeln!(md, "### E1 (K = 32)\n");
     let _ = writeln!(md, "| variant | {} |", E1_METRICS.join(" | "));
     let _ = writeln!(md, "|---|{}", "---|".repeat(E1_METRICS.len()));
     let mut e1_json = serde_json::Map::new();
-    for ((_, name), by_k) in &cells {
+    for ((_, name), by_k) in cells {
         let Some(e1) = by_k.get(&32) else { continue };
         let mut row = serde_json::Map::new();
         let cols: Vec<String> = E1_METRICS
@@ -97,6 +119,12 @@ pub fn section(runs: &[Run], bias: &[(&str, String)], out: &Path, json: &mut Val
         e1_json.insert(name.clone(), Value::Object(row));
         let _ = writeln!(md, "| {name} | {} |", cols.join(" | "));
     }
+    e1_json
+}
+
+/// The E4 table (dead codes / entropy per variant and K) and the rate-distortion plot across K. Returns its
+/// figures.
+fn e4_table(md: &mut String, cells: &Cells<'_>, out: &Path) -> anyhow::Result<serde_json::Map<String, Value>> {
     let ks: Vec<u32> = {
         let mut ks: Vec<u32> = cells.values().flat_map(|b| b.keys().copied()).collect();
         ks.sort_unstable();
@@ -108,7 +136,7 @@ pub fn section(runs: &[Run], bias: &[(&str, String)], out: &Path, json: &mut Val
     let _ = writeln!(md, "|---|{}", "---|".repeat(ks.len()));
     let mut e4_json = serde_json::Map::new();
     let mut rate_distortion: Vec<Series> = Vec::new();
-    for ((_, name), by_k) in &cells {
+    for ((_, name), by_k) in cells {
         if by_k.len() < 2 {
             continue; // only E1
         }
@@ -135,9 +163,13 @@ pub fn section(runs: &[Run], bias: &[(&str, String)], out: &Path, json: &mut Val
         "quant_err",
         &rate_distortion,
     )?;
-    // The Lloyd distance over training on E1: the mean over seeds at each evaluation.
+    Ok(e4_json)
+}
+
+/// The Lloyd distance over training on E1: the mean over seeds at each evaluation, per variant.
+fn lloyd_plot(cells: &Cells<'_>, out: &Path) -> anyhow::Result<()> {
     let mut lloyd: Vec<Series> = Vec::new();
-    for ((_, name), by_k) in &cells {
+    for ((_, name), by_k) in cells {
         let Some(e1) = by_k.get(&32) else { continue };
         let mut steps: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
         for r in e1 {
@@ -156,17 +188,5 @@ pub fn section(runs: &[Run], bias: &[(&str, String)], out: &Path, json: &mut Val
         "||C - C*||^2 / (K m)",
         &lloyd,
     )?;
-    let _ = writeln!(
-        md,
-        "\nRate against distortion across K (each line joins a variant's K = 4 ... 256; a residual variant's rate is \
-         the sum of its levels' entropies), and over training the distance from the codebook (the first level's, \
-         for residual VQ) to the Lloyd (k-means) fixed point on the same eval encodings (`lloyd_dist`):\n\n![rate-distortion](beyond_rate_distortion.svg) ![Lloyd distance](beyond_lloyd_dist.svg)"
-    );
-    for (title, bias) in bias {
-        let _ = writeln!(md, "\n### Bias against the soft-assignment surrogate: {title}\n\n{bias}");
-    }
-    if let Some(rows) = json.as_array_mut() {
-        rows.push(json!({ "id": "beyond", "e1": e1_json, "e4": e4_json }));
-    }
-    Ok(md)
+    Ok(())
 }

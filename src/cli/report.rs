@@ -274,83 +274,101 @@ pub fn write_report(runs: &[Run], out: &Path, sources: &[PathBuf]) -> anyhow::Re
     )?;
     let mut summary_groups = Vec::new();
     for (gi, g) in groups.iter().enumerate() {
-        writeln!(md, "## Setting {}: {}\n", gi + 1, label(g, &keys))?;
-        let estimators: Vec<&String> = g.by_estimator.keys().collect();
-        writeln!(
-            md,
-            "| metric | {} |",
-            estimators.iter().map(|e| format!("{e} (n={})", g.by_estimator[*e].len())).collect::<Vec<_>>().join(" | ")
-        )?;
-        writeln!(md, "|---|{}", "---|".repeat(estimators.len()))?;
-        let mut est_json = serde_json::Map::new();
-        let mut tests = serde_json::Map::new();
-        for metric in METRICS {
-            let values: Vec<Vec<f64>> =
-                estimators.iter().map(|e| g.by_estimator[*e].iter().map(|r| r.metric(metric)).collect()).collect();
-            if values.iter().all(|v| v.iter().all(|x| !x.is_finite())) {
-                continue; // e.g. purity without labels
+        summary_groups.push(setting_section(&mut md, g, gi, &keys, out)?);
+    }
+    sweeps_section(&mut md, &groups, out)?;
+    let summary = json!({ "runs": runs.len(), "sources": names, "groups": summary_groups });
+    std::fs::write(out.join("summary.json"), serde_json::to_string_pretty(&summary)? + "\n")?;
+    std::fs::write(out.join("report.md"), md)?;
+    Ok(summary)
+}
+
+/// One setting's section: the table of every metric per estimator, the Welch p-values and the training curves.
+/// Returns the setting's summary JSON.
+fn setting_section(md: &mut String, g: &Group, gi: usize, keys: &[String], out: &Path) -> anyhow::Result<Value> {
+    writeln!(md, "## Setting {}: {}\n", gi + 1, label(g, keys))?;
+    let estimators: Vec<&String> = g.by_estimator.keys().collect();
+    writeln!(
+        md,
+        "| metric | {} |",
+        estimators.iter().map(|e| format!("{e} (n={})", g.by_estimator[*e].len())).collect::<Vec<_>>().join(" | ")
+    )?;
+    writeln!(md, "|---|{}", "---|".repeat(estimators.len()))?;
+    let mut est_json = serde_json::Map::new();
+    let mut tests = serde_json::Map::new();
+    for metric in METRICS {
+        let values: Vec<Vec<f64>> =
+            estimators.iter().map(|e| g.by_estimator[*e].iter().map(|r| r.metric(metric)).collect()).collect();
+        if values.iter().all(|v| v.iter().all(|x| !x.is_finite())) {
+            continue; // e.g. purity without labels
+        }
+        let sums: Vec<Summary> = values.iter().map(|v| summarize(v)).collect();
+        writeln!(md, "| {metric} | {} |", sums.iter().map(fmt_summary).collect::<Vec<_>>().join(" | "))?;
+        for (e, s) in estimators.iter().zip(&sums) {
+            est_json.entry(e.to_string()).or_insert_with(|| json!({}))[*metric] = serde_json::to_value(s)?;
+        }
+        let mut pairs = serde_json::Map::new();
+        for a in 0..estimators.len() {
+            for b in a + 1..estimators.len() {
+                pairs.insert(format!("{} vs {}", estimators[a], estimators[b]), json!(welch_p(&values[a], &values[b])));
             }
-            let sums: Vec<Summary> = values.iter().map(|v| summarize(v)).collect();
-            writeln!(md, "| {metric} | {} |", sums.iter().map(fmt_summary).collect::<Vec<_>>().join(" | "))?;
-            for (e, s) in estimators.iter().zip(&sums) {
-                est_json.entry(e.to_string()).or_insert_with(|| json!({}))[*metric] = serde_json::to_value(s)?;
-            }
-            let mut pairs = serde_json::Map::new();
-            for a in 0..estimators.len() {
-                for b in a + 1..estimators.len() {
-                    pairs.insert(
-                        format!("{} vs {}", estimators[a], estimators[b]),
-                        json!(welch_p(&values[a], &values[b])),
-                    );
+        }
+        tests.insert(metric.to_string(), Value::Object(pairs));
+    }
+    if estimators.len() > 1 {
+        welch_table(md, &tests)?;
+    }
+    for metric in ["dead_codes", "perplexity", "loss", "lloyd_dist"] {
+        curve_plot(md, g, gi, metric, out)?;
+    }
+    writeln!(md)?;
+    Ok(json!({ "setting": g.setting, "label": label(g, keys), "estimators": est_json, "welch_p": tests }))
+}
+
+/// The Welch p-values of every metric (rows) and pair of estimators (columns).
+fn welch_table(md: &mut String, tests: &serde_json::Map<String, Value>) -> anyhow::Result<()> {
+    writeln!(md, "\nWelch p-values:\n")?;
+    let pair_names: Vec<String> =
+        tests.values().next().and_then(|v| v.as_object()).map(|o| o.keys().cloned().collect()).unwrap_or_default();
+    writeln!(md, "| metric | {} |", pair_names.join(" | "))?;
+    writeln!(md, "|---|{}", "---|".repeat(pair_names.len()))?;
+    for (metric, pairs) in tests {
+        let cells: Vec<String> = pair_names.iter().map(|p| fmt_p(pairs[p].as_f64())).collect();
+        writeln!(md, "| {metric} | {} |", cells.join(" | "))?;
+    }
+    Ok(())
+}
+
+/// A training curve of setting `gi`: the mean over seeds of `metric` at each evaluation, per estimator.
+fn curve_plot(md: &mut String, g: &Group, gi: usize, metric: &str, out: &Path) -> anyhow::Result<()> {
+    let series: Vec<Series> = g
+        .by_estimator
+        .iter()
+        .map(|(e, runs)| {
+            let mut steps: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
+            for r in runs {
+                for point in &r.curve {
+                    if let (Some(s), Some(v)) = (point["step"].as_u64(), point[metric].as_f64()) {
+                        steps.entry(s).or_default().push(v);
+                    }
                 }
             }
-            tests.insert(metric.to_string(), Value::Object(pairs));
-        }
-        if estimators.len() > 1 {
-            writeln!(md, "\nWelch p-values:\n")?;
-            let pair_names: Vec<String> = tests
-                .values()
-                .next()
-                .and_then(|v| v.as_object())
-                .map(|o| o.keys().cloned().collect())
-                .unwrap_or_default();
-            writeln!(md, "| metric | {} |", pair_names.join(" | "))?;
-            writeln!(md, "|---|{}", "---|".repeat(pair_names.len()))?;
-            for (metric, pairs) in &tests {
-                let cells: Vec<String> = pair_names.iter().map(|p| fmt_p(pairs[p].as_f64())).collect();
-                writeln!(md, "| {metric} | {} |", cells.join(" | "))?;
-            }
-        }
-        // Training curves: the mean over seeds at each evaluation.
-        for metric in ["dead_codes", "perplexity", "loss", "lloyd_dist"] {
-            let series: Vec<Series> = estimators
-                .iter()
-                .map(|e| {
-                    let runs = &g.by_estimator[*e];
-                    let mut steps: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
-                    for r in runs {
-                        for point in &r.curve {
-                            if let (Some(s), Some(v)) = (point["step"].as_u64(), point[metric].as_f64()) {
-                                steps.entry(s).or_default().push(v);
-                            }
-                        }
-                    }
-                    let pts = steps.into_iter().map(|(s, v)| {
-                        let sm = summarize(&v);
-                        (s as f64, sm.mean, sm.ci95)
-                    });
-                    (e.to_string(), pts.collect())
-                })
-                .collect();
-            let stem = out.join(format!("curve_{}_{metric}", gi + 1));
-            line_plot(&stem, &format!("setting {}: {metric} during training", gi + 1), "step", metric, &series)?;
-            writeln!(md, "\n![{metric} during training](curve_{}_{metric}.svg)", gi + 1)?;
-        }
-        writeln!(md)?;
-        summary_groups
-            .push(json!({ "setting": g.setting, "label": label(g, &keys), "estimators": est_json, "welch_p": tests }));
-    }
-    // Metrics against K, beta and sigma, where the runs vary them with everything else equal.
+            let pts = steps.into_iter().map(|(s, v)| {
+                let sm = summarize(&v);
+                (s as f64, sm.mean, sm.ci95)
+            });
+            (e.to_string(), pts.collect())
+        })
+        .collect();
+    let stem = out.join(format!("curve_{}_{metric}", gi + 1));
+    line_plot(&stem, &format!("setting {}: {metric} during training", gi + 1), "step", metric, &series)?;
+    writeln!(md, "\n![{metric} during training](curve_{}_{metric}.svg)", gi + 1)?;
+    Ok(())
+}
+
+/// Metrics against K, beta and sigma, where the runs vary them with everything else equal; across K also rate
+/// against distortion.
+fn sweeps_section(md: &mut String, groups: &[Group], out: &Path) -> anyhow::Result<()> {
     writeln!(md, "## Against K, beta and sigma\n")?;
     let mut sweeps = 0;
     for (axis, axis_label, metrics) in [
@@ -359,7 +377,7 @@ pub fn write_report(runs: &[Run], out: &Path, sources: &[PathBuf]) -> anyhow::Re
         ("data.sigma", "sigma", &["dead_codes", "entropy", "perplexity", "recon_mse"][..]),
     ] {
         let mut families: BTreeMap<BTreeMap<String, String>, Vec<&Group>> = BTreeMap::new();
-        for g in &groups {
+        for g in groups {
             if g.setting.contains_key(axis) {
                 let mut rest = g.setting.clone();
                 rest.remove(axis);
@@ -369,33 +387,7 @@ pub fn write_report(runs: &[Run], out: &Path, sources: &[PathBuf]) -> anyhow::Re
         for (fi, family) in families.values().filter(|f| f.len() >= 2).enumerate() {
             sweeps += 1;
             if axis == "codes" {
-                // Rate against distortion: each estimator's (entropy, quant_err) means, joined in order of K.
-                let mut by_est: BTreeMap<String, Vec<(f64, f64, f64, f64)>> = BTreeMap::new();
-                for g in family {
-                    let k: f64 = g.setting[axis].parse().unwrap_or(f64::NAN);
-                    for (e, runs) in &g.by_estimator {
-                        let mean = |m: &str| summarize(&runs.iter().map(|r| r.metric(m)).collect::<Vec<_>>()).mean;
-                        let rate = summarize(&runs.iter().map(Run::rate).collect::<Vec<_>>()).mean;
-                        by_est.entry(e.clone()).or_default().push((k, rate, mean("quant_err"), f64::NAN));
-                    }
-                }
-                let series: Vec<Series> = by_est
-                    .into_iter()
-                    .map(|(e, mut p)| {
-                        p.sort_by(|a, b| a.0.total_cmp(&b.0));
-                        (e, p.into_iter().map(|(_, x, y, err)| (x, y, err)).collect())
-                    })
-                    .collect();
-                let name = format!("rate_distortion_{}", fi + 1);
-                let title = "Rate-distortion across K: entropy (nats) against quant_err";
-                line_plot(
-                    &out.join(&name),
-                    title,
-                    "entropy (nats; summed over residual levels)",
-                    "quant_err",
-                    &series,
-                )?;
-                writeln!(md, "![rate-distortion across K]({name}.svg)")?;
+                rate_distortion_plot(md, family, fi, out)?;
             }
             for metric in metrics {
                 let mut by_est: BTreeMap<String, Vec<(f64, f64, f64)>> = BTreeMap::new();
@@ -422,10 +414,32 @@ pub fn write_report(runs: &[Run], out: &Path, sources: &[PathBuf]) -> anyhow::Re
     if sweeps == 0 {
         writeln!(md, "(no settings that differ only in K, beta or sigma)")?;
     }
-    let summary = json!({ "runs": runs.len(), "sources": names, "groups": summary_groups });
-    std::fs::write(out.join("summary.json"), serde_json::to_string_pretty(&summary)? + "\n")?;
-    std::fs::write(out.join("report.md"), md)?;
-    Ok(summary)
+    Ok(())
+}
+
+/// Rate against distortion across K: each estimator's (entropy, quant_err) means, joined in order of K.
+fn rate_distortion_plot(md: &mut String, family: &[&Group], fi: usize, out: &Path) -> anyhow::Result<()> {
+    let mut by_est: BTreeMap<String, Vec<(f64, f64, f64, f64)>> = BTreeMap::new();
+    for g in family {
+        let k: f64 = g.setting["codes"].parse().unwrap_or(f64::NAN);
+        for (e, runs) in &g.by_estimator {
+            let mean = |m: &str| summarize(&runs.iter().map(|r| r.metric(m)).collect::<Vec<_>>()).mean;
+            let rate = summarize(&runs.iter().map(Run::rate).collect::<Vec<_>>()).mean;
+            by_est.entry(e.clone()).or_default().push((k, rate, mean("quant_err"), f64::NAN));
+        }
+    }
+    let series: Vec<Series> = by_est
+        .into_iter()
+        .map(|(e, mut p)| {
+            p.sort_by(|a, b| a.0.total_cmp(&b.0));
+            (e, p.into_iter().map(|(_, x, y, err)| (x, y, err)).collect())
+        })
+        .collect();
+    let name = format!("rate_distortion_{}", fi + 1);
+    let title = "Rate-distortion across K: entropy (nats) against quant_err";
+    line_plot(&out.join(&name), title, "entropy (nats; summed over residual levels)", "quant_err", &series)?;
+    writeln!(md, "![rate-distortion across K]({name}.svg)")?;
+    Ok(())
 }
 
 pub fn run(args: &ReportArgs) -> anyhow::Result<()> {

@@ -189,38 +189,8 @@ impl CpuModel {
         let d = x.len() / rows;
         let enc_outs = forward_layers(&self.params, &self.layout.encoder, x, rows);
         let z = enc_outs.last().cloned().unwrap_or_default();
-        let noise = |i: usize| Some(Noise { seed: relax.seed, step: relax.step, row: i as u32 });
-        let codebook = &self.codebooks[0];
-        let mut a = assign_f64(&z, codebook, m);
-        if estimator.samples_gumbel() {
-            for i in 0..rows {
-                let zi = &z[i * m..(i + 1) * m];
-                let k = soft::sample_row(zi, codebook, relax.tau, noise(i)) as usize;
-                a.index[i] = k as u32;
-                a.distance[i] = zi.iter().zip(&codebook[k * m..]).map(|(z, c)| (z - c).powi(2)).sum();
-            }
-        }
-        let beta = beta(&a.index);
-        let q = codes(codebook, &a.index, m);
-        // Residual VQ: level l quantizes r_l = r_{l-1} - q_{l-1} (r_0 = z); the decoder gets the sum of the codes.
-        let level = |input: Vec<f64>, a: super::Assignment, q: Vec<f64>, codebook: &[f64]| {
-            let codebook_grad = if mode == CodebookMode::Grad {
-                crate::reference::codebook_grad_f64(&input, &a.index, codebook, m, rows)
-            } else {
-                vec![0.0; codebook.len()]
-            };
-            LevelStep { input, index: a.index, dist: a.distance, q, codebook_grad }
-        };
-        let mut q_total = q.clone();
-        let mut levels = vec![level(z.clone(), a, q, codebook)];
-        for codebook in &self.codebooks[1..] {
-            let prev = &levels[levels.len() - 1];
-            let r: Vec<f64> = prev.input.iter().zip(&prev.q).map(|(a, b)| a - b).collect();
-            let al = assign_f64(&r, codebook, m);
-            let ql = codes(codebook, &al.index, m);
-            q_total.iter_mut().zip(&ql).for_each(|(t, v)| *t += v);
-            levels.push(level(r, al, ql, codebook));
-        }
+        let (levels, q_total) = self.quantize_batch(&z, rows, estimator, mode, relax);
+        let beta = beta(&levels[0].index);
         let dec_outs = forward_layers(&self.params, &self.layout.decoder, &q_total, rows);
         let xhat = dec_outs.last().cloned().unwrap_or_default();
 
@@ -241,7 +211,7 @@ impl CpuModel {
             let s: Vec<f64> = (0..rows)
                 .flat_map(|i| {
                     let r = i * m..(i + 1) * m;
-                    soft::backward_row(&g[r.clone()], &z[r], codebook, relax.tau, None)
+                    soft::backward_row(&g[r.clone()], &z[r], &self.codebooks[0], relax.tau, None)
                 })
                 .collect();
             learned_grad(&transport, &g, &s, m)
@@ -250,23 +220,82 @@ impl CpuModel {
         };
         let mut dz = Vec::with_capacity(rows * m);
         for i in 0..rows {
-            let r = i * m..(i + 1) * m;
-            let e = match estimator {
-                Estimator::Gumbel => soft::backward_row(&g[r.clone()], &z[r.clone()], codebook, relax.tau, noise(i)),
-                Estimator::Learned => learned_row(&transport, &g[r.clone()]),
-                _ => estimator_row(estimator, &g[r.clone()], &z[r.clone()], &levels[0].q[r.clone()]),
-            };
-            // Every later level's estimator at its own input and code.
-            let mut e = e;
-            for l in &levels[1..] {
-                let el = estimator_row(estimator, &g[r.clone()], &l.input[r.clone()], &l.q[r.clone()]);
-                e.iter_mut().zip(el).for_each(|(a, b)| *a += b);
-            }
+            let e = self.row_gradient(estimator, i, (&g, &z), &levels, relax, &transport);
             dz.extend((0..m).map(|j| e[j] + commit * (z[i * m + j] - q_total[i * m + j])));
         }
         backward_layers(&self.params, &self.layout.encoder, x, &enc_outs, dz, rows, &mut grads);
 
         Step { losses: Losses { rec, cb, total }, z, xhat, grads, transport_grad, levels }
+    }
+
+    /// Every level's codes for the batch's encodings `z` (level 0's sampled for the Gumbel estimators), with the
+    /// codebook gradients in grad mode, and the decoder's input, the sum of the codes. Level l quantizes
+    /// `r_l = r_{l-1} - q_{l-1}` (r_0 = z).
+    fn quantize_batch(
+        &self,
+        z: &[f64],
+        rows: usize,
+        estimator: Estimator,
+        mode: CodebookMode,
+        relax: Relaxation<'_>,
+    ) -> (Vec<LevelStep>, Vec<f64>) {
+        let m = self.latent;
+        let codebook = &self.codebooks[0];
+        let mut a = assign_f64(z, codebook, m);
+        if estimator.samples_gumbel() {
+            for i in 0..rows {
+                let zi = &z[i * m..(i + 1) * m];
+                let noise = Some(Noise { seed: relax.seed, step: relax.step, row: i as u32 });
+                let k = soft::sample_row(zi, codebook, relax.tau, noise) as usize;
+                a.index[i] = k as u32;
+                a.distance[i] = zi.iter().zip(&codebook[k * m..]).map(|(z, c)| (z - c).powi(2)).sum();
+            }
+        }
+        let q = codes(codebook, &a.index, m);
+        let level = |input: Vec<f64>, a: super::Assignment, q: Vec<f64>, codebook: &[f64]| {
+            let codebook_grad = if mode == CodebookMode::Grad {
+                crate::reference::codebook_grad_f64(&input, &a.index, codebook, m, rows)
+            } else {
+                vec![0.0; codebook.len()]
+            };
+            LevelStep { input, index: a.index, dist: a.distance, q, codebook_grad }
+        };
+        let mut q_total = q.clone();
+        let mut levels = vec![level(z.to_vec(), a, q, codebook)];
+        for codebook in &self.codebooks[1..] {
+            let prev = &levels[levels.len() - 1];
+            let r: Vec<f64> = prev.input.iter().zip(&prev.q).map(|(a, b)| a - b).collect();
+            let al = assign_f64(&r, codebook, m);
+            let ql = codes(codebook, &al.index, m);
+            q_total.iter_mut().zip(&ql).for_each(|(t, v)| *t += v);
+            levels.push(level(r, al, ql, codebook));
+        }
+        (levels, q_total)
+    }
+
+    /// Row `i`'s estimator gradient, without the commitment term: level 0's estimator (the relaxation's backward
+    /// for `gumbel`, `M g` for `learned`) plus every later level's at its own input and code.
+    fn row_gradient(
+        &self,
+        estimator: Estimator,
+        i: usize,
+        (g, z): (&[f64], &[f64]),
+        levels: &[LevelStep],
+        relax: Relaxation<'_>,
+        transport: &[f64],
+    ) -> Vec<f64> {
+        let r = i * self.latent..(i + 1) * self.latent;
+        let noise = Some(Noise { seed: relax.seed, step: relax.step, row: i as u32 });
+        let mut e = match estimator {
+            Estimator::Gumbel => soft::backward_row(&g[r.clone()], &z[r.clone()], &self.codebooks[0], relax.tau, noise),
+            Estimator::Learned => learned_row(transport, &g[r.clone()]),
+            _ => estimator_row(estimator, &g[r.clone()], &z[r.clone()], &levels[0].q[r.clone()]),
+        };
+        for l in &levels[1..] {
+            let el = estimator_row(estimator, &g[r.clone()], &l.input[r.clone()], &l.q[r.clone()]);
+            e.iter_mut().zip(el).for_each(|(a, b)| *a += b);
+        }
+        e
     }
 }
 
