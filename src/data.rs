@@ -124,72 +124,14 @@ pub fn load(spec: &DataSpec, n_train: u32, n_eval: u32, seed: u64) -> Result<Dat
         return Err(Error::Input("the training and eval sets need at least one sample each".into()));
     }
     let (n_train, n_eval) = (n_train as usize, n_eval as usize);
-    let mut structure = rng(seed, Stream::Structure);
-    let (mut train_rng, mut eval_rng) = (rng(seed, Stream::Train), rng(seed, Stream::Eval));
+    let streams = (rng(seed, Stream::Structure), rng(seed, Stream::Train), rng(seed, Stream::Eval));
     match *spec {
-        DataSpec::Subspace { dim, rank, sigma } => {
-            let (d, r) = (dim as usize, rank as usize);
-            if d == 0 || r == 0 || r > d || !(sigma.is_finite() && sigma >= 0.0) {
-                return Err(Error::Input(format!(
-                    "subspace data needs 1 <= rank <= dim and sigma >= 0, got dim {d}, rank {r}, sigma {sigma}"
-                )));
-            }
-            let g = DMatrix::from_row_slice(d, r, &normals(&mut structure, d * r));
-            let a = g.qr().q(); // d x r, orthonormal columns
-            let sample = |rng: &mut ChaCha8Rng, n: usize| -> Vec<f32> {
-                let mut out = Vec::with_capacity(n * d);
-                for _ in 0..n {
-                    let s = normals(rng, r);
-                    let e = normals(rng, d);
-                    out.extend((0..d).map(|i| ((0..r).map(|j| a[(i, j)] * s[j]).sum::<f64>() + sigma * e[i]) as f32));
-                }
-                out
-            };
-            let basis = (0..d).flat_map(|i| (0..r).map(move |j| (i, j))).map(|(i, j)| a[(i, j)]).collect();
-            Ok(Dataset {
-                dim,
-                train: sample(&mut train_rng, n_train),
-                eval: sample(&mut eval_rng, n_eval),
-                train_labels: None,
-                eval_labels: None,
-                classes: 0,
-                basis: Some(basis),
-                rank,
-            })
-        }
+        DataSpec::Subspace { dim, rank, sigma } => subspace(dim, rank, sigma, (n_train, n_eval), streams),
         DataSpec::Clusters { dim, clusters, spread } => {
-            let (d, c) = (dim as usize, clusters as usize);
-            if d == 0 || c == 0 || !(spread.is_finite() && spread >= 0.0) {
-                return Err(Error::Input(format!(
-                    "cluster data needs dim >= 1, clusters >= 1, spread >= 0, got {d}, {c}, {spread}"
-                )));
-            }
-            let centres = normals(&mut structure, c * d);
-            let sample = |rng: &mut ChaCha8Rng, n: usize| -> (Vec<f32>, Vec<u32>) {
-                let mut x = Vec::with_capacity(n * d);
-                let mut y = Vec::with_capacity(n);
-                for _ in 0..n {
-                    let label = rng.random_range(0..c);
-                    let e = normals(rng, d);
-                    x.extend((0..d).map(|i| (centres[label * d + i] + spread * e[i]) as f32));
-                    y.push(label as u32);
-                }
-                (x, y)
-            };
-            let (train, train_labels) = sample(&mut train_rng, n_train);
-            let (eval, eval_labels) = sample(&mut eval_rng, n_eval);
-            Ok(Dataset {
-                dim,
-                train,
-                eval,
-                train_labels: Some(train_labels),
-                eval_labels: Some(eval_labels),
-                classes: clusters,
-                basis: None,
-                rank: 0,
-            })
+            clusters_data(dim, clusters, spread, (n_train, n_eval), streams)
         }
         DataSpec::Gaussian { dim } => {
+            let (_, mut train_rng, mut eval_rng) = streams;
             if dim == 0 {
                 return Err(Error::Input("gaussian data needs dim >= 1".into()));
             }
@@ -208,6 +150,83 @@ pub fn load(spec: &DataSpec, n_train: u32, n_eval: u32, seed: u64) -> Result<Dat
         }
         DataSpec::File { .. } => unreachable!("handled above"),
     }
+}
+
+/// The seeded streams a generated data set draws from: its structure (basis or centres), training and eval rows.
+type Streams = (ChaCha8Rng, ChaCha8Rng, ChaCha8Rng);
+
+/// `subspace` data: x = A s + sigma e, A the Q of a QR of a d x r N(0, 1) matrix (docs/PROTOCOL.md §3).
+fn subspace(dim: u32, rank: u32, sigma: f64, (n_train, n_eval): (usize, usize), streams: Streams) -> Result<Dataset> {
+    let (mut structure, mut train_rng, mut eval_rng) = streams;
+    let (d, r) = (dim as usize, rank as usize);
+    if d == 0 || r == 0 || r > d || !(sigma.is_finite() && sigma >= 0.0) {
+        return Err(Error::Input(format!(
+            "subspace data needs 1 <= rank <= dim and sigma >= 0, got dim {d}, rank {r}, sigma {sigma}"
+        )));
+    }
+    let g = DMatrix::from_row_slice(d, r, &normals(&mut structure, d * r));
+    let a = g.qr().q(); // d x r, orthonormal columns
+    let sample = |rng: &mut ChaCha8Rng, n: usize| -> Vec<f32> {
+        let mut out = Vec::with_capacity(n * d);
+        for _ in 0..n {
+            let s = normals(rng, r);
+            let e = normals(rng, d);
+            out.extend((0..d).map(|i| ((0..r).map(|j| a[(i, j)] * s[j]).sum::<f64>() + sigma * e[i]) as f32));
+        }
+        out
+    };
+    let basis = (0..d).flat_map(|i| (0..r).map(move |j| (i, j))).map(|(i, j)| a[(i, j)]).collect();
+    Ok(Dataset {
+        dim,
+        train: sample(&mut train_rng, n_train),
+        eval: sample(&mut eval_rng, n_eval),
+        train_labels: None,
+        eval_labels: None,
+        classes: 0,
+        basis: Some(basis),
+        rank,
+    })
+}
+
+/// `clusters` data: x = mu_y + spread e, centres mu_c ~ N(0, I), labels uniform (docs/PROTOCOL.md §3).
+fn clusters_data(
+    dim: u32,
+    clusters: u32,
+    spread: f64,
+    (n_train, n_eval): (usize, usize),
+    streams: Streams,
+) -> Result<Dataset> {
+    let (mut structure, mut train_rng, mut eval_rng) = streams;
+    let (d, c) = (dim as usize, clusters as usize);
+    if d == 0 || c == 0 || !(spread.is_finite() && spread >= 0.0) {
+        return Err(Error::Input(format!(
+            "cluster data needs dim >= 1, clusters >= 1, spread >= 0, got {d}, {c}, {spread}"
+        )));
+    }
+    let centres = normals(&mut structure, c * d);
+    let sample = |rng: &mut ChaCha8Rng, n: usize| -> (Vec<f32>, Vec<u32>) {
+        let mut x = Vec::with_capacity(n * d);
+        let mut y = Vec::with_capacity(n);
+        for _ in 0..n {
+            let label = rng.random_range(0..c);
+            let e = normals(rng, d);
+            x.extend((0..d).map(|i| (centres[label * d + i] + spread * e[i]) as f32));
+            y.push(label as u32);
+        }
+        (x, y)
+    };
+    let (train, train_labels) = sample(&mut train_rng, n_train);
+    let (eval, eval_labels) = sample(&mut eval_rng, n_eval);
+    Ok(Dataset {
+        dim,
+        train,
+        eval,
+        train_labels: Some(train_labels),
+        eval_labels: Some(eval_labels),
+        classes: clusters,
+        basis: None,
+        rank: 0,
+    })
 }
 
 fn open_npy(path: &Path) -> Result<npyz::NpyFile<std::io::BufReader<std::fs::File>>> {

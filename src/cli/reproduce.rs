@@ -6,9 +6,10 @@ use super::sweep::{Axis, grid, run_missing};
 use anyhow::Context;
 use serde_json::json;
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use vqgrad::analysis::{summarize, welch_p};
 use vqgrad::gpu::GpuOptions;
+use vqgrad::train::Engine;
 use vqgrad::train::TrainConfig;
 
 #[derive(clap::Args, Debug)]
@@ -343,6 +344,15 @@ fn claims_table(runs: &[Run], overhead: &[super::overhead::Overhead]) -> (String
         rows.push(json!({ "id": c.id, "claim": c.text, "metric": c.metric, "seed": c.seed_figure,
             "rotation": sr, "ste": ss, "rotation_trick": st, "p": p, "holds": holds }));
     }
+    e8_row(&mut md, &mut rows, overhead);
+    let _ = writeln!(md, "\nE7 and E2 follow.");
+    (md, json!(rows))
+}
+
+/// E8's row of the claims table, and the step-time ratios of every estimator: the seed's "+5%" holds when
+/// rotation's median ratio to ste is at most 1.05, fails when every round shows more, and is inconclusive when the
+/// rounds straddle the line.
+fn e8_row(md: &mut String, rows: &mut Vec<serde_json::Value>, overhead: &[super::overhead::Overhead]) {
     let ratio = |name: &str| overhead.iter().find(|o| o.estimator == name).map(|o| o.ratio_to_ste);
     if let Some(r) = ratio("rotation") {
         // The seed: "+5%, negligible overhead". It holds when rotation's median ratio is at most 1.05, fails when
@@ -380,8 +390,68 @@ fn claims_table(runs: &[Run], overhead: &[super::overhead::Overhead]) -> (String
         };
         rows.push(json!({ "id": "E8", "claim": "rotation step-time overhead", "seed": "+5%", "ratios": overhead, "holds": holds }));
     }
-    let _ = writeln!(md, "\nE7 and E2 follow.");
-    (md, json!(rows))
+}
+
+/// E7: the E1 models of every estimator and seed, saved once in `models` (resumable), then k-means on their
+/// encodings.
+fn e7_models(engine: &Engine, args: &ReproduceArgs, models: &Path) -> anyhow::Result<Vec<serde_json::Value>> {
+    std::fs::create_dir_all(models)?;
+    let mut e7 = Vec::new();
+    for config in grid(&experiments(args.quick, &args.set)?[0].1)? {
+        let path = models.join(format!("E1-{}-seed{}.safetensors", config.estimator, config.seed));
+        if !path.exists() {
+            if !args.quiet {
+                eprintln!("E7: training {}", path.display());
+            }
+            let data = config.load_data()?;
+            super::train::train_and_save(engine, &config, data, |_| {}, Some(&path))?;
+        }
+        let (c, z, saved) = super::kmeans::model_encodings(&path)?;
+        let codebook = vqgrad::reference::to_f64(&saved.codebook);
+        let mut a = super::kmeans::analyse(
+            engine,
+            &z,
+            saved.latent as usize,
+            saved.codes as usize,
+            c.seed,
+            50,
+            Some(&codebook),
+        )?;
+        a["estimator"] = json!(c.estimator.name());
+        a["seed"] = json!(c.seed);
+        e7.push(a);
+    }
+    Ok(e7)
+}
+
+/// The seed's future directions' bias analysis, on the first seed's ste models of E1 (K = 32, E7's) and of E4 at
+/// K = 64 (trained here once): each section's title and markdown.
+fn bias_sections(
+    engine: &Engine,
+    args: &ReproduceArgs,
+    models: &Path,
+    report_dir: &Path,
+) -> anyhow::Result<Vec<(&'static str, String)>> {
+    let e1_ste =
+        grid(&experiments(args.quick, &args.set)?[0].1)?.into_iter().find(|c| c.estimator == vqgrad::Estimator::Ste);
+    let mut bias = Vec::new();
+    if let Some(e1) = e1_ste {
+        let k64 = TrainConfig { codes: 64, ..e1.clone() };
+        let k64_path = models.join(format!("E4-K64-ste-seed{}.safetensors", k64.seed));
+        if !k64_path.exists() {
+            super::train::train_and_save(engine, &k64, k64.load_data()?, |_| {}, Some(&k64_path))?;
+        }
+        let e1_path = models.join(format!("E1-ste-seed{}.safetensors", e1.seed));
+        let (rows, draws) = if args.quick { (1024, 4) } else { (4096, 16) };
+        for (title, path, stem) in [("E1 (K = 32)", e1_path, "bias_e1"), ("E4 at K = 64", k64_path, "bias_k64")] {
+            let (source, model, x, n, seed) = super::bias::load(&path, rows, &format!("the {title} ste model"))?;
+            let taus = [1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001];
+            let measured = vqgrad::bias::measure(&model, &x, n, &taus, draws, seed, engine)?;
+            let md = super::bias::write(&measured, report_dir, &format!("{n} eval samples of {source}"), stem)?;
+            bias.push((title, md));
+        }
+    }
+    Ok(bias)
 }
 
 pub fn run(options: &GpuOptions, args: &ReproduceArgs) -> anyhow::Result<()> {
@@ -405,34 +475,8 @@ pub fn run(options: &GpuOptions, args: &ReproduceArgs) -> anyhow::Result<()> {
         eprintln!("E8: timing the estimators ({rounds} rounds of {timed_steps} steps each)");
     }
     let overhead = super::overhead::measure(&engine, &e8_base, timed_steps, rounds)?;
-    // E7: the E1 models of every estimator and seed, saved once (resumable), then k-means on their encodings.
     let models = args.out.join("models");
-    std::fs::create_dir_all(&models)?;
-    let mut e7 = Vec::new();
-    for config in grid(&experiments(args.quick, &args.set)?[0].1)? {
-        let path = models.join(format!("E1-{}-seed{}.safetensors", config.estimator, config.seed));
-        if !path.exists() {
-            if !args.quiet {
-                eprintln!("E7: training {}", path.display());
-            }
-            let data = config.load_data()?;
-            super::train::train_and_save(&engine, &config, data, |_| {}, Some(&path))?;
-        }
-        let (c, z, saved) = super::kmeans::model_encodings(&path)?;
-        let codebook = vqgrad::reference::to_f64(&saved.codebook);
-        let mut a = super::kmeans::analyse(
-            &engine,
-            &z,
-            saved.latent as usize,
-            saved.codes as usize,
-            c.seed,
-            50,
-            Some(&codebook),
-        )?;
-        a["estimator"] = json!(c.estimator.name());
-        a["seed"] = json!(c.seed);
-        e7.push(a);
-    }
+    let e7 = e7_models(&engine, args, &models)?;
     let runs = load_runs(std::slice::from_ref(&results))?;
     let report_dir = args.out.join("report");
     write_report(&runs, &report_dir, std::slice::from_ref(&results))?;
@@ -449,27 +493,7 @@ pub fn run(options: &GpuOptions, args: &ReproduceArgs) -> anyhow::Result<()> {
     };
     let field = super::gradfield::generate(&engine, &field_args)?;
     table.push_str(&e2_section(&field, &mut json));
-    // The seed's future directions. The bias analysis runs on the first seed's ste models of E1 (K = 32, E7's) and
-    // of E4 at K = 64 (trained here once).
-    let e1_ste =
-        grid(&experiments(args.quick, &args.set)?[0].1)?.into_iter().find(|c| c.estimator == vqgrad::Estimator::Ste);
-    let mut bias = Vec::new();
-    if let Some(e1) = e1_ste {
-        let k64 = TrainConfig { codes: 64, ..e1.clone() };
-        let k64_path = models.join(format!("E4-K64-ste-seed{}.safetensors", k64.seed));
-        if !k64_path.exists() {
-            super::train::train_and_save(&engine, &k64, k64.load_data()?, |_| {}, Some(&k64_path))?;
-        }
-        let e1_path = models.join(format!("E1-ste-seed{}.safetensors", e1.seed));
-        let (rows, draws) = if args.quick { (1024, 4) } else { (4096, 16) };
-        for (title, path, stem) in [("E1 (K = 32)", e1_path, "bias_e1"), ("E4 at K = 64", k64_path, "bias_k64")] {
-            let (source, model, x, n, seed) = super::bias::load(&path, rows, &format!("the {title} ste model"))?;
-            let taus = [1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001];
-            let measured = vqgrad::bias::measure(&model, &x, n, &taus, draws, seed, &engine)?;
-            let md = super::bias::write(&measured, &report_dir, &format!("{n} eval samples of {source}"), stem)?;
-            bias.push((title, md));
-        }
-    }
+    let bias = bias_sections(&engine, args, &models, &report_dir)?;
     table.push_str(&super::beyond::section(&runs, &bias, &report_dir, &mut json)?);
     let md_path = report_dir.join("report.md");
     let body = std::fs::read_to_string(&md_path)?;
