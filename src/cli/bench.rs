@@ -6,9 +6,8 @@ use super::overhead::{self, median};
 use serde::Serialize;
 use std::time::Instant;
 use vqgrad::kernels::assign::{Assign, AssignBuffers, AssignShape};
+use vqgrad::train::Engine;
 use vqgrad::train::TrainConfig;
-use vqgrad::train::gpu::{BatchTrainer, GpuTrainer};
-use vqgrad::train::{Engine, Trainer};
 use vqgrad::{Estimator, Gpu, gpu::timing::Timestamps};
 
 #[derive(clap::Args, Debug)]
@@ -72,7 +71,7 @@ struct SweepFigure {
     steps_per_run: u32,
     /// Run-steps per second over the whole grid, building each run and evaluating it included.
     unbatched_run_steps_per_sec: f64,
-    /// The runs in batches (`BatchTrainer`), as many to a batch as the device's binding size allows.
+    /// The runs in batches (the GPU engine's batching), as many to a batch as the device's binding size allows.
     batched_run_steps_per_sec: f64,
     runs_per_batch: usize,
     /// Training alone, after a warm-up: one batch of `runs_per_batch` E1 runs, in run-steps per second.
@@ -121,19 +120,6 @@ pub fn run(options: &vqgrad::gpu::GpuOptions, args: &BenchArgs) -> anyhow::Resul
     let mut training = Vec::new();
     let e1 = TrainConfig::default();
     let k64 = TrainConfig { codes: 64, ..TrainConfig::default() };
-    eprintln!("sweep: 4 estimators x 5 seeds, one at a time and batched");
-    let sweep = bench_sweep(
-        &gpu,
-        if args.smoke {
-            2
-        } else if args.quick {
-            64
-        } else {
-            256
-        },
-    )?;
-    eprintln!("profile");
-    let (profile, e1_gpu_buffer_bytes) = bench_profile(&gpu)?;
     // Whole training steps through the engine interface, on this device and on the CPU engine.
     let engine = Engine::Gpu(Box::new(gpu));
     let (steps, rounds) = match (args.smoke, args.quick) {
@@ -157,6 +143,19 @@ pub fn run(options: &vqgrad::gpu::GpuOptions, args: &BenchArgs) -> anyhow::Resul
             });
         }
     }
+    eprintln!("sweep: 4 estimators x 5 seeds, one at a time and batched");
+    let sweep = bench_sweep(
+        &engine,
+        if args.smoke {
+            2
+        } else if args.quick {
+            64
+        } else {
+            256
+        },
+    )?;
+    eprintln!("profile");
+    let (profile, e1_gpu_buffer_bytes) = bench_profile(&engine)?;
     let report = Report {
         adapter,
         timestamps,
@@ -316,7 +315,7 @@ fn bench_estimators(gpu: &Gpu, (n, m, k): (u32, u32, u32), rounds: usize) -> any
 
 /// The E1 grid of 4 estimators x 5 seeds: one run after another as `sweep` runs them without batching, then in
 /// batches. Building and evaluating the runs is counted in both.
-fn bench_sweep(gpu: &Gpu, steps: u32) -> anyhow::Result<SweepFigure> {
+fn bench_sweep(engine: &Engine, steps: u32) -> anyhow::Result<SweepFigure> {
     let configs: Vec<TrainConfig> = Estimator::ROW
         .iter()
         .flat_map(|&estimator| {
@@ -326,27 +325,27 @@ fn bench_sweep(gpu: &Gpu, steps: u32) -> anyhow::Result<SweepFigure> {
     let start = Instant::now();
     for config in &configs {
         let data = config.load_data()?;
-        GpuTrainer::new(gpu, config, &data)?.run(|_| {})?;
+        engine.trainer(std::slice::from_ref(config), std::slice::from_ref(&data))?.run(&mut |_, _| {})?;
     }
     let unbatched = start.elapsed().as_secs_f64();
     let start = Instant::now();
     let data = configs.iter().map(|c| c.load_data()).collect::<vqgrad::Result<Vec<_>>>()?;
     // As many runs to a batch as the device's binding size allows.
-    let per_batch = BatchTrainer::max_runs(gpu, &configs[0], &data[0]) as usize;
+    let per_batch = engine.max_runs(&configs[0], &data[0]) as usize;
     for (c, d) in configs.chunks(per_batch).zip(data.chunks(per_batch)) {
-        BatchTrainer::new(gpu, c, d)?.run(&mut |_, _| {})?;
+        engine.trainer(c, d)?.run(&mut |_, _| {})?;
     }
     let batched = start.elapsed().as_secs_f64();
     let run_steps = (configs.len() as u32 * steps) as f64;
     // Training alone: one full batch, warmed up, then timed.
     let n = per_batch.min(configs.len());
     let forever: Vec<TrainConfig> = configs[..n].iter().map(|c| TrainConfig { steps: u32::MAX, ..c.clone() }).collect();
-    let mut batch = BatchTrainer::new(gpu, &forever, &data[..n])?;
+    let mut batch = engine.trainer(&forever, &data[..n])?;
     batch.train_steps(steps.min(64))?;
-    gpu.wait()?;
+    batch.wait()?;
     let start = Instant::now();
     batch.train_steps(steps)?;
-    gpu.wait()?;
+    batch.wait()?;
     let batch_training = (n as u32 * steps) as f64 / start.elapsed().as_secs_f64();
     Ok(SweepFigure {
         runs: configs.len(),
@@ -359,13 +358,13 @@ fn bench_sweep(gpu: &Gpu, steps: u32) -> anyhow::Result<SweepFigure> {
 }
 
 /// GPU time per kernel per E1 step for each estimator (empty without timestamps), and one E1 run's buffer bytes.
-fn bench_profile(gpu: &Gpu) -> anyhow::Result<(Vec<KernelTime>, u64)> {
+fn bench_profile(engine: &Engine) -> anyhow::Result<(Vec<KernelTime>, u64)> {
     let mut out = Vec::new();
     let mut bytes = 0;
     for estimator in Estimator::ALL {
         let config = TrainConfig { estimator, steps: u32::MAX, ..TrainConfig::default() };
         let data = config.load_data()?;
-        let mut trainer = GpuTrainer::new(gpu, &config, &data)?;
+        let mut trainer = engine.trainer(std::slice::from_ref(&config), std::slice::from_ref(&data))?;
         bytes = trainer.buffer_bytes();
         trainer.train_steps(16)?; // warm-up
         let mut runs: Vec<Vec<(&'static str, f64)>> = Vec::new();

@@ -52,6 +52,19 @@ pub trait Trainer {
         Ok(())
     }
 
+    /// Takes `steps` steps timing each kernel group, and returns the device nanoseconds per step of each; `None`
+    /// where the engine cannot time its parts (the CPU engine, a device without timestamps inside passes).
+    fn profile_steps(&mut self, steps: u32) -> Result<Option<Vec<(&'static str, f64)>>> {
+        let _ = steps;
+        Ok(None)
+    }
+
+    /// Bytes of the trainer's device buffers (data, state, activations, the evaluation workspace); 0 for the CPU
+    /// engine, which holds its state in host memory.
+    fn buffer_bytes(&self) -> u64 {
+        0
+    }
+
     /// The number of runs.
     fn runs(&self) -> usize {
         self.configs().len()

@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+#[cfg(feature = "study")] // the f64 Adam lives in the study part of the reference
 mod adam;
 mod assign;
 mod codebook;

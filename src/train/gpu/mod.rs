@@ -185,11 +185,6 @@ impl<'g> BatchTrainer<'g> {
         (limit / largest).clamp(1, gpu.device.limits().max_compute_workgroups_per_dimension as u64) as u32
     }
 
-    /// The number of runs.
-    pub fn runs(&self) -> usize {
-        self.configs.len()
-    }
-
     /// Records one training step of every run (slot `slot` of this submit, step `t`) into its own compute pass.
     /// `mark` is called after each kernel group with its name (a profile's timestamps; a no-op otherwise).
     fn record_step(&self, encoder: &mut wgpu::CommandEncoder, slot: u32, t: u64, mark: Mark<'_>) {
@@ -221,10 +216,69 @@ impl<'g> BatchTrainer<'g> {
         self.gpu.queue.write_buffer(&self.buffers.schedule, 0, bytemuck::cast_slice(&schedule));
         self.step_uniform.write(&self.gpu.queue, &constants)
     }
+}
+
+impl Trainer for BatchTrainer<'_> {
+    fn configs(&self) -> &[TrainConfig] {
+        &self.configs
+    }
+
+    fn steps_done(&self) -> u64 {
+        self.step
+    }
+
+    /// Runs `steps` training steps of every run, `STEPS_PER_SUBMIT` to a submit, with no readback.
+    fn train_steps(&mut self, steps: u32) -> Result<()> {
+        let mut left = steps;
+        while left > 0 {
+            let chunk = left.min(STEPS_PER_SUBMIT);
+            self.prepare_chunk(chunk)?;
+            let mut encoder =
+                self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("train") });
+            for slot in 0..chunk {
+                self.record_step(&mut encoder, slot, self.step + 1 + slot as u64, &mut |_, _| {});
+            }
+            self.gpu.queue.submit([encoder.finish()]);
+            self.step += chunk as u64;
+            left -= chunk;
+        }
+        self.gpu.check()
+    }
+
+    /// Evaluates run `run` on its eval set (and its last batch) and reads back the statistics.
+    fn evaluate_run(&self, run: usize) -> Result<Metrics> {
+        let config = &self.configs[run];
+        let mut encoder =
+            self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("eval") });
+        self.evaluator.record(&mut encoder, &self.buffers, run as u64, config.lloyd_iters);
+        self.gpu.queue.submit([encoder.finish()]);
+        let stages = StageMetrics {
+            beta: self.plan.adaptive.as_ref().map(|a| a.read(self.gpu, run)).transpose()?,
+            transport: match &self.plan.learned {
+                Some(l) if config.estimator == Estimator::Learned => Some(l.read(self.gpu, run)?),
+                _ => None,
+            },
+        };
+        let shapes = (config, &self.layout, self.sizes);
+        let metrics = self.evaluator.read(self.gpu, shapes, self.step, stages, self.bases[run].as_ref())?;
+        self.gpu.check()?;
+        Ok(metrics)
+    }
+
+    /// Each run's flat parameters and codebook, read back (for tests and for saving a model).
+    fn read_states(&self) -> Result<Vec<State>> {
+        let (device, queue) = (&self.gpu.device, &self.gpu.queue);
+        let params: Vec<f32> = read_buffer(device, queue, &self.buffers.params)?;
+        let codebook: Vec<f32> = read_buffer(device, queue, &self.buffers.levels[0].codebook)?;
+        let (p, c) = (self.layout.len as usize, (self.sizes.k * self.sizes.m) as usize);
+        Ok((0..self.runs())
+            .map(|r| (params[r * p..(r + 1) * p].to_vec(), codebook[r * c..(r + 1) * c].to_vec()))
+            .collect())
+    }
 
     /// Runs `steps` training steps (at most `STEPS_PER_SUBMIT`) with a timestamp after every kernel, and returns
     /// the GPU nanoseconds per step of each kernel; `None` where the device has no timestamps inside passes.
-    pub fn profile_steps(&mut self, steps: u32) -> Result<Option<Vec<(&'static str, f64)>>> {
+    fn profile_steps(&mut self, steps: u32) -> Result<Option<Vec<(&'static str, f64)>>> {
         let steps = steps.clamp(1, STEPS_PER_SUBMIT);
         let Some(mut stamps) = Timestamps::new(self.gpu, steps * 24)? else {
             return Ok(None);
@@ -246,58 +300,9 @@ impl<'g> BatchTrainer<'g> {
         Ok(Some(totals.into_iter().map(|(label, ns)| (label, ns / steps as f64)).collect()))
     }
 
-    /// Runs `steps` training steps of every run, `STEPS_PER_SUBMIT` to a submit, with no readback.
-    pub fn train_steps(&mut self, steps: u32) -> Result<()> {
-        let mut left = steps;
-        while left > 0 {
-            let chunk = left.min(STEPS_PER_SUBMIT);
-            self.prepare_chunk(chunk)?;
-            let mut encoder =
-                self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("train") });
-            for slot in 0..chunk {
-                self.record_step(&mut encoder, slot, self.step + 1 + slot as u64, &mut |_, _| {});
-            }
-            self.gpu.queue.submit([encoder.finish()]);
-            self.step += chunk as u64;
-            left -= chunk;
-        }
-        self.gpu.check()
-    }
-
-    /// Evaluates run `run` on its eval set (and its last batch) and reads back the statistics.
-    pub fn evaluate_run(&self, run: usize) -> Result<Metrics> {
-        let config = &self.configs[run];
-        let mut encoder =
-            self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("eval") });
-        self.evaluator.record(&mut encoder, &self.buffers, run as u64, config.lloyd_iters);
-        self.gpu.queue.submit([encoder.finish()]);
-        let stages = StageMetrics {
-            beta: self.plan.adaptive.as_ref().map(|a| a.read(self.gpu, run)).transpose()?,
-            transport: match &self.plan.learned {
-                Some(l) if config.estimator == Estimator::Learned => Some(l.read(self.gpu, run)?),
-                _ => None,
-            },
-        };
-        let shapes = (config, &self.layout, self.sizes);
-        let metrics = self.evaluator.read(self.gpu, shapes, self.step, stages, self.bases[run].as_ref())?;
-        self.gpu.check()?;
-        Ok(metrics)
-    }
-
-    /// Each run's flat parameters and codebook, read back (for tests and for saving a model).
-    pub fn read_states(&self) -> Result<Vec<(Vec<f32>, Vec<f32>)>> {
-        let (device, queue) = (&self.gpu.device, &self.gpu.queue);
-        let params: Vec<f32> = read_buffer(device, queue, &self.buffers.params)?;
-        let codebook: Vec<f32> = read_buffer(device, queue, &self.buffers.levels[0].codebook)?;
-        let (p, c) = (self.layout.len as usize, (self.sizes.k * self.sizes.m) as usize);
-        Ok((0..self.runs())
-            .map(|r| (params[r * p..(r + 1) * p].to_vec(), codebook[r * c..(r + 1) * c].to_vec()))
-            .collect())
-    }
-
     /// Bytes of the batch's storage buffers (data, state, activations, the evaluation workspace; not the small
     /// uniforms).
-    pub fn buffer_bytes(&self) -> u64 {
+    fn buffer_bytes(&self) -> u64 {
         let all = self.buffers.all().chain(self.plan.buffers()).chain(self.evaluator.buffers());
         // Level 0's buffers are the step's own, and a batch of one evaluates on its eval set in place.
         let mut distinct: Vec<&wgpu::Buffer> = Vec::new();
@@ -307,33 +312,6 @@ impl<'g> BatchTrainer<'g> {
             }
         }
         distinct.iter().map(|b| b.size()).sum()
-    }
-
-    /// Steps taken so far (by every run).
-    pub fn steps_done(&self) -> u64 {
-        self.step
-    }
-}
-
-impl Trainer for BatchTrainer<'_> {
-    fn configs(&self) -> &[TrainConfig] {
-        &self.configs
-    }
-
-    fn steps_done(&self) -> u64 {
-        self.step
-    }
-
-    fn train_steps(&mut self, steps: u32) -> Result<()> {
-        BatchTrainer::train_steps(self, steps)
-    }
-
-    fn evaluate_run(&self, run: usize) -> Result<Metrics> {
-        BatchTrainer::evaluate_run(self, run)
-    }
-
-    fn read_states(&self) -> Result<Vec<State>> {
-        BatchTrainer::read_states(self)
     }
 
     fn wait(&self) -> Result<()> {
