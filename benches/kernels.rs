@@ -7,7 +7,8 @@ use std::hint::black_box;
 use vqgrad::Gpu;
 use vqgrad::kernels::assign::{Assign, AssignBuffers, AssignShape};
 use vqgrad::train::TrainConfig;
-use vqgrad::train::gpu::GpuTrainer;
+use vqgrad::train::Trainer;
+use vqgrad::train::gpu::BatchTrainer;
 
 fn values(len: u32, seed: u32) -> Vec<f32> {
     // A cheap deterministic spread in [-1, 1): the timing does not depend on the values.
@@ -89,7 +90,7 @@ fn training(c: &mut Criterion) {
     for estimator in vqgrad::Estimator::ALL {
         let config = TrainConfig { estimator, steps: u32::MAX, ..TrainConfig::default() };
         let data = config.load_data().unwrap();
-        let mut trainer = GpuTrainer::new(&gpu, &config, &data).unwrap();
+        let mut trainer = BatchTrainer::one(&gpu, &config, &data).unwrap();
         group.bench_function(estimator.name(), |b| {
             b.iter(|| {
                 trainer.train_steps(steps).unwrap();

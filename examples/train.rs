@@ -3,7 +3,7 @@
 //!
 //! Run: `cargo run --release --example train [-- STEPS]` (default 400 steps)
 
-use vqgrad::train::gpu::{BatchTrainer, GpuTrainer};
+use vqgrad::train::gpu::BatchTrainer;
 use vqgrad::train::{TrainConfig, Trainer};
 use vqgrad::{Estimator, Gpu, GpuOptions};
 
@@ -24,9 +24,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for estimator in Estimator::ALL {
         let config = TrainConfig { estimator, ..base.clone() };
         let data = config.load_data()?; // generated from the seed; `DataSpec::File` reads a .npy
-        let mut trainer = GpuTrainer::new(&gpu, &config, &data)?;
+        let mut trainer = BatchTrainer::one(&gpu, &config, &data)?;
         let result = trainer
-            .run(|m| println!("  {estimator} step {:>4}: loss {:.4}, dead codes {}", m.step, m.loss, m.dead_codes))?;
+            .run(&mut |_, m| {
+                println!("  {estimator} step {:>4}: loss {:.4}, dead codes {}", m.step, m.loss, m.dead_codes)
+            })?
+            .swap_remove(0);
         let m = &result.metrics;
         println!(
             "{estimator}: perplexity {:.2}, usage {:.3}, recon_mse {:.5}, {:.0} steps/s",

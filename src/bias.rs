@@ -22,7 +22,7 @@ use crate::kernels::soft::{Soft, SoftBackwardBuffers, SoftForwardBuffers, SoftRu
 use crate::kernels::step::{StepConstants, StepUniform};
 use crate::reference::soft::{self, Noise};
 use crate::reference::train::{CpuModel, backward_layers, forward_layers};
-use crate::reference::{assign_f64, estimator_row};
+use crate::reference::{assign_f64, estimator_row, to_f32, to_f64};
 
 /// One estimator at one temperature.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -68,7 +68,7 @@ impl Backend<'_> {
             }
             Backend::Gpu(gpu, k) => {
                 self.step(tau, 1)?;
-                let (zb, cb) = (gpu.upload("z", &f32s(z))?, gpu.upload("codebook", &f32s(codebook))?);
+                let (zb, cb) = (gpu.upload("z", &to_f32(z))?, gpu.upload("codebook", &to_f32(codebook))?);
                 let q = gpu.zeroed::<f32>("relaxed q", z.len())?;
                 let bound = k.0.bind_forward(
                     &gpu.device,
@@ -77,7 +77,7 @@ impl Backend<'_> {
                     &[SoftRun::exact()],
                 )?;
                 run(gpu, |pass| bound.encode(pass, &k.2, 0));
-                Ok(f64s(&gpu.read::<f32>(&q)?))
+                Ok(to_f64(&gpu.read::<f32>(&q)?))
             }
         }
     }
@@ -94,7 +94,7 @@ impl Backend<'_> {
                 .collect()),
             Backend::Gpu(gpu, k) => {
                 self.step(tau, t)?;
-                let (zb, cb) = (gpu.upload("z", &f32s(z))?, gpu.upload("codebook", &f32s(codebook))?);
+                let (zb, cb) = (gpu.upload("z", &to_f32(z))?, gpu.upload("codebook", &to_f32(codebook))?);
                 let index = gpu.zeroed::<u32>("index", rows)?;
                 let (dist, q) = (gpu.zeroed::<f32>("distance", rows)?, gpu.zeroed::<f32>("q", z.len())?);
                 let run_settings = SoftRun { noise_seed: Some(seed), ..SoftRun::exact() };
@@ -129,8 +129,8 @@ impl Backend<'_> {
                 .collect()),
             Backend::Gpu(gpu, k) => {
                 self.step(tau, noise.map_or(1, |n| n.1))?;
-                let (zb, cb) = (gpu.upload("z", &f32s(z))?, gpu.upload("codebook", &f32s(codebook))?);
-                let (gb, ib) = (gpu.upload("g", &f32s(g))?, gpu.upload("index", index)?);
+                let (zb, cb) = (gpu.upload("z", &to_f32(z))?, gpu.upload("codebook", &to_f32(codebook))?);
+                let (gb, ib) = (gpu.upload("g", &to_f32(g))?, gpu.upload("index", index)?);
                 let out = gpu.zeroed::<f32>("grad_z", z.len())?;
                 let run_settings = SoftRun { noise_seed: noise.map(|n| n.0), ..SoftRun::exact() };
                 let bound = k.0.bind_backward(
@@ -140,7 +140,7 @@ impl Backend<'_> {
                     &[run_settings],
                 )?;
                 run(gpu, |pass| bound.encode(pass, &k.2, 0));
-                Ok(f64s(&gpu.read::<f32>(&out)?))
+                Ok(to_f64(&gpu.read::<f32>(&out)?))
             }
         }
     }
@@ -162,8 +162,8 @@ impl Backend<'_> {
                 })
                 .collect()),
             Backend::Gpu(gpu, k) => {
-                let (zb, cb) = (gpu.upload("z", &f32s(z))?, gpu.upload("codebook", &f32s(codebook))?);
-                let (gb, ib) = (gpu.upload("g", &f32s(g))?, gpu.upload("index", index)?);
+                let (zb, cb) = (gpu.upload("z", &to_f32(z))?, gpu.upload("codebook", &to_f32(codebook))?);
+                let (gb, ib) = (gpu.upload("g", &to_f32(g))?, gpu.upload("index", index)?);
                 let out = gpu.zeroed::<f32>("grad_z", z.len())?;
                 let s = shape(rows, codebook, m);
                 let bound = k.1.bind(
@@ -173,7 +173,7 @@ impl Backend<'_> {
                     EstimatorSettings { estimator, beta: 0.0, batch: 1 },
                 )?;
                 run(gpu, |pass| bound.encode(pass));
-                Ok(f64s(&gpu.read::<f32>(&out)?))
+                Ok(to_f64(&gpu.read::<f32>(&out)?))
             }
         }
     }
@@ -181,14 +181,6 @@ impl Backend<'_> {
 
 fn shape(rows: usize, codebook: &[f64], m: usize) -> SoftShape {
     SoftShape { n: rows as u32, k: (codebook.len() / m) as u32, m: m as u32 }
-}
-
-fn f32s(x: &[f64]) -> Vec<f32> {
-    x.iter().map(|&v| v as f32).collect()
-}
-
-fn f64s(x: &[f32]) -> Vec<f64> {
-    x.iter().map(|&v| v as f64).collect()
 }
 
 fn run(gpu: &Gpu, record: impl FnOnce(&mut wgpu::ComputePass<'_>)) {

@@ -17,7 +17,7 @@ pub struct Linear {
     pub b_off: u32,
 }
 
-/// A 32-bit integer mix (Chris Wellons' lowbias32), the same as `mix32` in `codebook.wgsl`.
+/// A 32-bit integer mix (Chris Wellons' lowbias32), the same as `mix32` in `shaders/common.wgsl`.
 pub fn mix32(mut x: u32) -> u32 {
     x ^= x >> 16;
     x = x.wrapping_mul(0x7feb_352d);

@@ -85,6 +85,10 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<cli::Diverged>().is_some() => {
+            eprintln!("diverged: {e}");
+            ExitCode::from(cli::EXIT_DIVERGED)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             // Bad input (settings, shapes, data) exits 2, like a usage error; anything else 1.

@@ -345,3 +345,44 @@ fn bias_measures_every_estimator_across_tau() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A diverging run (a learning rate of 1e15, or noise of 1e300) finishes on either engine instead of hanging in
+/// the SVD behind subspace_err, writes its result with `"status": "diverged"` and the step it was detected at,
+/// and exits 3 with one line on stderr saying so; a finite run beside it says `"status": "ok"` and exits 0.
+#[test]
+fn a_diverging_run_finishes_flagged_with_exit_3() {
+    let dir = std::env::temp_dir().join(format!("vqgrad-diverge-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let small = ["--preset", "E1", "--steps", "60", "--eval-every", "30", "--n-train", "1024", "--n-eval", "256"];
+    for (engine, bad) in [("--cpu", ["--lr", "1e15"]), ("--cpu", ["--sigma", "1e300"]), ("", ["--lr", "1e15"])] {
+        let out_path = dir.join("run.json");
+        let path = out_path.to_str().unwrap();
+        let mut args: Vec<&str> = vec!["train", "--quiet", "--out", path];
+        args.extend(small);
+        args.extend(bad);
+        args.extend([engine].into_iter().filter(|e| !e.is_empty()));
+        let out = vqgrad(&args);
+        let what = format!("{args:?}");
+        assert_eq!(out.status.code(), Some(3), "{what}: {}", String::from_utf8_lossy(&out.stderr));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // Lavapipe's loader may add its own lines; ours is the one line that says what happened.
+        let ours: Vec<&str> = stderr.lines().filter(|l| !l.contains("XDG_RUNTIME_DIR")).collect();
+        assert_eq!(ours.len(), 1, "{what}: one line on stderr, got {ours:?}");
+        assert!(ours[0].starts_with("diverged: ") && ours[0].contains("at step 30"), "{what}: {}", ours[0]);
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&out_path).unwrap()).unwrap();
+        assert_eq!(v["status"], "diverged", "{what}");
+        assert_eq!(v["diverged_at"], 30, "{what}");
+        assert!(v["curve"].as_array().unwrap().is_empty(), "{what}: no finite evaluation to keep");
+        if engine.is_empty() && require_gpu() {
+            assert_eq!(v["engine"], "gpu", "{what}");
+        }
+    }
+    let ok_path = dir.join("ok.json");
+    let mut args = vec!["train", "--quiet", "--cpu", "--out", ok_path.to_str().unwrap()];
+    args.extend(small);
+    let out = vqgrad(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("ok.json")).unwrap()).unwrap();
+    assert_eq!((v["status"].as_str(), v["diverged_at"].is_null()), (Some("ok"), true));
+    let _ = std::fs::remove_dir_all(&dir);
+}

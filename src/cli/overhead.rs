@@ -38,7 +38,7 @@ pub fn measure(engine: &Engine, base: &TrainConfig, steps: u32, rounds: u32) -> 
     for e in estimators {
         let config = TrainConfig { estimator: e, steps: u32::MAX, ..base.clone() };
         let mut t = engine.trainer(std::slice::from_ref(&config), std::slice::from_ref(&data))?;
-        t.train_steps(steps)?; // warm-up: shader compilation, caches
+        t.train_steps(steps.min(64))?; // warm-up: shader compilation (at the first dispatch on some drivers), caches
         t.wait()?;
         trainers.push(t);
     }

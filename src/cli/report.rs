@@ -42,6 +42,9 @@ pub struct Run {
     pub config: Value,
     pub metrics: Value,
     pub curve: Vec<Value>,
+    /// The step at which the run diverged (`"status": "diverged"`); its metrics are left out of the means and
+    /// counted in the table's `diverged` row instead.
+    pub diverged_at: Option<u64>,
 }
 
 impl Run {
@@ -49,12 +52,15 @@ impl Run {
         self.config["estimator"].as_str().unwrap_or("?").to_string()
     }
     pub fn metric(&self, name: &str) -> f64 {
+        if self.diverged_at.is_some() {
+            return f64::NAN;
+        }
         self.metrics[name].as_f64().unwrap_or(f64::NAN)
     }
     /// The quantizer's rate in nats: the entropy of the codes, summed over residual VQ's levels (each level's
     /// entropy bounds its share of the tuple's).
     pub fn rate(&self) -> f64 {
-        match self.metrics["levels"].as_array() {
+        match self.metrics["levels"].as_array().filter(|_| self.diverged_at.is_none()) {
             Some(levels) => levels.iter().map(|l| l["entropy"].as_f64().unwrap_or(f64::NAN)).sum(),
             None => self.metric("entropy"),
         }
@@ -78,7 +84,13 @@ pub fn load_runs(files: &[PathBuf]) -> anyhow::Result<Vec<Run>> {
                 Ok(v) if v["config"].is_object() && v["metrics"].is_object() => {
                     if seen.insert(super::sweep::key(&v["config"])) {
                         let curve = v["curve"].as_array().cloned().unwrap_or_default();
-                        runs.push(Run { config: v["config"].clone(), metrics: v["metrics"].clone(), curve });
+                        let diverged_at = (v["status"] == "diverged").then(|| v["diverged_at"].as_u64().unwrap_or(0));
+                        runs.push(Run {
+                            config: v["config"].clone(),
+                            metrics: v["metrics"].clone(),
+                            curve,
+                            diverged_at,
+                        });
                     }
                 }
                 _ if n + 1 == lines.len() && !ends_clean => {
@@ -314,6 +326,16 @@ fn setting_section(md: &mut String, g: &Group, gi: usize, keys: &[String], out: 
             }
         }
         tests.insert(metric.to_string(), Value::Object(pairs));
+    }
+    let diverged: Vec<usize> =
+        estimators.iter().map(|e| g.by_estimator[*e].iter().filter(|r| r.diverged_at.is_some()).count()).collect();
+    if diverged.iter().any(|&d| d > 0) {
+        let cells: Vec<String> =
+            estimators.iter().zip(&diverged).map(|(e, d)| format!("{d} of {}", g.by_estimator[*e].len())).collect();
+        writeln!(md, "| diverged (left out of the figures above) | {} |", cells.join(" | "))?;
+    }
+    for (e, d) in estimators.iter().zip(&diverged) {
+        est_json.entry(e.to_string()).or_insert_with(|| json!({}))["diverged"] = json!(d);
     }
     if estimators.len() > 1 {
         welch_table(md, &tests)?;

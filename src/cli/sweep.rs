@@ -88,7 +88,7 @@ pub fn parse_batch_runs(s: &str) -> Result<BatchRuns, String> {
 fn batches<'a>(todo: &[&'a TrainConfig], cap: impl Fn(&TrainConfig) -> usize) -> Vec<Vec<&'a TrainConfig>> {
     let mut groups: Vec<(Vec<&TrainConfig>, usize)> = Vec::new();
     for &config in todo {
-        let open = groups.iter_mut().find(|(g, cap)| g.len() < *cap && vqgrad::train::gpu::batchable(g[0], config));
+        let open = groups.iter_mut().find(|(g, cap)| g.len() < *cap && vqgrad::train::batchable(g[0], config));
         match open {
             Some((group, _)) => group.push(config),
             None => groups.push((vec![config], cap(config).max(1))),
@@ -328,6 +328,7 @@ pub fn run_missing(
     let cap = |config: &TrainConfig| -> usize {
         match batch_runs {
             BatchRuns::AtMost(n) => n,
+            BatchRuns::Auto if !engine.batches() => 1,
             BatchRuns::Auto => config.load_data().map(|data| engine.max_runs(config, &data) as usize).unwrap_or(1),
         }
     };
@@ -339,6 +340,15 @@ pub fn run_missing(
         for line in super::train::train_batch(engine, &group, &mut |_, _| {})? {
             append(out, &line)?;
             bar.inc(1);
+            if line["status"] == "diverged" {
+                // Recorded like any run, so a resume does not redo it; the report counts it per cell.
+                let c = &line["config"];
+                let (e, k, seed, at) =
+                    (c["estimator"].as_str().unwrap_or("?"), &c["codes"], &c["seed"], &line["diverged_at"]);
+                bar.suspend(|| {
+                    eprintln!("diverged: {e} K={k} seed {seed} at step {at} (recorded, status \"diverged\")")
+                });
+            }
         }
     }
     bar.finish_and_clear();

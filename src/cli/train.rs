@@ -271,6 +271,7 @@ fn print_table(run: &serde_json::Value) {
     let f = |key: &str| m[key].as_f64().unwrap_or(f64::NAN);
     let opt = |key: &str| m[key].as_f64().map_or("-".to_string(), |v| format!("{v:.4}"));
     println!("{:<14} {}", "engine", run["engine"].as_str().unwrap_or("?"));
+    println!("{:<14} {}", "status", run["status"].as_str().unwrap_or("?"));
     println!("{:<14} {}", "steps", m["step"]);
     println!("{:<14} {:.5}", "loss", f("loss"));
     println!("{:<14} {}", "dead_codes", m["dead_codes"]);
@@ -347,6 +348,8 @@ fn run_json(engine: &Engine, config: &TrainConfig, result: &vqgrad::train::RunRe
         "config": config,
         "adapter": engine.adapter(),
         "engine": engine.name(),
+        "status": if result.diverged_at.is_some() { "diverged" } else { "ok" },
+        "diverged_at": result.diverged_at,
         "metrics": metrics_json(&result.metrics, Some(result)),
         "curve": result.curve.iter().map(|m| metrics_json(m, None)).collect::<Vec<_>>(),
     })
@@ -384,7 +387,7 @@ pub fn run(options: &GpuOptions, args: &TrainArgs) -> anyhow::Result<()> {
         std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
     }
     print_table(&run);
-    Ok(())
+    super::check_diverged(std::slice::from_ref(&run))
 }
 
 /// The most runs one `train --runs` takes (a sweep takes any number).
@@ -454,5 +457,5 @@ fn run_many(options: &GpuOptions, args: &TrainArgs, config: &TrainConfig) -> any
             line["engine"].as_str().unwrap_or("?")
         );
     }
-    Ok(())
+    super::check_diverged(&lines)
 }

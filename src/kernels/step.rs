@@ -1,5 +1,6 @@
 //! Per-step constants for kernels recorded many steps to a submit: one 256-byte slot per step in a uniform
-//! buffer, selected by a dynamic offset (`@group(1) @binding(0)` in `adam.wgsl`, `gather.wgsl` and `soft.wgsl`).
+//! buffer, selected by a dynamic offset (`@group(1) @binding(0)`; the WGSL `Step` struct is in `common.wgsl`, composed
+//! into `adam.wgsl`, `codebook.wgsl`, `gather.wgsl` and `soft.wgsl`).
 
 use crate::error::{Error, Result};
 use crate::gpu::scoped;

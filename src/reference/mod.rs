@@ -164,6 +164,11 @@ pub fn to_f64(x: &[f32]) -> Vec<f64> {
     x.iter().map(|&v| v as f64).collect()
 }
 
+/// Narrows f64 values to f32 (rounding to nearest), as the GPU and saved models hold them.
+pub fn to_f32(x: &[f64]) -> Vec<f32> {
+    x.iter().map(|&v| v as f32).collect()
+}
+
 /// `dL/dz` for every row: `E(g_i, z_i, q_i) + 2 beta / (B m) (z_i - q_i)`, `q_i = codebook[index[i]]`.
 pub fn estimator_grad(
     estimator: Estimator,

@@ -94,15 +94,14 @@ pub struct Losses {
 pub struct Step {
     /// The batch's loss terms.
     pub losses: Losses,
-    /// The encodings (B x m).
-    pub z: Vec<f64>,
     /// The reconstructions (B x d).
     pub xhat: Vec<f64>,
     /// Gradients of the flat parameters.
     pub grads: Vec<f64>,
     /// The learned estimator's dL_M/dM (m x m; zero for the other estimators).
     pub transport_grad: Vec<f64>,
-    /// Every level's codes and codebook gradient, level 0 first (its input is z; residual VQ has more).
+    /// Every level's input, codes and codebook gradient, level 0 first (its input is the encodings z; residual VQ
+    /// has more).
     pub levels: Vec<LevelStep>,
 }
 
@@ -189,7 +188,8 @@ impl CpuModel {
         let d = x.len() / rows;
         let enc_outs = forward_layers(&self.params, &self.layout.encoder, x, rows);
         let z = enc_outs.last().cloned().unwrap_or_default();
-        let (levels, q_total) = self.quantize_batch(&z, rows, estimator, mode, relax);
+        let (levels, q_total) = self.quantize_batch(z, rows, estimator, mode, relax);
+        let z = &levels[0].input;
         let beta = beta(&levels[0].index);
         let dec_outs = forward_layers(&self.params, &self.layout.decoder, &q_total, rows);
         let xhat = dec_outs.last().cloned().unwrap_or_default();
@@ -225,7 +225,7 @@ impl CpuModel {
         }
         backward_layers(&self.params, &self.layout.encoder, x, &enc_outs, dz, rows, &mut grads);
 
-        Step { losses: Losses { rec, cb, total }, z, xhat, grads, transport_grad, levels }
+        Step { losses: Losses { rec, cb, total }, xhat, grads, transport_grad, levels }
     }
 
     /// Every level's codes for the batch's encodings `z` (level 0's sampled for the Gumbel estimators), with the
@@ -233,7 +233,7 @@ impl CpuModel {
     /// `r_l = r_{l-1} - q_{l-1}` (r_0 = z).
     fn quantize_batch(
         &self,
-        z: &[f64],
+        z: Vec<f64>,
         rows: usize,
         estimator: Estimator,
         mode: CodebookMode,
@@ -241,7 +241,7 @@ impl CpuModel {
     ) -> (Vec<LevelStep>, Vec<f64>) {
         let m = self.latent;
         let codebook = &self.codebooks[0];
-        let mut a = assign_f64(z, codebook, m);
+        let mut a = assign_f64(&z, codebook, m);
         if estimator.samples_gumbel() {
             for i in 0..rows {
                 let zi = &z[i * m..(i + 1) * m];
@@ -261,7 +261,7 @@ impl CpuModel {
             LevelStep { input, index: a.index, dist: a.distance, q, codebook_grad }
         };
         let mut q_total = q.clone();
-        let mut levels = vec![level(z.to_vec(), a, q, codebook)];
+        let mut levels = vec![level(z, a, q, codebook)];
         for codebook in &self.codebooks[1..] {
             let prev = &levels[levels.len() - 1];
             let r: Vec<f64> = prev.input.iter().zip(&prev.q).map(|(a, b)| a - b).collect();

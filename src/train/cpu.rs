@@ -9,7 +9,7 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::model::{BetaSchedule, CodebookMode, EncoderKind};
 use crate::reference::train::{CpuAdam, CpuEma, CpuModel, Relaxation, Step};
-use crate::reference::{adapt_beta, stats, to_f64};
+use crate::reference::{adapt_beta, stats, to_f32, to_f64};
 
 /// How one level's codebook learns: Adam on its gradient, or the EMA update.
 enum LevelUpdate {
@@ -46,12 +46,7 @@ impl CpuTrainer {
         let layout = config.shape(&data).layout();
         let m = config.latent as usize;
         let k = config.codes as usize;
-        let lloyd = |z: &[f64], c: &[f64], m: usize, iters: usize| {
-            let mut c = c.to_vec();
-            super::init::lloyd(z, &mut c, m, iters);
-            Ok(c)
-        };
-        let (params, codebooks) = super::init::initial_run(config, &layout, &data, &lloyd)?;
+        let (params, codebooks) = super::init::initial_run(config, &layout, &data, &super::init::lloyd_cpu)?;
         let adam = |len: usize| CpuAdam::new(len, ADAM_BETAS.0, ADAM_BETAS.1, ADAM_EPS);
         let level_updates = codebooks
             .iter()
@@ -234,8 +229,7 @@ impl Trainer for CpuRuns {
     }
 
     fn read_states(&self) -> Result<Vec<State>> {
-        let narrow = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
-        Ok(self.runs.iter().map(|r| (narrow(&r.model.params), narrow(&r.model.codebooks[0]))).collect())
+        Ok(self.runs.iter().map(|r| (to_f32(&r.model.params), to_f32(&r.model.codebooks[0]))).collect())
     }
 
     fn read_states_f64(&self) -> Result<Vec<(Vec<f64>, Vec<f64>)>> {

@@ -1,6 +1,6 @@
 //! The one interface both training engines implement ([`Trainer`]), and the one place an engine is chosen
-//! ([`Engine::choose`]). The command-line tool, `bias` and the tests train through these and never name an engine's
-//! own types.
+//! ([`Engine::choose`]). The command-line tool and `bias` train through these and never name an engine's own types
+//! (the tests do, to hold the engines against each other).
 //!
 //! ```
 //! # fn main() -> vqgrad::Result<()> {
@@ -21,7 +21,8 @@ use crate::gpu::{Gpu, GpuOptions};
 use crate::reference::to_f64;
 use std::time::Instant;
 
-/// A run's flat parameters and codebook (f32, as a model is saved).
+/// A run's flat parameters and its first level's codebook (f32, as a model is saved; residual VQ's later codebooks
+/// are not part of it).
 pub type State = (Vec<f32>, Vec<f32>);
 
 /// One or more runs being trained: what every engine offers. Runs of one trainer share their step count; each has
@@ -52,8 +53,9 @@ pub trait Trainer {
         Ok(())
     }
 
-    /// Takes `steps` steps timing each kernel group, and returns the device nanoseconds per step of each; `None`
-    /// where the engine cannot time its parts (the CPU engine, a device without timestamps inside passes).
+    /// Takes up to `steps` steps (the GPU engine: at most one submit's) timing each kernel group, and returns the
+    /// device nanoseconds per step of each; `None`, having taken no step, where the engine cannot time its parts
+    /// (the CPU engine, a device without timestamps inside passes).
     fn profile_steps(&mut self, steps: u32) -> Result<Option<Vec<(&'static str, f64)>>> {
         let _ = steps;
         Ok(None)
@@ -77,27 +79,43 @@ pub trait Trainer {
 
     /// Trains every run to its configured steps, evaluating every `eval_every` steps and after the last; `on_eval`
     /// sees each evaluation (the run's position, its metrics) as it comes. A batch's wall time is shared: each run
-    /// is credited with all of it, as if alone.
+    /// is credited with all of it, as if alone. A run whose evaluation is not finite has diverged
+    /// ([`RunResult::diverged_at`]): it is evaluated no more, and training stops once every run has diverged.
     fn run(&mut self, on_eval: &mut dyn FnMut(usize, &Metrics)) -> Result<Vec<RunResult>> {
         let start = Instant::now();
         let (total, every) = (self.configs()[0].steps, self.configs()[0].eval_every);
         let mut curves: Vec<Vec<Metrics>> = vec![Vec::new(); self.runs()];
-        while (self.steps_done() as u32) < total {
+        let mut diverged: Vec<Option<Metrics>> = vec![None; self.runs()];
+        while (self.steps_done() as u32) < total && diverged.iter().any(Option::is_none) {
             let done = self.steps_done() as u32;
             let next_eval = ((done / every) + 1) * every;
             self.train_steps(next_eval.min(total) - done)?;
-            for (i, curve) in curves.iter_mut().enumerate() {
+            for i in 0..curves.len() {
+                if diverged[i].is_some() {
+                    continue;
+                }
                 let metrics = self.evaluate_run(i)?;
                 on_eval(i, &metrics);
-                curve.push(metrics);
+                if metrics.is_finite() {
+                    curves[i].push(metrics);
+                } else {
+                    diverged[i] = Some(metrics);
+                }
             }
         }
         let wall_s = start.elapsed().as_secs_f64();
+        let steps_per_sec = self.steps_done() as f64 / wall_s;
         curves
             .into_iter()
-            .map(|curve| {
-                let metrics = curve.last().cloned().ok_or_else(|| Error::Input("steps must be at least 1".into()))?;
-                Ok(RunResult { metrics, curve, steps_per_sec: total as f64 / wall_s, wall_s })
+            .zip(diverged)
+            .map(|(curve, diverged)| {
+                let diverged_at = diverged.as_ref().map(|m| m.step);
+                let metrics = curve
+                    .last()
+                    .cloned()
+                    .or(diverged)
+                    .ok_or_else(|| Error::Input("steps must be at least 1".into()))?;
+                Ok(RunResult { metrics, curve, diverged_at, steps_per_sec, wall_s })
             })
             .collect()
     }
@@ -107,7 +125,7 @@ pub trait Trainer {
 pub enum Engine {
     /// [`super::gpu::BatchTrainer`] on this device.
     Gpu(Box<Gpu>),
-    /// [`super::cpu::CpuTrainer`].
+    /// [`super::cpu::CpuRuns`]: each run a [`super::cpu::CpuTrainer`].
     Cpu,
 }
 
@@ -170,6 +188,12 @@ impl Engine {
         })
     }
 
+    /// Whether runs gain from sharing a trainer: the GPU engine's dispatches cover every run of a batch; the CPU
+    /// engine trains them one after another.
+    pub fn batches(&self) -> bool {
+        self.gpu().is_some()
+    }
+
     /// The most runs like `config` on `data` one trainer should hold: what one GPU binding holds; 1 on the CPU,
     /// where a batch gains nothing.
     pub fn max_runs(&self, config: &TrainConfig, data: &Dataset) -> u32 {
@@ -204,11 +228,7 @@ impl Engine {
     pub fn lloyd(&self, z: &[f64], centres: &[f64], m: usize, iters: usize) -> Result<Vec<f64>> {
         match self {
             Engine::Gpu(gpu) => super::gpu::lloyd_f64(gpu, z, centres, m, iters),
-            Engine::Cpu => {
-                let mut c = centres.to_vec();
-                super::init::lloyd(z, &mut c, m, iters);
-                Ok(c)
-            }
+            Engine::Cpu => super::init::lloyd_cpu(z, centres, m, iters),
         }
     }
 }

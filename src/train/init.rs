@@ -92,6 +92,13 @@ pub fn kmeans_plus_plus(z: &[f64], m: usize, k: usize, rng: &mut ChaCha8Rng) -> 
     centres
 }
 
+/// [`lloyd`] as a [`LloydStep`]: the CPU engine's.
+pub fn lloyd_cpu(z: &[f64], centres: &[f64], m: usize, iters: usize) -> Result<Vec<f64>> {
+    let mut c = centres.to_vec();
+    lloyd(z, &mut c, m, iters);
+    Ok(c)
+}
+
 /// Lloyd's step as an engine runs it: `(z, centres, m, iters)` to the moved centres.
 pub type LloydStep<'a> = &'a dyn Fn(&[f64], &[f64], usize, usize) -> Result<Vec<f64>>;
 

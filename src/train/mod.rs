@@ -1,7 +1,7 @@
 //! Training the model of docs/PROTOCOL.md end to end: the configuration, the minibatch schedule, the metrics, and
 //! two engines with the same step behind one interface ([`Trainer`], chosen by [`Engine::choose`]): the GPU engine
 //! ([`gpu::BatchTrainer`]: everything on the GPU, reading back only statistics) and the CPU engine
-//! ([`cpu::CpuTrainer`]: the f64 reference, used where no adapter exists).
+//! ([`cpu::CpuRuns`]: the f64 reference, used where no adapter exists).
 
 pub mod cpu;
 pub mod engine;
@@ -9,7 +9,7 @@ pub mod gpu;
 pub mod init;
 
 pub use engine::{Adapter, Engine, State, Trainer};
-pub use init::{KMEANS_ITERS, KMEANS_SAMPLES, initial_run, initial_state, kmeans_plus_plus, lloyd, residual_codebooks};
+pub use init::{KMEANS_ITERS, KMEANS_SAMPLES, initial_run, initial_state, kmeans_plus_plus, lloyd};
 
 use crate::data::{self, DataSpec, Dataset, Stream};
 use crate::error::{Error, Result};
@@ -290,6 +290,22 @@ pub struct Metrics {
     pub levels: Option<Vec<LevelMetrics>>,
 }
 
+impl Metrics {
+    /// Whether every figure is finite in f32, the precision of the GPU engine and of saved models (so that both
+    /// engines call the same runs diverged): the loss (after a step), the eval metrics, and those of the optional
+    /// ones that are present. A run whose evaluation is not finite has diverged (docs/PROTOCOL.md §4).
+    pub fn is_finite(&self) -> bool {
+        let finite = |v: f64| v.is_finite() && v.abs() <= f32::MAX as f64;
+        let present = |v: Option<f64>| v.is_none_or(finite);
+        let figures = [self.usage, self.entropy, self.perplexity, self.recon_mse, self.quant_err];
+        let levels = self.levels.iter().flatten().flat_map(|l| [l.usage, l.entropy, l.perplexity, l.quant_err]);
+        (self.step == 0 || (finite(self.loss) && finite(self.batch_usage)))
+            && figures.into_iter().chain(levels).all(finite)
+            && [self.purity, self.subspace_err, self.lloyd_dist, self.beta].into_iter().all(present)
+            && self.transport.iter().flatten().all(|&v| finite(v))
+    }
+}
+
 /// One residual VQ level's code use on the eval set.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LevelMetrics {
@@ -336,10 +352,15 @@ pub fn batchable(a: &TrainConfig, b: &TrainConfig) -> bool {
 /// A finished run.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RunResult {
-    /// The metrics after the last step.
+    /// The metrics after the last step; for a diverged run, its last finite evaluation (or, when even the first
+    /// was not finite, that evaluation).
     pub metrics: Metrics,
-    /// The metrics at every evaluation, in step order; the last is `metrics`.
+    /// The finite evaluations, in step order; the last is `metrics` unless the run diverged at its first.
     pub curve: Vec<Metrics>,
+    /// The step of the first evaluation whose loss or metrics were not finite (docs/PROTOCOL.md §4); the run
+    /// stopped counting there. `None` for a run that finished.
+    #[serde(default)]
+    pub diverged_at: Option<u32>,
     /// Training steps per second of wall time, the periodic evaluations included.
     pub steps_per_sec: f64,
     /// Wall time of the training loop, the periodic evaluations included, in seconds.
@@ -378,11 +399,18 @@ impl Schedule {
     }
 }
 
+/// The most iterations the SVD behind [`subspace_err`] takes; a decoder it does not converge on gets NaN.
+pub const SVD_MAX_ITERS: usize = 10_000;
+
 /// `1 - ||A^T U||_F^2 / r`, U the top-r left singular vectors of the decoder weight `w` (`d x m`, row-major) and A
 /// the subspace basis (`d x r`, row-major). 0 means the subspace is recovered.
 pub fn subspace_err(w: &[f64], d: usize, m: usize, basis: &[f64], r: usize) -> f64 {
+    // An SVD of non-finite values need not terminate: a diverged decoder has no subspace error.
+    if !w.iter().all(|v| v.is_finite()) {
+        return f64::NAN;
+    }
     let wm = nalgebra::DMatrix::from_row_slice(d, m, w);
-    let svd = wm.svd(true, false);
+    let Some(svd) = wm.try_svd(true, false, f64::EPSILON, SVD_MAX_ITERS) else { return f64::NAN };
     let Some(u) = svd.u else { return f64::NAN };
     let mut order: Vec<usize> = (0..svd.singular_values.len()).collect();
     order.sort_by(|&a, &b| svd.singular_values[b].total_cmp(&svd.singular_values[a]));

@@ -53,7 +53,8 @@ pub(super) struct LevelBuffers {
 /// The data, the parameters with Adam's state, and the step's activations, stacked over runs.
 pub(super) struct TrainBuffers {
     pub train: wgpu::Buffer,
-    /// Each run's eval set (and labels), copied into the evaluator when that run is evaluated.
+    /// Each run's eval set (and labels), copied into the evaluator when that run is evaluated (a batch of one
+    /// binds it directly).
     pub eval: wgpu::Buffer,
     pub eval_labels: Option<wgpu::Buffer>,
     /// The rows of the next [`STEPS_PER_SUBMIT`] batches.

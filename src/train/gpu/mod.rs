@@ -1,12 +1,12 @@
-//! The GPU engine. [`BatchTrainer`] trains several runs of the same shapes in the same dispatches, and
-//! [`GpuTrainer`] is a batch of one. All buffers, pipelines and bind groups are made once in [`BatchTrainer::new`];
-//! each step is one compute pass, a chunk of steps is one command buffer and one submit, and nothing is read back
-//! between evaluations. An evaluation reads back two 32-byte statistics structs, two sums and (for `subspace_err`)
-//! the decoder weights. Pipelines are shared by every run on a device ([`Gpu::cached`]).
+//! The GPU engine: [`BatchTrainer`] trains one run, or several of the same shapes in the same dispatches, behind
+//! [`Trainer`]. An evaluation reads back one 32-byte statistics struct per level and one for the last batch, a few
+//! sums, and where they apply beta, M and (for `subspace_err`) the decoder weights. Pipelines are shared by every
+//! run on a device ([`Gpu::cached`]). The parts: `buffers.rs` (the step's buffers), `plan.rs` (the step), `stages/`
+//! (one file per optional feature), `eval.rs` (the evaluator), `layers.rs` (dense chains).
 //!
 //! ```
 //! # fn main() -> vqgrad::Result<()> {
-//! use vqgrad::train::{TrainConfig, gpu::GpuTrainer};
+//! use vqgrad::train::{TrainConfig, Trainer, gpu::BatchTrainer};
 //! let gpu = match vqgrad::Gpu::new(&vqgrad::GpuOptions::default()) {
 //!     Ok(gpu) => gpu,
 //!     Err(_) if std::env::var("VQGRAD_REQUIRE_GPU").as_deref() != Ok("1") => return Ok(()), // no adapter: skip
@@ -15,9 +15,9 @@
 //! // docs/PROTOCOL.md's E1 model, shortened: every `vqgrad train` flag is a field of TrainConfig.
 //! let config = TrainConfig { steps: 50, eval_every: 50, n_train: 2048, n_eval: 512, ..TrainConfig::default() };
 //! let data = config.load_data()?;
-//! let result = GpuTrainer::new(&gpu, &config, &data)?.run(|metrics| println!("{metrics:?}"))?;
-//! assert_eq!(result.metrics.step, 50);
-//! assert!(result.metrics.perplexity >= 1.0);
+//! let result = BatchTrainer::one(&gpu, &config, &data)?.run(&mut |_run, metrics| println!("{metrics:?}"))?;
+//! assert_eq!(result[0].metrics.step, 50);
+//! assert!(result[0].metrics.perplexity >= 1.0);
 //! # Ok(())
 //! # }
 //! ```
@@ -28,9 +28,8 @@ mod layers;
 mod plan;
 mod stages;
 
-pub use super::batchable;
 use super::engine::{State, Trainer};
-use super::{ADAM_BETAS, Metrics, RunResult, Schedule, TrainConfig};
+use super::{ADAM_BETAS, Metrics, Schedule, TrainConfig, batchable};
 use crate::Estimator;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
@@ -50,7 +49,7 @@ use crate::kernels::soft::Soft;
 use crate::kernels::stats::Stats;
 use crate::kernels::step::{StepConstants, StepUniform};
 use crate::model::{EncoderKind, Layout};
-use crate::reference::to_f64;
+use crate::reference::{to_f32, to_f64};
 use buffers::{Sizes, Stacked, TrainBuffers};
 use eval::{Evaluator, StageMetrics};
 use plan::{Mark, StepPlan};
@@ -99,12 +98,12 @@ impl Kernels {
     }
 }
 
-/// Several runs of the same shapes (see [`batchable`]) trained in the same dispatches: every buffer holds the
+/// Several runs of the same shapes (see [`super::batchable`]) trained in the same dispatches: every buffer holds the
 /// runs one after another and every kernel covers them all, so a step costs one dispatch per kernel whatever the
 /// number of runs. Each run reads its own data, schedule, estimator, beta and reset seed, and its results are
 /// identical, bit for bit, to training it alone (a test checks this). All buffers, pipelines and bind groups are
 /// made once in [`BatchTrainer::new`]; each step is one compute pass, a chunk of steps one command buffer and one
-/// submit, and nothing is read back between evaluations. [`GpuTrainer`] is a batch of one.
+/// submit, and nothing is read back between evaluations.
 pub struct BatchTrainer<'g> {
     gpu: &'g Gpu,
     configs: Vec<TrainConfig>,
@@ -122,13 +121,18 @@ pub struct BatchTrainer<'g> {
 
 impl<'g> BatchTrainer<'g> {
     /// Makes every run's initial state, uploads the data and the states stacked, and binds every kernel. The
-    /// configurations must be [`batchable`] with each other and the data sets the same sizes.
+    /// configurations must be [`super::batchable`] with each other and the data sets the same sizes.
     pub fn new(gpu: &'g Gpu, configs: &[TrainConfig], data: &[Dataset]) -> Result<Self> {
         let runs: Vec<(&TrainConfig, &Dataset)> = configs.iter().zip(data).collect();
         if configs.len() != data.len() {
             return Err(Error::Input(format!("{} configurations for {} data sets", configs.len(), data.len())));
         }
         Self::build(gpu, &runs)
+    }
+
+    /// A batch of one run.
+    pub fn one(gpu: &'g Gpu, config: &TrainConfig, data: &Dataset) -> Result<Self> {
+        Self::build(gpu, &[(config, data)])
     }
 
     fn build(gpu: &'g Gpu, runs: &[(&TrainConfig, &Dataset)]) -> Result<Self> {
@@ -319,59 +323,10 @@ impl Trainer for BatchTrainer<'_> {
     }
 }
 
-/// A run on the GPU: a [`BatchTrainer`] of one.
-pub struct GpuTrainer<'g> {
-    batch: BatchTrainer<'g>,
-}
-
-impl<'g> GpuTrainer<'g> {
-    /// Makes the initial state, uploads the data and the state, and binds every kernel.
-    pub fn new(gpu: &'g Gpu, config: &TrainConfig, data: &Dataset) -> Result<Self> {
-        Ok(GpuTrainer { batch: BatchTrainer::build(gpu, &[(config, data)])? })
-    }
-
-    /// See [`BatchTrainer::profile_steps`].
-    pub fn profile_steps(&mut self, steps: u32) -> Result<Option<Vec<(&'static str, f64)>>> {
-        self.batch.profile_steps(steps)
-    }
-
-    /// Runs `steps` training steps, `STEPS_PER_SUBMIT` to a submit, with no readback.
-    pub fn train_steps(&mut self, steps: u32) -> Result<()> {
-        self.batch.train_steps(steps)
-    }
-
-    /// Evaluates on the eval set (and the last batch) and reads back the statistics.
-    pub fn evaluate(&self) -> Result<Metrics> {
-        self.batch.evaluate_run(0)
-    }
-
-    /// The flat parameters and the codebook, read back (for tests and for saving a model).
-    pub fn read_state(&self) -> Result<(Vec<f32>, Vec<f32>)> {
-        Ok(self.batch.read_states()?.swap_remove(0))
-    }
-
-    /// Bytes of the run's storage buffers (data, state, activations, the evaluation workspace; not the small
-    /// uniforms).
-    pub fn buffer_bytes(&self) -> u64 {
-        self.batch.buffer_bytes()
-    }
-
-    /// Steps taken so far.
-    pub fn steps_done(&self) -> u64 {
-        self.batch.step
-    }
-
-    /// Trains for the configured steps, evaluating every `eval_every` steps and at the end; `on_eval` sees each
-    /// evaluation as it comes.
-    pub fn run(&mut self, mut on_eval: impl FnMut(&Metrics)) -> Result<RunResult> {
-        Ok(Trainer::run(&mut self.batch, &mut |_, m| on_eval(m))?.swap_remove(0))
-    }
-}
-
 /// [`lloyd_on_gpu`] on f64 values, narrowed to f32 and the result widened back.
 pub fn lloyd_f64(gpu: &Gpu, z: &[f64], centres: &[f64], m: usize, iters: usize) -> Result<Vec<f64>> {
     let iters = u32::try_from(iters).map_err(|_| Error::Input(format!("{iters} Lloyd iterations are too many")))?;
-    Ok(to_f64(&lloyd_on_gpu(gpu, &narrow(z), &narrow(centres), m as u32, iters)?))
+    Ok(to_f64(&lloyd_on_gpu(gpu, &to_f32(z), &to_f32(centres), m as u32, iters)?))
 }
 
 /// Lloyd's algorithm on the GPU: `iters` rounds of assign (the nearest-code kernel) and centroid update, from
@@ -419,12 +374,7 @@ fn initial_run_state(
 ) -> Result<(Vec<f32>, Vec<Vec<f32>>)> {
     let lloyd = |z: &[f64], c: &[f64], m: usize, iters: usize| lloyd_f64(gpu, z, c, m, iters);
     let (params, codebooks) = super::init::initial_run(config, layout, data, &lloyd)?;
-    Ok((narrow(&params), codebooks.iter().map(|c| narrow(c)).collect()))
-}
-
-/// f64 values as the GPU holds them.
-fn narrow(v: &[f64]) -> Vec<f32> {
-    v.iter().map(|&x| x as f32).collect()
+    Ok((to_f32(&params), codebooks.iter().map(|c| to_f32(c)).collect()))
 }
 
 /// Checks that the runs can share a batch: each valid, [`batchable`] with the first, on data of the same sizes.
