@@ -74,7 +74,16 @@ fn cases() -> Vec<(String, TrainConfig)> {
     ));
     out.push(("ste kmeans init".into(), TrainConfig { codebook_init: CodebookInit::Kmeans, ..base() }));
     let clusters = TrainConfig { data: DataSpec::Clusters { dim: 12, clusters: 4, spread: 0.5 }, ..base() };
-    out.push(("rotation clusters seed 5".into(), TrainConfig { estimator: Estimator::Rotation, seed: 5, ..clusters }));
+    out.push((
+        "rotation clusters seed 5".into(),
+        TrainConfig { estimator: Estimator::Rotation, seed: 5, ..clusters.clone() },
+    ));
+    // Second seeds, so that labelled data (the evaluator's own copy of the labels), the k-means init (each run's
+    // own Lloyd) and the mlp encoder also run batched.
+    out.push(("ste clusters seed 6".into(), TrainConfig { seed: 6, ..clusters }));
+    out.push(("ste kmeans init seed 4".into(), TrainConfig { codebook_init: CodebookInit::Kmeans, seed: 4, ..base() }));
+    let mlp = TrainConfig { encoder: EncoderKind::Mlp, seed: 4, ..base() };
+    out.push(("ste mlp seed 4".into(), mlp));
     out
 }
 
