@@ -386,3 +386,34 @@ fn a_diverging_run_finishes_flagged_with_exit_3() {
     assert_eq!((v["status"].as_str(), v["diverged_at"].is_null()), (Some("ok"), true));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Output paths are checked before any work: a missing directory, a directory given as the file, or an unwritable
+/// place exits 2 at once with one line naming the flag and the path. The runs asked for are long (200000 steps),
+/// so a check made after training would not return in the test's time.
+#[test]
+fn bad_output_paths_exit_2_before_any_work() {
+    let long = ["--preset", "E1", "--steps", "200000", "--quiet"];
+    let dir = std::env::temp_dir();
+    let dir = dir.to_str().unwrap();
+    let cases: [(&[&str], &str); 5] = [
+        (&["train", "--out", "/nonexistent-vqgrad/x.json"], "/nonexistent-vqgrad"),
+        (&["train", "--out", dir], "is a directory"),
+        (&["train", "--save-params", "/nonexistent-vqgrad/m.safetensors"], "--save-params"),
+        (&["train", "--runs", "3", "--out", "/nonexistent-vqgrad/x.jsonl"], "/nonexistent-vqgrad"),
+        (&["sweep", "--estimator", "ste", "--out", "/nonexistent-vqgrad/r.jsonl"], "/nonexistent-vqgrad"),
+    ];
+    for (args, names) in cases {
+        let mut all: Vec<&str> = args.to_vec();
+        if args[0] == "sweep" {
+            all.extend(["--preset", "E1", "--set", "steps=200000", "--quiet"]);
+        } else {
+            all.extend(long);
+        }
+        let out = vqgrad(&all);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let ours: Vec<&str> = stderr.lines().filter(|l| !l.contains("XDG_RUNTIME_DIR")).collect();
+        assert_eq!(out.status.code(), Some(2), "{all:?}: {stderr}");
+        assert_eq!(ours.len(), 1, "{all:?}: one line, got {ours:?}");
+        assert!(ours[0].contains(names) && !ours[0].contains("panicked"), "{all:?}: {}", ours[0]);
+    }
+}

@@ -3,7 +3,6 @@
 
 use super::report::line_plot;
 use super::train::{TrainArgs, config};
-use anyhow::Context;
 use serde_json::json;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -97,7 +96,7 @@ pub fn table(rows: &[BiasRow]) -> String {
 /// Writes `{stem}.json`, `{stem}.md` and the plots `{stem}_cosine` and `{stem}_rel_err` into `out`; returns the
 /// markdown section.
 pub fn write(rows: &[BiasRow], out: &Path, source: &str, stem: &str) -> anyhow::Result<String> {
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    super::output::ensure_dir(out, "--out")?;
     let mut md = format!(
         "Each estimator's gradient of L_rec at the encodings against the exact gradient of the soft-assignment \
          surrogate (the decoder fed sum_k softmax(-||z - c||^2 / tau)_k c_k), on {source}. Each cell: cosine \

@@ -25,7 +25,7 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
     let write = |path: PathBuf, bytes: &[u8]| -> anyhow::Result<()> {
         std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))
     };
-    std::fs::create_dir_all(&args.out).with_context(|| format!("making {}", args.out.display()))?;
+    super::output::ensure_dir(&args.out, "--out")?;
     let sources = shaders::variants();
     let mut written = 0;
     for (name, source) in &sources {
@@ -39,7 +39,7 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
     ];
     for (_, target, dir) in targets.into_iter().filter(|(wanted, _, _)| *wanted) {
         let dir = args.out.join(dir);
-        std::fs::create_dir_all(&dir).with_context(|| format!("making {}", dir.display()))?;
+        super::output::ensure_dir(&dir, "--out")?;
         for (name, source) in &sources {
             let stem = name.trim_end_matches(".wgsl");
             for (entry, bytes) in translate::entry_points(name, source, target)? {

@@ -6,7 +6,6 @@
 //! and dL/dz = E(g, z, q) + 2 beta / m (z - q).
 
 use super::report::chart_on;
-use anyhow::Context;
 use plotters::prelude::*;
 use serde_json::json;
 use std::path::PathBuf;
@@ -209,7 +208,7 @@ fn draw(field: &GradField, svg_path: &std::path::Path) -> anyhow::Result<String>
 /// Trains the 2-D model, computes the field and writes `gradfield.svg`, `.png` and `.json` into `args.out`.
 /// Returns per estimator the mean cosine to q - z and the share of arrows that stay in their own cell.
 pub fn generate(engine: &Engine, args: &GradfieldArgs) -> anyhow::Result<Vec<(Estimator, f64, f64)>> {
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    super::output::ensure_dir(&args.out, "--out")?;
     let config = TrainConfig {
         data: DataSpec::Gaussian { dim: 2 },
         latent: 2,

@@ -6,6 +6,7 @@ pub mod bias;
 pub mod export;
 pub mod gradfield;
 pub mod kmeans;
+pub mod output;
 pub mod overhead;
 pub mod report;
 pub mod reproduce;

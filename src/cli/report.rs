@@ -272,7 +272,7 @@ pub fn svg_to_png(svg: &str, path: &Path) -> anyhow::Result<()> {
 
 /// The summaries, tests and plots of a set of runs, written to `out`. Returns the summary JSON.
 pub fn write_report(runs: &[Run], out: &Path, sources: &[PathBuf]) -> anyhow::Result<Value> {
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    super::output::ensure_dir(out, "--out")?;
     let groups = groups(runs);
     let keys = varying(&groups);
     let mut md = String::new();

@@ -3,7 +3,6 @@
 
 use super::report::{Run, load_runs, write_report};
 use super::sweep::{Axis, grid, run_missing};
-use anyhow::Context;
 use serde_json::json;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -455,7 +454,7 @@ fn bias_sections(
 }
 
 pub fn run(options: &GpuOptions, args: &ReproduceArgs) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    super::output::ensure_dir(&args.out, "--out")?;
     let results = args.out.join("results.jsonl");
     let mut configs: Vec<TrainConfig> = Vec::new();
     for (_, axes) in experiments(args.quick, &args.set)? {

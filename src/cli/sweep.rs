@@ -368,6 +368,7 @@ pub fn run(options: &GpuOptions, args: &SweepArgs) -> anyhow::Result<()> {
         eprintln!("{} runs in this shard ({} in the grid)", mine.len(), configs.len());
         return Ok(());
     }
+    super::output::check_writable(&args.out, "--out")?;
     let engine = super::train::engine(options, args.cpu);
     let limit = args.limit.unwrap_or(usize::MAX);
     let (new, skipped, left) = run_missing(&engine, &mine, &args.out, limit, args.quiet, args.batch_runs)?;

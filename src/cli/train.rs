@@ -1,7 +1,6 @@
 //! `vqgrad train`: a run of the model of docs/PROTOCOL.md (or `--runs R` of them, over consecutive seeds, in the same
 //! dispatches), on the GPU or, where no adapter exists, on the CPU engine.
 
-use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use std::path::PathBuf;
@@ -357,6 +356,13 @@ fn run_json(engine: &Engine, config: &TrainConfig, result: &vqgrad::train::RunRe
 
 pub fn run(options: &GpuOptions, args: &TrainArgs) -> anyhow::Result<()> {
     let config = config(args)?;
+    // Output paths are checked before any work: a bad one must not cost a run.
+    if let Some(path) = &args.out {
+        super::output::check_writable(path, "--out")?;
+    }
+    if let Some(path) = &args.save_params {
+        super::output::check_writable(path, "--save-params")?;
+    }
     if args.runs != 1 {
         return run_many(options, args, &config);
     }
@@ -383,8 +389,8 @@ pub fn run(options: &GpuOptions, args: &TrainArgs) -> anyhow::Result<()> {
     let run = train_and_save(&engine(options, args.cpu), &config, data, on_eval, args.save_params.as_deref())?;
     bar.finish_and_clear();
     if let Some(path) = &args.out {
-        let text = serde_json::to_string_pretty(&run)?;
-        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+        let text = serde_json::to_string_pretty(&run)? + "\n";
+        super::output::write_atomic(path, text.as_bytes())?;
     }
     print_table(&run);
     super::check_diverged(std::slice::from_ref(&run))
@@ -435,7 +441,7 @@ fn run_many(options: &GpuOptions, args: &TrainArgs, config: &TrainConfig) -> any
     // The results first, so that nothing the table does can lose them.
     if let Some(path) = &args.out {
         let text: String = lines.iter().map(|l| l.to_string() + "\n").collect();
-        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+        super::output::write_atomic(path, text.as_bytes())?;
     }
     println!(
         "{:>6} {:>9} {:>5} {:>7} {:>10} {:>10} {:>11} {:>9}",
