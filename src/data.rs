@@ -229,6 +229,12 @@ fn clusters_data(
     })
 }
 
+/// The largest magnitude a data set of `len` values may hold: any sum of squared differences of two such values
+/// over all of them stays within f32's range (docs/PROTOCOL.md §3), so that no distance or error overflows.
+pub fn magnitude_limit(len: usize) -> f32 {
+    ((f32::MAX as f64 / len.max(1) as f64).sqrt() / 2.0) as f32
+}
+
 fn open_npy(path: &Path) -> Result<npyz::NpyFile<std::io::BufReader<std::fs::File>>> {
     let file = std::fs::File::open(path).map_err(|e| Error::Input(format!("{}: cannot open: {e}", path.display())))?;
     npyz::NpyFile::new(std::io::BufReader::new(file))
@@ -271,6 +277,16 @@ pub fn load_npy(path: &Path, labels: Option<&Path>, eval_split: f64) -> Result<D
     if let Some(bad) = values.iter().position(|v| !v.is_finite()) {
         return Err(Error::Input(format!(
             "{name}: row {}, column {} is {} (NaN and Inf are not allowed)",
+            bad / d,
+            bad % d,
+            values[bad]
+        )));
+    }
+    let limit = magnitude_limit(values.len());
+    if let Some(bad) = values.iter().position(|v| v.abs() > limit) {
+        return Err(Error::Input(format!(
+            "{name}: row {}, column {} is {:e}; values of this data set must stay within ±{limit:.3e}, or its \
+             squared distances overflow f32",
             bad / d,
             bad % d,
             values[bad]

@@ -176,6 +176,10 @@ fn bad_training_input_exits_2_with_a_clear_message() {
     let mut nan = vec![0.5f32; 30];
     nan[7] = f32::NAN;
     write_npy(&dir.join("nan.npy"), "<f4", &[10, 3], &f32_bytes(&nan));
+    // Finite, but squared distances of such values overflow f32: refused with its row and column.
+    let mut huge = vec![0.5f32; 30];
+    huge[3 * 4 + 2] = 1e30;
+    write_npy(&dir.join("huge.npy"), "<f4", &[10, 3], &f32_bytes(&huge));
     write_npy(&dir.join("empty.npy"), "<f4", &[0, 3], &[]);
     std::fs::write(dir.join("garbage.npy"), b"not a numpy file").unwrap();
     write_npy(&dir.join("labels_short.npy"), "<i8", &[9], &[0u8; 72]);
@@ -207,6 +211,7 @@ fn bad_training_input_exits_2_with_a_clear_message() {
         (vec!["--data".into(), p("ints.npy")], "float32 or float64"),
         (vec!["--data".into(), p("flat.npy")], "2-D"),
         (vec!["--data".into(), p("nan.npy")], "NaN"),
+        (vec!["--data".into(), p("huge.npy")], "row 4, column 2"),
         (vec!["--data".into(), p("empty.npy")], "empty"),
         (vec!["--data".into(), p("garbage.npy")], "garbage.npy"),
         (vec!["--data".into(), p("missing.npy")], "missing.npy"),

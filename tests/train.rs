@@ -487,3 +487,31 @@ fn bias_on_the_gpu_matches_the_cpu_reference() {
     }
     common::assert_clean(engine.gpu().unwrap());
 }
+
+/// Divergence is a result: in a batch whose second run diverges (noise of 1e300), that run is flagged at its first
+/// non-finite evaluation with its last finite metrics kept, and the first run's results are exactly those it gets
+/// alone; on both engines. The SVD behind subspace_err refuses non-finite weights instead of iterating forever.
+#[test]
+fn a_diverging_run_is_flagged_and_leaves_its_batch_alone() {
+    let nan = vqgrad::train::subspace_err(&[f64::NAN; 8], 4, 2, &[1.0, 0.0, 0.0, 0.0], 1);
+    let inf = vqgrad::train::subspace_err(&[f64::INFINITY; 8], 4, 2, &[1.0, 0.0, 0.0, 0.0], 1);
+    assert!(nan.is_nan() && inf.is_nan(), "subspace_err of non-finite weights: {nan}, {inf}");
+    let mut engines = vec![Engine::Cpu];
+    if let Some(gpu) = common::gpu() {
+        engines.push(Engine::Gpu(Box::new(gpu)));
+    }
+    let base =
+        TrainConfig { eval_every: 10, steps: 30, ..small(Estimator::Ste, CodebookMode::Grad, EncoderKind::Linear) };
+    let wild = TrainConfig { data: DataSpec::Subspace { dim: 16, rank: 3, sigma: 1e300 }, seed: 4, ..base.clone() };
+    let configs = [base.clone(), wild];
+    for engine in &engines {
+        let data: Vec<_> = configs.iter().map(|c| c.load_data().unwrap()).collect();
+        let together = engine.trainer(&configs, &data).unwrap().run(&mut |_, _| {}).unwrap();
+        let alone = engine.trainer(&configs[..1], &data[..1]).unwrap().run(&mut |_, _| {}).unwrap();
+        let what = engine.name();
+        assert_eq!(together[0].curve, alone[0].curve, "{what}: the finite run changed beside a diverging one");
+        assert_eq!((together[0].diverged_at, together[1].diverged_at), (None, Some(10)), "{what}");
+        assert!(together[1].curve.is_empty() && !together[1].metrics.is_finite(), "{what}: {:?}", together[1]);
+        assert_eq!(together[0].curve.len(), 3, "{what}: the finite run is evaluated to the end");
+    }
+}

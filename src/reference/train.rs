@@ -220,7 +220,7 @@ impl CpuModel {
         };
         let mut dz = Vec::with_capacity(rows * m);
         for i in 0..rows {
-            let e = self.row_gradient(estimator, i, (&g, &z), &levels, relax, &transport);
+            let e = self.row_gradient(estimator, i, (&g, z), &levels, relax, &transport);
             dz.extend((0..m).map(|j| e[j] + commit * (z[i * m + j] - q_total[i * m + j])));
         }
         backward_layers(&self.params, &self.layout.encoder, x, &enc_outs, dz, rows, &mut grads);
