@@ -315,8 +315,10 @@ fn export_shaders_writes_the_sources_and_every_translation() {
     assert!(!plain.join("spirv").exists());
     let blocked = dir.join("assign.wgsl").join("x");
     let out = vqgrad(&["export-shaders", "--out", blocked.to_str().unwrap()]);
-    assert_ne!(out.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("making"), "{}", String::from_utf8_lossy(&out.stderr));
+    // An output directory that cannot be made is bad input: exit 2, naming the flag and the path.
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--out") && err.contains("cannot create"), "{err}");
 }
 
 /// `bias` trains a model (or reads a saved one), writes a row per estimator and tau, the table and the plots;
