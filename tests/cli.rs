@@ -424,3 +424,59 @@ fn bad_output_paths_exit_2_before_any_work() {
         assert!(ours[0].contains(names) && !ours[0].contains("panicked"), "{all:?}: {}", ours[0]);
     }
 }
+
+/// The sweep's results file is its own: a repeated seed or grid point, a range of a billion seeds, or a file that
+/// is not a results file exits 2 with one line (the foreign file unchanged, byte for byte); a second sweep on a
+/// file another sweep is writing exits 2 at once, naming the file, and the first finishes with each run once.
+/// Negative numbers parse, and the range checks judge them.
+#[test]
+fn sweeps_refuse_repeats_foreign_files_and_a_second_writer() {
+    let dir = std::env::temp_dir().join(format!("vqgrad-sweep-guard-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let results = dir.join("r.jsonl");
+    let r = results.to_str().unwrap();
+    let foreign = dir.join("notes.txt");
+    std::fs::write(&foreign, b"my notes\n{\"not\": \"a run\"}\n").unwrap();
+    let f = foreign.to_str().unwrap();
+    let one_line = |args: &[&str], names: &str| {
+        let out = vqgrad(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let ours: Vec<&str> = stderr.lines().filter(|l| !l.contains("XDG_RUNTIME_DIR")).collect();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(ours.len(), 1, "{args:?}: {ours:?}");
+        assert!(ours[0].contains(names), "{args:?}: {}", ours[0]);
+    };
+    let sweep = ["sweep", "--preset", "E1", "--estimator", "ste", "--quiet"];
+    one_line(&[&sweep[..], &["--seeds", "0,0,1", "--out", r]].concat(), "seed 0 is given twice");
+    one_line(&[&sweep[..], &["--seeds", "0..1000000000", "--dry-run", "--out", r]].concat(), "at most");
+    one_line(&[&sweep[..], &["--k", "32,32", "--seeds", "0", "--dry-run", "--out", r]].concat(), "repeats a run");
+    one_line(&[&sweep[..], &["--seeds", "0", "--out", f]].concat(), "not a vqgrad results file");
+    assert_eq!(std::fs::read(&foreign).unwrap(), b"my notes\n{\"not\": \"a run\"}\n", "the foreign file changed");
+    one_line(&[&sweep[..], &["--sigma", "-0.1", "--seeds", "0", "--out", r]].concat(), "sigma -0.1");
+    one_line(&["train", "--sigma", "-0.1", "--steps", "5"], "sigma -0.1");
+    // Two sweeps on one file: the second is refused while the first holds the lock.
+    let _ = std::fs::remove_file(&results);
+    let small = ["--set", "n-train=1024", "--set", "n-eval=256", "--set", "steps=1500", "--seeds", "0..2", "--cpu"];
+    let args = [&sweep[..], &small[..], &["--out", r]].concat();
+    let mut first = Command::new(env!("CARGO_BIN_EXE_vqgrad")).args(&args).spawn().unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        // The lock is taken: our own try fails.
+        if let Ok(file) = std::fs::File::open(&results)
+            && matches!(file.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock))
+        {
+            break;
+        }
+        assert!(start.elapsed().as_secs() < 120, "the first sweep never took its lock");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    one_line(&args, "in use by another sweep");
+    assert!(first.wait().unwrap().success());
+    let text = std::fs::read_to_string(&results).unwrap();
+    let seeds: Vec<u64> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["config"]["seed"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seeds, [0, 1], "each run once");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -2,7 +2,7 @@
 //! shardable.
 
 use super::train::{TrainArgs, config};
-use anyhow::{Context, bail};
+use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::HashSet;
 use std::io::Write;
@@ -30,13 +30,13 @@ pub struct SweepArgs {
     #[arg(long)]
     pub estimator: Option<String>,
     /// Codebook sizes K, comma-separated.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub k: Option<String>,
     /// Commitment weights beta, comma-separated.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub beta: Option<String>,
     /// Subspace noise levels sigma, comma-separated.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub sigma: Option<String>,
     /// Any other train flag with comma-separated values, as KEY=V1,V2 (e.g. --set steps=500 --set
     /// codebook-mode=grad,ema); repeatable.
@@ -104,19 +104,31 @@ pub struct Axis {
     pub values: Vec<String>,
 }
 
-/// Seeds from `A..B` (B excluded), a comma list, or one number.
+/// The most runs one grid may hold.
+pub const MAX_GRID_RUNS: usize = 1_000_000;
+
+/// Seeds from `A..B` (B excluded), a comma list, or one number; each at most once.
 pub fn parse_seeds(spec: &str) -> anyhow::Result<Vec<String>> {
     let spec = spec.trim();
+    let bad = |why: String| vqgrad::Error::Input(format!("seeds `{spec}`: {why}"));
     if let Some((a, b)) = spec.split_once("..") {
-        let (a, b): (u64, u64) = (a.trim().parse()?, b.trim().parse()?);
+        let number = |v: &str| v.trim().parse::<u64>().map_err(|_| bad(format!("`{v}` is not a non-negative integer")));
+        let (a, b) = (number(a)?, number(b)?);
         if a >= b {
-            bail!("the seed range {spec} is empty");
+            return Err(bad("the range is empty".into()).into());
+        }
+        if b - a > MAX_GRID_RUNS as u64 {
+            return Err(bad(format!("{} seeds; a grid takes at most {MAX_GRID_RUNS} runs", b - a)).into());
         }
         return Ok((a..b).map(|s| s.to_string()).collect());
     }
     let seeds: Vec<String> = spec.split(',').map(|s| s.trim().to_string()).collect();
+    let mut seen = HashSet::new();
     for s in &seeds {
-        s.parse::<u64>().with_context(|| format!("seed `{s}` is not a non-negative integer"))?;
+        let n = s.parse::<u64>().map_err(|_| bad(format!("`{s}` is not a non-negative integer")))?;
+        if !seen.insert(n) {
+            return Err(bad(format!("seed {n} is given twice")).into());
+        }
     }
     Ok(seeds)
 }
@@ -131,7 +143,7 @@ fn json_values(key: &str, v: &serde_json::Value) -> anyhow::Result<Vec<String>> 
             serde_json::Value::String(s) => s.clone(),
             serde_json::Value::Number(n) => n.to_string(),
             serde_json::Value::Bool(b) => b.to_string(),
-            other => bail!("grid key `{key}`: unsupported value {other}"),
+            other => return Err(vqgrad::Error::Input(format!("grid key `{key}`: unsupported value {other}")).into()),
         })
     };
     match v {
@@ -153,8 +165,8 @@ pub fn axes(args: &SweepArgs) -> anyhow::Result<Vec<Axis>> {
         }
     };
     if let Some(path) = &args.grid {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading the grid file {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| vqgrad::Error::Input(format!("reading the grid file {}: {e}", path.display())))?;
         let grid: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text)
             .map_err(|e| vqgrad::Error::Input(format!("{}: not a JSON object: {e}", path.display())))?;
         for (key, value) in &grid {
@@ -214,7 +226,11 @@ struct TrainOnly {
 
 /// Every configuration of the grid, in its fixed order (the first axis varies slowest).
 pub fn grid(axes: &[Axis]) -> anyhow::Result<Vec<TrainConfig>> {
-    let total: usize = axes.iter().map(|a| a.values.len()).product();
+    let total = axes
+        .iter()
+        .try_fold(1usize, |n, a| n.checked_mul(a.values.len()))
+        .filter(|&n| n <= MAX_GRID_RUNS)
+        .ok_or_else(|| vqgrad::Error::Input(format!("the grid has more than {MAX_GRID_RUNS} runs")))?;
     let mut out = Vec::with_capacity(total);
     for index in 0..total {
         let mut argv = vec!["train".to_string()];
@@ -232,6 +248,15 @@ pub fn grid(axes: &[Axis]) -> anyhow::Result<Vec<TrainConfig>> {
             vqgrad::Error::Input(format!("grid run `{}`: {}", argv[1..].join(" "), e.render().to_string().trim()))
         })?;
         out.push(config(&parsed.args)?);
+    }
+    let mut seen = HashSet::new();
+    for c in &out {
+        if !seen.insert(key(&serde_json::to_value(c)?)) {
+            let what = serde_json::to_string(c)?;
+            return Err(
+                vqgrad::Error::Input(format!("the grid repeats a run (an axis repeats a value): {what}")).into()
+            );
+        }
     }
     Ok(out)
 }
@@ -251,6 +276,23 @@ pub fn done_runs(path: &Path) -> anyhow::Result<HashSet<String>> {
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
     let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    // A file that is not a results file is refused before a byte of it changes: every complete line must be a
+    // run, and a cut-off last line must at least start as a JSON object.
+    let foreign = |why: String| vqgrad::Error::Input(format!("{}: not a vqgrad results file ({why})", path.display()));
+    for (n, line) in bytes[..complete].split(|&b| b == b'\n').enumerate() {
+        if line.iter().all(|b| b.is_ascii_whitespace()) {
+            continue;
+        }
+        match serde_json::from_slice::<serde_json::Value>(line) {
+            Ok(v) if v.get("config").is_some() => {
+                done.insert(key(&v["config"]));
+            }
+            _ => return Err(foreign(format!("line {} is not a run", n + 1)).into()),
+        }
+    }
+    if complete < bytes.len() && !bytes[complete..].starts_with(b"{") {
+        return Err(foreign("its last line is not the start of a run".into()).into());
+    }
     if complete < bytes.len() {
         eprintln!(
             "{}: ignoring a truncated last line ({} bytes, an interrupted write); it is removed",
@@ -261,18 +303,26 @@ pub fn done_runs(path: &Path) -> anyhow::Result<HashSet<String>> {
         file.set_len(complete as u64)?;
         file.sync_all()?;
     }
-    for (n, line) in bytes[..complete].split(|&b| b == b'\n').enumerate() {
-        if line.iter().all(|b| b.is_ascii_whitespace()) {
-            continue;
-        }
-        match serde_json::from_slice::<serde_json::Value>(line) {
-            Ok(v) if v.get("config").is_some() => {
-                done.insert(key(&v["config"]));
-            }
-            _ => eprintln!("{}: line {} is not a run; skipped", path.display(), n + 1),
-        }
-    }
     Ok(done)
+}
+
+/// An exclusive lock on the results file `path` (made if missing), held while the returned file lives: a second
+/// sweep on the same file is refused at once instead of training every run twice.
+pub fn lock(path: &Path) -> anyhow::Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| vqgrad::Error::Input(format!("{}: cannot open it: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(vqgrad::Error::Input(format!(
+            "{} is in use by another sweep (it holds the file's lock); wait for it, or use another --out",
+            path.display()
+        ))
+        .into()),
+        Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("locking {}", path.display())),
+    }
 }
 
 /// Appends one run as a line, flushed and synced to disk before the next run starts.
@@ -311,6 +361,7 @@ pub fn run_missing(
     quiet: bool,
     batch_runs: BatchRuns,
 ) -> anyhow::Result<(usize, usize, usize)> {
+    let _lock = lock(out)?;
     let done = done_runs(out)?;
     let todo: Vec<&TrainConfig> =
         all.iter().copied().filter(|c| !done.contains(&key(&serde_json::to_value(c).unwrap_or_default()))).collect();

@@ -83,7 +83,7 @@ pub struct TrainArgs {
     #[arg(long, requires = "data")]
     pub labels: Option<PathBuf>,
     /// The share of the --data rows (the last ones) kept for evaluation.
-    #[arg(long, default_value_t = 0.2, requires = "data")]
+    #[arg(long, default_value_t = 0.2, requires = "data", allow_negative_numbers = true)]
     pub eval_split: f64,
     /// Data dimension d (generated data; checked against a --data file).
     #[arg(long)]
@@ -92,13 +92,13 @@ pub struct TrainArgs {
     #[arg(long)]
     pub rank: Option<u32>,
     /// Subspace noise sigma.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub sigma: Option<f64>,
     /// Number of clusters.
     #[arg(long)]
     pub clusters: Option<u32>,
     /// Cluster spread.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub spread: Option<f64>,
     /// Training samples (generated data).
     #[arg(long)]
