@@ -480,3 +480,38 @@ fn sweeps_refuse_repeats_foreign_files_and_a_second_writer() {
     assert_eq!(seeds, [0, 1], "each run once");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `train --runs R --out` keeps each finished run: interrupted (SIGINT, as Ctrl-C) after its first runs finished,
+/// the file holds those runs as whole lines, never half of one. On the CPU engine, where runs finish one by one.
+#[test]
+fn an_interrupted_train_runs_keeps_its_finished_runs() {
+    let dir = std::env::temp_dir().join(format!("vqgrad-interrupt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("runs.jsonl");
+    let args = ["train", "--quiet", "--cpu", "--runs", "50", "--steps", "400", "--eval-every", "400"];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vqgrad"))
+        .args(args)
+        .args(["--n-train", "1024", "--n-eval", "256", "--out", out.to_str().unwrap()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while std::fs::read_to_string(&out).map_or(0, |t| t.lines().count()) < 2 {
+        assert!(start.elapsed().as_secs() < 300, "no run finished");
+        assert!(child.try_wait().unwrap().is_none(), "the command ended before it was interrupted");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let killed = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "interrupted, it must not report success");
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(text.ends_with('\n'), "a half-written line");
+    let seeds: Vec<u64> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("whole lines")["config"]["seed"].as_u64().unwrap())
+        .collect();
+    assert!(seeds.len() >= 2 && seeds.len() < 50, "{} runs kept", seeds.len());
+    assert_eq!(seeds, (0..seeds.len() as u64).collect::<Vec<_>>(), "the finished runs, in order");
+    let _ = std::fs::remove_dir_all(&dir);
+}

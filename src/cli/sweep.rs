@@ -388,7 +388,7 @@ pub fn run_missing(
         let what = if group.len() > 1 { format!(" and {} more in one batch", group.len() - 1) } else { String::new() };
         bar.set_message(format!("{} K={} seed {}{what}", first.estimator, first.codes, first.seed));
         let group: Vec<TrainConfig> = group.into_iter().cloned().collect();
-        for line in super::train::train_batch(engine, &group, &mut |_, _| {})? {
+        for line in super::train::train_batch(engine, &group, &mut |_, _| {}, &mut |_| Ok(()))? {
             append(out, &line)?;
             bar.inc(1);
             if line["status"] == "diverged" {

@@ -332,12 +332,24 @@ pub fn train_and_save(
 /// Trains `configs` (each [`vqgrad::train::batchable`] with the others) together where the engine can
 /// ([`Engine::run`]); one results line per run, as [`train_and_save`] gives. `on_eval` sees each evaluation: the
 /// run's position in `configs`, its metrics.
+/// `on_line` sees each run's line as soon as its batch finishes (to keep finished work).
 pub fn train_batch(
     engine: &Engine,
     configs: &[TrainConfig],
     on_eval: &mut dyn FnMut(usize, &Metrics),
+    on_line: &mut dyn FnMut(&serde_json::Value) -> anyhow::Result<()>,
 ) -> anyhow::Result<Vec<serde_json::Value>> {
-    let results = engine.run(configs, on_eval)?;
+    // A failure to keep a finished run is reported once training ends (the rest of the runs still train).
+    let mut failed = None;
+    let mut on_done = |i: usize, r: &RunResult| {
+        if let Err(e) = on_line(&run_json(engine, &configs[i], r)) {
+            failed.get_or_insert(e);
+        }
+    };
+    let results = engine.run(configs, on_eval, &mut on_done)?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
     Ok(configs.iter().zip(&results).map(|(c, r)| run_json(engine, c, r)).collect())
 }
 
@@ -433,16 +445,26 @@ fn run_many(options: &GpuOptions, args: &TrainArgs, config: &TrainConfig) -> any
         bar
     };
     let mut done = vec![0u64; configs.len()];
-    let lines = train_batch(&engine(options, args.cpu), &configs, &mut |i, m| {
-        done[i] = m.step as u64;
-        bar.set_position(done.iter().sum());
-    })?;
+    // Each batch's lines are written as it finishes, the file rewritten whole and atomically each time, so an
+    // interruption keeps the finished runs and never leaves half a line.
+    let mut written = String::new();
+    let mut keep = |line: &serde_json::Value| -> anyhow::Result<()> {
+        if let Some(path) = &args.out {
+            written.push_str(&(line.to_string() + "\n"));
+            super::output::write_atomic(path, written.as_bytes())?;
+        }
+        Ok(())
+    };
+    let lines = train_batch(
+        &engine(options, args.cpu),
+        &configs,
+        &mut |i, m| {
+            done[i] = m.step as u64;
+            bar.set_position(done.iter().sum());
+        },
+        &mut keep,
+    )?;
     bar.finish_and_clear();
-    // The results first, so that nothing the table does can lose them.
-    if let Some(path) = &args.out {
-        let text: String = lines.iter().map(|l| l.to_string() + "\n").collect();
-        super::output::write_atomic(path, text.as_bytes())?;
-    }
     println!(
         "{:>6} {:>9} {:>5} {:>7} {:>10} {:>10} {:>11} {:>9}",
         "seed", "loss", "dead", "usage", "perplexity", "recon_mse", "steps/s", "engine"

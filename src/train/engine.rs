@@ -8,7 +8,7 @@
 //! // The GPU when an adapter exists, else the CPU engine (the reason comes back to be printed).
 //! let (engine, _why_cpu) = Engine::choose(&vqgrad::GpuOptions::default(), false);
 //! let config = TrainConfig { steps: 20, eval_every: 10, n_train: 1024, n_eval: 256, ..TrainConfig::default() };
-//! let results = engine.run(&[config], &mut |_run, metrics| println!("{metrics:?}"))?;
+//! let results = engine.run(&[config], &mut |_run, metrics| println!("{metrics:?}"), &mut |_, _| {})?;
 //! assert_eq!(results[0].curve.len(), 2);
 //! # Ok(())
 //! # }
@@ -205,8 +205,14 @@ impl Engine {
 
     /// Trains `configs` (each batchable with the others), loading each one's data, in trainers of as many runs
     /// as [`Engine::max_runs`] allows; `on_eval` sees each evaluation (the run's position in `configs`, its
-    /// metrics). Returns the runs in order.
-    pub fn run(&self, configs: &[TrainConfig], on_eval: &mut dyn FnMut(usize, &Metrics)) -> Result<Vec<RunResult>> {
+    /// metrics), and `on_done` each run as soon as its trainer finishes (to keep finished work). Returns the runs
+    /// in order.
+    pub fn run(
+        &self,
+        configs: &[TrainConfig],
+        on_eval: &mut dyn FnMut(usize, &Metrics),
+        on_done: &mut dyn FnMut(usize, &RunResult),
+    ) -> Result<Vec<RunResult>> {
         let mut out = Vec::with_capacity(configs.len());
         let mut rest = configs;
         while let Some(first) = rest.first() {
@@ -217,7 +223,11 @@ impl Engine {
                 .chain(now[1..].iter().map(TrainConfig::load_data))
                 .collect::<Result<Vec<_>>>()?;
             let done = out.len();
-            out.extend(self.trainer(now, &data)?.run(&mut |i, m| on_eval(done + i, m))?);
+            let results = self.trainer(now, &data)?.run(&mut |i, m| on_eval(done + i, m))?;
+            for (i, r) in results.iter().enumerate() {
+                on_done(done + i, r);
+            }
+            out.extend(results);
             rest = later;
         }
         Ok(out)
