@@ -115,6 +115,26 @@ fn normals(rng: &mut ChaCha8Rng, len: usize) -> Vec<f64> {
     (0..len).map(|_| StandardNormal.sample(rng)).collect()
 }
 
+impl DataSpec {
+    /// The dimension d of a generated data set; `None` for a file (known once read).
+    pub fn generated_dim(&self) -> Option<u32> {
+        match *self {
+            DataSpec::Subspace { dim, .. } | DataSpec::Clusters { dim, .. } | DataSpec::Gaussian { dim } => Some(dim),
+            DataSpec::File { .. } => None,
+        }
+    }
+
+    /// The values a generated data set's structure holds: the subspace basis (d x r) or the cluster centres
+    /// (C x d), saturating.
+    pub fn structure_len(&self) -> u64 {
+        match *self {
+            DataSpec::Subspace { dim, rank, .. } => (dim as u64).saturating_mul(rank as u64),
+            DataSpec::Clusters { dim, clusters, .. } => (dim as u64).saturating_mul(clusters as u64),
+            _ => 0,
+        }
+    }
+}
+
 /// Generates or loads the data. `n_train` and `n_eval` apply to generated sets.
 pub fn load(spec: &DataSpec, n_train: u32, n_eval: u32, seed: u64) -> Result<Dataset> {
     if let DataSpec::File { path, labels, eval_split } = spec {

@@ -108,7 +108,21 @@ pub struct Layout {
 }
 
 impl ModelShape {
-    /// The layers, each `W` then `b`, packed in order.
+    /// The number of parameters, or `None` where it overflows u64 (check before [`ModelShape::layout`], whose
+    /// offsets are u32).
+    pub fn param_count(&self) -> Option<u64> {
+        let (d, m, h) = (self.dim as u64, self.latent as u64, self.hidden as u64);
+        let layer = |i: u64, o: u64| i.checked_mul(o)?.checked_add(o);
+        match self.encoder {
+            EncoderKind::Linear => layer(d, m)?.checked_add(layer(m, d)?),
+            EncoderKind::Mlp => [layer(d, h)?, layer(h, m)?, layer(m, h)?, layer(h, d)?]
+                .into_iter()
+                .try_fold(0u64, |a, n| a.checked_add(n)),
+        }
+    }
+
+    /// The layers, each `W` then `b`, packed in order. The settings' checks keep the count within u32
+    /// ([`crate::train::TrainConfig::check_sizes`]).
     pub fn layout(&self) -> Layout {
         let (d, m, h) = (self.dim, self.latent, self.hidden);
         // (input, output) of each layer.

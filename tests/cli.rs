@@ -212,6 +212,13 @@ fn bad_training_input_exits_2_with_a_clear_message() {
         (vec!["--data".into(), p("flat.npy")], "2-D"),
         (vec!["--data".into(), p("nan.npy")], "NaN"),
         (vec!["--data".into(), p("huge.npy")], "row 4, column 2"),
+        // Sizes are checked before anything is allocated (these used to abort or panic).
+        (vec!["--k".into(), "1000000000".into()], "the codebook (K x m)"),
+        (vec!["--dim".into(), "1000000000".into()], "the training set"),
+        (vec!["--latent".into(), "100000000".into()], "the model's parameters"),
+        (vec!["--n-train".into(), "100000000".into()], "the training set"),
+        (vec!["--encoder".into(), "mlp".into(), "--hidden".into(), "100000000".into()], "the model's parameters"),
+        (vec!["--preset".into(), "E3".into(), "--clusters".into(), "1000000000".into()], "would hold"),
         (vec!["--data".into(), p("empty.npy")], "empty"),
         (vec!["--data".into(), p("garbage.npy")], "garbage.npy"),
         (vec!["--data".into(), p("missing.npy")], "missing.npy"),
@@ -516,5 +523,24 @@ fn an_interrupted_train_runs_keeps_its_finished_runs() {
         .collect();
     assert!(seeds.len() >= 2 && seeds.len() < 50, "{} runs kept", seeds.len());
     assert_eq!(seeds, (0..seeds.len() as u64).collect::<Vec<_>>(), "the finished runs, in order");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Sizes and counts of the analysis commands are bounded before any work: a gradient-field grid of 10^10 points
+/// and four billion Lloyd iterations exit 2 with one line.
+#[test]
+fn analysis_sizes_are_bounded() {
+    let dir = std::env::temp_dir().join(format!("vqgrad-bounds-{}", std::process::id()));
+    for (args, needle) in [
+        (vec!["gradfield", "--grid", "100000", "--out", dir.to_str().unwrap()], "--grid"),
+        (vec!["kmeans", "--preset", "E1", "--iters", "4000000000"], "--iters"),
+    ] {
+        let out = vqgrad(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let ours: Vec<&str> = stderr.lines().filter(|l| !l.contains("XDG_RUNTIME_DIR")).collect();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(ours.len(), 1, "{args:?}: {ours:?}");
+        assert!(ours[0].contains(needle), "{args:?}: {}", ours[0]);
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -61,6 +61,9 @@ fn mat_vec(w: &[f64; 4], v: [f64; 2]) -> [f64; 2] {
     [w[0] * v[0] + w[1] * v[1], w[2] * v[0] + w[3] * v[1]]
 }
 
+/// The most grid points a side (the field and its drawing hold side^2 arrows per estimator).
+const MAX_GRID: u32 = 1000;
+
 /// The field on a `side x side` grid spanning the codes (and a margin), from a linear 2-D model's parameters
 /// (flat layout: W_e, b_e, W_d, b_d) and codebook.
 pub fn compute(params: &[f64], codebook: &[f64], side: u32, beta: f64) -> anyhow::Result<GradField> {
@@ -208,6 +211,11 @@ fn draw(field: &GradField, svg_path: &std::path::Path) -> anyhow::Result<String>
 /// Trains the 2-D model, computes the field and writes `gradfield.svg`, `.png` and `.json` into `args.out`.
 /// Returns per estimator the mean cosine to q - z and the share of arrows that stay in their own cell.
 pub fn generate(engine: &Engine, args: &GradfieldArgs) -> anyhow::Result<Vec<(Estimator, f64, f64)>> {
+    if !(2..=MAX_GRID).contains(&args.grid) {
+        return Err(
+            vqgrad::Error::Input(format!("--grid must be 2 to {MAX_GRID} points a side, got {}", args.grid)).into()
+        );
+    }
     super::output::ensure_dir(&args.out, "--out")?;
     let config = TrainConfig {
         data: DataSpec::Gaussian { dim: 2 },

@@ -99,6 +99,9 @@ pub fn model_encodings(path: &std::path::Path) -> anyhow::Result<(TrainConfig, V
     Ok((c, z, saved))
 }
 
+/// The most Lloyd iterations `kmeans` runs (each is two dispatches, recorded into one pass on the GPU).
+const MAX_ITERS: u32 = 100_000;
+
 pub fn run(options: &GpuOptions, args: &KmeansArgs) -> anyhow::Result<()> {
     let engine = super::train::engine(options, args.data.cpu);
     let (cfg, z, m, k, vq, source) = match &args.model {
@@ -121,6 +124,9 @@ pub fn run(options: &GpuOptions, args: &KmeansArgs) -> anyhow::Result<()> {
             (c.clone(), to_f64(&data.eval), data.dim as usize, k, None, "raw eval data".to_string())
         }
     };
+    if args.iters > MAX_ITERS {
+        return Err(vqgrad::Error::Input(format!("--iters must be at most {MAX_ITERS}, got {}", args.iters)).into());
+    }
     let mut out = analyse(&engine, &z, m, k, cfg.seed, args.iters, vq.as_deref())?;
     out["source"] = json!(source);
     out["config"] = json!(cfg);

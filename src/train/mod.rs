@@ -138,6 +138,20 @@ pub const MAX_LEVELS: u32 = 16;
 /// The most Lloyd iterations per evaluation behind `lloyd_dist` (each is two dispatches).
 pub const MAX_LLOYD_ITERS: u32 = 1000;
 
+/// The most values any one array of a run may hold: the kernels index with u32, and a storage binding holds at most
+/// 4 GiB of f32.
+pub const MAX_ELEMENTS: u64 = (u32::MAX / 4) as u64;
+
+const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+
+/// The host memory available now (`MemAvailable` in /proc/meminfo, Linux); `None` where it cannot be read.
+fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
 /// The largest label count purity is computed for.
 pub const MAX_CLASSES: u32 = 65536;
 
@@ -202,12 +216,67 @@ impl TrainConfig {
                 )));
             }
         }
+        if let Some(dim) = self.data.generated_dim() {
+            self.check_sizes(dim, (self.n_train as u64, self.n_eval as u64), self.data.structure_len())?;
+        }
         for (name, tau) in [("tau", Some(self.tau)), ("tau-final", self.tau_final)] {
             if let Some(t) = tau
                 && !(t.is_finite() && t > 0.0 && t as f32 > 0.0)
             {
                 return Err(Error::Input(format!("{name} must be finite and > 0, got {t}")));
             }
+        }
+        Ok(())
+    }
+
+    /// Checks the sizes a run of these settings needs on data of dimension `dim` with `rows` (train, eval) rows,
+    /// before anything is allocated: every array's element count within the u32 the kernels index with, and the
+    /// host memory it needs within what the machine has available. `extra` counts the values the data set's
+    /// structure needs (the clusters' centres). Checked arithmetic throughout.
+    pub fn check_sizes(&self, dim: u32, (n_train, n_eval): (u64, u64), extra: u64) -> Result<()> {
+        let too_big = || Error::Input(format!("the sizes overflow: dim {dim}, {n_train} + {n_eval} rows, {self:?}"));
+        let mul = |a: u64, b: u64| a.checked_mul(b).ok_or_else(too_big);
+        let (d, m, k, h, b) =
+            (dim as u64, self.latent as u64, self.codes as u64, self.hidden as u64, self.batch as u64);
+        let params =
+            ModelShape { dim, latent: self.latent, codes: self.codes, encoder: self.encoder, hidden: self.hidden }
+                .param_count()
+                .ok_or_else(too_big)?;
+        let arrays = [
+            ("the training set (rows x d)", mul(n_train, d)?),
+            ("the eval set (rows x d)", mul(n_eval, d)?),
+            ("the model's parameters", params),
+            ("the codebook (K x m)", mul(k, m)?),
+            ("the batch's activations (B x max(d, h))", mul(b, d.max(h))?),
+            (
+                "the eval set's hidden layer (rows x h)",
+                mul(n_eval, if self.encoder == EncoderKind::Mlp { h } else { 1 })?,
+            ),
+            ("the data's structure", extra),
+        ];
+        for (what, n) in arrays {
+            if n > MAX_ELEMENTS {
+                return Err(Error::Input(format!(
+                    "{what} would hold {n} values; at most {MAX_ELEMENTS} fit the kernels' u32 indices"
+                )));
+            }
+        }
+        // Host bytes: the data in f32, its f64 copy (CPU engine) and the batch's f64 work, the parameters with
+        // their gradient and Adam's moments in f64, every level's codebook likewise.
+        let data = n_train.saturating_add(n_eval).saturating_mul(d).saturating_add(extra);
+        let state = params.saturating_add(k.saturating_mul(m).saturating_mul(self.levels as u64));
+        let need = data
+            .saturating_mul(12)
+            .saturating_add(state.saturating_mul(32))
+            .saturating_add(b.saturating_mul(d.max(h)).saturating_mul(64));
+        if let Some(available) = available_memory()
+            && need > available
+        {
+            return Err(Error::Input(format!(
+                "a run of these sizes needs about {:.1} GiB of host memory; {:.1} GiB are available",
+                need as f64 / GIB,
+                available as f64 / GIB
+            )));
         }
         Ok(())
     }
