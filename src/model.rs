@@ -258,6 +258,12 @@ impl SavedModel {
         }
         let (k, m) = (model_shape.codes as usize, model_shape.latent as usize);
         let codebook = read("codebook", &[k, m])?;
+        // Weights are untrusted input: a non-finite one is an error here, not a panic or a hang downstream.
+        for (what, values) in [("the parameters", &params), ("the codebook", &codebook)] {
+            if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+                return Err(bad(format!("{what} hold a non-finite value ({} at index {i})", values[i])));
+            }
+        }
         Ok(SavedModel { layout, params, codebook, codes: model_shape.codes, latent: model_shape.latent, config })
     }
 }

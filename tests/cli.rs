@@ -544,3 +544,30 @@ fn analysis_sizes_are_bounded() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A saved model is untrusted input: an infinite weight in its codebook is refused with exit 2 and one line
+/// naming the file, instead of reaching k-means++ (which used to panic on it).
+#[test]
+fn a_saved_model_with_an_infinite_weight_is_refused() {
+    let dir = std::env::temp_dir().join(format!("vqgrad-bad-model-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("m.safetensors");
+    let p = path.to_str().unwrap();
+    let small = ["--preset", "E1", "--steps", "5", "--n-train", "512", "--n-eval", "128", "--cpu", "--quiet"];
+    let out = vqgrad(&[&["train", "--save-params", p][..], &small[..]].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // safetensors: an 8-byte header length, the JSON header, then the data at each tensor's offsets.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let at = 8 + n + header["codebook"]["data_offsets"][0].as_u64().unwrap() as usize;
+    bytes[at..at + 4].copy_from_slice(&f32::INFINITY.to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    let out = vqgrad(&["kmeans", "--model", p, "--cpu"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let ours: Vec<&str> = stderr.lines().filter(|l| !l.contains("XDG_RUNTIME_DIR")).collect();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(ours.len(), 1, "{ours:?}");
+    assert!(ours[0].contains("m.safetensors") && ours[0].contains("non-finite"), "{}", ours[0]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
