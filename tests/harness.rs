@@ -382,3 +382,36 @@ fn batched_sweeps_write_the_same_results() {
         assert_eq!(out.status.code(), Some(2), "--batch-runs {bad}");
     }
 }
+
+/// A sweep records diverged runs like any other (a resume does not redo them) and says so; the report counts them
+/// per cell, in a `diverged` row and in its summary, instead of leaving them out silently.
+#[test]
+fn diverged_runs_are_recorded_and_counted_per_cell() {
+    let dir = scratch("diverged");
+    let out = dir.join("r.jsonl");
+    let swept = sweep(&out, &["--set", "lr=1e15,0.001"]);
+    assert!(swept.status.success(), "{}", String::from_utf8_lossy(&swept.stderr));
+    let err = String::from_utf8_lossy(&swept.stderr);
+    assert_eq!(err.matches("diverged: ").count(), 8, "each diverged run is said once: {err}");
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(&out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let diverged = lines.iter().filter(|l| l["status"] == "diverged").count();
+    assert_eq!((lines.len(), diverged), (16, 8), "every run recorded, the lr = 1e15 ones diverged");
+    assert!(lines.iter().all(|l| (l["status"] == "diverged") == (l["config"]["lr"].as_f64() == Some(1e15))));
+    let again = sweep(&out, &["--set", "lr=1e15,0.001"]);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("0 new runs, 16 already done"));
+    let report = dir.join("report");
+    let made = vqgrad().args(["report", "--out", report.to_str().unwrap(), out.to_str().unwrap()]).output().unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let md = std::fs::read_to_string(report.join("report.md")).unwrap();
+    assert!(md.contains("| diverged (left out of the figures above) | 2 of 2 | 2 of 2 |"), "{md}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("summary.json")).unwrap()).unwrap();
+    let counts: Vec<u64> = summary["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["estimators"].as_object().unwrap().values().map(|e| e["diverged"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(counts.iter().sum::<u64>(), 8, "{counts:?}");
+}

@@ -102,12 +102,19 @@ fn experiments(quick: bool, overrides: &[String]) -> anyhow::Result<Vec<(&'stati
 /// The values of `metric` for `estimator` among the plain runs (one level, a fixed beta: the seed's model) whose
 /// configuration satisfies `pick`.
 fn values(runs: &[Run], estimator: &str, metric: &str, pick: &dyn Fn(&TrainConfig) -> bool) -> Vec<f64> {
+    picked(runs, estimator, pick).map(|r| r.metric(metric)).collect()
+}
+
+/// The plain runs (one level, fixed beta) of `estimator` that `pick` selects.
+fn picked<'r>(
+    runs: &'r [Run],
+    estimator: &'r str,
+    pick: &'r dyn Fn(&TrainConfig) -> bool,
+) -> impl Iterator<Item = &'r Run> + 'r {
     let plain = |c: &TrainConfig| c.levels == 1 && c.beta_schedule == vqgrad::model::BetaSchedule::Fixed;
     runs.iter()
-        .filter(|r| r.estimator() == estimator)
-        .filter(|r| serde_json::from_value::<TrainConfig>(r.config.clone()).is_ok_and(|c| plain(&c) && pick(&c)))
-        .map(|r| r.metric(metric))
-        .collect()
+        .filter(move |r| r.estimator() == estimator)
+        .filter(move |r| serde_json::from_value::<TrainConfig>(r.config.clone()).is_ok_and(|c| plain(&c) && pick(&c)))
 }
 
 struct Claim {
@@ -318,8 +325,14 @@ fn claims_table(runs: &[Run], overhead: &[super::overhead::Overhead]) -> (String
             (Some(p), Expect::Lower) => Some(p < 0.05 && sr.mean < ss.mean),
             (Some(p), Expect::Higher) => Some(p < 0.05 && sr.mean > ss.mean),
         };
-        let f = |s: &vqgrad::analysis::Summary| {
-            if s.n == 0 { "-".to_string() } else { format!("{:.3} ± {:.3} (n={})", s.mean, s.std, s.n) }
+        // A diverged run is left out of the figures and counted beside them.
+        let diverged = |e: &str| picked(runs, e, &*c.pick).filter(|r| r.diverged_at.is_some()).count();
+        let f = |s: &vqgrad::analysis::Summary, e: &str| {
+            let d = match diverged(e) {
+                0 => String::new(),
+                d => format!(", {d} diverged"),
+            };
+            if s.n == 0 { format!("-{d}") } else { format!("{:.3} ± {:.3} (n={}{d})", s.mean, s.std, s.n) }
         };
         let verdict = match holds {
             Some(true) => "holds",
@@ -334,14 +347,16 @@ fn claims_table(runs: &[Run], overhead: &[super::overhead::Overhead]) -> (String
             c.text,
             c.metric,
             c.seed_figure,
-            f(&sr),
-            f(&ss),
-            f(&st),
+            f(&sr, "rotation"),
+            f(&ss, "ste"),
+            f(&st, "rotation-trick"),
             p_text,
             verdict
         );
+        let counts = json!({ "rotation": diverged("rotation"), "ste": diverged("ste"),
+            "rotation_trick": diverged("rotation-trick") });
         rows.push(json!({ "id": c.id, "claim": c.text, "metric": c.metric, "seed": c.seed_figure,
-            "rotation": sr, "ste": ss, "rotation_trick": st, "p": p, "holds": holds }));
+            "rotation": sr, "ste": ss, "rotation_trick": st, "diverged": counts, "p": p, "holds": holds }));
     }
     e8_row(&mut md, &mut rows, overhead);
     let _ = writeln!(md, "\nE7 and E2 follow.");
