@@ -9,6 +9,18 @@ fn vqgrad(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_vqgrad")).args(args).output().expect("the binary runs")
 }
 
+/// Runs `args`, asserts exit `code` with exactly one line of ours on stderr (lavapipe's loader may add its own
+/// XDG_RUNTIME_DIR lines) and no panic, and returns that line.
+fn one_error_line(args: &[&str], code: i32) -> String {
+    let out = vqgrad(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let ours: Vec<&str> = stderr.lines().filter(|l| !l.contains("XDG_RUNTIME_DIR")).collect();
+    assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
+    assert_eq!(ours.len(), 1, "{args:?}: one line on stderr, got {ours:?}");
+    assert!(!ours[0].contains("panicked"), "{args:?}: {}", ours[0]);
+    ours[0].to_string()
+}
+
 fn require_gpu() -> bool {
     std::env::var("VQGRAD_REQUIRE_GPU").as_deref() == Ok("1")
 }
@@ -375,14 +387,9 @@ fn a_diverging_run_finishes_flagged_with_exit_3() {
         args.extend(small);
         args.extend(bad);
         args.extend([engine].into_iter().filter(|e| !e.is_empty()));
-        let out = vqgrad(&args);
         let what = format!("{args:?}");
-        assert_eq!(out.status.code(), Some(3), "{what}: {}", String::from_utf8_lossy(&out.stderr));
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        // Lavapipe's loader may add its own lines; ours is the one line that says what happened.
-        let ours: Vec<&str> = stderr.lines().filter(|l| !l.contains("XDG_RUNTIME_DIR")).collect();
-        assert_eq!(ours.len(), 1, "{what}: one line on stderr, got {ours:?}");
-        assert!(ours[0].starts_with("diverged: ") && ours[0].contains("at step 30"), "{what}: {}", ours[0]);
+        let line = one_error_line(&args, 3);
+        assert!(line.starts_with("diverged: ") && line.contains("at step 30"), "{what}: {line}");
         let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&out_path).unwrap()).unwrap();
         assert_eq!(v["status"], "diverged", "{what}");
         assert_eq!(v["diverged_at"], 30, "{what}");
@@ -423,12 +430,8 @@ fn bad_output_paths_exit_2_before_any_work() {
         } else {
             all.extend(long);
         }
-        let out = vqgrad(&all);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let ours: Vec<&str> = stderr.lines().filter(|l| !l.contains("XDG_RUNTIME_DIR")).collect();
-        assert_eq!(out.status.code(), Some(2), "{all:?}: {stderr}");
-        assert_eq!(ours.len(), 1, "{all:?}: one line, got {ours:?}");
-        assert!(ours[0].contains(names) && !ours[0].contains("panicked"), "{all:?}: {}", ours[0]);
+        let line = one_error_line(&all, 2);
+        assert!(line.contains(names), "{all:?}: {line}");
     }
 }
 
@@ -446,12 +449,8 @@ fn sweeps_refuse_repeats_foreign_files_and_a_second_writer() {
     std::fs::write(&foreign, b"my notes\n{\"not\": \"a run\"}\n").unwrap();
     let f = foreign.to_str().unwrap();
     let one_line = |args: &[&str], names: &str| {
-        let out = vqgrad(args);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let ours: Vec<&str> = stderr.lines().filter(|l| !l.contains("XDG_RUNTIME_DIR")).collect();
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
-        assert_eq!(ours.len(), 1, "{args:?}: {ours:?}");
-        assert!(ours[0].contains(names), "{args:?}: {}", ours[0]);
+        let line = one_error_line(args, 2);
+        assert!(line.contains(names), "{args:?}: {line}");
     };
     let sweep = ["sweep", "--preset", "E1", "--estimator", "ste", "--quiet"];
     one_line(&[&sweep[..], &["--seeds", "0,0,1", "--out", r]].concat(), "seed 0 is given twice");
@@ -535,12 +534,8 @@ fn analysis_sizes_are_bounded() {
         (vec!["gradfield", "--grid", "100000", "--out", dir.to_str().unwrap()], "--grid"),
         (vec!["kmeans", "--preset", "E1", "--iters", "4000000000"], "--iters"),
     ] {
-        let out = vqgrad(&args);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let ours: Vec<&str> = stderr.lines().filter(|l| !l.contains("XDG_RUNTIME_DIR")).collect();
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
-        assert_eq!(ours.len(), 1, "{args:?}: {ours:?}");
-        assert!(ours[0].contains(needle), "{args:?}: {}", ours[0]);
+        let line = one_error_line(&args, 2);
+        assert!(line.contains(needle), "{args:?}: {line}");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -563,11 +558,7 @@ fn a_saved_model_with_an_infinite_weight_is_refused() {
     let at = 8 + n + header["codebook"]["data_offsets"][0].as_u64().unwrap() as usize;
     bytes[at..at + 4].copy_from_slice(&f32::INFINITY.to_le_bytes());
     std::fs::write(&path, &bytes).unwrap();
-    let out = vqgrad(&["kmeans", "--model", p, "--cpu"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let ours: Vec<&str> = stderr.lines().filter(|l| !l.contains("XDG_RUNTIME_DIR")).collect();
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert_eq!(ours.len(), 1, "{ours:?}");
-    assert!(ours[0].contains("m.safetensors") && ours[0].contains("non-finite"), "{}", ours[0]);
+    let line = one_error_line(&["kmeans", "--model", p, "--cpu"], 2);
+    assert!(line.contains("m.safetensors") && line.contains("non-finite"), "{line}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -234,7 +234,10 @@ impl TrainConfig {
     /// host memory it needs within what the machine has available. `extra` counts the values the data set's
     /// structure needs (the clusters' centres). Checked arithmetic throughout.
     pub fn check_sizes(&self, dim: u32, (n_train, n_eval): (u64, u64), extra: u64) -> Result<()> {
-        let too_big = || Error::Input(format!("the sizes overflow: dim {dim}, {n_train} + {n_eval} rows, {self:?}"));
+        let too_big = || {
+            let (k, m, h) = (self.codes, self.latent, self.hidden);
+            Error::Input(format!("the sizes overflow 64 bits: d {dim}, {n_train} + {n_eval} rows, K {k}, m {m}, h {h}"))
+        };
         let mul = |a: u64, b: u64| a.checked_mul(b).ok_or_else(too_big);
         let (d, m, k, h, b) =
             (dim as u64, self.latent as u64, self.codes as u64, self.hidden as u64, self.batch as u64);
