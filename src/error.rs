@@ -76,6 +76,10 @@ pub enum Error {
     /// Input data is invalid (NaN or Inf, wrong length, out-of-range values).
     #[error("invalid input: {0}")]
     Input(String),
+    /// A stop was requested ([`crate::train::request_stop`], as the command-line tool does on Ctrl-C): training
+    /// ended at an evaluation, keeping what had finished.
+    #[error("interrupted: stopped at an evaluation as asked")]
+    Interrupted,
     /// Reading a buffer back failed.
     #[error("reading back a buffer failed: {0}")]
     Readback(String),

@@ -70,6 +70,7 @@ fn main() -> ExitCode {
             return ExitCode::from(e.exit_code() as u8);
         }
     };
+    cli::stop_on_ctrl_c();
     let options = GpuOptions { backend: cli.backend, adapter: cli.adapter.clone().filter(|a| !a.trim().is_empty()) };
     let result = match cli.command {
         Command::Info { json } => info(&options, json),
@@ -88,6 +89,10 @@ fn main() -> ExitCode {
         Err(e) if e.downcast_ref::<cli::Diverged>().is_some() => {
             eprintln!("diverged: {e}");
             ExitCode::from(cli::EXIT_DIVERGED)
+        }
+        Err(e) if matches!(e.downcast_ref::<vqgrad::Error>(), Some(vqgrad::Error::Interrupted)) => {
+            eprintln!("interrupted: finished runs are kept");
+            ExitCode::from(cli::EXIT_INTERRUPTED)
         }
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -488,7 +488,8 @@ fn sweeps_refuse_repeats_foreign_files_and_a_second_writer() {
 }
 
 /// `train --runs R --out` keeps each finished run: interrupted (SIGINT, as Ctrl-C) after its first runs finished,
-/// the file holds those runs as whole lines, never half of one. On the CPU engine, where runs finish one by one.
+/// the command exits 130 and the file holds those runs as whole lines, never half of one. On the CPU engine, where
+/// runs finish one by one.
 #[test]
 fn an_interrupted_train_runs_keeps_its_finished_runs() {
     let dir = std::env::temp_dir().join(format!("vqgrad-interrupt-{}", std::process::id()));
@@ -508,12 +509,15 @@ fn an_interrupted_train_runs_keeps_its_finished_runs() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     // SIGINT as Ctrl-C sends it; where no `kill` command exists, SIGKILL (the file must survive that too).
-    match Command::new("kill").args(["-INT", &child.id().to_string()]).status() {
-        Ok(s) => assert!(s.success()),
-        Err(_) => child.kill().unwrap(),
-    }
+    let sigint = match Command::new("kill").args(["-INT", &child.id().to_string()]).status() {
+        Ok(s) => s.success(),
+        Err(_) => child.kill().is_err(),
+    };
     let status = child.wait().unwrap();
     assert!(!status.success(), "interrupted, it must not report success");
+    if sigint {
+        assert_eq!(status.code(), Some(130), "Ctrl-C exits 130 through the command's own path: {status:?}");
+    }
     let text = std::fs::read_to_string(&out).unwrap();
     assert!(text.ends_with('\n'), "a half-written line");
     let seeds: Vec<u64> = text

@@ -17,6 +17,33 @@ pub mod train;
 /// `"status": "diverged"`). README: "Exit codes".
 pub const EXIT_DIVERGED: u8 = 3;
 
+/// The exit code after Ctrl-C, the shell's 128 + SIGINT. README: "Exit codes".
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// How long after the first Ctrl-C a command that has not reached an evaluation is ended anyway: long enough for
+/// one evaluation round, short enough that no one presses it twice.
+const INTERRUPT_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Ctrl-C stops training at its next evaluation ([`vqgrad::train::request_stop`]), so that a file being written is
+/// finished and the command ends through its error path with [`EXIT_INTERRUPTED`]; what had finished is already
+/// on disk. A command with nothing to stop (an analysis) ends after [`INTERRUPT_GRACE`], and a second Ctrl-C ends
+/// any at once: every output is written atomically or appended as whole lines, so neither loses finished work.
+pub fn stop_on_ctrl_c() {
+    let pressed = std::sync::atomic::AtomicBool::new(false);
+    // Installing fails only when a handler exists already; Ctrl-C then keeps its default action.
+    let _ = ctrlc::set_handler(move || {
+        if pressed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            std::process::exit(EXIT_INTERRUPTED.into());
+        }
+        vqgrad::train::request_stop();
+        std::thread::spawn(|| {
+            std::thread::sleep(INTERRUPT_GRACE);
+            eprintln!("interrupted");
+            std::process::exit(EXIT_INTERRUPTED.into());
+        });
+    });
+}
+
 /// Some runs diverged: the command wrote its results, then ends with [`EXIT_DIVERGED`] and this one line.
 #[derive(Debug)]
 pub struct Diverged(pub String);

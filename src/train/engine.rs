@@ -19,7 +19,23 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuOptions};
 use crate::reference::to_f64;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
+
+/// Set by [`request_stop`]; process-wide, as the signal that usually sets it.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Asks every [`Trainer::run`] in this process to stop at its next evaluation with [`Error::Interrupted`]; runs a
+/// trainer had finished before are kept (by [`Engine::run`]'s `on_done`). Safe to call from a signal-handling
+/// thread; the command-line tool calls it on Ctrl-C.
+pub fn request_stop() {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// Whether [`request_stop`] has been called (a request lasts for the rest of the process).
+pub fn stop_requested() -> bool {
+    STOP.load(Ordering::SeqCst)
+}
 
 /// A run's flat parameters and its first level's codebook (f32, as a model is saved; residual VQ's later codebooks
 /// are not part of it).
@@ -81,6 +97,7 @@ pub trait Trainer {
     /// sees each evaluation (the run's position, its metrics) as it comes. A batch's wall time is shared: each run
     /// is credited with all of it, as if alone. A run whose evaluation is not finite has diverged
     /// ([`RunResult::diverged_at`]): it is evaluated no more, and training stops once every run has diverged.
+    /// After [`request_stop`], it returns [`Error::Interrupted`] at the next evaluation.
     fn run(&mut self, on_eval: &mut dyn FnMut(usize, &Metrics)) -> Result<Vec<RunResult>> {
         let start = Instant::now();
         let (total, every) = (self.configs()[0].steps, self.configs()[0].eval_every);
@@ -101,6 +118,9 @@ pub trait Trainer {
                 } else {
                     diverged[i] = Some(metrics);
                 }
+            }
+            if stop_requested() {
+                return Err(Error::Interrupted);
             }
         }
         let wall_s = start.elapsed().as_secs_f64();
@@ -216,6 +236,9 @@ impl Engine {
         let mut out = Vec::with_capacity(configs.len());
         let mut rest = configs;
         while let Some(first) = rest.first() {
+            if stop_requested() {
+                return Err(Error::Interrupted);
+            }
             let first_data = first.load_data()?;
             let fits = (self.max_runs(first, &first_data) as usize).clamp(1, rest.len());
             let (now, later) = rest.split_at(fits);
