@@ -324,12 +324,12 @@ fn bench_sweep(engine: &Engine, steps: u32) -> anyhow::Result<SweepFigure> {
         .collect();
     let start = Instant::now();
     for config in &configs {
-        let data = config.load_data()?;
+        let data = engine.load_data(config)?;
         engine.trainer(std::slice::from_ref(config), std::slice::from_ref(&data))?.run(&mut |_, _| {})?;
     }
     let unbatched = start.elapsed().as_secs_f64();
     let start = Instant::now();
-    let data = configs.iter().map(|c| c.load_data()).collect::<vqgrad::Result<Vec<_>>>()?;
+    let data = configs.iter().map(|c| engine.load_data(c)).collect::<vqgrad::Result<Vec<_>>>()?;
     // As many runs to a batch as the device's binding size allows.
     let per_batch = engine.max_runs(&configs[0], &data[0]) as usize;
     for (c, d) in configs.chunks(per_batch).zip(data.chunks(per_batch)) {
@@ -363,7 +363,7 @@ fn bench_profile(engine: &Engine) -> anyhow::Result<(Vec<KernelTime>, u64)> {
     let mut bytes = 0;
     for estimator in Estimator::ALL {
         let config = TrainConfig { estimator, steps: u32::MAX, ..TrainConfig::default() };
-        let data = config.load_data()?;
+        let data = engine.load_data(&config)?;
         let mut trainer = engine.trainer(std::slice::from_ref(&config), std::slice::from_ref(&data))?;
         bytes = trainer.buffer_bytes();
         trainer.train_steps(16)?; // warm-up

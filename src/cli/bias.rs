@@ -46,7 +46,7 @@ fn model(engine: &Engine, args: &BiasArgs) -> anyhow::Result<(String, CpuModel, 
             let dir = std::env::temp_dir().join(format!("vqgrad-bias-{}", std::process::id()));
             std::fs::create_dir_all(&dir)?;
             let path = dir.join("model.safetensors");
-            let trained = c.load_data().map_err(anyhow::Error::from).and_then(|data| {
+            let trained = engine.load_data(&c).map_err(anyhow::Error::from).and_then(|data| {
                 super::train::train_and_save(engine, &c, data, |_| {}, Some(&path))?;
                 load(&path, args.rows, &format!("a model trained now ({}, seed {})", c.estimator, c.seed))
             });

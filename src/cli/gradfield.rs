@@ -228,7 +228,7 @@ pub fn generate(engine: &Engine, args: &GradfieldArgs) -> anyhow::Result<Vec<(Es
         ..TrainConfig::default()
     };
     config.validate()?;
-    let data = config.load_data()?;
+    let data = engine.load_data(&config)?;
     let layout = config.shape(&data).layout();
     let (params, codebook) = if args.steps == 0 {
         let (p, c) = vqgrad::train::initial_state(&config, &layout);

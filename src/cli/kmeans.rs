@@ -119,7 +119,7 @@ pub fn run(options: &GpuOptions, args: &KmeansArgs) -> anyhow::Result<()> {
         }
         None => {
             let c = config(&args.data)?;
-            let data = c.load_data()?;
+            let data = engine.load_data(&c)?;
             let k = c.codes as usize;
             (c.clone(), to_f64(&data.eval), data.dim as usize, k, None, "raw eval data".to_string())
         }

@@ -32,7 +32,7 @@ pub fn median(v: &[f64]) -> f64 {
 /// `rounds` rounds in which every estimator runs `steps` steps in turn, waiting for the GPU after each.
 pub fn measure(engine: &Engine, base: &TrainConfig, steps: u32, rounds: u32) -> anyhow::Result<Vec<Overhead>> {
     let estimators = Estimator::ALL;
-    let data = base.load_data()?;
+    let data = engine.load_data(base)?;
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); estimators.len()];
     let mut trainers = Vec::new();
     for e in estimators {

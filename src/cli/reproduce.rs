@@ -417,7 +417,7 @@ fn e7_models(engine: &Engine, args: &ReproduceArgs, models: &Path) -> anyhow::Re
             if !args.quiet {
                 eprintln!("E7: training {}", path.display());
             }
-            let data = config.load_data()?;
+            let data = engine.load_data(&config)?;
             super::train::train_and_save(engine, &config, data, |_| {}, Some(&path))?;
         }
         let (c, z, saved) = super::kmeans::model_encodings(&path)?;
@@ -453,7 +453,7 @@ fn bias_sections(
         let k64 = TrainConfig { codes: 64, ..e1.clone() };
         let k64_path = models.join(format!("E4-K64-ste-seed{}.safetensors", k64.seed));
         if !k64_path.exists() {
-            super::train::train_and_save(engine, &k64, k64.load_data()?, |_| {}, Some(&k64_path))?;
+            super::train::train_and_save(engine, &k64, engine.load_data(&k64)?, |_| {}, Some(&k64_path))?;
         }
         let e1_path = models.join(format!("E1-ste-seed{}.safetensors", e1.seed));
         let (rows, draws) = if args.quick { (1024, 4) } else { (4096, 16) };

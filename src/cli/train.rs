@@ -375,10 +375,11 @@ pub fn run(options: &GpuOptions, args: &TrainArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.save_params {
         super::output::check_writable(path, "--save-params")?;
     }
+    let engine = engine(options, args.cpu);
     if args.runs != 1 {
-        return run_many(options, args, &config);
+        return run_many(&engine, args, &config);
     }
-    let data = config.load_data()?;
+    let data = engine.load_data(&config)?;
     if let Some(want) = args.dim
         && want != data.dim
     {
@@ -398,7 +399,7 @@ pub fn run(options: &GpuOptions, args: &TrainArgs) -> anyhow::Result<()> {
         bar.set_position(m.step as u64);
         bar.set_message(format!("loss {:.4}  dead {}  perplexity {:.2}", m.loss, m.dead_codes, m.perplexity));
     };
-    let run = train_and_save(&engine(options, args.cpu), &config, data, on_eval, args.save_params.as_deref())?;
+    let run = train_and_save(&engine, &config, data, on_eval, args.save_params.as_deref())?;
     bar.finish_and_clear();
     if let Some(path) = &args.out {
         let text = serde_json::to_string_pretty(&run)? + "\n";
@@ -412,7 +413,7 @@ pub fn run(options: &GpuOptions, args: &TrainArgs) -> anyhow::Result<()> {
 const MAX_RUNS: u32 = 100_000;
 
 /// `train --runs R`: R runs over consecutive seeds, batched; one table row and one JSON line per run.
-fn run_many(options: &GpuOptions, args: &TrainArgs, config: &TrainConfig) -> anyhow::Result<()> {
+fn run_many(engine: &Engine, args: &TrainArgs, config: &TrainConfig) -> anyhow::Result<()> {
     let bad = |msg: &str| -> anyhow::Result<()> { Err(vqgrad::Error::Input(msg.into()).into()) };
     if !(1..=MAX_RUNS).contains(&args.runs) {
         return Err(vqgrad::Error::Input(format!("--runs must be 1 to {MAX_RUNS}, got {}", args.runs)).into());
@@ -420,7 +421,7 @@ fn run_many(options: &GpuOptions, args: &TrainArgs, config: &TrainConfig) -> any
     if args.save_params.is_some() {
         return bad("--save-params saves one run; train it alone (--runs 1)");
     }
-    let data = config.load_data()?;
+    let data = engine.load_data(config)?;
     if let Some(want) = args.dim
         && want != data.dim
     {
@@ -456,7 +457,7 @@ fn run_many(options: &GpuOptions, args: &TrainArgs, config: &TrainConfig) -> any
         Ok(())
     };
     let lines = train_batch(
-        &engine(options, args.cpu),
+        engine,
         &configs,
         &mut |i, m| {
             done[i] = m.step as u64;

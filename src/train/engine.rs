@@ -223,6 +223,17 @@ impl Engine {
         }
     }
 
+    /// Loads `config`'s data, after refusing (with one line naming the array and the limit) a generated data set
+    /// whose run could not fit this engine: checked from the settings alone, so that nothing is generated first.
+    pub fn load_data(&self, config: &TrainConfig) -> Result<Dataset> {
+        if let (Engine::Gpu(gpu), Some(dim)) = (self, config.data.generated_dim()) {
+            config.validate()?;
+            let rows = (config.n_train as u64, config.n_eval as u64);
+            super::gpu::BatchTrainer::check_fits(gpu, config, dim, rows)?;
+        }
+        config.load_data()
+    }
+
     /// Trains `configs` (each batchable with the others), loading each one's data, in trainers of as many runs
     /// as [`Engine::max_runs`] allows; `on_eval` sees each evaluation (the run's position in `configs`, its
     /// metrics), and `on_done` each run as soon as its trainer finishes (to keep finished work). Returns the runs
@@ -239,11 +250,11 @@ impl Engine {
             if stop_requested() {
                 return Err(Error::Interrupted);
             }
-            let first_data = first.load_data()?;
+            let first_data = self.load_data(first)?;
             let fits = (self.max_runs(first, &first_data) as usize).clamp(1, rest.len());
             let (now, later) = rest.split_at(fits);
             let data = std::iter::once(Ok(first_data))
-                .chain(now[1..].iter().map(TrainConfig::load_data))
+                .chain(now[1..].iter().map(|c| self.load_data(c)))
                 .collect::<Result<Vec<_>>>()?;
             let done = out.len();
             let results = self.trainer(now, &data)?.run(&mut |i, m| on_eval(done + i, m))?;

@@ -48,7 +48,7 @@ use crate::kernels::schedule::AdaptiveBeta;
 use crate::kernels::soft::Soft;
 use crate::kernels::stats::Stats;
 use crate::kernels::step::{StepConstants, StepUniform};
-use crate::model::{EncoderKind, Layout};
+use crate::model::{EncoderKind, Layout, ModelShape};
 use crate::reference::{to_f32, to_f64};
 use buffers::{Sizes, Stacked, TrainBuffers};
 use eval::{Evaluator, StageMetrics};
@@ -172,21 +172,25 @@ impl<'g> BatchTrainer<'g> {
     /// storage binding. The training set is the largest (each run has its own).
     pub fn max_runs(gpu: &Gpu, config: &TrainConfig, data: &Dataset) -> u32 {
         let limit = gpu.device.limits().max_storage_buffer_binding_size;
-        let b = config.batch as u64;
-        let hidden = if config.encoder == EncoderKind::Mlp { config.hidden as u64 } else { 1 };
-        let per_run = [
-            data.train.len() as u64,
-            data.eval.len() as u64,
-            (STEPS_PER_SUBMIT as u64) * b,
-            b * data.dim as u64,
-            b * hidden,
-            b * config.latent as u64,
-            config.codes as u64 * config.latent as u64,
-            config.codes as u64 + 1, // the reset's marks and seed
-            config.shape(data).layout().len as u64,
-        ];
-        let largest = per_run.iter().max().copied().unwrap_or(1).max(1) * 4;
+        let rows = (data.train_rows() as u64, data.eval_rows() as u64);
+        let largest = per_run_arrays(config, data.dim, rows).iter().map(|&(_, n)| n).max().unwrap_or(1).max(1) * 4;
         (limit / largest).clamp(1, gpu.device.limits().max_compute_workgroups_per_dimension as u64) as u32
+    }
+
+    /// Refuses, before any data exists, a run whose arrays on data of dimension `dim` with `rows` (train, eval)
+    /// rows cannot fit one storage binding of `gpu`: one line naming the array, its bytes and the limit.
+    pub fn check_fits(gpu: &Gpu, config: &TrainConfig, dim: u32, rows: (u64, u64)) -> Result<()> {
+        let limit = gpu.device.limits().max_storage_buffer_binding_size;
+        for (what, n) in per_run_arrays(config, dim, rows) {
+            let bytes = n.saturating_mul(4);
+            if bytes > limit {
+                return Err(Error::Input(format!(
+                    "{what} needs {bytes} bytes in one binding; `{}` allows {limit} (max_storage_buffer_binding_size)",
+                    gpu.info().name
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Records one training step of every run (slot `slot` of this submit, step `t`) into its own compute pass.
@@ -421,4 +425,24 @@ fn stack_initial(gpu: &Gpu, runs: &[(&TrainConfig, &Dataset)], layout: &Layout) 
         }
     }
     Ok(out)
+}
+
+/// Every array a run of `config` has of its own on the GPU, in f32 elements: each is stacked across a batch's runs
+/// into one storage binding. Saturating, so that a size past u64 still compares as too large.
+fn per_run_arrays(config: &TrainConfig, dim: u32, (n_train, n_eval): (u64, u64)) -> [(&'static str, u64); 9] {
+    let (b, d, m, k) = (config.batch as u64, dim as u64, config.latent as u64, config.codes as u64);
+    let hidden = if config.encoder == EncoderKind::Mlp { config.hidden as u64 } else { 1 };
+    let shape =
+        ModelShape { dim, latent: config.latent, codes: config.codes, encoder: config.encoder, hidden: config.hidden };
+    [
+        ("the training set (rows x d)", n_train.saturating_mul(d)),
+        ("the eval set (rows x d)", n_eval.saturating_mul(d)),
+        ("a submit's minibatch schedule", (STEPS_PER_SUBMIT as u64).saturating_mul(b)),
+        ("the batch (B x d)", b.saturating_mul(d)),
+        ("the batch's hidden layer (B x h)", b.saturating_mul(hidden)),
+        ("the batch's encodings (B x m)", b.saturating_mul(m)),
+        ("the codebook (K x m)", k.saturating_mul(m)),
+        ("the reset's marks (K + 1)", k.saturating_add(1)),
+        ("the model's parameters", shape.param_count().unwrap_or(u64::MAX)),
+    ]
 }
