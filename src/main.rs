@@ -26,6 +26,8 @@ struct Cli {
     command: Command,
 }
 
+/// Negative numbers parse as values everywhere, so that the range checks judge them (`--sigma -0.1` is "sigma must
+/// be >= 0", not "unexpected argument '-0'").
 #[derive(Subcommand)]
 enum Command {
     /// List every adapter, and the limits and features vqgrad uses on the chosen one.
@@ -35,21 +37,27 @@ enum Command {
         json: bool,
     },
     /// Train the VQ autoencoder of docs/PROTOCOL.md once and report its metrics.
+    #[command(allow_negative_numbers = true)]
     Train(Box<train::TrainArgs>),
     /// Train a grid of runs (estimators x K x beta x sigma x seeds x any train flag), one JSON line per run;
     /// rerunning resumes.
+    #[command(allow_negative_numbers = true)]
     Sweep(Box<cli::sweep::SweepArgs>),
     /// Statistics across seeds, Welch's t-tests between estimators, tables and plots from results files.
     Report(cli::report::ReportArgs),
     /// Run the experiments of docs/PROTOCOL.md §5 (E1, E3-E6) and write the report, the seed's claims beside the
     /// measurements.
+    #[command(allow_negative_numbers = true)]
     Reproduce(cli::reproduce::ReproduceArgs),
     /// E2: a 2-D model's descent directions -dL/dz per estimator over the codebook's Voronoi cells.
+    #[command(allow_negative_numbers = true)]
     Gradfield(cli::gradfield::GradfieldArgs),
     /// E7: k-means++ and Lloyd on the GPU, on a trained model's eval encodings (--model) or on raw data.
+    #[command(allow_negative_numbers = true)]
     Kmeans(Box<cli::kmeans::KmeansArgs>),
     /// Each estimator's gradient against the exact gradient of the soft-assignment surrogate as tau -> 0, on a
     /// trained model (--model, or one trained with the train flags).
+    #[command(allow_negative_numbers = true)]
     Bias(Box<cli::bias::BiasArgs>),
     /// Throughput of the assign kernel, of training (per estimator) and of sweeps, with the CPU engine beside it.
     Bench(cli::bench::BenchArgs),
@@ -61,7 +69,27 @@ fn parse_backend(s: &str) -> Result<wgpu::Backend, String> {
     gpu::parse_backend(s).map_err(|e| e.to_string())
 }
 
+/// Mesa's Vulkan loader prints "XDG_RUNTIME_DIR is invalid or not set" at every instance on a machine without a
+/// desktop session. Where it is unset or not a directory, point it at a private one (created 0700 under the temp
+/// directory) before any thread or instance exists.
+fn private_runtime_dir() {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_some_and(|d| std::path::Path::new(&d).is_dir()) {
+        return;
+    }
+    let user = std::env::var("USER").unwrap_or_else(|_| "user".into());
+    let dir = std::env::temp_dir().join(format!("vqgrad-runtime-{user}"));
+    let mut builder = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    if builder.create(&dir).is_ok() || dir.is_dir() {
+        // SAFETY: called first in `main`, before any other thread exists, so nothing reads the environment
+        // concurrently.
+        unsafe { std::env::set_var("XDG_RUNTIME_DIR", &dir) };
+    }
+}
+
 fn main() -> ExitCode {
+    private_runtime_dir();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
