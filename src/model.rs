@@ -250,11 +250,18 @@ impl SavedModel {
             }
             Ok(bytemuck::pod_collect_to_vec(t.data()))
         };
-        let mut params = vec![0.0f32; layout.len as usize];
+        // Every tensor is read (and its shape checked) before `params` is allocated, so that metadata claiming a
+        // large model costs no more memory than the file holds.
+        let mut layers = Vec::new();
         for (n, l) in layer_names(&layout) {
-            let (w, b, o) = (l.w_off as usize, l.b_off as usize, l.output as usize);
-            params[w..b].copy_from_slice(&read(&format!("{n}.weight"), &[o, l.input as usize])?);
-            params[b..b + o].copy_from_slice(&read(&format!("{n}.bias"), &[o])?);
+            let (o, i) = (l.output as usize, l.input as usize);
+            layers.push((l, read(&format!("{n}.weight"), &[o, i])?, read(&format!("{n}.bias"), &[o])?));
+        }
+        let mut params = vec![0.0f32; layout.len as usize];
+        for (l, weight, bias) in layers {
+            let (w, b) = (l.w_off as usize, l.b_off as usize);
+            params[w..b].copy_from_slice(&weight);
+            params[b..b + bias.len()].copy_from_slice(&bias);
         }
         let (k, m) = (model_shape.codes as usize, model_shape.latent as usize);
         let codebook = read("codebook", &[k, m])?;

@@ -68,39 +68,53 @@ impl Run {
 }
 
 /// The runs of several results files; duplicates (the same configuration) count once; lines that are not runs
-/// are reported and skipped.
+/// are reported and skipped. A file that cannot be read, or whose lines are all something else than runs, is bad
+/// input, named in one line.
 pub fn load_runs(files: &[PathBuf]) -> anyhow::Result<Vec<Run>> {
     let mut seen = BTreeSet::new();
     let mut runs = Vec::new();
     for path in files {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| vqgrad::Error::Input(format!("{}: cannot read: {e}", path.display())))?;
         let ends_clean = text.ends_with('\n') || text.is_empty();
         let lines: Vec<&str> = text.lines().collect();
+        let (mut found, mut skipped) = (0usize, Vec::new());
         for (n, line) in lines.iter().enumerate() {
             if line.trim().is_empty() {
                 continue;
             }
             match serde_json::from_str::<Value>(line) {
                 Ok(v) if v["config"].is_object() && v["metrics"].is_object() => {
+                    found += 1;
                     if seen.insert(super::sweep::key(&v["config"])) {
-                        let curve = v["curve"].as_array().cloned().unwrap_or_default();
-                        let diverged_at = (v["status"] == "diverged").then(|| v["diverged_at"].as_u64().unwrap_or(0));
-                        runs.push(Run {
-                            config: v["config"].clone(),
-                            metrics: v["metrics"].clone(),
-                            curve,
-                            diverged_at,
-                        });
+                        runs.push(Run::from_line(&v));
                     }
                 }
                 _ if n + 1 == lines.len() && !ends_clean => {
-                    eprintln!("{}: ignoring a truncated last line", path.display())
+                    skipped.push(format!("{}: ignoring a truncated last line", path.display()))
                 }
-                _ => eprintln!("{}: line {} is not a run; skipped", path.display(), n + 1),
+                _ => skipped.push(format!("{}: line {} is not a run; skipped", path.display(), n + 1)),
             }
         }
+        if found == 0 && !skipped.is_empty() {
+            let message = format!("{}: not a vqgrad results file: no line is a run", path.display());
+            return Err(vqgrad::Error::Input(message).into());
+        }
+        skipped.iter().for_each(|line| eprintln!("{line}"));
     }
     Ok(runs)
+}
+
+impl Run {
+    /// One results line as a run.
+    fn from_line(v: &Value) -> Run {
+        Run {
+            config: v["config"].clone(),
+            metrics: v["metrics"].clone(),
+            curve: v["curve"].as_array().cloned().unwrap_or_default(),
+            diverged_at: (v["status"] == "diverged").then(|| v["diverged_at"].as_u64().unwrap_or(0)),
+        }
+    }
 }
 
 /// `config` flattened to dotted keys (`data.sigma`), without `seed` and `estimator`.

@@ -218,7 +218,7 @@ pub fn axes(args: &SweepArgs) -> anyhow::Result<Vec<Axis>> {
 }
 
 #[derive(clap::Parser)]
-#[command(name = "train")]
+#[command(name = "train", allow_negative_numbers = true)]
 struct TrainOnly {
     #[command(flatten)]
     args: TrainArgs,
@@ -245,7 +245,7 @@ pub fn grid(axes: &[Axis]) -> anyhow::Result<Vec<TrainConfig>> {
             argv.push(axis.values[pick].clone());
         }
         let parsed = <TrainOnly as clap::Parser>::try_parse_from(&argv).map_err(|e| {
-            vqgrad::Error::Input(format!("grid run `{}`: {}", argv[1..].join(" "), e.render().to_string().trim()))
+            vqgrad::Error::Input(format!("grid run `{}`: {}", argv[1..].join(" "), one_line(&e.render().to_string())))
         })?;
         out.push(config(&parsed.args)?);
     }
@@ -425,4 +425,14 @@ pub fn run(options: &GpuOptions, args: &SweepArgs) -> anyhow::Result<()> {
     let (new, skipped, left) = run_missing(&engine, &mine, &args.out, limit, args.quiet, args.batch_runs)?;
     eprintln!("{new} new runs, {skipped} already done, {left} left in this shard; results in {}", args.out.display());
     Ok(())
+}
+
+/// clap's message as one line: its first line, with a value list that follows it appended.
+fn one_line(message: &str) -> String {
+    let mut lines = message.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with("For more"));
+    let first = lines.next().unwrap_or_default().to_string();
+    match lines.find(|l| l.starts_with("[possible values")) {
+        Some(values) => format!("{first} {values}"),
+        None => first,
+    }
 }
