@@ -169,13 +169,18 @@ fn info(options: &GpuOptions, as_json: bool) -> anyhow::Result<()> {
     if let Err(e) = &chosen {
         eprintln!("{e}; vqgrad runs on the CPU reference engine");
     }
+    // What `--engine auto` takes (vqgrad::train::Engine::choose): a software adapter only when named.
+    let auto = match &chosen {
+        Ok(g) if g.info().device_type != wgpu::DeviceType::Cpu || options.adapter.is_some() => "gpu",
+        _ => "cpu",
+    };
     if as_json {
         let out = json!({
             "version": env!("CARGO_PKG_VERSION"),
             "adapters": adapters.iter().map(adapter_json).collect::<Vec<_>>(),
             "chosen": chosen_json,
             "error": chosen_err,
-            "engine": if chosen.is_ok() { "gpu" } else { "cpu" },
+            "engine": auto,
         });
         println!("{}", serde_json::to_string_pretty(&out).context("writing JSON")?);
         return Ok(());
@@ -206,5 +211,6 @@ fn info(options: &GpuOptions, as_json: bool) -> anyhow::Result<()> {
         }
         Err(_) => println!("chosen: none"),
     }
+    println!("engine (--engine auto): {auto}");
     Ok(())
 }

@@ -47,6 +47,42 @@ fn sweep(out: &Path, extra: &[&str]) -> std::process::Output {
     cmd.output().unwrap()
 }
 
+/// A results file's lines without their timings, sorted.
+fn results(path: &Path) -> Vec<String> {
+    let mut lines: Vec<String> = std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let m = v["metrics"].as_object_mut().unwrap();
+            m.remove("steps_per_sec");
+            m.remove("wall_s");
+            v.to_string()
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// `--jobs N` trains N runs at once, each on its own thread, and writes what a serial sweep writes (timings and
+/// line order aside); a resume of a parallel sweep adds only the missing runs; `--jobs 0` is bad input.
+#[test]
+fn parallel_sweeps_write_what_a_serial_sweep_writes() {
+    let dir = scratch("jobs");
+    let (serial, parallel) = (dir.join("serial.jsonl"), dir.join("parallel.jsonl"));
+    for (path, extra) in [(&serial, &["--jobs", "1"][..]), (&parallel, &["--jobs", "3", "--limit", "5"][..])] {
+        let out = sweep(path, extra);
+        assert!(out.status.success(), "{extra:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert_eq!(results(&parallel).len(), 5, "--limit 5");
+    let out = sweep(&parallel, &["--jobs", "3"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(results(&serial).len(), 8);
+    assert_eq!(results(&serial), results(&parallel), "--jobs 3 against --jobs 1");
+    let out = sweep(&dir.join("x.jsonl"), &["--jobs", "0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 fn configs(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
         .unwrap()
@@ -351,24 +387,9 @@ fn batched_sweeps_write_the_same_results() {
             "eval-every=35",
         ]);
         cmd.args(["--set", "n-train=256", "--set", "n-eval=64", "--set", "batch=32", "--set", "dim=16", "--quiet"]);
-        cmd.args(["--batch-runs", batch]);
+        cmd.args(["--batch-runs", batch, "--engine", "gpu"]);
         let out = cmd.output().unwrap();
         assert!(out.status.success(), "--batch-runs {batch}: {}", String::from_utf8_lossy(&out.stderr));
-    };
-    let results = |path: &Path| -> Vec<String> {
-        let mut lines: Vec<String> = std::fs::read_to_string(path)
-            .unwrap()
-            .lines()
-            .map(|l| {
-                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-                let m = v["metrics"].as_object_mut().unwrap();
-                m.remove("steps_per_sec");
-                m.remove("wall_s");
-                v.to_string()
-            })
-            .collect();
-        lines.sort();
-        lines
     };
     let (alone, auto, three) = (dir.join("alone.jsonl"), dir.join("auto.jsonl"), dir.join("three.jsonl"));
     run(&alone, "1");

@@ -162,7 +162,7 @@ pub fn measure(engine: &Engine, args: &BiasArgs, out: &Path) -> anyhow::Result<(
 }
 
 pub fn run(options: &GpuOptions, args: &BiasArgs) -> anyhow::Result<()> {
-    let engine = super::train::engine(options, args.train.cpu);
+    let engine = super::train::engine(options, &args.train.engine)?;
     let out = args.train.out.clone().unwrap_or_else(|| PathBuf::from("bias"));
     let (md, _) = measure(&engine, args, &out)?;
     println!("{md}");

@@ -32,9 +32,8 @@ pub struct GradfieldArgs {
     /// Directory for gradfield.svg, gradfield.png and gradfield.json.
     #[arg(long, default_value = "gradfield")]
     pub out: PathBuf,
-    /// Use the CPU engine even when an adapter exists.
-    #[arg(long)]
-    pub cpu: bool,
+    #[command(flatten)]
+    pub engine: super::EngineArgs,
 }
 
 /// The field of one estimator: -dL/dz at every grid point.
@@ -256,7 +255,7 @@ pub fn generate(engine: &Engine, args: &GradfieldArgs) -> anyhow::Result<Vec<(Es
 }
 
 pub fn run(options: &GpuOptions, args: &GradfieldArgs) -> anyhow::Result<()> {
-    let summary = generate(&super::train::engine(options, args.cpu), args)?;
+    let summary = generate(&super::train::engine(options, &args.engine)?, args)?;
     println!("{:<16} {:>22} {:>26}", "estimator", "mean cos(-dL/dz, q-z)", "arrows into their own cell");
     for (e, cos, inside) in summary {
         println!("{:<16} {:>22.4} {:>26.4}", e.name(), cos, inside);

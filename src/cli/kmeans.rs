@@ -103,7 +103,7 @@ pub fn model_encodings(path: &std::path::Path) -> anyhow::Result<(TrainConfig, V
 const MAX_ITERS: u32 = 100_000;
 
 pub fn run(options: &GpuOptions, args: &KmeansArgs) -> anyhow::Result<()> {
-    let engine = super::train::engine(options, args.data.cpu);
+    let engine = super::train::engine(options, &args.data.engine)?;
     let (cfg, z, m, k, vq, source) = match &args.model {
         Some(path) => {
             let (c, z, saved) = model_encodings(path)?;

@@ -13,6 +13,29 @@ pub mod reproduce;
 pub mod sweep;
 pub mod train;
 
+/// `--engine auto|gpu|cpu` and `--cpu`, for every command that trains.
+#[derive(clap::Args, Debug, Clone)]
+pub struct EngineArgs {
+    /// Where runs train: `auto` (a hardware GPU when there is one; the CPU engine when the only adapter renders in
+    /// software, as lavapipe does, or there is none), `gpu` (the best adapter, whatever it is) or `cpu`.
+    #[arg(long, default_value = "auto", value_parser = parse_engine)]
+    pub engine: vqgrad::train::EngineChoice,
+    /// The same as `--engine cpu`.
+    #[arg(long, conflicts_with = "engine")]
+    pub cpu: bool,
+}
+
+impl EngineArgs {
+    /// The engine asked for.
+    pub fn choice(&self) -> vqgrad::train::EngineChoice {
+        if self.cpu { vqgrad::train::EngineChoice::Cpu } else { self.engine }
+    }
+}
+
+fn parse_engine(s: &str) -> Result<vqgrad::train::EngineChoice, String> {
+    s.parse().map_err(|e: vqgrad::Error| e.to_string())
+}
+
 /// The exit code of a command whose runs finished but at least one diverged (its results are written, each with
 /// `"status": "diverged"`). README: "Exit codes".
 pub const EXIT_DIVERGED: u8 = 3;

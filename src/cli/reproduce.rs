@@ -2,7 +2,7 @@
 //! report with a closing table that sets each of the seed's claims beside what the runs measured.
 
 use super::report::{Run, load_runs, write_report};
-use super::sweep::{Axis, grid, run_missing};
+use super::sweep::{Axis, Pace, grid, run_missing};
 use serde_json::json;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -22,9 +22,8 @@ pub struct ReproduceArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
-    /// Use the CPU engine even when an adapter exists.
-    #[arg(long)]
-    pub cpu: bool,
+    #[command(flatten)]
+    pub engine: super::EngineArgs,
     /// Override a train flag in every experiment, as KEY=VALUE (e.g. --set steps=100 for a trial); repeatable.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
@@ -32,6 +31,9 @@ pub struct ReproduceArgs {
     /// are the same; only the recorded wall times become the batches'. Default 1: one run at a time.
     #[arg(long, value_name = "auto|N", default_value = "1", value_parser = super::sweep::parse_batch_runs)]
     pub batch_runs: super::sweep::BatchRuns,
+    /// Trainers at once, as `sweep --jobs` (default: one per core on the CPU engine, 1 on the GPU).
+    #[arg(long)]
+    pub jobs: Option<usize>,
 }
 
 const ESTIMATORS: &str = "ste,rotation,rotation-trick";
@@ -479,9 +481,10 @@ pub fn run(options: &GpuOptions, args: &ReproduceArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let engine = super::train::engine(options, args.cpu);
+    let engine = super::train::engine(options, &args.engine)?;
     let all: Vec<&TrainConfig> = configs.iter().collect();
-    run_missing(&engine, &all, &results, usize::MAX, args.quiet, args.batch_runs)?;
+    let pace = Pace { limit: usize::MAX, quiet: args.quiet, batch_runs: args.batch_runs, jobs: args.jobs };
+    run_missing(&engine, &all, &results, &pace)?;
     // E8: the step-time overhead, on the E1 setting (with this run's overrides), estimators alternating.
     let e8_base = grid(&experiments(args.quick, &args.set)?[0].1)?.remove(0);
     let (timed_steps, rounds) = if args.quick { (50, 7) } else { (200, 11) };
@@ -503,7 +506,7 @@ pub fn run(options: &GpuOptions, args: &ReproduceArgs) -> anyhow::Result<()> {
         beta: 0.25,
         seed: 0,
         out: report_dir.clone(),
-        cpu: args.cpu,
+        engine: args.engine.clone(),
     };
     let field = super::gradfield::generate(&engine, &field_args)?;
     table.push_str(&e2_section(&field, &mut json));

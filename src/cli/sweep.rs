@@ -55,13 +55,16 @@ pub struct SweepArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
-    /// Use the CPU engine even when an adapter exists.
-    #[arg(long)]
-    pub cpu: bool,
+    #[command(flatten)]
+    pub engine: super::EngineArgs,
     /// Train compatible runs (differing only in seed, estimator, beta and noise) together in the same dispatches: `auto` (as many as the device's binding size allows) or at most N at a
     /// time. Each run's results are identical to training it alone. Default 1: one run at a time.
     #[arg(long, value_name = "auto|N", default_value = "1", value_parser = parse_batch_runs)]
     pub batch_runs: BatchRuns,
+    /// Trainers at once, each on its own thread (default: one per core on the CPU engine, 1 on the GPU, whose
+    /// batches fill it). Each run is trained as alone, so the results are those of a serial sweep.
+    #[arg(long)]
+    pub jobs: Option<usize>,
 }
 
 /// How many runs `sweep` trains in one batch.
@@ -351,23 +354,49 @@ pub fn parse_shard(spec: &str) -> anyhow::Result<(usize, usize)> {
     Ok((i, n))
 }
 
-/// Trains the configurations of `all` that `out` does not hold yet (at most `limit` of them), appending each run
-/// as it finishes, with a progress bar over all of them. Returns (new runs, runs already there, runs left).
+/// How [`run_missing`] goes about it.
+pub struct Pace {
+    /// At most this many new runs (the rest stays for the next invocation).
+    pub limit: usize,
+    /// No progress bar.
+    pub quiet: bool,
+    /// Runs per trainer.
+    pub batch_runs: BatchRuns,
+    /// Trainers at once (`--jobs`); `None`: [`default_jobs`].
+    pub jobs: Option<usize>,
+}
+
+/// The most trainers `--jobs` runs at once.
+pub const MAX_JOBS: usize = 1024;
+
+/// What suits `engine`: one trainer at a time on the GPU (whose batches fill the device), one per core on the CPU
+/// engine (whose trainers are single-threaded).
+pub fn default_jobs(engine: &Engine) -> usize {
+    if engine.batches() { 1 } else { std::thread::available_parallelism().map_or(1, |n| n.get()) }
+}
+
+/// Trains the configurations of `all` that `out` does not hold yet (at most `pace.limit` of them), appending each
+/// run as it finishes, with a progress bar over all of them. Returns (new runs, runs already there, runs left).
 pub fn run_missing(
     engine: &Engine,
     all: &[&TrainConfig],
     out: &Path,
-    limit: usize,
-    quiet: bool,
-    batch_runs: BatchRuns,
+    pace: &Pace,
 ) -> anyhow::Result<(usize, usize, usize)> {
+    let jobs = pace.jobs.unwrap_or_else(|| default_jobs(engine));
+    if !(1..=MAX_JOBS).contains(&jobs) {
+        return Err(vqgrad::Error::Input(format!("--jobs must be 1 to {MAX_JOBS}, got {jobs}")).into());
+    }
     let _lock = lock(out)?;
     let done = done_runs(out)?;
     let todo: Vec<&TrainConfig> =
         all.iter().copied().filter(|c| !done.contains(&key(&serde_json::to_value(c).unwrap_or_default()))).collect();
     let skipped = all.len() - todo.len();
-    let new = limit.min(todo.len());
-    let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(all.len() as u64) };
+    let new = pace.limit.min(todo.len());
+    if new > 0 {
+        super::train::announce(engine, pace.quiet);
+    }
+    let bar = if pace.quiet { ProgressBar::hidden() } else { ProgressBar::new(all.len() as u64) };
     bar.set_style(
         ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} runs, {eta} left {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -377,33 +406,67 @@ pub fn run_missing(
         bar.println(format!("{skipped} of {} runs already in {}", all.len(), out.display()));
     }
     let cap = |config: &TrainConfig| -> usize {
-        match batch_runs {
+        match pace.batch_runs {
             BatchRuns::AtMost(n) => n,
             BatchRuns::Auto if !engine.batches() => 1,
             BatchRuns::Auto => config.load_data().map(|data| engine.max_runs(config, &data) as usize).unwrap_or(1),
         }
     };
-    for group in batches(&todo[..new], cap) {
-        let first = group[0];
-        let what = if group.len() > 1 { format!(" and {} more in one batch", group.len() - 1) } else { String::new() };
-        bar.set_message(format!("{} K={} seed {}{what}", first.estimator, first.codes, first.seed));
-        let group: Vec<TrainConfig> = group.into_iter().cloned().collect();
-        for line in super::train::train_batch(engine, &group, &mut |_, _| {}, &mut |_| Ok(()))? {
-            append(out, &line)?;
-            bar.inc(1);
-            if line["status"] == "diverged" {
-                // Recorded like any run, so a resume does not redo it; the report counts it per cell.
-                let c = &line["config"];
-                let (e, k, seed, at) =
-                    (c["estimator"].as_str().unwrap_or("?"), &c["codes"], &c["seed"], &line["diverged_at"]);
-                bar.suspend(|| {
-                    eprintln!("diverged: {e} K={k} seed {seed} at step {at} (recorded, status \"diverged\")")
-                });
-            }
-        }
-    }
+    let groups: Vec<Vec<TrainConfig>> =
+        batches(&todo[..new], cap).into_iter().map(|g| g.into_iter().cloned().collect()).collect();
+    train_groups(engine, &groups, out, &bar, jobs)?;
     bar.finish_and_clear();
     Ok((new, skipped, todo.len() - new))
+}
+
+/// Trains `groups` (each one trainer), `jobs` at a time, appending each run to `out` as its group finishes. Every
+/// run is trained exactly as alone, so the lines are those of a serial sweep (in the order they finish). The first
+/// error stops the other workers after their current group; the runs that finished are kept.
+fn train_groups(
+    engine: &Engine,
+    groups: &[Vec<TrainConfig>],
+    out: &Path,
+    bar: &ProgressBar,
+    jobs: usize,
+) -> anyhow::Result<()> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed: std::sync::Mutex<Option<anyhow::Error>> = std::sync::Mutex::new(None);
+    let lock = || failed.lock().unwrap_or_else(|p| p.into_inner());
+    let worker = || {
+        while lock().is_none() {
+            let Some(group) = groups.get(next.fetch_add(1, std::sync::atomic::Ordering::SeqCst)) else { break };
+            let first = &group[0];
+            let more =
+                if group.len() > 1 { format!(" and {} more in one batch", group.len() - 1) } else { String::new() };
+            bar.set_message(format!("{} K={} seed {}{more}", first.estimator, first.codes, first.seed));
+            let result = super::train::train_batch(engine, group, &mut |_, _| {}, &mut |_| Ok(()));
+            // The failure lock also serialises the appends, so that lines never interleave.
+            let mut failure = lock();
+            match result.and_then(|lines| lines.iter().try_for_each(|line| record(out, line, bar))) {
+                Err(e) if failure.is_none() => *failure = Some(e),
+                _ => {}
+            }
+        }
+    };
+    std::thread::scope(|s| {
+        for _ in 0..jobs.min(groups.len()) {
+            s.spawn(worker);
+        }
+    });
+    failed.into_inner().unwrap_or_else(|p| p.into_inner()).map_or(Ok(()), Err)
+}
+
+/// Appends one finished run to `out`; a diverged run is recorded like any other (so a resume does not redo it)
+/// and said on stderr; the report counts it per cell.
+fn record(out: &Path, line: &serde_json::Value, bar: &ProgressBar) -> anyhow::Result<()> {
+    append(out, line)?;
+    bar.inc(1);
+    if line["status"] == "diverged" {
+        let c = &line["config"];
+        let (e, k, seed, at) = (c["estimator"].as_str().unwrap_or("?"), &c["codes"], &c["seed"], &line["diverged_at"]);
+        bar.suspend(|| eprintln!("diverged: {e} K={k} seed {seed} at step {at} (recorded, status \"diverged\")"));
+    }
+    Ok(())
 }
 
 pub fn run(options: &GpuOptions, args: &SweepArgs) -> anyhow::Result<()> {
@@ -420,9 +483,10 @@ pub fn run(options: &GpuOptions, args: &SweepArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     super::output::check_writable(&args.out, "--out")?;
-    let engine = super::train::engine(options, args.cpu);
+    let engine = super::train::engine(options, &args.engine)?;
     let limit = args.limit.unwrap_or(usize::MAX);
-    let (new, skipped, left) = run_missing(&engine, &mine, &args.out, limit, args.quiet, args.batch_runs)?;
+    let pace = Pace { limit, quiet: args.quiet, batch_runs: args.batch_runs, jobs: args.jobs };
+    let (new, skipped, left) = run_missing(&engine, &mine, &args.out, &pace)?;
     eprintln!("{new} new runs, {skipped} already done, {left} left in this shard; results in {}", args.out.display());
     Ok(())
 }

@@ -182,9 +182,8 @@ pub struct TrainArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
-    /// Use the CPU engine even when an adapter exists.
-    #[arg(long)]
-    pub cpu: bool,
+    #[command(flatten)]
+    pub engine: super::EngineArgs,
     /// Save the trained model (safetensors: layers, codebook, and the configuration) for `kmeans --model`.
     #[arg(long)]
     pub save_params: Option<PathBuf>,
@@ -290,13 +289,24 @@ fn print_table(run: &serde_json::Value) {
     println!("{:<14} {:.2}", "wall_s", f("wall_s"));
 }
 
-/// The engine runs train on ([`Engine::choose`]), with a one-line note on stderr when it falls back to the CPU.
-pub fn engine(options: &GpuOptions, force_cpu: bool) -> Engine {
-    let (engine, why) = Engine::choose(options, force_cpu);
-    if let Some(why) = why {
-        eprintln!("{why}");
+/// What the engine of this process is and why ([`Engine::choose`]): set once by [`engine`], shown once before
+/// training, and recorded in each run's `engine_choice`.
+static CHOICE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The engine `args` ask for on `options` ([`Engine::choose`]); its reason is kept for [`announce`] and the
+/// results.
+pub fn engine(options: &GpuOptions, args: &super::EngineArgs) -> anyhow::Result<Engine> {
+    let (engine, why) = Engine::choose(options, args.choice())?;
+    let _ = CHOICE.set(why);
+    Ok(engine)
+}
+
+/// The engine and why, once per process, on stderr (unless `quiet`), as training starts.
+pub fn announce(engine: &Engine, quiet: bool) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    if !quiet {
+        ONCE.call_once(|| eprintln!("engine: {} ({})", engine.name(), CHOICE.get().map_or("", String::as_str)));
     }
-    engine
 }
 
 /// Trains `config` on `data` and returns the run as one JSON object: `config`, `adapter`, `engine`, `metrics`
@@ -359,6 +369,7 @@ fn run_json(engine: &Engine, config: &TrainConfig, result: &vqgrad::train::RunRe
         "config": config,
         "adapter": engine.adapter(),
         "engine": engine.name(),
+        "engine_choice": CHOICE.get(),
         "status": if result.diverged_at.is_some() { "diverged" } else { "ok" },
         "diverged_at": result.diverged_at,
         "metrics": metrics_json(&result.metrics, Some(result)),
@@ -375,7 +386,7 @@ pub fn run(options: &GpuOptions, args: &TrainArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.save_params {
         super::output::check_writable(path, "--save-params")?;
     }
-    let engine = engine(options, args.cpu);
+    let engine = engine(options, &args.engine)?;
     if args.runs != 1 {
         return run_many(&engine, args, &config);
     }
@@ -399,6 +410,7 @@ pub fn run(options: &GpuOptions, args: &TrainArgs) -> anyhow::Result<()> {
         bar.set_position(m.step as u64);
         bar.set_message(format!("loss {:.4}  dead {}  perplexity {:.2}", m.loss, m.dead_codes, m.perplexity));
     };
+    announce(&engine, args.quiet);
     let run = train_and_save(&engine, &config, data, on_eval, args.save_params.as_deref())?;
     bar.finish_and_clear();
     if let Some(path) = &args.out {
@@ -428,6 +440,7 @@ fn run_many(engine: &Engine, args: &TrainArgs, config: &TrainConfig) -> anyhow::
         return Err(vqgrad::Error::Input(format!("--dim {want} does not match the data's d = {}", data.dim)).into());
     }
     drop(data);
+    announce(engine, args.quiet);
     let configs: Vec<TrainConfig> = (0..args.runs as u64)
         .map(|i| {
             let seed =

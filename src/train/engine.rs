@@ -5,8 +5,9 @@
 //! ```
 //! # fn main() -> vqgrad::Result<()> {
 //! use vqgrad::train::{Engine, TrainConfig};
-//! // The GPU when an adapter exists, else the CPU engine (the reason comes back to be printed).
-//! let (engine, _why_cpu) = Engine::choose(&vqgrad::GpuOptions::default(), false);
+//! use vqgrad::train::EngineChoice;
+//! // A hardware GPU when one exists, else the CPU engine (the reason comes back to be printed).
+//! let (engine, _why) = Engine::choose(&vqgrad::GpuOptions::default(), EngineChoice::Auto)?;
 //! let config = TrainConfig { steps: 20, eval_every: 10, n_train: 1024, n_eval: 256, ..TrainConfig::default() };
 //! let results = engine.run(&[config], &mut |_run, metrics| println!("{metrics:?}"), &mut |_, _| {})?;
 //! assert_eq!(results[0].curve.len(), 2);
@@ -141,6 +142,31 @@ pub trait Trainer {
     }
 }
 
+/// Which engine to train on: `auto`, `gpu` or `cpu` ([`Engine::choose`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EngineChoice {
+    /// A hardware adapter when there is one, else the CPU engine.
+    #[default]
+    Auto,
+    /// The best adapter of the options, whatever it is; an error without one.
+    Gpu,
+    /// The CPU engine.
+    Cpu,
+}
+
+impl std::str::FromStr for EngineChoice {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(EngineChoice::Auto),
+            "gpu" => Ok(EngineChoice::Gpu),
+            "cpu" => Ok(EngineChoice::Cpu),
+            _ => Err(Error::InvalidSetting { what: "engine", value: s.into(), expected: "auto, gpu, cpu" }),
+        }
+    }
+}
+
 /// Where runs train: the GPU engine on an adapter, or the f64 CPU engine.
 pub enum Engine {
     /// [`super::gpu::BatchTrainer`] on this device.
@@ -159,15 +185,34 @@ pub struct Adapter {
 }
 
 impl Engine {
-    /// The GPU of `options`, or the CPU engine with `--cpu` (`force_cpu`) or when no adapter exists; then the
-    /// second value says why, to be printed once.
-    pub fn choose(options: &GpuOptions, force_cpu: bool) -> (Engine, Option<String>) {
-        if force_cpu {
-            return (Engine::Cpu, None);
-        }
-        match Gpu::new(options) {
-            Ok(gpu) => (Engine::Gpu(Box::new(gpu)), None),
-            Err(e) => (Engine::Cpu, Some(format!("{e}; training on the CPU reference engine"))),
+    /// The engine `choice` names on the adapters of `options`, and a line saying what was chosen and why (to be
+    /// shown once, and recorded with the runs). `Auto` takes a hardware adapter when there is one, and the CPU
+    /// engine when the best adapter renders in software (lavapipe, llvmpipe, WARP, SwiftShader: slower than the
+    /// CPU engine) or none can be used; an adapter named in `options` is taken as asked. `Gpu` without a usable
+    /// adapter is an error.
+    pub fn choose(options: &GpuOptions, choice: EngineChoice) -> Result<(Engine, String)> {
+        match choice {
+            EngineChoice::Cpu => Ok((Engine::Cpu, "the CPU engine, as asked".into())),
+            EngineChoice::Gpu => {
+                let gpu = Gpu::new(options)?;
+                let why = format!("`{}`, as asked", gpu.info().name);
+                Ok((Engine::Gpu(Box::new(gpu)), why))
+            }
+            EngineChoice::Auto => Ok(match Gpu::new(options) {
+                Err(e) => (Engine::Cpu, format!("the CPU engine: {e}")),
+                Ok(gpu) if gpu.info().device_type == wgpu::DeviceType::Cpu && options.adapter.is_none() => {
+                    let name = &gpu.info().name;
+                    let why = format!(
+                        "the CPU engine: the best adapter, `{name}`, runs on the CPU and is slower (--engine gpu \
+                         takes it)"
+                    );
+                    (Engine::Cpu, why)
+                }
+                Ok(gpu) => {
+                    let why = format!("`{}`, the best adapter", gpu.info().name);
+                    (Engine::Gpu(Box::new(gpu)), why)
+                }
+            }),
         }
     }
 

@@ -8,7 +8,7 @@ pub mod engine;
 pub mod gpu;
 pub mod init;
 
-pub use engine::{Adapter, Engine, State, Trainer, request_stop, stop_requested};
+pub use engine::{Adapter, Engine, EngineChoice, State, Trainer, request_stop, stop_requested};
 pub use init::{KMEANS_ITERS, KMEANS_SAMPLES, initial_run, initial_state, kmeans_plus_plus, lloyd};
 
 use crate::data::{self, DataSpec, Dataset, Stream};

@@ -45,6 +45,8 @@ fn cases(p: impl Fn(&str) -> String) -> Vec<(Vec<String>, &'static str)> {
         ("frobnicate", "frobnicate"),
         ("info --nope", "--nope"),
         ("bench --nope", "--nope"),
+        ("train --engine tpu", "auto, gpu, cpu"),
+        ("train --engine gpu --cpu", "cannot be used with"),
         // train: settings.
         ("train --k 0", "codes"),
         ("train --latent 0", "latent"),
@@ -179,7 +181,10 @@ fn every_bad_input_exits_2_with_one_line() {
     let p = |name: &str| dir.join(name).to_str().unwrap().to_string();
     let mut cases = cases(p);
     if require_gpu() {
-        cases.push((["train", "--n-train", "2000000"].map(String::from).to_vec(), "max_storage_buffer_binding_size"));
+        cases.push((
+            ["train", "--engine", "gpu", "--n-train", "2000000"].map(String::from).to_vec(),
+            "max_storage_buffer_binding_size",
+        ));
     }
     let commands: std::collections::BTreeSet<&str> = cases.iter().map(|(a, _)| a[0].as_str()).collect();
     assert!(cases.len() >= 60, "{} classes", cases.len());

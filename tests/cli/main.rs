@@ -26,6 +26,18 @@ fn one_error_line(args: &[&str], code: i32) -> String {
     ours[0].to_string()
 }
 
+/// `--engine gpu` where an adapter exists (lavapipe too, which `--engine auto` passes over for the CPU engine),
+/// so that these tests drive the GPU engine; nothing where none exists.
+fn gpu_engine() -> &'static [&'static str] {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *HAS.get_or_init(|| vqgrad::Gpu::new(&vqgrad::GpuOptions::default()).is_ok()) {
+        &["--engine", "gpu"]
+    } else {
+        assert!(!require_gpu(), "VQGRAD_REQUIRE_GPU=1 but no adapter");
+        &[]
+    }
+}
+
 fn require_gpu() -> bool {
     std::env::var("VQGRAD_REQUIRE_GPU").as_deref() == Ok("1")
 }
@@ -66,7 +78,9 @@ fn info_json_is_one_object_naming_the_adapters() {
     }
     assert!(chosen["limits"]["max_compute_workgroup_storage_size"].as_u64().unwrap() >= 16384);
     assert!(chosen["limits"]["max_storage_buffer_binding_size"].as_u64().unwrap() > 0);
-    assert_eq!(v["engine"], "gpu");
+    // `--engine auto` takes a hardware adapter, and the CPU engine over a software one (lavapipe).
+    let software = chosen["device_type"] == "cpu";
+    assert_eq!(v["engine"], if software { "cpu" } else { "gpu" }, "{chosen}");
 }
 
 #[test]
@@ -109,7 +123,7 @@ fn train_writes_a_json_run_and_a_table() {
     let dir = std::env::temp_dir().join(format!("vqgrad-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let out_path = dir.join("run.json");
-    for engine in [&[][..], &["--cpu"][..]] {
+    for engine in [gpu_engine(), &["--cpu"][..]] {
         let mut args = vec!["train", "--preset", "E3", "--estimator", "rotation", "--out", out_path.to_str().unwrap()];
         args.extend_from_slice(QUICK);
         args.extend_from_slice(engine);
@@ -140,8 +154,8 @@ fn train_writes_a_json_run_and_a_table() {
         assert_eq!(v["curve"].as_array().unwrap().len(), 2);
         assert_eq!(v["curve"][1]["step"], 20);
         assert!(v["adapter"]["name"].is_string());
-        if engine.is_empty() && v["engine"] == "cpu" {
-            assert!(!require_gpu(), "VQGRAD_REQUIRE_GPU=1 but train ran on the CPU");
+        if engine == gpu_engine() && require_gpu() {
+            assert_eq!(v["engine"], "gpu", "VQGRAD_REQUIRE_GPU=1 but train ran on the CPU");
         }
     }
 }
@@ -157,6 +171,7 @@ fn train_runs_batches_seeds_and_each_equals_its_run_alone() {
     let mut args: Vec<&str> = base.to_vec();
     args.extend_from_slice(&["--runs", "3", "--out", many.to_str().unwrap()]);
     args.extend_from_slice(QUICK);
+    args.extend_from_slice(gpu_engine());
     let out = vqgrad(&args);
     assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     let table = String::from_utf8_lossy(&out.stdout);
@@ -169,6 +184,7 @@ fn train_runs_batches_seeds_and_each_equals_its_run_alone() {
     args[base.len() - 1] = "8";
     args.extend_from_slice(&["--out", one.to_str().unwrap()]);
     args.extend_from_slice(QUICK);
+    args.extend_from_slice(gpu_engine());
     let out = vqgrad(&args);
     assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     let alone: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&one).unwrap()).unwrap();
@@ -287,6 +303,7 @@ fn bias_measures_every_estimator_across_tau() {
         let mut a = vec!["bias", "--model", model.to_str().unwrap(), "--rows", "64", "--draws", "2"];
         a.extend_from_slice(&["--out", out.to_str().unwrap()]);
         a.extend_from_slice(extra);
+        a.extend_from_slice(gpu_engine());
         vqgrad(&a)
     };
     let run = bias(&["--taus", "1,0.01"]);
@@ -311,13 +328,14 @@ fn a_diverging_run_finishes_flagged_with_exit_3() {
     let dir = std::env::temp_dir().join(format!("vqgrad-diverge-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let small = ["--preset", "E1", "--steps", "60", "--eval-every", "30", "--n-train", "1024", "--n-eval", "256"];
-    for (engine, bad) in [("--cpu", ["--lr", "1e15"]), ("--cpu", ["--sigma", "1e300"]), ("", ["--lr", "1e15"])] {
+    let cpu: &[&str] = &["--cpu"];
+    for (engine, bad) in [(cpu, ["--lr", "1e15"]), (cpu, ["--sigma", "1e300"]), (gpu_engine(), ["--lr", "1e15"])] {
         let out_path = dir.join("run.json");
         let path = out_path.to_str().unwrap();
         let mut args: Vec<&str> = vec!["train", "--quiet", "--out", path];
         args.extend(small);
         args.extend(bad);
-        args.extend([engine].into_iter().filter(|e| !e.is_empty()));
+        args.extend(engine);
         let what = format!("{args:?}");
         let line = one_error_line(&args, 3);
         assert!(line.starts_with("diverged: ") && line.contains("at step 30"), "{what}: {line}");
@@ -325,7 +343,7 @@ fn a_diverging_run_finishes_flagged_with_exit_3() {
         assert_eq!(v["status"], "diverged", "{what}");
         assert_eq!(v["diverged_at"], 30, "{what}");
         assert!(v["curve"].as_array().unwrap().is_empty(), "{what}: no finite evaluation to keep");
-        if engine.is_empty() && require_gpu() {
+        if engine == gpu_engine() && require_gpu() {
             assert_eq!(v["engine"], "gpu", "{what}");
         }
     }
