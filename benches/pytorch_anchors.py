@@ -35,7 +35,7 @@ def rotation_trick(z, q):
     zr = z - 2 * (z * w).sum(-1, keepdim=True) * w + 2 * (z * zn.detach()).sum(-1, keepdim=True) * qn.detach()
     return lam * zr
 
-def train_steps_per_sec(estimator, k=32, b=256, d=256, m=4, beta=0.25, steps=300):
+def train_steps_per_sec(estimator, k=32, b=256, d=256, m=4, beta=0.25, steps=300, warmup=30, rounds=3):
     x_all = torch.randn(16384, d)
     enc, dec = nn.Linear(d, m), nn.Linear(m, d)
     cb = nn.Parameter(torch.randn(k, m))
@@ -51,20 +51,32 @@ def train_steps_per_sec(estimator, k=32, b=256, d=256, m=4, beta=0.25, steps=300
         xh = dec(qt)
         loss = F.mse_loss(xh, x) + F.mse_loss(q, z.detach()) + beta * F.mse_loss(z, q.detach())
         opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
-    for _ in range(30): step()
-    rounds = []
-    for _ in range(3):
+    for _ in range(warmup): step()
+    per_round = []
+    for _ in range(rounds):
         t = time.perf_counter()
         for _ in range(steps): step()
-        rounds.append(steps / (time.perf_counter() - t))
-    return med(rounds)
+        per_round.append(steps / (time.perf_counter() - t))
+    return med(per_round)
 
-print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
-for shape in [(65536, 512, 64), (16384, 1024, 256), (65536, 1024, 8)]:
-    print(f"assign N={shape[0]} K={shape[1]} m={shape[2]}: {assign_gflops(*shape):.1f} GFLOP/s")
-base = None
-for est in ["ste", "rotation", "rotation-trick"]:
-    sps = train_steps_per_sec(est)
-    base = base or sps
-    print(f"E1 {est}: {sps:.0f} steps/s (step time / ste's {base / sps:.3f})")
-print(f"E1 K=64 ste: {train_steps_per_sec('ste', k=64):.0f} steps/s")
+def sweep_run_steps_per_sec(estimators=("ste", "rotation", "rotation-trick", "diveq"), seeds=5, steps=256):
+    """The E1 sweep one run at a time, model setup included: run-steps per second."""
+    t = time.perf_counter()
+    for est in estimators:
+        for seed in range(seeds):
+            torch.manual_seed(seed)
+            # diveq has no PyTorch loop here; its step costs what ste's does (one more elementwise op).
+            train_steps_per_sec("ste" if est == "diveq" else est, steps=steps, warmup=0, rounds=1)
+    return len(estimators) * seeds * steps / (time.perf_counter() - t)
+
+if __name__ == "__main__":
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
+    for shape in [(65536, 512, 64), (16384, 1024, 256), (65536, 1024, 8)]:
+        print(f"assign N={shape[0]} K={shape[1]} m={shape[2]}: {assign_gflops(*shape):.1f} GFLOP/s")
+    base = None
+    for est in ["ste", "rotation", "rotation-trick"]:
+        sps = train_steps_per_sec(est)
+        base = base or sps
+        print(f"E1 {est}: {sps:.0f} steps/s (step time / ste's {base / sps:.3f})")
+    print(f"E1 K=64 ste: {train_steps_per_sec('ste', k=64):.0f} steps/s")
+    print(f"E1 sweep (4 estimators x 5 seeds x 256 steps, one run at a time): {sweep_run_steps_per_sec():.0f} run-steps/s")
