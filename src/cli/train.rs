@@ -266,7 +266,8 @@ fn metrics_json(m: &Metrics, r: Option<&RunResult>) -> serde_json::Value {
 /// prints as NaN; metrics without a value, such as purity without labels, print as `-`).
 fn print_table(run: &serde_json::Value) {
     let m = &run["metrics"];
-    let f = |key: &str| m[key].as_f64().unwrap_or(f64::NAN);
+    // `+ 0.0` turns a -0.0 (entropy of a single used code) into 0.0 for printing.
+    let f = |key: &str| m[key].as_f64().unwrap_or(f64::NAN) + 0.0;
     let opt = |key: &str| m[key].as_f64().map_or("-".to_string(), |v| format!("{v:.4}"));
     println!("{:<14} {}", "engine", run["engine"].as_str().unwrap_or("?"));
     println!("{:<14} {}", "status", run["status"].as_str().unwrap_or("?"));
