@@ -76,7 +76,7 @@ pub enum Error {
     /// Input data is invalid (NaN or Inf, wrong length, out-of-range values).
     #[error("invalid input: {0}")]
     Input(String),
-    /// A stop was requested ([`crate::train::request_stop`], as the command-line tool does on Ctrl-C): training
+    /// A stop was requested (`vqgrad::train::request_stop`, as the command-line tool does on Ctrl-C): training
     /// ended at an evaluation, keeping what had finished.
     #[error("interrupted: stopped at an evaluation as asked")]
     Interrupted,

@@ -49,8 +49,8 @@ const INTERRUPT_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Ctrl-C stops training at its next evaluation ([`vqgrad::train::request_stop`]), so that a file being written is
 /// finished and the command ends through its error path with [`EXIT_INTERRUPTED`]; what had finished is already
-/// on disk. A command with nothing to stop (an analysis) ends after [`INTERRUPT_GRACE`], and a second Ctrl-C ends
-/// any at once: every output is written atomically or appended as whole lines, so neither loses finished work.
+/// on disk. A command that reaches no evaluation within [`INTERRUPT_GRACE`] (an analysis, say) ends then, and a
+/// second Ctrl-C ends any at once: every output is written atomically or appended as whole lines, so neither loses finished work.
 pub fn stop_on_ctrl_c() {
     let pressed = std::sync::atomic::AtomicBool::new(false);
     // Installing fails only when a handler exists already; Ctrl-C then keeps its default action.
