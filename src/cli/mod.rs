@@ -8,6 +8,7 @@ pub mod gradfield;
 pub mod kmeans;
 pub mod output;
 pub mod overhead;
+pub mod provenance;
 pub mod report;
 pub mod reproduce;
 pub mod sweep;
