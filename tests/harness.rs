@@ -210,6 +210,14 @@ fn report_writes_tables_plots_and_a_summary() {
         let len = std::fs::metadata(out.join(file)).map(|m| m.len()).unwrap_or(0);
         assert!(len > 500, "{file} is missing or empty");
     }
+    // Dead codes as a fraction of K, K on a log2 axis (ticks at 4 and 8), and one colour per estimator in every
+    // plot: ste's blue (#0072B2) and rotation's vermillion (#D55E00), whichever plot and series order.
+    let fraction = std::fs::read_to_string(out.join("dead_fraction_vs_K_1.svg")).unwrap();
+    assert!(fraction.contains("dead codes / K") && fraction.contains("K (log2 scale)"), "{fraction}");
+    for file in ["dead_fraction_vs_K_1.svg", "entropy_vs_K_1.svg", "curve_1_perplexity.svg", "curve_2_loss.svg"] {
+        let svg = std::fs::read_to_string(out.join(file)).unwrap();
+        assert!(svg.contains("#0072B2") && svg.contains("#D55E00"), "{file}: the estimators' colours");
+    }
     let none = vqgrad().args(["report", dir.join("missing.jsonl").to_str().unwrap()]).output().unwrap();
     assert!(!none.status.success());
 }

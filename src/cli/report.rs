@@ -195,10 +195,57 @@ fn fmt_p(p: Option<f64>) -> String {
 /// A named series of (x, mean, error half-width) points.
 pub type Series = (String, Vec<(f64, f64, f64)>);
 
-/// A line plot with error bars: one series per name of (x, mean, error half-width). Writes `stem.svg` and
-/// `stem.png`.
-pub fn line_plot(stem: &Path, title: &str, x_label: &str, y_label: &str, series: &[Series]) -> anyhow::Result<()> {
-    let points = series.iter().flat_map(|(_, p)| p.iter()).filter(|p| p.1.is_finite());
+/// A plot's x axis: its label, and whether its values are drawn on a log2 scale (K, which doubles from point to
+/// point).
+pub struct XAxis<'a> {
+    pub label: &'a str,
+    pub log2: bool,
+}
+
+impl<'a> From<&'a str> for XAxis<'a> {
+    fn from(label: &'a str) -> Self {
+        XAxis { label, log2: false }
+    }
+}
+
+/// One colour per series name in every plot: the estimators (and variants named after them, "ste + adaptive
+/// beta") in a fixed order from a colour-blind-safe palette (Okabe and Ito), other names hashed into plotters'
+/// 99 colours.
+pub fn series_color(name: &str) -> RGBColor {
+    const OKABE_ITO: [RGBColor; 7] = [
+        RGBColor(0, 114, 178),   // blue
+        RGBColor(213, 94, 0),    // vermillion
+        RGBColor(0, 158, 115),   // green
+        RGBColor(204, 121, 167), // purple
+        RGBColor(230, 159, 0),   // orange
+        RGBColor(86, 180, 233),  // sky blue
+        RGBColor(0, 0, 0),       // black
+    ];
+    if let Some(i) = vqgrad::Estimator::ALL.iter().position(|e| e.name() == name) {
+        return OKABE_ITO[i % OKABE_ITO.len()];
+    }
+    // FNV-1a: the same name gets the same colour in every plot and every run of the tool.
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+    let c = Palette99::pick(hash as usize % 99).to_rgba();
+    RGBColor(c.0, c.1, c.2)
+}
+
+/// A line plot with error bars: one series per name of (x, mean, error half-width), each in its
+/// [`series_color`]. Writes `stem.svg` and `stem.png`.
+pub fn line_plot<'a>(
+    stem: &Path,
+    title: &str,
+    x_axis: impl Into<XAxis<'a>>,
+    y_label: &str,
+    series: &[Series],
+) -> anyhow::Result<()> {
+    let x_axis = x_axis.into();
+    let series: Vec<Series> = if x_axis.log2 {
+        series.iter().map(|(n, p)| (n.clone(), p.iter().map(|&(x, y, e)| (x.log2(), y, e)).collect())).collect()
+    } else {
+        series.to_vec()
+    };
+    let points = series.iter().flat_map(|(_, p)| p.iter()).filter(|p| p.0.is_finite() && p.1.is_finite());
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
     for &(x, y, e) in points {
         let e = if e.is_finite() { e } else { 0.0 };
@@ -219,9 +266,15 @@ pub fn line_plot(stem: &Path, title: &str, x_label: &str, y_label: &str, series:
             .x_label_area_size(40)
             .y_label_area_size(64)
             .build_cartesian_2d((x0 - px)..(x1 + px), (y0 - py)..(y1 + py))?;
-        chart.configure_mesh().x_desc(x_label).y_desc(y_label).draw()?;
-        for (i, (name, pts)) in series.iter().enumerate() {
-            let color = Palette99::pick(i).to_rgba();
+        let x_ticks = |v: &f64| if x_axis.log2 { format!("{}", 2f64.powf(*v).round()) } else { format!("{v}") };
+        let mut mesh = chart.configure_mesh();
+        mesh.x_desc(x_axis.label).y_desc(y_label);
+        if x_axis.log2 {
+            mesh.x_label_formatter(&x_ticks).x_labels(((x1 - x0).round() as usize + 1).clamp(2, 12));
+        }
+        mesh.draw()?;
+        for (name, pts) in &series {
+            let color = series_color(name).to_rgba();
             let pts: Vec<(f64, f64, f64)> = pts.iter().copied().filter(|p| p.1.is_finite()).collect();
             chart
                 .draw_series(LineSeries::new(pts.iter().map(|p| (p.0, p.1)), color.stroke_width(2)))?
@@ -408,7 +461,7 @@ fn sweeps_section(md: &mut String, groups: &[Group], out: &Path) -> anyhow::Resu
     writeln!(md, "## Against K, beta and sigma\n")?;
     let mut sweeps = 0;
     for (axis, axis_label, metrics) in [
-        ("codes", "K", &["dead_codes", "entropy", "perplexity"][..]),
+        ("codes", "K", &["dead_codes", "dead_fraction", "entropy", "perplexity"][..]),
         ("beta", "beta", &["dead_codes", "entropy", "perplexity", "recon_mse"][..]),
         ("data.sigma", "sigma", &["dead_codes", "entropy", "perplexity", "recon_mse"][..]),
     ] {
@@ -430,7 +483,11 @@ fn sweeps_section(md: &mut String, groups: &[Group], out: &Path) -> anyhow::Resu
                 for g in family {
                     let x: f64 = g.setting[axis].parse().unwrap_or(f64::NAN);
                     for (e, runs) in &g.by_estimator {
-                        let s = summarize(&runs.iter().map(|r| r.metric(metric)).collect::<Vec<_>>());
+                        // Dead codes as a fraction of K compare across K; the counts do not.
+                        let value = |r: &Run| {
+                            if *metric == "dead_fraction" { r.metric("dead_codes") / x } else { r.metric(metric) }
+                        };
+                        let s = summarize(&runs.iter().map(value).collect::<Vec<_>>());
                         by_est.entry(e.clone()).or_default().push((x, s.mean, s.ci95));
                     }
                 }
@@ -442,7 +499,10 @@ fn sweeps_section(md: &mut String, groups: &[Group], out: &Path) -> anyhow::Resu
                     })
                     .collect();
                 let name = format!("{metric}_vs_{axis_label}_{}", fi + 1);
-                line_plot(&out.join(&name), &format!("{metric} against {axis_label}"), axis_label, metric, &series)?;
+                let x_axis =
+                    XAxis { label: if axis == "codes" { "K (log2 scale)" } else { axis_label }, log2: axis == "codes" };
+                let y_label = if *metric == "dead_fraction" { "dead codes / K" } else { metric };
+                line_plot(&out.join(&name), &format!("{metric} against {axis_label}"), x_axis, y_label, &series)?;
                 writeln!(md, "![{metric} against {axis_label}]({name}.svg)")?;
             }
         }
