@@ -31,113 +31,116 @@ fn fixtures(dir: &Path) {
     std::fs::write(dir.join("short.safetensors"), [255u8, 255, 255, 255, 255, 255, 255, 127, b'{']).unwrap();
 }
 
-/// (arguments, a text the error line must contain). Grouped by subcommand; each row is a different class of bad
-/// input (a different check, not the same check with another number).
+/// One row per class of bad input: the arguments (`{file}` names a fixture) and a text the error line must
+/// contain. Grouped by subcommand; each row is a different check, not the same check with another number.
+const ROWS: &[(&str, &str)] = &[
+    // The tool itself.
+    ("info --backend cuda", "vulkan, metal, dx12, gl"),
+    ("frobnicate", "frobnicate"),
+    ("info --nope", "--nope"),
+    ("bench --nope", "--nope"),
+    ("train --engine tpu", "auto, gpu, cpu"),
+    ("train --engine gpu --cpu", "cannot be used with"),
+    // train: settings.
+    ("train --k 0", "codes"),
+    ("train --latent 0", "latent"),
+    ("train --beta -0.5", "beta"),
+    ("train --lr 0", "lr"),
+    ("train --lr NaN", "lr"),
+    ("train --batch 0", "batch"),
+    ("train --batch 100000", "larger than the training set"),
+    ("train --steps 0", "steps"),
+    ("train --steps 99999999999", "--steps"),
+    ("train --eval-every 0", "eval-every"),
+    ("train --n-eval 0", "at least one sample"),
+    ("train --seed -1", "--seed"),
+    ("train --k", "--k"),
+    ("train --estimator magic", "ste, rotation, rotation-trick, diveq"),
+    ("train --preset E9", "E9"),
+    ("train --dataset nope", "--dataset"),
+    ("train --codebook-mode nope", "grad, ema"),
+    ("train --codebook-init nope", "uniform, normal, kmeans"),
+    ("train --encoder nope", "linear, mlp"),
+    ("train --sigma -0.1", "sigma -0.1"),
+    ("train --rank 300", "rank 300"),
+    ("train --spread 1", "cluster data only"),
+    ("train --tau 0", "tau"),
+    ("train --tau-final inf", "tau-final"),
+    ("train --beta-schedule adaptive --beta 0", "adaptive beta"),
+    ("train --beta-schedule adaptive --target-usage 1.5", "target-usage"),
+    ("train --beta-schedule adaptive --beta-rate -1", "beta-rate"),
+    ("train --beta-schedule sometimes", "fixed, adaptive"),
+    ("train --levels 0", "levels"),
+    ("train --levels 2 --estimator gumbel", "residual VQ"),
+    ("train --lloyd-iters 5000", "lloyd-iters"),
+    ("train --runs 0", "--runs"),
+    ("train --runs 2 --save-params m.safetensors", "--save-params"),
+    // train: sizes, checked before anything is allocated (these used to abort or panic).
+    ("train --k 1000000000", "the codebook (K x m)"),
+    ("train --dim 1000000000", "the training set"),
+    ("train --latent 100000000", "the model's parameters"),
+    ("train --n-train 100000000", "the training set"),
+    ("train --encoder mlp --hidden 100000000", "the model's parameters"),
+    ("train --preset E3 --clusters 1000000000", "would hold"),
+    // train: output paths, checked before any work.
+    ("train --out /nonexistent-vqgrad/x.json", "/nonexistent-vqgrad"),
+    ("train --out /", "is a directory"),
+    ("train --save-params /nonexistent-vqgrad/m.safetensors", "--save-params"),
+    // sweep.
+    ("sweep --seeds abc --dry-run", "abc"),
+    ("sweep --seeds 5..2 --dry-run", "empty"),
+    ("sweep --seeds 0,0,1 --dry-run", "seed 0 is given twice"),
+    ("sweep --seeds 0..1000000000 --dry-run", "at most"),
+    ("sweep --k 32,32 --seeds 0 --dry-run", "repeats a run"),
+    ("sweep --shard 3/2 --dry-run", "--shard"),
+    ("sweep --set steps --dry-run", "KEY=V1,V2"),
+    ("sweep --set nope=1 --dry-run", "--nope"),
+    ("sweep --set steps=abc --dry-run", "abc"),
+    ("sweep --preset E9 --dry-run", "E9"),
+    ("sweep --batch-runs 0 --dry-run", "--batch-runs"),
+    ("sweep --limit -3 --dry-run", "--limit"),
+    ("sweep --k 0 --dry-run", "codes"),
+    ("sweep --estimator ste --out /nonexistent-vqgrad/r.jsonl", "/nonexistent-vqgrad"),
+    // report.
+    ("report", "required"),
+    ("report {missing.jsonl}", "missing.jsonl"),
+    ("report {notes.txt}", "not a vqgrad results file"),
+    ("report {empty.jsonl}", "no runs"),
+    // reproduce.
+    ("reproduce --set nope=1 --out {repro}", "--nope"),
+    ("reproduce --set steps=0 --out {repro}", "steps"),
+    ("reproduce --out {notes.txt}", "notes.txt"),
+    // gradfield.
+    ("gradfield --grid 1 --out {gf}", "--grid"),
+    ("gradfield --grid 100000 --out {gf}", "--grid"),
+    ("gradfield --beta -1 --out {gf}", "beta"),
+    ("gradfield --out {notes.txt}", "notes.txt"),
+    // kmeans.
+    ("kmeans --preset E1 --iters 4000000000", "--iters"),
+    ("kmeans --model {missing.safetensors}", "missing.safetensors"),
+    ("kmeans --model {garbage.safetensors}", "garbage.safetensors"),
+    ("kmeans --model {short.safetensors}", "short.safetensors"),
+    ("kmeans --preset E1 --n-train 100", "larger than the training set"),
+    // bias.
+    ("bias --taus -1", "--taus"),
+    ("bias --taus abc", "--taus"),
+    ("bias --draws 0", "--draws"),
+    ("bias --model {garbage.safetensors}", "garbage.safetensors"),
+    // export-shaders.
+    ("export-shaders --out {notes.txt}", "notes.txt"),
+];
+
+/// [`ROWS`] with their fixtures' paths, and the data-file and grid-file classes: (arguments, a text the error line
+/// must contain).
 fn cases(p: impl Fn(&str) -> String) -> Vec<(Vec<String>, &'static str)> {
     let npy = |file: &str, extra: &[&str]| -> Vec<String> {
         let mut v = vec!["train".into(), "--data".into(), p(file)];
         v.extend(extra.iter().map(|s| s.to_string()));
         v
     };
-    let rows: Vec<(&str, &'static str)> = vec![
-        // The tool itself.
-        ("info --backend cuda", "vulkan, metal, dx12, gl"),
-        ("frobnicate", "frobnicate"),
-        ("info --nope", "--nope"),
-        ("bench --nope", "--nope"),
-        ("train --engine tpu", "auto, gpu, cpu"),
-        ("train --engine gpu --cpu", "cannot be used with"),
-        // train: settings.
-        ("train --k 0", "codes"),
-        ("train --latent 0", "latent"),
-        ("train --beta -0.5", "beta"),
-        ("train --lr 0", "lr"),
-        ("train --lr NaN", "lr"),
-        ("train --batch 0", "batch"),
-        ("train --batch 100000", "larger than the training set"),
-        ("train --steps 0", "steps"),
-        ("train --steps 99999999999", "--steps"),
-        ("train --eval-every 0", "eval-every"),
-        ("train --n-eval 0", "at least one sample"),
-        ("train --seed -1", "--seed"),
-        ("train --k", "--k"),
-        ("train --estimator magic", "ste, rotation, rotation-trick, diveq"),
-        ("train --preset E9", "E9"),
-        ("train --dataset nope", "--dataset"),
-        ("train --codebook-mode nope", "grad, ema"),
-        ("train --codebook-init nope", "uniform, normal, kmeans"),
-        ("train --encoder nope", "linear, mlp"),
-        ("train --sigma -0.1", "sigma -0.1"),
-        ("train --rank 300", "rank 300"),
-        ("train --spread 1", "cluster data only"),
-        ("train --tau 0", "tau"),
-        ("train --tau-final inf", "tau-final"),
-        ("train --beta-schedule adaptive --beta 0", "adaptive beta"),
-        ("train --beta-schedule adaptive --target-usage 1.5", "target-usage"),
-        ("train --beta-schedule adaptive --beta-rate -1", "beta-rate"),
-        ("train --beta-schedule sometimes", "fixed, adaptive"),
-        ("train --levels 0", "levels"),
-        ("train --levels 2 --estimator gumbel", "residual VQ"),
-        ("train --lloyd-iters 5000", "lloyd-iters"),
-        ("train --runs 0", "--runs"),
-        ("train --runs 2 --save-params m.safetensors", "--save-params"),
-        // train: sizes, checked before anything is allocated (these used to abort or panic).
-        ("train --k 1000000000", "the codebook (K x m)"),
-        ("train --dim 1000000000", "the training set"),
-        ("train --latent 100000000", "the model's parameters"),
-        ("train --n-train 100000000", "the training set"),
-        ("train --encoder mlp --hidden 100000000", "the model's parameters"),
-        ("train --preset E3 --clusters 1000000000", "would hold"),
-        // train: output paths, checked before any work.
-        ("train --out /nonexistent-vqgrad/x.json", "/nonexistent-vqgrad"),
-        ("train --out /", "is a directory"),
-        ("train --save-params /nonexistent-vqgrad/m.safetensors", "--save-params"),
-        // sweep.
-        ("sweep --seeds abc --dry-run", "abc"),
-        ("sweep --seeds 5..2 --dry-run", "empty"),
-        ("sweep --seeds 0,0,1 --dry-run", "seed 0 is given twice"),
-        ("sweep --seeds 0..1000000000 --dry-run", "at most"),
-        ("sweep --k 32,32 --seeds 0 --dry-run", "repeats a run"),
-        ("sweep --shard 3/2 --dry-run", "--shard"),
-        ("sweep --set steps --dry-run", "KEY=V1,V2"),
-        ("sweep --set nope=1 --dry-run", "--nope"),
-        ("sweep --set steps=abc --dry-run", "abc"),
-        ("sweep --preset E9 --dry-run", "E9"),
-        ("sweep --batch-runs 0 --dry-run", "--batch-runs"),
-        ("sweep --limit -3 --dry-run", "--limit"),
-        ("sweep --k 0 --dry-run", "codes"),
-        ("sweep --estimator ste --out /nonexistent-vqgrad/r.jsonl", "/nonexistent-vqgrad"),
-        // report.
-        ("report", "required"),
-        ("report {missing.jsonl}", "missing.jsonl"),
-        ("report {notes.txt}", "not a vqgrad results file"),
-        ("report {empty.jsonl}", "no runs"),
-        // reproduce.
-        ("reproduce --set nope=1 --out {repro}", "--nope"),
-        ("reproduce --set steps=0 --out {repro}", "steps"),
-        ("reproduce --out {notes.txt}", "notes.txt"),
-        // gradfield.
-        ("gradfield --grid 1 --out {gf}", "--grid"),
-        ("gradfield --grid 100000 --out {gf}", "--grid"),
-        ("gradfield --beta -1 --out {gf}", "beta"),
-        ("gradfield --out {notes.txt}", "notes.txt"),
-        // kmeans.
-        ("kmeans --preset E1 --iters 4000000000", "--iters"),
-        ("kmeans --model {missing.safetensors}", "missing.safetensors"),
-        ("kmeans --model {garbage.safetensors}", "garbage.safetensors"),
-        ("kmeans --model {short.safetensors}", "short.safetensors"),
-        ("kmeans --preset E1 --n-train 100", "larger than the training set"),
-        // bias.
-        ("bias --taus -1", "--taus"),
-        ("bias --taus abc", "--taus"),
-        ("bias --draws 0", "--draws"),
-        ("bias --model {garbage.safetensors}", "garbage.safetensors"),
-        // export-shaders.
-        ("export-shaders --out {notes.txt}", "notes.txt"),
-    ];
-    let mut out: Vec<(Vec<String>, &'static str)> = rows
-        .into_iter()
-        .map(|(line, needle)| {
+    let mut out: Vec<(Vec<String>, &'static str)> = ROWS
+        .iter()
+        .map(|&(line, needle)| {
             let args = line
                 .split(' ')
                 .filter(|a| !a.is_empty())
