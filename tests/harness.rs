@@ -218,6 +218,9 @@ fn report_writes_tables_plots_and_a_summary() {
         let svg = std::fs::read_to_string(out.join(file)).unwrap();
         assert!(svg.contains("#0072B2") && svg.contains("#D55E00"), "{file}: the estimators' colours");
     }
+    // Intervals are bands: a translucent polygon in ste's colour under its curve.
+    let curve = std::fs::read_to_string(out.join("curve_1_perplexity.svg")).unwrap();
+    assert!(curve.contains(r##"<polygon opacity="0.18" fill="#0072B2""##), "a band for ste's interval");
     let none = vqgrad().args(["report", dir.join("missing.jsonl").to_str().unwrap()]).output().unwrap();
     assert!(!none.status.success());
 }

@@ -230,8 +230,8 @@ pub fn series_color(name: &str) -> RGBColor {
     RGBColor(c.0, c.1, c.2)
 }
 
-/// A line plot with error bars: one series per name of (x, mean, error half-width), each in its
-/// [`series_color`]. Writes `stem.svg` and `stem.png`.
+/// A line plot: one series per name of (x, mean, error half-width), each in its [`series_color`], the interval
+/// drawn as a band (an error bar where a series has one point). Writes `stem.svg` and `stem.png`.
 pub fn line_plot<'a>(
     stem: &Path,
     title: &str,
@@ -276,15 +276,21 @@ pub fn line_plot<'a>(
         for (name, pts) in &series {
             let color = series_color(name).to_rgba();
             let pts: Vec<(f64, f64, f64)> = pts.iter().copied().filter(|p| p.1.is_finite()).collect();
+            let err = |p: &(f64, f64, f64)| if p.2.is_finite() && p.2 > 0.0 { p.2 } else { 0.0 };
+            if pts.len() > 1 && pts.iter().any(|p| err(p) > 0.0) {
+                // The interval as a band under the line: upper edge left to right, lower edge back.
+                let edge = pts.iter().map(|p| (p.0, p.1 + err(p))).chain(pts.iter().rev().map(|p| (p.0, p.1 - err(p))));
+                chart.draw_series(std::iter::once(Polygon::new(edge.collect::<Vec<_>>(), color.mix(0.18).filled())))?;
+            } else {
+                let bars = pts.iter().filter(|p| err(p) > 0.0);
+                chart.draw_series(
+                    bars.map(|&(x, y, e)| ErrorBar::new_vertical(x, y - e, y, y + e, color.filled(), 6)),
+                )?;
+            }
             chart
                 .draw_series(LineSeries::new(pts.iter().map(|p| (p.0, p.1)), color.stroke_width(2)))?
                 .label(name.clone())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
-            chart.draw_series(
-                pts.iter()
-                    .filter(|p| p.2.is_finite() && p.2 > 0.0)
-                    .map(|&(x, y, e)| ErrorBar::new_vertical(x, y - e, y, y + e, color.filled(), 6)),
-            )?;
             chart.draw_series(pts.iter().map(|&(x, y, _)| Circle::new((x, y), 3, color.filled())))?;
         }
         chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
