@@ -54,17 +54,22 @@ fn mutate(rng: &mut ChaCha8Rng, seed: &[u8], header: usize) -> Vec<u8> {
     b
 }
 
-/// Runs `load` on another thread: false on a panic, and a failure when it takes longer than [`HANG`].
-fn loads_without_panic(what: String, load: impl FnOnce() + Send + 'static) -> bool {
+/// Writes `bytes` to `path` and runs `load` on it on another thread: whether it loaded; a failure when the loader
+/// panics or takes longer than [`HANG`].
+fn loads(path: &Path, bytes: &[u8], load: fn(&Path) -> bool) -> bool {
+    std::fs::write(path, bytes).unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
+    let owned = path.to_path_buf();
     let handle = std::thread::spawn(move || {
-        load();
-        let _ = tx.send(());
+        let _ = tx.send(load(&owned));
     });
     match rx.recv_timeout(HANG) {
-        Ok(()) => handle.join().is_ok(),
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => handle.join().is_ok(),
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("{what}: still loading after {HANG:?}"),
+        Ok(loaded) => loaded,
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            let _ = handle.join();
+            panic!("{} panicked the loader", path.display())
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("{}: still loading after {HANG:?}", path.display()),
     }
 }
 
@@ -110,15 +115,7 @@ fn mutated_npy_files_never_panic_or_hang() {
     for i in 0..NPY_MUTANTS {
         let bytes = mutate(&mut rng, &seeds[i % seeds.len()], 128);
         let path = dir.join(format!("m{i}.npy"));
-        std::fs::write(&path, &bytes).unwrap();
-        let (p, ok) = (path.clone(), std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)));
-        let flag = ok.clone();
-        let survived = loads_without_panic(format!("mutant {i}"), move || {
-            let result = vqgrad::data::load_npy(&p, None, 0.25);
-            flag.store(result.is_ok(), std::sync::atomic::Ordering::SeqCst);
-        });
-        assert!(survived, "mutant {i} ({}) panicked the loader", path.display());
-        if ok.load(std::sync::atomic::Ordering::SeqCst) {
+        if loads(&path, &bytes, |p| vqgrad::data::load_npy(p, None, 0.25).is_ok()) {
             loaded += 1
         } else {
             refused += 1
@@ -156,14 +153,7 @@ fn mutated_safetensors_models_never_panic_or_hang() {
     for i in 0..SAFETENSORS_MUTANTS {
         let bytes = mutate(&mut rng, &seed, header);
         let path = dir.join(format!("m{i}.safetensors"));
-        std::fs::write(&path, &bytes).unwrap();
-        let (p, ok) = (path.clone(), std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)));
-        let flag = ok.clone();
-        let survived = loads_without_panic(format!("mutant {i}"), move || {
-            flag.store(SavedModel::load(&p, stored_shape).is_ok(), std::sync::atomic::Ordering::SeqCst);
-        });
-        assert!(survived, "mutant {i} ({}) panicked the loader", path.display());
-        if ok.load(std::sync::atomic::Ordering::SeqCst) {
+        if loads(&path, &bytes, |p| SavedModel::load(p, stored_shape).is_ok()) {
             loaded += 1
         } else {
             refused += 1
