@@ -38,6 +38,13 @@ fn gpu_engine() -> &'static [&'static str] {
     }
 }
 
+/// The seed of every line of a results file, in file order; each line must be a whole JSON run.
+fn seeds_in(text: &str) -> Vec<u64> {
+    text.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("whole lines")["config"]["seed"].as_u64().unwrap())
+        .collect()
+}
+
 fn require_gpu() -> bool {
     std::env::var("VQGRAD_REQUIRE_GPU").as_deref() == Ok("1")
 }
@@ -427,11 +434,7 @@ fn sweeps_refuse_repeats_foreign_files_and_a_second_writer() {
     }
     one_line(&args, "in use by another sweep");
     assert!(first.wait().unwrap().success());
-    let text = std::fs::read_to_string(&results).unwrap();
-    let mut seeds: Vec<u64> = text
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["config"]["seed"].as_u64().unwrap())
-        .collect();
+    let mut seeds = seeds_in(&std::fs::read_to_string(&results).unwrap());
     // In the order they finished: the CPU engine trains one run per core at once.
     seeds.sort();
     assert_eq!(seeds, [0, 1], "each run once");
@@ -471,10 +474,7 @@ fn an_interrupted_train_runs_keeps_its_finished_runs() {
     }
     let text = std::fs::read_to_string(&out).unwrap();
     assert!(text.ends_with('\n'), "a half-written line");
-    let seeds: Vec<u64> = text
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("whole lines")["config"]["seed"].as_u64().unwrap())
-        .collect();
+    let seeds = seeds_in(&text);
     assert!(seeds.len() >= 2 && seeds.len() < 50, "{} runs kept", seeds.len());
     assert_eq!(seeds, (0..seeds.len() as u64).collect::<Vec<_>>(), "the finished runs, in order");
     let _ = std::fs::remove_dir_all(&dir);
