@@ -45,12 +45,11 @@ fn max_rel(gpu: &[f32], cpu: &[f64]) -> (f64, usize) {
         .fold((0.0, 0), |a, b| if b.0 > a.0 { b } else { a })
 }
 
-/// After 50 steps the GPU (f32) and CPU (f64) runs agree: parameters and codebook within 2e-5 of the largest
+/// After 50 steps an f32 engine and the f64 reference agree: parameters and codebook within 2e-5 of the largest
 /// value (f32 rounding through 50 of Adam's normalized steps; about 1e-6 is typical), the eval metrics within 2e-5
-/// relative, and dead codes exactly. Dead-code resets (every 10 steps) are covered too.
-#[test]
-fn gpu_training_matches_the_cpu_reference_after_50_steps() {
-    let gpu = gpu_or_skip!();
+/// relative, and dead codes exactly; for every estimator, both codebook modes, both encoders, dead-code resets (every
+/// 10 steps), the adaptive beta and residual levels.
+fn matches_the_reference_after_50_steps(engine: &Engine) {
     for encoder in [EncoderKind::Linear, EncoderKind::Mlp] {
         for mode in [CodebookMode::Grad, CodebookMode::Ema] {
             let cases = Estimator::ALL.into_iter().map(|e| (e, 0, BetaSchedule::Fixed, 1));
@@ -71,9 +70,9 @@ fn gpu_training_matches_the_cpu_reference_after_50_steps() {
                     ..small(estimator, mode, encoder)
                 };
                 let what =
-                    format!("{encoder} {mode} {estimator} reset {reset_dead} beta {beta_schedule} levels {levels}");
+                    format!("{} {encoder} {mode} {estimator} reset {reset_dead} beta {beta_schedule} levels {levels}", engine.name());
                 let data = config.load_data().unwrap();
-                let mut g = BatchTrainer::one(&gpu, &config, &data).unwrap();
+                let mut g = engine.trainer(std::slice::from_ref(&config), std::slice::from_ref(&data)).unwrap();
                 g.train_steps(50).unwrap();
                 let gm = g.evaluate_run(0).unwrap();
                 let (gp, gc) = g.read_states().unwrap().swap_remove(0);
@@ -99,11 +98,11 @@ fn gpu_training_matches_the_cpu_reference_after_50_steps() {
                     ("batch_usage", gm.batch_usage, cm.batch_usage),
                     ("subspace_err", gm.subspace_err.unwrap_or(0.0), cm.subspace_err.unwrap_or(0.0)),
                 ] {
-                    assert!((a - b).abs() <= 2e-5 * b.abs().max(1e-3), "{what}: {name} GPU {a} vs CPU {b}");
+                    assert!((a - b).abs() <= 2e-5 * b.abs().max(1e-3), "{what}: {name} {a} vs the reference's {b}");
                 }
                 // 25 Lloyd iterations in f32 against f64: looser, and a distance that is not there would fail.
                 let (a, b) = (gm.lloyd_dist.unwrap(), cm.lloyd_dist.unwrap());
-                assert!((a - b).abs() <= 1e-3 * b.abs().max(1e-6), "{what}: lloyd_dist GPU {a} vs CPU {b}");
+                assert!((a - b).abs() <= 1e-3 * b.abs().max(1e-6), "{what}: lloyd_dist {a} vs the reference's {b}");
                 assert_eq!(gm.beta.is_some(), beta_schedule == BetaSchedule::Adaptive, "{what}: beta reported");
                 if let (Some(a), Some(b)) = (&gm.transport, &cm.transport) {
                     let (e, i) = max_rel(&a.iter().map(|&v| v as f32).collect::<Vec<_>>(), b);
@@ -120,7 +119,7 @@ fn gpu_training_matches_the_cpu_reference_after_50_steps() {
                         {
                             assert!(
                                 (x - y).abs() <= 2e-5 * y.abs().max(1e-3),
-                                "{what}: level {l} {name} GPU {x} vs CPU {y}"
+                                "{what}: level {l} {name} {x} vs the reference's {y}"
                             );
                         }
                     }
@@ -128,13 +127,26 @@ fn gpu_training_matches_the_cpu_reference_after_50_steps() {
                     assert_eq!(gm.quant_err, a.last().unwrap().quant_err, "{what}: quant_err");
                 }
                 if let (Some(a), Some(b)) = (gm.beta, cm.beta) {
-                    assert!((a - b).abs() <= 2e-5 * b, "{what}: adaptive beta GPU {a} vs CPU {b}");
+                    assert!((a - b).abs() <= 2e-5 * b, "{what}: adaptive beta {a} vs the reference's {b}");
                     assert!(a != config.beta, "{what}: the adaptive beta never moved");
                 }
-                common::assert_clean(&gpu);
+                if let Some(gpu) = engine.gpu() {
+                    common::assert_clean(gpu);
+                }
             }
         }
     }
+}
+
+#[test]
+fn gpu_training_matches_the_cpu_reference_after_50_steps() {
+    let gpu = gpu_or_skip!();
+    matches_the_reference_after_50_steps(&Engine::Gpu(Box::new(gpu)));
+}
+
+#[test]
+fn the_fast_cpu_engine_matches_the_reference_after_50_steps() {
+    matches_the_reference_after_50_steps(&Engine::Cpu);
 }
 
 #[test]

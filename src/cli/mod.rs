@@ -14,11 +14,12 @@ pub mod reproduce;
 pub mod sweep;
 pub mod train;
 
-/// `--engine auto|gpu|cpu` and `--cpu`, for every command that trains.
+/// `--engine auto|gpu|cpu|reference` and `--cpu`, for every command that trains.
 #[derive(clap::Args, Debug, Clone)]
 pub struct EngineArgs {
     /// Where runs train: `auto` (a hardware GPU when there is one; the CPU engine when the only adapter renders in
-    /// software, as lavapipe does, or there is none), `gpu` (the best adapter, whatever it is) or `cpu`.
+    /// software, as lavapipe does, or there is none), `gpu` (the best adapter, whatever it is), `cpu` (f32 on every
+    /// core) or `reference` (the f64 oracle, several times slower).
     #[arg(long, default_value = "auto", value_parser = parse_engine)]
     pub engine: vqgrad::train::EngineChoice,
     /// The same as `--engine cpu`.

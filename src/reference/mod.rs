@@ -140,9 +140,14 @@ pub fn learned_loss(transport: &[f64], g: &[f64], s: &[f64], m: usize) -> f64 {
 pub fn adapt_beta(beta: f64, (lo, hi): (f64, f64), index: &[u32], k: usize, target: f64, rate: f64) -> f64 {
     let mut seen = vec![false; k];
     index.iter().for_each(|&a| seen[a as usize] = true);
-    let used = seen.iter().filter(|&&s| s).count() as f64;
-    let expected = k as f64 * (1.0 - (1.0 - 1.0 / k as f64).powf(index.len() as f64));
-    let u = (used / expected).min(1.0);
+    let used = seen.iter().filter(|&&s| s).count();
+    adapt_beta_used(beta, (lo, hi), used, index.len(), k, target, rate)
+}
+
+/// [`adapt_beta`] from the number of distinct codes `used` by a batch of `batch` rows.
+pub fn adapt_beta_used(beta: f64, (lo, hi): (f64, f64), used: usize, batch: usize, k: usize, target: f64, rate: f64) -> f64 {
+    let expected = k as f64 * (1.0 - (1.0 - 1.0 / k as f64).powf(batch as f64));
+    let u = (used as f64 / expected).min(1.0);
     (beta * (rate * (u - target)).exp()).clamp(lo, hi)
 }
 

@@ -122,7 +122,7 @@ impl CpuTrainer {
         }
         if self.config.reset_dead > 0 && self.step.is_multiple_of(self.config.reset_dead as u64) {
             let ema = match &mut self.level_updates[0] {
-                LevelUpdate::Ema(ema) => Some(ema),
+                LevelUpdate::Ema(ema) => Some((&mut ema.size[..], &mut ema.sum[..])),
                 LevelUpdate::Grad(_) => None,
             };
             let (seed, t) = (self.config.seed, self.step);

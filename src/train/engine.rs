@@ -60,26 +60,26 @@ pub trait Trainer {
     /// Each run's parameters and codebook in f32.
     fn read_states(&self) -> Result<Vec<State>>;
 
-    /// Each run's parameters and codebook in f64: the CPU engine's own values, the GPU's widened.
+    /// Each run's parameters and codebook in f64: the reference engine's own values, the f32 engines' widened.
     fn read_states_f64(&self) -> Result<Vec<(Vec<f64>, Vec<f64>)>> {
         Ok(self.read_states()?.iter().map(|(p, c)| (to_f64(p), to_f64(c))).collect())
     }
 
-    /// Waits until the work recorded so far has finished (for timing; the CPU engine is always done).
+    /// Waits until the work recorded so far has finished (for timing; the CPU engines are always done).
     fn wait(&self) -> Result<()> {
         Ok(())
     }
 
     /// Takes up to `steps` steps (the GPU engine: at most one submit's) timing each kernel group, and returns the
     /// device nanoseconds per step of each; `None`, having taken no step, where the engine cannot time its parts
-    /// (the CPU engine, a device without timestamps inside passes).
+    /// (the CPU engines, a device without timestamps inside passes).
     fn profile_steps(&mut self, steps: u32) -> Result<Option<Vec<(&'static str, f64)>>> {
         let _ = steps;
         Ok(None)
     }
 
     /// Bytes of the trainer's device buffers (data, state, activations, the evaluation workspace); 0 for the CPU
-    /// engine, which holds its state in host memory.
+    /// engines, which hold its state in host memory.
     fn buffer_bytes(&self) -> u64 {
         0
     }
@@ -150,8 +150,10 @@ pub enum EngineChoice {
     Auto,
     /// The best adapter of the options, whatever it is; an error without one.
     Gpu,
-    /// The CPU engine.
+    /// The fast CPU engine (f32).
     Cpu,
+    /// The f64 reference engine: the oracle, slower.
+    Reference,
 }
 
 impl std::str::FromStr for EngineChoice {
@@ -162,17 +164,20 @@ impl std::str::FromStr for EngineChoice {
             "auto" => Ok(EngineChoice::Auto),
             "gpu" => Ok(EngineChoice::Gpu),
             "cpu" => Ok(EngineChoice::Cpu),
-            _ => Err(Error::InvalidSetting { what: "engine", value: s.into(), expected: "auto, gpu, cpu" }),
+            "reference" => Ok(EngineChoice::Reference),
+            _ => Err(Error::InvalidSetting { what: "engine", value: s.into(), expected: "auto, gpu, cpu, reference" }),
         }
     }
 }
 
-/// Where runs train: the GPU engine on an adapter, or the f64 CPU engine.
+/// Where runs train: the GPU engine on an adapter, the fast CPU engine, or the f64 reference.
 pub enum Engine {
     /// [`super::gpu::BatchTrainer`] on this device.
     Gpu(Box<Gpu>),
-    /// [`super::cpu::CpuRuns`]: each run a [`super::cpu::CpuTrainer`].
+    /// [`super::fast::FastRuns`]: each run a [`super::fast::FastTrainer`], in f32 on every core.
     Cpu,
+    /// [`super::cpu::CpuRuns`]: each run a [`super::cpu::CpuTrainer`], the plain f64 oracle.
+    Reference,
 }
 
 /// The adapter a run trained on, as results record it.
@@ -180,7 +185,7 @@ pub enum Engine {
 pub struct Adapter {
     /// The adapter's name.
     pub name: String,
-    /// `vulkan`, `metal`, `dx12`, `gl`, or `cpu` for the CPU engine.
+    /// `vulkan`, `metal`, `dx12`, `gl`, or `cpu` for the CPU engines.
     pub backend: String,
 }
 
@@ -193,6 +198,7 @@ impl Engine {
     pub fn choose(options: &GpuOptions, choice: EngineChoice) -> Result<(Engine, String)> {
         match choice {
             EngineChoice::Cpu => Ok((Engine::Cpu, "the CPU engine, as asked".into())),
+            EngineChoice::Reference => Ok((Engine::Reference, "the f64 reference engine, as asked".into())),
             EngineChoice::Gpu => {
                 let gpu = Gpu::new(options)?;
                 let why = format!("`{}`, as asked", gpu.info().name);
@@ -216,11 +222,12 @@ impl Engine {
         }
     }
 
-    /// `gpu` or `cpu`, as results record it.
+    /// `gpu`, `cpu` or `reference`, as results record it.
     pub fn name(&self) -> &'static str {
         match self {
             Engine::Gpu(_) => "gpu",
             Engine::Cpu => "cpu",
+            Engine::Reference => "reference",
         }
     }
 
@@ -231,7 +238,11 @@ impl Engine {
                 name: gpu.info().name.clone(),
                 backend: crate::gpu::backend_name(gpu.info().backend).to_string(),
             },
-            Engine::Cpu => Adapter { name: "vqgrad CPU reference (f64)".into(), backend: "cpu".into() },
+            Engine::Cpu => {
+                let name = format!("vqgrad CPU (f32, {} threads)", rayon::current_num_threads());
+                Adapter { name, backend: "cpu".into() }
+            }
+            Engine::Reference => Adapter { name: "vqgrad CPU reference (f64)".into(), backend: "cpu".into() },
         }
     }
 
@@ -239,22 +250,23 @@ impl Engine {
     pub fn gpu(&self) -> Option<&Gpu> {
         match self {
             Engine::Gpu(gpu) => Some(gpu),
-            Engine::Cpu => None,
+            Engine::Cpu | Engine::Reference => None,
         }
     }
 
     /// A trainer of `configs` on `data` (one data set per configuration). Several runs must be
-    /// [`super::batchable`] with each other; the GPU engine trains them in the same dispatches, the CPU engine one
-    /// after another.
+    /// [`super::batchable`] with each other; the GPU engine trains them in the same dispatches, the fast CPU engine on
+    /// threads side by side, the reference one after another.
     pub fn trainer<'a>(&'a self, configs: &[TrainConfig], data: &[Dataset]) -> Result<Box<dyn Trainer + 'a>> {
         Ok(match self {
             Engine::Gpu(gpu) => Box::new(super::gpu::BatchTrainer::new(gpu, configs, data)?),
-            Engine::Cpu => Box::new(super::cpu::CpuRuns::new(configs, data)?),
+            Engine::Cpu => Box::new(super::fast::FastRuns::new(configs, data)?),
+            Engine::Reference => Box::new(super::cpu::CpuRuns::new(configs, data)?),
         })
     }
 
-    /// Whether runs gain from sharing a trainer: the GPU engine's dispatches cover every run of a batch; the CPU
-    /// engine trains them one after another.
+    /// Whether runs gain from sharing a trainer: the GPU engine's dispatches cover every run of a batch; on the CPU
+    /// engines runs in parallel come from parallel jobs instead (`sweep --jobs`).
     pub fn batches(&self) -> bool {
         self.gpu().is_some()
     }
@@ -264,7 +276,7 @@ impl Engine {
     pub fn max_runs(&self, config: &TrainConfig, data: &Dataset) -> u32 {
         match self {
             Engine::Gpu(gpu) => super::gpu::BatchTrainer::max_runs(gpu, config, data),
-            Engine::Cpu => 1,
+            Engine::Cpu | Engine::Reference => 1,
         }
     }
 
@@ -313,11 +325,16 @@ impl Engine {
     }
 
     /// Lloyd's algorithm: `iters` rounds of nearest-centre assignment and centroid update from `centres` (k x m) on
-    /// the rows of `z` (n x m); centres no row picks stay put. On the GPU in f32 (the assign kernel), else in f64.
+    /// the rows of `z` (n x m); centres no row picks stay put. The search in f32 on the GPU (the assign kernel) and the
+    /// CPU engine, in f64 on the reference.
     pub fn lloyd(&self, z: &[f64], centres: &[f64], m: usize, iters: usize) -> Result<Vec<f64>> {
         match self {
             Engine::Gpu(gpu) => super::gpu::lloyd_f64(gpu, z, centres, m, iters),
-            Engine::Cpu => super::init::lloyd_cpu(z, centres, m, iters),
+            Engine::Cpu => {
+                let z = crate::reference::to_f32(z);
+                Ok(super::fast::lloyd(&z, &crate::reference::to_f32(centres), m, iters))
+            }
+            Engine::Reference => super::init::lloyd_cpu(z, centres, m, iters),
         }
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod cpu;
 pub mod engine;
+pub mod fast;
 pub mod gpu;
 pub mod init;
 
@@ -505,25 +506,25 @@ pub const ADAM_EPS: f64 = 1e-8;
 pub const EMA: (f64, f64) = (0.99, 1e-5);
 /// Dead-code reset: every code not used since the last reset takes the encoding of a pseudo-random row of the
 /// current batch ([`crate::contract::reset_row`], docs/PROTOCOL.md §2.3); with EMA its state restarts there (N_k = 1,
-/// M_k = the new c_k). Clears `used`.
-pub fn reset_unused(
-    codebook: &mut [f64],
+/// M_k = the new c_k: `ema` is (N, M)). Clears `used`.
+pub fn reset_unused<T: Copy + From<u8>>(
+    codebook: &mut [T],
     used: &mut [bool],
-    z: &[f64],
+    z: &[T],
     m: usize,
     batch: u32,
     seed: u64,
     step: u64,
-    ema: Option<&mut crate::reference::train::CpuEma>,
+    ema: Option<(&mut [T], &mut [T])>,
 ) {
     let mut ema = ema;
     for k in 0..used.len() {
         if !used[k] {
             let r = crate::contract::reset_row(seed, step, k as u32, batch) as usize;
             codebook[k * m..(k + 1) * m].copy_from_slice(&z[r * m..(r + 1) * m]);
-            if let Some(e) = ema.as_deref_mut() {
-                e.size[k] = 1.0;
-                e.sum[k * m..(k + 1) * m].copy_from_slice(&z[r * m..(r + 1) * m]);
+            if let Some((size, sum)) = ema.as_mut() {
+                size[k] = T::from(1);
+                sum[k * m..(k + 1) * m].copy_from_slice(&z[r * m..(r + 1) * m]);
             }
         }
         used[k] = false;
