@@ -69,8 +69,10 @@ fn matches_the_reference_after_50_steps(engine: &Engine) {
                     levels,
                     ..small(estimator, mode, encoder)
                 };
-                let what =
-                    format!("{} {encoder} {mode} {estimator} reset {reset_dead} beta {beta_schedule} levels {levels}", engine.name());
+                let what = format!(
+                    "{} {encoder} {mode} {estimator} reset {reset_dead} beta {beta_schedule} levels {levels}",
+                    engine.name()
+                );
                 let data = config.load_data().unwrap();
                 let mut g = engine.trainer(std::slice::from_ref(&config), std::slice::from_ref(&data)).unwrap();
                 g.train_steps(50).unwrap();

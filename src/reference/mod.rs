@@ -145,7 +145,15 @@ pub fn adapt_beta(beta: f64, (lo, hi): (f64, f64), index: &[u32], k: usize, targ
 }
 
 /// [`adapt_beta`] from the number of distinct codes `used` by a batch of `batch` rows.
-pub fn adapt_beta_used(beta: f64, (lo, hi): (f64, f64), used: usize, batch: usize, k: usize, target: f64, rate: f64) -> f64 {
+pub fn adapt_beta_used(
+    beta: f64,
+    (lo, hi): (f64, f64),
+    used: usize,
+    batch: usize,
+    k: usize,
+    target: f64,
+    rate: f64,
+) -> f64 {
     let expected = k as f64 * (1.0 - (1.0 - 1.0 / k as f64).powf(batch as f64));
     let u = (used as f64 / expected).min(1.0);
     (beta * (rate * (u - target)).exp()).clamp(lo, hi)

@@ -239,7 +239,8 @@ impl Engine {
                 backend: crate::gpu::backend_name(gpu.info().backend).to_string(),
             },
             Engine::Cpu => {
-                let name = format!("vqgrad CPU (f32, {} threads)", rayon::current_num_threads());
+                let (simd, threads) = (super::fast::dense::simd(), rayon::current_num_threads());
+                let name = format!("vqgrad CPU (f32, {simd}, {threads} threads)");
                 Adapter { name, backend: "cpu".into() }
             }
             Engine::Reference => Adapter { name: "vqgrad CPU reference (f64)".into(), backend: "cpu".into() },

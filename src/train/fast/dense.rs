@@ -125,3 +125,23 @@ pub fn backward_layers(
 pub fn product_t(a: &[f32], b: &[f32], (rows, inner, k): (usize, usize, usize), out: &mut [f32]) {
     gemm((rows, inner, k), a, (inner, 1), b, (1, inner), 0.0, out, (k, 1));
 }
+
+/// The instruction set the GEMM runs on here (`matrixmultiply` picks its kernel at run time): `avx2+fma`, `avx`,
+/// `sse2` on x86-64, else the architecture. Results of the fast engine are exact functions of it, so results and
+/// the golden pins record it.
+pub fn simd() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            "avx2+fma"
+        } else if is_x86_feature_detected!("avx") {
+            "avx"
+        } else {
+            "sse2"
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        std::env::consts::ARCH
+    }
+}

@@ -103,8 +103,7 @@ impl FastTrainer {
             subspace_err,
             batch_usage,
             beta: (self.config.beta_schedule == BetaSchedule::Adaptive).then_some(self.beta.0),
-            transport: (self.config.estimator == Estimator::Learned)
-                .then(|| crate::reference::to_f64(&self.transport)),
+            transport: (self.config.estimator == Estimator::Learned).then(|| crate::reference::to_f64(&self.transport)),
             levels,
             lloyd_dist,
         }

@@ -61,7 +61,8 @@ struct Work {
 impl Work {
     fn new(layout: &Layout, config: &TrainConfig, params: usize) -> Self {
         let (b, m, k) = (config.batch as usize, config.latent as usize, config.codes as usize);
-        let outs = |layers: &[crate::contract::Linear]| layers.iter().map(|l| vec![0.0; b * l.output as usize]).collect();
+        let outs =
+            |layers: &[crate::contract::Linear]| layers.iter().map(|l| vec![0.0; b * l.output as usize]).collect();
         let widest = layout.encoder.iter().chain(&layout.decoder).map(|l| l.input.max(l.output)).max().unwrap_or(1);
         let level = || Level {
             input: vec![0.0; b * m],

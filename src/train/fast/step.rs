@@ -153,7 +153,7 @@ pub(super) fn quantize_batch(
     sampling: Sampling,
     scores: &mut [f32],
 ) {
-    for l in 0..levels.len() {
+    for (l, codebook) in codebooks.iter().enumerate().take(levels.len()) {
         let (before, rest) = levels.split_at_mut(l);
         let level = &mut rest[0];
         match before.last() {
@@ -163,7 +163,6 @@ pub(super) fn quantize_batch(
                 level.input.iter_mut().zip(pairs).for_each(|(r, (a, b))| *r = a - b);
             }
         }
-        let codebook = &codebooks[l];
         quantize::nearest(&level.input, codebook, m, &mut level.index, &mut level.dist);
         if let (0, Some((tau, seed, step))) = (l, sampling) {
             for (i, zi) in level.input.chunks_exact(m).enumerate() {

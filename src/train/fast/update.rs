@@ -62,10 +62,11 @@ impl Ema {
         let n: f64 = self.size.iter().map(|&s| s as f64).sum();
         for c in 0..k {
             let smoothed = (self.size[c] as f64 + eps) / (n + k as f64 * eps) * n;
-            for e in c * m..(c + 1) * m {
-                let sum = g * self.sum[e] as f64 + (1.0 - g) * self.sums[e];
-                self.sum[e] = sum as f32;
-                codebook[e] = (sum / smoothed) as f32;
+            let codes = codebook[c * m..(c + 1) * m].iter_mut().zip(&self.sums[c * m..(c + 1) * m]);
+            for ((code, &batch), state) in codes.zip(&mut self.sum[c * m..(c + 1) * m]) {
+                let sum = g * *state as f64 + (1.0 - g) * batch;
+                *state = sum as f32;
+                *code = (sum / smoothed) as f32;
             }
         }
     }
