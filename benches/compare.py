@@ -33,9 +33,10 @@ def main():
     rows = []
     e1 = {t["estimator"]: t for t in bench["training"] if t["setting"] == "E1"}
     for est in ["ste", "rotation", "rotation-trick"]:
-        v = max(e1[est]["gpu_steps_per_sec"], e1[est]["cpu_steps_per_sec"])
-        rows.append((f"E1 steps/s, {est} (GPU {e1[est]['gpu_steps_per_sec']:.0f}, CPU {e1[est]['cpu_steps_per_sec']:.0f})",
-                     v, pt.train_steps_per_sec(est)))
+        gpu, cpu = e1[est]["gpu_steps_per_sec"], e1[est]["cpu_steps_per_sec"]
+        rows.append((f"E1 steps/s, {est} (GPU {gpu or 0:.0f}, CPU {cpu:.0f}; step time over ste's: "
+                     f"GPU {e1[est]['gpu_ratio_to_ste'] or 0:.3f}, CPU {e1[est]['cpu_ratio_to_ste']:.3f})",
+                     max(gpu or 0, cpu), pt.train_steps_per_sec(est)))
     with tempfile.TemporaryDirectory() as tmp:
         grid = ["sweep", "--preset", "E1", "--estimator", "ste,rotation,rotation-trick,diveq", "--seeds", "0..5",
                 "--set", "steps=256", "--set", "eval-every=256", "--quiet", "--out", os.path.join(tmp, "r.jsonl")]
@@ -44,7 +45,7 @@ def main():
                      pt.sweep_run_steps_per_sec()))
         for n, k, m in SHAPES:
             a = next(a for a in bench["assign"] if (a["n"], a["k"], a["m"]) == (n, k, m))
-            v = max(a["gpu_gflops"], a["cpu_gflops"])
+            v = max(a["gpu_gflops"] or 0, a["cpu_gflops"])
             rows.append((f"nearest code GFLOP/s, N={n} K={k} m={m}", v, pt.assign_gflops(n, k, m)))
         if not skip_reproduce:
             secs = timed(["reproduce", "--quick", "--quiet", "--out", os.path.join(tmp, "rq")])

@@ -1,6 +1,6 @@
-//! `cargo bench`: the assign and estimator kernels and one training chunk on the default adapter, with the CPU reference beside the
-//! assign kernel. Throughput is reported in elements (rows for assign, steps for training). Without an adapter
-//! the GPU benchmarks are skipped with a note. `vqgrad bench` gives the full table (GFLOP/s, ratios, profiles).
+//! `cargo bench`: the assign and estimator kernels and one training chunk on the default adapter, with the CPU
+//! engine (and for assign the f64 reference) beside them. Throughput is reported in elements (rows for assign,
+//! steps for training). Without an adapter the GPU benchmarks are skipped with a note. `vqgrad bench` gives the full table (GFLOP/s, ratios, profiles).
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
@@ -47,6 +47,13 @@ fn assign(c: &mut Criterion) {
             })
         });
     }
+    let (mut index, mut distance) = (vec![0u32; n as usize], vec![0.0f32; n as usize]);
+    group.bench_function(format!("cpu engine N={n} K={k} m={m}"), |b| {
+        b.iter(|| {
+            vqgrad::train::fast::quantize::nearest(&z, &codebook, m as usize, &mut index, &mut distance);
+            black_box(&index);
+        })
+    });
     group.bench_function(format!("cpu reference N={n} K={k} m={m}"), |b| {
         b.iter(|| black_box(vqgrad::reference::assign(&z, &codebook, m as usize)))
     });
@@ -81,22 +88,29 @@ fn estimators(c: &mut Criterion) {
     group.finish();
 }
 
+/// E1 training, 64 steps a sample, per estimator: on the CPU engine always, on the GPU engine where there is one.
 fn training(c: &mut Criterion) {
-    let Some(gpu) = gpu() else { return };
     let mut group = c.benchmark_group("train E1");
     group.sample_size(10);
     let steps = 64;
     group.throughput(Throughput::Elements(steps as u64));
+    let gpu = gpu();
     for estimator in vqgrad::Estimator::ALL {
         let config = TrainConfig { estimator, steps: u32::MAX, ..TrainConfig::default() };
         let data = config.load_data().unwrap();
-        let mut trainer = BatchTrainer::one(&gpu, &config, &data).unwrap();
-        group.bench_function(estimator.name(), |b| {
-            b.iter(|| {
-                trainer.train_steps(steps).unwrap();
-                gpu.wait().unwrap();
-            })
+        let mut cpu = vqgrad::train::fast::FastTrainer::new(&config, data.clone()).unwrap();
+        group.bench_function(format!("cpu engine {}", estimator.name()), |b| {
+            b.iter(|| (0..steps).for_each(|_| cpu.step()))
         });
+        if let Some(gpu) = &gpu {
+            let mut trainer = BatchTrainer::one(gpu, &config, &data).unwrap();
+            group.bench_function(format!("gpu {}", estimator.name()), |b| {
+                b.iter(|| {
+                    trainer.train_steps(steps).unwrap();
+                    gpu.wait().unwrap();
+                })
+            });
+        }
     }
     group.finish();
 }

@@ -22,6 +22,9 @@ fn check_nearest(what: &str, z: &[f32], codebook: &[f32], m: usize) {
     quantize::nearest(z, codebook, m, &mut index, &mut dist);
     let (mut direct_index, mut direct_dist) = (vec![0u32; n], vec![0.0f32; n]);
     quantize::nearest_direct(z, codebook, m, &mut direct_index, &mut direct_dist);
+    // The GEMM-pruned form decides by the direct one: the same codes and distances, bit for bit.
+    assert_eq!(index, direct_index, "{what}: nearest and nearest_direct differ");
+    assert_eq!(common::bits(&dist), common::bits(&direct_dist), "{what}: distances differ between the forms");
     let reference = assign(z, codebook, m);
     let (zw, cw) = (to_f64(z), to_f64(codebook));
     let exact = |i: usize, k: u32| -> f64 { (0..m).map(|j| (zw[i * m + j] - cw[k as usize * m + j]).powi(2)).sum() };

@@ -1,4 +1,5 @@
-//! `vqgrad bench`: the assign kernel, training and sweeps on one adapter, with the CPU engine in the same run.
+//! `vqgrad bench`: the nearest-code search, training and sweeps on the CPU engine and, where there is an adapter,
+//! on the GPU engine, in the same run.
 //! Every figure is a median over repetitions after a warm-up (shader compilation happens at the first dispatch
 //! on some drivers); ratios are taken within one run, since absolute times on shared machines drift.
 
@@ -31,13 +32,13 @@ struct AssignFigure {
     n: u32,
     k: u32,
     m: u32,
-    /// 2 N K m over the wall time of one dispatch, submitted and waited for.
-    gpu_gflops: f64,
+    /// 2 N K m over the wall time of one dispatch, submitted and waited for (without an adapter: none).
+    gpu_gflops: Option<f64>,
     /// 2 N K m over the GPU's own timestamps around the dispatch, where the adapter has them.
     gpu_kernel_gflops: Option<f64>,
-    /// The CPU reference (`vqgrad::reference::assign`: f64, one thread), as the CPU engine uses it.
+    /// The CPU engine's search (`vqgrad::train::fast::quantize::nearest`: f32, every core).
     cpu_gflops: f64,
-    gpu_over_cpu: f64,
+    gpu_over_cpu: Option<f64>,
 }
 
 /// The estimator backward kernel alone at one shape, timed by the GPU's timestamps where it has them.
@@ -53,25 +54,30 @@ struct EstimatorFigure {
     ratio_to_ste: f64,
 }
 
+/// One estimator's training speed on each engine, with its step time over `ste`'s taken within each round (median
+/// and range over the rounds). The GPU's figures are absent without an adapter.
 #[derive(Serialize)]
 struct TrainingFigure {
     setting: String,
     estimator: String,
-    gpu_steps_per_sec: f64,
-    /// Median over rounds of this estimator's step time over `ste`'s in the same round, and its range.
-    ratio_to_ste: f64,
-    ratio_min: f64,
-    ratio_max: f64,
+    gpu_steps_per_sec: Option<f64>,
+    gpu_ratio_to_ste: Option<f64>,
+    gpu_ratio_range: Option<(f64, f64)>,
     cpu_steps_per_sec: f64,
+    cpu_ratio_to_ste: f64,
+    cpu_ratio_range: (f64, f64),
 }
 
 #[derive(Serialize)]
 struct SweepFigure {
+    /// `gpu` or `cpu`.
+    engine: String,
     runs: usize,
     steps_per_run: u32,
     /// Run-steps per second over the whole grid, building each run and evaluating it included.
     unbatched_run_steps_per_sec: f64,
-    /// The runs in batches (the GPU engine's batching), as many to a batch as the device's binding size allows.
+    /// The runs in batches: on the GPU as many to a batch as the device's binding size allows; on the CPU all of
+    /// them, each on a thread of its own.
     batched_run_steps_per_sec: f64,
     runs_per_batch: usize,
     /// Training alone, after a warm-up: one batch of `runs_per_batch` E1 runs, in run-steps per second.
@@ -88,84 +94,73 @@ struct KernelTime {
 #[derive(Serialize)]
 struct Memory {
     peak_host_bytes: Option<u64>,
-    /// Storage buffers of one E1 run on the GPU.
+    /// Storage buffers of one E1 run on the GPU (0 without an adapter).
     e1_gpu_buffer_bytes: u64,
 }
 
 #[derive(Serialize)]
 struct Report {
-    adapter: String,
+    /// The adapter, or none: then the CPU engine's figures alone.
+    adapter: Option<String>,
+    /// The CPU engine: its GEMM's instruction set and threads.
+    cpu: String,
     timestamps: bool,
     assign: Vec<AssignFigure>,
     estimator_kernel: Vec<EstimatorFigure>,
     training: Vec<TrainingFigure>,
-    sweep: SweepFigure,
+    /// The E1 sweep on each engine: the GPU's first where there is one.
+    sweep: Vec<SweepFigure>,
     profile: Vec<KernelTime>,
     memory: Memory,
 }
 
 pub fn run(options: &vqgrad::gpu::GpuOptions, args: &BenchArgs) -> anyhow::Result<()> {
-    let gpu = Gpu::new(options)?;
-    let adapter = gpu.describe();
-    eprintln!("bench on {adapter}");
-    let reps = if args.quick || args.smoke { 3 } else { 7 };
-    let timestamps = Timestamps::new(&gpu, 2)?.is_some();
-    let shapes: &[(u32, u32, u32)] = if args.smoke { &[(300, 17, 4), (100, 5, 3)] } else { &ASSIGN_SHAPES };
-    let assign = shapes
-        .iter()
-        .map(|&shape| bench_assign(&gpu, shape, reps, if args.quick { 1 } else { 3 }))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let estimator_shape = if args.smoke { (300, 8, 5) } else { (65536, 64, 512) };
-    let estimator_kernel = bench_estimators(&gpu, estimator_shape, reps)?;
-    let mut training = Vec::new();
-    let e1 = TrainConfig::default();
-    let k64 = TrainConfig { codes: 64, ..TrainConfig::default() };
-    // Whole training steps through the engine interface, on this device and on the CPU engine.
-    let engine = Engine::Gpu(Box::new(gpu));
-    let (steps, rounds) = match (args.smoke, args.quick) {
-        (true, _) => (4, 2),
-        (false, true) => (64, 3),
-        (false, false) => (128, 7),
-    };
-    for (setting, base) in [("E1", &e1), ("E1, K = 64", &k64)] {
-        eprintln!("training: {setting}");
-        let on_gpu = overhead::measure(&engine, base, steps, rounds)?;
-        let on_cpu = overhead::measure(&Engine::Cpu, base, steps / 2, 1)?;
-        for (g, c) in on_gpu.iter().zip(&on_cpu) {
-            training.push(TrainingFigure {
-                setting: setting.to_string(),
-                estimator: g.estimator.clone(),
-                gpu_steps_per_sec: 1.0 / g.seconds_per_step,
-                ratio_to_ste: g.ratio_to_ste,
-                ratio_min: g.ratio_min,
-                ratio_max: g.ratio_max,
-                cpu_steps_per_sec: 1.0 / c.seconds_per_step,
-            });
+    let gpu = match Gpu::new(options) {
+        Ok(gpu) => Some(gpu),
+        // An adapter asked for by name must be there.
+        Err(e) if options.adapter.is_some() => return Err(e.into()),
+        Err(e) => {
+            eprintln!("no adapter ({e}): the CPU engine's figures alone");
+            None
         }
-    }
-    eprintln!("sweep: 4 estimators x 5 seeds, one at a time and batched");
-    let sweep = bench_sweep(
-        &engine,
-        if args.smoke {
-            2
-        } else if args.quick {
-            64
-        } else {
-            256
-        },
-    )?;
-    eprintln!("profile");
-    let (profile, e1_gpu_buffer_bytes) = bench_profile(&engine)?;
-    let report = Report {
-        adapter,
-        timestamps,
-        assign,
-        estimator_kernel,
-        training,
-        sweep,
-        profile,
-        memory: Memory { peak_host_bytes: peak_host_bytes(), e1_gpu_buffer_bytes },
     };
+    let adapter = gpu.as_ref().map(Gpu::describe);
+    let cpu = Engine::Cpu.adapter().name;
+    eprintln!("bench on {} and {cpu}", adapter.as_deref().unwrap_or("no adapter"));
+    let reps = if args.quick || args.smoke { 3 } else { 7 };
+    let timestamps = match &gpu {
+        Some(gpu) => Timestamps::new(gpu, 2)?.is_some(),
+        None => false,
+    };
+    let shapes: &[(u32, u32, u32)] = if args.smoke { &[(300, 17, 4), (100, 5, 3)] } else { &ASSIGN_SHAPES };
+    let assign =
+        shapes.iter().map(|&shape| bench_assign(gpu.as_ref(), shape, reps)).collect::<anyhow::Result<Vec<_>>>()?;
+    let estimator_shape = if args.smoke { (300, 8, 5) } else { (65536, 64, 512) };
+    let estimator_kernel = match &gpu {
+        Some(gpu) => bench_estimators(gpu, estimator_shape, reps)?,
+        None => Vec::new(),
+    };
+    let engine = gpu.map(|gpu| Engine::Gpu(Box::new(gpu)));
+    let training = bench_training(engine.as_ref(), args)?;
+    eprintln!("sweep: 4 estimators x 5 seeds, one at a time and batched");
+    let sweep_steps = if args.smoke {
+        2
+    } else if args.quick {
+        64
+    } else {
+        256
+    };
+    let mut sweep = Vec::new();
+    for engine in engine.iter().chain([&Engine::Cpu]) {
+        sweep.push(bench_sweep(engine, sweep_steps)?);
+    }
+    eprintln!("profile");
+    let (profile, e1_gpu_buffer_bytes) = match &engine {
+        Some(engine) => bench_profile(engine)?,
+        None => (Vec::new(), 0),
+    };
+    let memory = Memory { peak_host_bytes: peak_host_bytes(), e1_gpu_buffer_bytes };
+    let report = Report { adapter, cpu, timestamps, assign, estimator_kernel, training, sweep, profile, memory };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -174,9 +169,41 @@ pub fn run(options: &vqgrad::gpu::GpuOptions, args: &BenchArgs) -> anyhow::Resul
     Ok(())
 }
 
-/// The nearest-code kernel at one shape: wall time per dispatch (submit and wait), the GPU's timestamps, and the
-/// CPU reference on the same data.
-fn bench_assign(gpu: &Gpu, (n, k, m): (u32, u32, u32), reps: usize, cpu_reps: usize) -> anyhow::Result<AssignFigure> {
+/// Whole training steps through the engine interface, on the GPU engine (where there is one) and the CPU engine,
+/// for E1 and E1 with K = 64.
+fn bench_training(gpu: Option<&Engine>, args: &BenchArgs) -> anyhow::Result<Vec<TrainingFigure>> {
+    let mut training = Vec::new();
+    let e1 = TrainConfig::default();
+    let k64 = TrainConfig { codes: 64, ..TrainConfig::default() };
+    let (steps, rounds) = match (args.smoke, args.quick) {
+        (true, _) => (4, 2),
+        (false, true) => (64, 3),
+        (false, false) => (128, 7),
+    };
+    for (setting, base) in [("E1", &e1), ("E1, K = 64", &k64)] {
+        eprintln!("training: {setting}");
+        let on_gpu = gpu.map(|engine| overhead::measure(engine, base, steps, rounds)).transpose()?;
+        let on_cpu = overhead::measure(&Engine::Cpu, base, steps, rounds)?;
+        for (i, c) in on_cpu.iter().enumerate() {
+            let g = on_gpu.as_ref().map(|g| &g[i]);
+            training.push(TrainingFigure {
+                setting: setting.to_string(),
+                estimator: c.estimator.clone(),
+                gpu_steps_per_sec: g.map(|g| 1.0 / g.seconds_per_step),
+                gpu_ratio_to_ste: g.map(|g| g.ratio_to_ste),
+                gpu_ratio_range: g.map(|g| (g.ratio_min, g.ratio_max)),
+                cpu_steps_per_sec: 1.0 / c.seconds_per_step,
+                cpu_ratio_to_ste: c.ratio_to_ste,
+                cpu_ratio_range: (c.ratio_min, c.ratio_max),
+            });
+        }
+    }
+    Ok(training)
+}
+
+/// The nearest-code search at one shape: the GPU kernel's wall time per dispatch (submit and wait) and its own
+/// timestamps where there is an adapter, and the CPU engine's search on the same data.
+fn bench_assign(gpu: Option<&Gpu>, (n, k, m): (u32, u32, u32), reps: usize) -> anyhow::Result<AssignFigure> {
     eprintln!("assign: N = {n}, K = {k}, m = {m}");
     let mut rng = vqgrad::data::rng(7, vqgrad::data::Stream::Train);
     let normal = |len: u32, rng: &mut _| -> Vec<f32> {
@@ -186,9 +213,47 @@ fn bench_assign(gpu: &Gpu, (n, k, m): (u32, u32, u32), reps: usize, cpu_reps: us
     };
     let z = normal(n * m, &mut rng);
     let codebook = normal(k * m, &mut rng);
+    let flops = 2.0 * n as f64 * k as f64 * m as f64;
+    let (gpu_gflops, gpu_kernel_gflops) = match gpu {
+        Some(gpu) => {
+            let (wall, kernel) = time_assign_kernel(gpu, (&z, &codebook), (n, k, m), reps)?;
+            (Some(flops / wall / 1e9), kernel.map(|ns| flops / ns))
+        }
+        None => (None, None),
+    };
+    let mut cpu = Vec::new();
+    let (mut cpu_index, mut cpu_dist) = (vec![0u32; n as usize], vec![0.0f32; n as usize]);
+    for rep in 0..=reps {
+        let start = Instant::now();
+        vqgrad::train::fast::quantize::nearest(&z, &codebook, m as usize, &mut cpu_index, &mut cpu_dist);
+        std::hint::black_box((&cpu_index, &cpu_dist));
+        if rep > 0 {
+            cpu.push(start.elapsed().as_secs_f64());
+        }
+    }
+    let cpu_gflops = flops / median(&cpu) / 1e9;
+    Ok(AssignFigure {
+        n,
+        k,
+        m,
+        gpu_gflops,
+        gpu_kernel_gflops,
+        cpu_gflops,
+        gpu_over_cpu: gpu_gflops.map(|g| g / cpu_gflops),
+    })
+}
+
+/// The assign kernel on `z` and `codebook`: the median wall seconds per dispatch, and the median GPU nanoseconds
+/// between timestamps where the adapter has them.
+fn time_assign_kernel(
+    gpu: &Gpu,
+    (z, codebook): (&[f32], &[f32]),
+    (n, k, m): (u32, u32, u32),
+    reps: usize,
+) -> anyhow::Result<(f64, Option<f64>)> {
     let device = &gpu.device;
-    let zb = gpu.upload("bench z", &z)?;
-    let cb = gpu.upload("bench codebook", &codebook)?;
+    let zb = gpu.upload("bench z", z)?;
+    let cb = gpu.upload("bench codebook", codebook)?;
     let index = gpu.zeroed::<u32>("bench index", n as usize)?;
     let dist = gpu.zeroed::<f32>("bench distance", n as usize)?;
     let bound = Assign::new(device)?.bind(
@@ -207,24 +272,7 @@ fn bench_assign(gpu: &Gpu, (n, k, m): (u32, u32, u32), reps: usize, cpu_reps: us
             kernel.extend(gpu_ns);
         }
     }
-    let mut cpu = Vec::new();
-    for _ in 0..cpu_reps {
-        let start = Instant::now();
-        std::hint::black_box(vqgrad::reference::assign(&z, &codebook, m as usize));
-        cpu.push(start.elapsed().as_secs_f64());
-    }
-    let flops = 2.0 * n as f64 * k as f64 * m as f64;
-    let gpu_gflops = flops / median(&wall) / 1e9;
-    let cpu_gflops = flops / median(&cpu) / 1e9;
-    Ok(AssignFigure {
-        n,
-        k,
-        m,
-        gpu_gflops,
-        gpu_kernel_gflops: (!kernel.is_empty()).then(|| flops / median(&kernel)),
-        cpu_gflops,
-        gpu_over_cpu: gpu_gflops / cpu_gflops,
-    })
+    Ok((median(&wall), (!kernel.is_empty()).then(|| median(&kernel))))
 }
 
 /// Records what `encode` dispatches in its own pass, with a timestamp on each side where the adapter has them,
@@ -313,8 +361,8 @@ fn bench_estimators(gpu: &Gpu, (n, m, k): (u32, u32, u32), rounds: usize) -> any
         .collect())
 }
 
-/// The E1 grid of 4 estimators x 5 seeds: one run after another as `sweep` runs them without batching, then in
-/// batches. Building and evaluating the runs is counted in both.
+/// The E1 grid of 4 estimators x 5 seeds on `engine`: one run after another as `sweep --jobs 1` runs them without
+/// batching, then in batches. Building and evaluating the runs is counted in both.
 fn bench_sweep(engine: &Engine, steps: u32) -> anyhow::Result<SweepFigure> {
     let configs: Vec<TrainConfig> = Estimator::ROW
         .iter()
@@ -330,8 +378,8 @@ fn bench_sweep(engine: &Engine, steps: u32) -> anyhow::Result<SweepFigure> {
     let unbatched = start.elapsed().as_secs_f64();
     let start = Instant::now();
     let data = configs.iter().map(|c| engine.load_data(c)).collect::<vqgrad::Result<Vec<_>>>()?;
-    // As many runs to a batch as the device's binding size allows.
-    let per_batch = engine.max_runs(&configs[0], &data[0]) as usize;
+    // On the GPU as many runs to a batch as the device's binding size allows; on the CPU all, on threads.
+    let per_batch = if engine.batches() { engine.max_runs(&configs[0], &data[0]) as usize } else { configs.len() };
     for (c, d) in configs.chunks(per_batch).zip(data.chunks(per_batch)) {
         engine.trainer(c, d)?.run(&mut |_, _| {})?;
     }
@@ -348,6 +396,7 @@ fn bench_sweep(engine: &Engine, steps: u32) -> anyhow::Result<SweepFigure> {
     batch.wait()?;
     let batch_training = (n as u32 * steps) as f64 / start.elapsed().as_secs_f64();
     Ok(SweepFigure {
+        engine: engine.name().to_string(),
         runs: configs.len(),
         steps_per_run: steps,
         unbatched_run_steps_per_sec: run_steps / unbatched,
@@ -396,16 +445,15 @@ fn peak_host_bytes() -> Option<u64> {
 }
 
 fn print_tables(r: &Report) {
-    println!("adapter: {} (timestamps: {})\n", r.adapter, if r.timestamps { "yes" } else { "no" });
+    let adapter = r.adapter.as_deref().unwrap_or("none");
+    println!("adapter: {adapter} (timestamps: {}); CPU engine: {}\n", if r.timestamps { "yes" } else { "no" }, r.cpu);
+    let opt = |v: Option<f64>, digits: usize| v.map_or("—".into(), |v| format!("{v:.digits$}"));
     println!("assign (GFLOP/s, 2 N K m per call)");
-    println!("| N | K | m | GPU wall | GPU kernel | CPU reference | GPU / CPU |");
+    println!("| N | K | m | GPU wall | GPU kernel | CPU engine | GPU / CPU |");
     println!("|---|---|---|---|---|---|---|");
     for a in &r.assign {
-        let kernel = a.gpu_kernel_gflops.map_or("—".into(), |g| format!("{g:.1}"));
-        println!(
-            "| {} | {} | {} | {:.1} | {kernel} | {:.2} | {:.1} |",
-            a.n, a.k, a.m, a.gpu_gflops, a.cpu_gflops, a.gpu_over_cpu
-        );
+        let (wall, kernel, ratio) = (opt(a.gpu_gflops, 1), opt(a.gpu_kernel_gflops, 1), opt(a.gpu_over_cpu, 2));
+        println!("| {} | {} | {} | {wall} | {kernel} | {:.1} | {ratio} |", a.n, a.k, a.m, a.cpu_gflops);
     }
     if let Some(first) = r.estimator_kernel.first() {
         println!(
@@ -418,30 +466,36 @@ fn print_tables(r: &Report) {
             println!("| {} | {:.1} | {:.3} |", e.estimator, e.us, e.ratio_to_ste);
         }
     }
-    println!("\ntraining (steps/s; ratio = step time / ste's, median and range over rounds)");
-    println!("| setting | estimator | GPU steps/s | ratio to ste | range | CPU engine steps/s |");
-    println!("|---|---|---|---|---|---|");
+    println!("\ntraining (steps/s; ratio = step time / ste's in the same round: median, range over rounds)");
+    println!("| setting | estimator | GPU steps/s | GPU ratio | range | CPU steps/s | CPU ratio | range |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let range = |r: (f64, f64)| format!("{:.3}–{:.3}", r.0, r.1);
     for t in &r.training {
+        let gpu =
+            (opt(t.gpu_steps_per_sec, 1), opt(t.gpu_ratio_to_ste, 3), t.gpu_ratio_range.map_or("—".into(), range));
+        let cpu = (t.cpu_steps_per_sec, t.cpu_ratio_to_ste, range(t.cpu_ratio_range));
         println!(
-            "| {} | {} | {:.1} | {:.3} | {:.3}–{:.3} | {:.1} |",
-            t.setting, t.estimator, t.gpu_steps_per_sec, t.ratio_to_ste, t.ratio_min, t.ratio_max, t.cpu_steps_per_sec
+            "| {} | {} | {} | {} | {} | {:.1} | {:.3} | {} |",
+            t.setting, t.estimator, gpu.0, gpu.1, gpu.2, cpu.0, cpu.1, cpu.2
         );
     }
-    let s = &r.sweep;
-    println!(
-        "\nsweep: {} runs x {} steps: {:.0} run-steps/s one run at a time, {:.0} in batches of {} ({:.2}x); \
-         training alone, one batch of {}: {:.0} run-steps/s",
-        s.runs,
-        s.steps_per_run,
-        s.unbatched_run_steps_per_sec,
-        s.batched_run_steps_per_sec,
-        s.runs_per_batch,
-        s.batched_run_steps_per_sec / s.unbatched_run_steps_per_sec,
-        s.runs_per_batch,
-        s.batch_training_run_steps_per_sec
-    );
+    for s in &r.sweep {
+        println!(
+            "\nsweep on the {} engine: {} runs x {} steps: {:.0} run-steps/s one run at a time, {:.0} in batches of \
+             {} ({:.2}x); training alone, one batch of {}: {:.0} run-steps/s",
+            s.engine,
+            s.runs,
+            s.steps_per_run,
+            s.unbatched_run_steps_per_sec,
+            s.batched_run_steps_per_sec,
+            s.runs_per_batch,
+            s.batched_run_steps_per_sec / s.unbatched_run_steps_per_sec,
+            s.runs_per_batch,
+            s.batch_training_run_steps_per_sec
+        );
+    }
     if r.profile.is_empty() {
-        println!("\nprofile: the adapter has no timestamps inside passes");
+        println!("\nprofile: no adapter with timestamps inside passes");
     } else {
         println!("\nGPU time per E1 step (µs, timestamps between kernels)");
         let estimators: Vec<&str> = Estimator::ALL.iter().map(|e| e.name()).collect();

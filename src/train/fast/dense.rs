@@ -51,12 +51,10 @@ pub fn forward(p: &[f32], l: Linear, x: &[f32], rows: usize, relu: bool, y: &mut
     let (input, output) = (l.input as usize, l.output as usize);
     let (w, b) = (&p[l.w_off as usize..l.b_off as usize], &p[l.b_off as usize..l.b_off as usize + output]);
     let y = &mut y[..rows * output];
+    gemm((rows, input, output), x, (input, 1), w, (1, input), 0.0, y, (output, 1));
+    // The bias and the activation in one pass over the output.
     for row in y.chunks_exact_mut(output) {
-        row.copy_from_slice(b);
-    }
-    gemm((rows, input, output), x, (input, 1), w, (1, input), 1.0, y, (output, 1));
-    if relu {
-        y.iter_mut().for_each(|v| *v = v.max(0.0));
+        row.iter_mut().zip(b).for_each(|(v, b)| *v = if relu { (*v + b).max(0.0) } else { *v + b });
     }
 }
 
@@ -126,13 +124,15 @@ pub fn product_t(a: &[f32], b: &[f32], (rows, inner, k): (usize, usize, usize), 
     gemm((rows, inner, k), a, (inner, 1), b, (1, inner), 0.0, out, (k, 1));
 }
 
-/// The instruction set the GEMM runs on here (`matrixmultiply` picks its kernel at run time): `avx2+fma`, `avx`,
-/// `sse2` on x86-64, else the architecture. Results of the fast engine are exact functions of it, so results and
+/// The instruction set the GEMM runs on here (`matrixmultiply` picks its kernel at run time, in this order):
+/// `avx512f`, `avx2+fma`, `avx`, `sse2` on x86-64, else the architecture. Results of the fast engine are exact functions of it, so results and
 /// the golden pins record it.
 pub fn simd() -> &'static str {
     #[cfg(target_arch = "x86_64")]
     {
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        if is_x86_feature_detected!("avx512f") {
+            "avx512f"
+        } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
             "avx2+fma"
         } else if is_x86_feature_detected!("avx") {
             "avx"

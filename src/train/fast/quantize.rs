@@ -6,8 +6,9 @@ use crate::Estimator;
 use crate::contract::mix32;
 use rayon::prelude::*;
 
-/// From this latent width up, the search takes the expanded form `||c||^2 - 2 z.c` through a GEMM (fast when m is
-/// large); below it, the direct `||z - c||^2`, which is exact to f32 and as fast at small m.
+/// From this latent width up, the search prunes with the expanded form `||c||^2 - 2 z.c` through a GEMM (fast when
+/// m is large) and decides with the direct `||z - c||^2` among the codes the pruning cannot tell apart; below it,
+/// the direct form alone. Both give the same codes and distances, bit for bit.
 pub const GEMM_FROM_M: usize = 16;
 /// Rows per block of the GEMM form (its dot products, rows x K, stay in cache) and per parallel task.
 const BLOCK: usize = 128;
@@ -37,33 +38,38 @@ pub fn nearest_direct(z: &[f32], codebook: &[f32], m: usize, index: &mut [u32], 
     }
 }
 
-/// [`nearest_direct`]'s result for many rows: blocks of rows in parallel, each by the GEMM form when m is at least
-/// [`GEMM_FROM_M`]. `norms` is scratch of k values.
+/// [`nearest_direct`]'s result, bit for bit, for many rows: blocks of rows in parallel, each pruned through a GEMM
+/// when m is at least [`GEMM_FROM_M`] (docs/PROTOCOL.md §7.4: the direct form decides).
 pub fn nearest(z: &[f32], codebook: &[f32], m: usize, index: &mut [u32], dist: &mut [f32]) {
+    let chunks = z.par_chunks(BLOCK * m).zip(index.par_chunks_mut(BLOCK)).zip(dist.par_chunks_mut(BLOCK));
     if m < GEMM_FROM_M {
-        let chunks = z.par_chunks(BLOCK * m).zip(index.par_chunks_mut(BLOCK)).zip(dist.par_chunks_mut(BLOCK));
         chunks.for_each(|((z, index), dist)| nearest_direct(z, codebook, m, index, dist));
         return;
     }
     let k = codebook.len() / m;
     let norms: Vec<f32> = codebook.chunks_exact(m).map(|c| dot(c, c)).collect();
-    let chunks = z.par_chunks(BLOCK * m).zip(index.par_chunks_mut(BLOCK)).zip(dist.par_chunks_mut(BLOCK));
+    let largest = norms.iter().copied().fold(0.0f32, f32::max);
     chunks.for_each_init(
         || vec![0.0f32; BLOCK * k],
         |products, ((z, index), dist)| {
-            let rows = index.len();
-            super::dense::product_t(z, codebook, (rows, m, k), products);
+            super::dense::product_t(z, codebook, (index.len(), m, k), products);
             for (i, (a, d)) in index.iter_mut().zip(dist.iter_mut()).enumerate() {
-                let (mut best, mut best_s) = (0usize, f32::INFINITY);
-                for (c, (&p, &n)) in products[i * k..(i + 1) * k].iter().zip(&norms).enumerate() {
-                    let s = n - 2.0 * p;
-                    if s < best_s {
-                        best_s = s;
-                        best = c;
+                let zi = &z[i * m..(i + 1) * m];
+                let scores = products[i * k..(i + 1) * k].iter().zip(&norms).map(|(&p, &n)| n - 2.0 * p);
+                let best = scores.clone().fold(f32::INFINITY, f32::min);
+                // A bound, with room to spare, on the rounding of both forms (each a sum of m products): every
+                // code the direct form could prefer scores within it of the best.
+                let margin = 8.0 * (m as f32 + 2.0) * f32::EPSILON * (dot(zi, zi) + 2.0 * largest);
+                let (mut best_k, mut best_d) = (0u32, f32::INFINITY);
+                for (c, s) in scores.enumerate() {
+                    if s <= best + margin {
+                        let e = dist2(zi, &codebook[c * m..(c + 1) * m]);
+                        if e < best_d {
+                            (best_k, best_d) = (c as u32, e);
+                        }
                     }
                 }
-                *a = best as u32;
-                *d = dist2(&z[i * m..(i + 1) * m], &codebook[best * m..(best + 1) * m]);
+                (*a, *d) = (best_k, best_d);
             }
         },
     );

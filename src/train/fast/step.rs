@@ -36,15 +36,21 @@ impl FastTrainer {
         };
         dense::forward_layers(&self.params, &self.layout.decoder, &w.q_total, b, &mut w.dec);
         let xhat = &w.dec[w.dec.len() - 1];
-        let rec = xhat.iter().zip(&w.x).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>() / (b * d) as f64;
+        // The reconstruction's loss and its gradient 2/(B d) (xhat - x) in one pass.
+        let scale = 2.0 / (b * d) as f32;
+        let mut sq = 0.0f64;
+        for ((g, a), x) in w.grad.iter_mut().zip(xhat).zip(&w.x) {
+            let e = a - x;
+            sq += (e as f64).powi(2);
+            *g = scale * e;
+        }
+        let rec = sq / (b * d) as f64;
         let per_row = |l: &Level| l.dist.iter().map(|&v| v as f64).sum::<f64>() / (b * m) as f64;
         // L_cb sums the levels' own terms; L_commit is the last level's distance, ||z - sum_l q_l||^2.
         let cb: f64 = w.levels.iter().map(per_row).sum();
         let commit = per_row(&w.levels[w.levels.len() - 1]);
         let total = rec + if c.codebook_mode == CodebookMode::Grad { cb } else { 0.0 } + beta * commit;
         self.last = Some((total, used as f64 / k as f64));
-        let scale = 2.0 / (b * d) as f32;
-        w.grad.iter_mut().zip(xhat.iter().zip(&w.x)).for_each(|(g, (a, b))| *g = scale * (a - b));
         beta
     }
 
