@@ -186,26 +186,22 @@ fn subspace(dim: u32, rank: u32, sigma: f64, (n_train, n_eval): (usize, usize), 
     }
     let g = DMatrix::from_row_slice(d, r, &normals(&mut structure, d * r));
     let a = g.qr().q(); // d x r, orthonormal columns
+    let basis: Vec<f64> = (0..d).flat_map(|i| (0..r).map(move |j| (i, j))).map(|(i, j)| a[(i, j)]).collect();
+    // Row by row in each stream's order, into buffers made once; the two streams are independent, so they are
+    // drawn side by side.
     let sample = |rng: &mut ChaCha8Rng, n: usize| -> Vec<f32> {
-        let mut out = Vec::with_capacity(n * d);
-        for _ in 0..n {
-            let s = normals(rng, r);
-            let e = normals(rng, d);
-            out.extend((0..d).map(|i| ((0..r).map(|j| a[(i, j)] * s[j]).sum::<f64>() + sigma * e[i]) as f32));
+        let mut out = vec![0.0f32; n * d];
+        let (mut s, mut e) = (vec![0.0f64; r], vec![0.0f64; d]);
+        for row in out.chunks_exact_mut(d) {
+            s.iter_mut().chain(e.iter_mut()).for_each(|v| *v = StandardNormal.sample(rng));
+            for ((x, a), e) in row.iter_mut().zip(basis.chunks_exact(r)).zip(&e) {
+                *x = (a.iter().zip(&s).map(|(a, s)| a * s).sum::<f64>() + sigma * e) as f32;
+            }
         }
         out
     };
-    let basis = (0..d).flat_map(|i| (0..r).map(move |j| (i, j))).map(|(i, j)| a[(i, j)]).collect();
-    Ok(Dataset {
-        dim,
-        train: sample(&mut train_rng, n_train),
-        eval: sample(&mut eval_rng, n_eval),
-        train_labels: None,
-        eval_labels: None,
-        classes: 0,
-        basis: Some(basis),
-        rank,
-    })
+    let (train, eval) = rayon::join(|| sample(&mut train_rng, n_train), || sample(&mut eval_rng, n_eval));
+    Ok(Dataset { dim, train, eval, train_labels: None, eval_labels: None, classes: 0, basis: Some(basis), rank })
 }
 
 /// `clusters` data: x = mu_y + spread e, centres mu_c ~ N(0, I), labels uniform (docs/PROTOCOL.md §3).
