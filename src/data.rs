@@ -109,6 +109,13 @@ impl Dataset {
     pub fn eval_rows(&self) -> usize {
         self.eval.len() / self.dim as usize
     }
+
+    /// The bytes its arrays hold.
+    pub fn bytes(&self) -> usize {
+        let labels = |l: &Option<Vec<u32>>| l.as_ref().map_or(0, Vec::len) * 4;
+        let basis = self.basis.as_ref().map_or(0, Vec::len) * 8;
+        (self.train.len() + self.eval.len()) * 4 + labels(&self.train_labels) + labels(&self.eval_labels) + basis
+    }
 }
 
 fn normals(rng: &mut ChaCha8Rng, len: usize) -> Vec<f64> {
@@ -133,6 +140,40 @@ impl DataSpec {
             _ => 0,
         }
     }
+}
+
+/// The most bytes of generated data sets [`load_shared`] keeps: ten of E1's.
+pub const SHARED_BYTES: usize = 256 << 20;
+
+type SharedKey = (DataSpec, u32, u32, u64);
+
+/// Generated data sets kept for reuse, the newest last.
+static SHARED: std::sync::Mutex<Vec<(SharedKey, Dataset)>> = std::sync::Mutex::new(Vec::new());
+
+/// [`load`], keeping generated sets (up to [`SHARED_BYTES`], the oldest dropped first) for the next run that asks for
+/// the same one: a sweep's runs that differ only in estimator, beta or K share their data, and generating E1's takes
+/// longer than 256 of its training steps. Files are read each time (they may change on disk).
+pub fn load_shared(spec: &DataSpec, n_train: u32, n_eval: u32, seed: u64) -> Result<Dataset> {
+    if spec.generated_dim().is_none() {
+        return load(spec, n_train, n_eval, seed);
+    }
+    let key: SharedKey = (spec.clone(), n_train, n_eval, seed);
+    // A panic elsewhere while the lock was held leaves whole entries: the list is still sound.
+    let shared = || SHARED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, data)) = shared().iter().find(|(k, _)| *k == key) {
+        return Ok(data.clone());
+    }
+    let data = load(spec, n_train, n_eval, seed)?;
+    if data.bytes() <= SHARED_BYTES {
+        let mut list = shared();
+        if !list.iter().any(|(k, _)| *k == key) {
+            list.push((key, data.clone()));
+        }
+        while list.iter().map(|(_, d)| d.bytes()).sum::<usize>() > SHARED_BYTES {
+            list.remove(0);
+        }
+    }
+    Ok(data)
 }
 
 /// Generates or loads the data. `n_train` and `n_eval` apply to generated sets.

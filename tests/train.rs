@@ -529,3 +529,22 @@ fn a_diverging_run_is_flagged_and_leaves_its_batch_alone() {
         assert_eq!(together[0].curve.len(), 3, "{what}: the finite run is evaluated to the end");
     }
 }
+
+/// A generated data set kept for reuse is the one a fresh generation gives, for the same settings only; files are
+/// not kept.
+#[test]
+fn shared_data_sets_equal_fresh_ones() {
+    use vqgrad::data::{DataSpec, load, load_shared};
+    let spec = DataSpec::Clusters { dim: 7, clusters: 3, spread: 0.4 };
+    let fresh = load(&spec, 300, 100, 9).unwrap();
+    for _ in 0..2 {
+        let shared = load_shared(&spec, 300, 100, 9).unwrap();
+        assert_eq!((&shared.train, &shared.eval, &shared.eval_labels), (&fresh.train, &fresh.eval, &fresh.eval_labels));
+    }
+    let other_seed = load_shared(&spec, 300, 100, 10).unwrap();
+    assert_ne!(other_seed.train, fresh.train, "another seed, other data");
+    let other_size = load_shared(&spec, 200, 100, 9).unwrap();
+    assert_eq!(other_size.train_rows(), 200, "another size, another set");
+    let other_spec = load_shared(&DataSpec::Clusters { dim: 7, clusters: 3, spread: 0.5 }, 300, 100, 9).unwrap();
+    assert_ne!(other_spec.train, fresh.train, "another spread, other data");
+}

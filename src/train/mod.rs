@@ -299,7 +299,7 @@ impl TrainConfig {
     /// Loads the data and checks it against the settings.
     pub fn load_data(&self) -> Result<Dataset> {
         self.validate()?;
-        let data = data::load(&self.data, self.n_train, self.n_eval, self.seed)?;
+        let data = data::load_shared(&self.data, self.n_train, self.n_eval, self.seed)?;
         if self.batch as usize > data.train_rows() {
             return Err(Error::Input(format!(
                 "the batch ({}) is larger than the training set ({} rows)",
