@@ -183,7 +183,9 @@ fn bench_training(gpu: Option<&Engine>, args: &BenchArgs) -> anyhow::Result<Vec<
     for (setting, base) in [("E1", &e1), ("E1, K = 64", &k64)] {
         eprintln!("training: {setting}");
         let on_gpu = gpu.map(|engine| overhead::measure(engine, base, steps, rounds)).transpose()?;
-        let on_cpu = overhead::measure(&Engine::Cpu, base, steps, rounds)?;
+        // The CPU engine's steps take a fraction of lavapipe's: 8 times the rounds, so that the medians of its
+        // ratios ride out a shared machine's drift.
+        let on_cpu = overhead::measure(&Engine::Cpu, base, steps, rounds * 8)?;
         for (i, c) in on_cpu.iter().enumerate() {
             let g = on_gpu.as_ref().map(|g| &g[i]);
             training.push(TrainingFigure {
