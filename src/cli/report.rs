@@ -17,6 +17,9 @@ pub struct ReportArgs {
     /// Directory for report.md, summary.json and the plots.
     #[arg(long, default_value = "report")]
     pub out: PathBuf,
+    /// Print the seed's claims table computed from the results (as the README quotes it) and write nothing.
+    #[arg(long)]
+    pub claims: bool,
 }
 
 /// Every metric reported, in order.
@@ -548,6 +551,10 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
     let runs = load_runs(&args.results)?;
     if runs.is_empty() {
         return Err(vqgrad::Error::Input("no runs in the results files".into()).into());
+    }
+    if args.claims {
+        print!("{}", super::reproduce::claims_markdown(&runs));
+        return Ok(());
     }
     write_report(&runs, &args.out, &args.results)?;
     eprintln!("{} runs; wrote {}", runs.len(), args.out.join("report.md").display());

@@ -310,7 +310,6 @@ fn verdict(holds: Option<bool>, smoke: bool) -> &'static str {
 /// With `smoke`, every verdict reads "not a verdict".
 fn claims_table(runs: &[Run], overhead: &[super::overhead::Overhead], smoke: bool) -> (String, serde_json::Value) {
     let mut md = String::new();
-    let mut rows = Vec::new();
     let _ = writeln!(md, "## The seed's claims\n");
     let _ = writeln!(
         md,
@@ -319,6 +318,28 @@ fn claims_table(runs: &[Run], overhead: &[super::overhead::Overhead], smoke: boo
          targets, and nothing here was tuned toward them.{}\n",
         if smoke { " This is a smoke test, so no claim gets a verdict." } else { "" }
     );
+    let (table, mut rows) = claims_rows(runs, smoke);
+    md.push_str(&table);
+    e8_row(&mut md, &mut rows, overhead, smoke);
+    let _ = writeln!(md, "\nE7 and E2 follow.");
+    (md, json!(rows))
+}
+
+/// The claims table as `vqgrad report --claims` prints it and the README quotes it: every claim the results
+/// decide (E8, a timing, is not in a results file), with a verdict unless the runs are a smoke test.
+pub fn claims_markdown(runs: &[Run]) -> String {
+    let protocol = TrainConfig::default();
+    let smoke = runs.iter().any(|r| {
+        let c = serde_json::from_value::<TrainConfig>(r.config.clone());
+        c.map_or(true, |c| c.steps != protocol.steps || c.n_eval != protocol.n_eval)
+    });
+    claims_rows(runs, smoke).0
+}
+
+/// The table's header and one row per claim of [`claims`], in markdown and as JSON.
+fn claims_rows(runs: &[Run], smoke: bool) -> (String, Vec<serde_json::Value>) {
+    let mut md = String::new();
+    let mut rows = Vec::new();
     let _ = writeln!(
         md,
         "| id | claim | the seed's figure (rotation vs STE) | rotation | STE | rotation-trick | p (rotation vs STE) | holds? |"
@@ -347,18 +368,11 @@ fn claims_table(runs: &[Run], overhead: &[super::overhead::Overhead], smoke: boo
         };
         let verdict = verdict(holds, smoke);
         let p_text = p.map_or("-".to_string(), |p| format!("{p:.3}"));
+        let (rotation, plain, trick_text) = (f(&sr, "rotation"), f(&ss, "ste"), f(&st, "rotation-trick"));
         let _ = writeln!(
             md,
-            "| {} | {} ({}) | {} | {} | {} | {} | {} | {} |",
-            c.id,
-            c.text,
-            c.metric,
-            c.seed_figure,
-            f(&sr, "rotation"),
-            f(&ss, "ste"),
-            f(&st, "rotation-trick"),
-            p_text,
-            verdict
+            "| {} | {} ({}) | {} | {rotation} | {plain} | {trick_text} | {p_text} | {verdict} |",
+            c.id, c.text, c.metric, c.seed_figure
         );
         let counts = json!({ "rotation": diverged("rotation"), "ste": diverged("ste"),
             "rotation_trick": diverged("rotation-trick") });
@@ -366,9 +380,7 @@ fn claims_table(runs: &[Run], overhead: &[super::overhead::Overhead], smoke: boo
             "rotation": sr, "ste": ss, "rotation_trick": st, "diverged": counts, "p": p, "holds": holds,
             "verdict": verdict }));
     }
-    e8_row(&mut md, &mut rows, overhead, smoke);
-    let _ = writeln!(md, "\nE7 and E2 follow.");
-    (md, json!(rows))
+    (md, rows)
 }
 
 /// E8's row of the claims table, and the step-time ratios of every estimator: the seed's "+5%" holds when
