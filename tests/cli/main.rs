@@ -1,5 +1,6 @@
 //! The `vqgrad` binary: exit codes and output formats.
 
+use std::path::Path;
 use std::process::Command;
 
 #[path = "../common/mod.rs"]
@@ -511,4 +512,20 @@ fn a_saved_model_with_an_infinite_weight_is_refused() {
     let line = one_error_line(&["kmeans", "--model", p, "--cpu"], 2);
     assert!(line.contains("m.safetensors") && line.contains("non-finite"), "{line}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The README's "What the study finds" table is what `report --claims` computes from the committed full-protocol
+/// results, character for character.
+#[test]
+fn the_readme_quotes_the_committed_results() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let results = root.join("results/results.jsonl");
+    let out = vqgrad(&["report", results.to_str().unwrap(), "--claims"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let computed = String::from_utf8(out.stdout).unwrap();
+    assert!(computed.lines().count() >= 10 && !computed.contains("not a verdict"), "{computed}");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let (start, end) = ("<!-- claims: vqgrad report results/results.jsonl --claims -->\n", "<!-- end of claims -->");
+    let quoted = readme.split_once(start).and_then(|(_, rest)| rest.split_once(end)).map(|(table, _)| table);
+    assert_eq!(quoted, Some(computed.as_str()), "README.md's claims table differs from `report --claims`; paste it");
 }
