@@ -2,14 +2,14 @@
 //! batches as the GPU engine. [`CpuRuns`] trains several runs one after another behind [`Trainer`].
 
 use super::engine::{State, Trainer};
-use super::{ADAM_BETAS, ADAM_EPS, EMA, LevelMetrics, Metrics, Schedule, TrainConfig};
+use super::{ADAM_BETAS, ADAM_EPS, EMA, Metrics, Schedule, TrainConfig};
 use crate::Estimator;
 use crate::contract::seed_mix;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::model::{BetaSchedule, CodebookMode, EncoderKind};
 use crate::reference::train::{CpuAdam, CpuEma, CpuModel, Relaxation, Step};
-use crate::reference::{adapt_beta, stats, to_f32, to_f64};
+use crate::reference::{adapt_beta, to_f32, to_f64};
 
 /// How one level's codebook learns: Adam on its gradient, or the EMA update.
 enum LevelUpdate {
@@ -141,14 +141,7 @@ impl CpuTrainer {
         let xhat = self.model.decode(&q, n);
         let recon_mse = xhat.iter().zip(&self.eval).map(|(a, b)| (a - b).powi(2)).sum::<f64>() / (n * d) as f64;
         let labels = self.data.eval_labels.as_deref().map(|l| (l, self.data.classes as usize));
-        let mut s = stats(&assignments[0], k, m, labels);
-        let levels = (assignments.len() > 1).then(|| {
-            let per_level: Vec<LevelMetrics> =
-                assignments.iter().map(|a| LevelMetrics::from(stats(a, k, m, None))).collect();
-            // The whole quantizer's error is the last level's: ||z - sum_l q_l||^2.
-            s.quant_err = per_level.last().map_or(s.quant_err, |l| l.quant_err);
-            per_level
-        });
+        let (s, levels) = crate::train::code_metrics(&assignments, k, m, labels);
         let (loss, batch_usage) = match &self.last {
             Some(step) => {
                 let mut seen = vec![false; k];

@@ -502,6 +502,25 @@ pub fn subspace_err(w: &[f64], d: usize, m: usize, basis: &[f64], r: usize) -> f
 pub const ADAM_BETAS: (f64, f64) = (0.9, 0.999);
 /// Adam's epsilon.
 pub const ADAM_EPS: f64 = 1e-8;
+/// The code statistics of an evaluation (docs/PROTOCOL.md §4) from its codes at every level, level 0 first: level
+/// 0's, with purity where `labels` (labels, classes) are given, and for residual VQ each level's, the whole
+/// quantizer's error then being the last level's, `||z - sum_l q_l||^2`.
+pub fn code_metrics(
+    assignments: &[crate::reference::Assignment],
+    k: usize,
+    m: usize,
+    labels: Option<(&[u32], usize)>,
+) -> (crate::contract::CodeStats, Option<Vec<LevelMetrics>>) {
+    let mut s = crate::reference::stats(&assignments[0], k, m, labels);
+    let levels = (assignments.len() > 1).then(|| {
+        let per_level: Vec<LevelMetrics> =
+            assignments.iter().map(|a| LevelMetrics::from(crate::reference::stats(a, k, m, None))).collect();
+        s.quant_err = per_level.last().map_or(s.quant_err, |l| l.quant_err);
+        per_level
+    });
+    (s, levels)
+}
+
 /// The EMA decay and Laplace epsilon.
 pub const EMA: (f64, f64) = (0.99, 1e-5);
 /// Dead-code reset: every code not used since the last reset takes the encoding of a pseudo-random row of the

@@ -5,8 +5,8 @@
 use super::{FastTrainer, dense, quantize};
 use crate::Estimator;
 use crate::model::{BetaSchedule, EncoderKind};
-use crate::reference::{Assignment, stats};
-use crate::train::{LevelMetrics, Metrics};
+use crate::reference::Assignment;
+use crate::train::Metrics;
 use rayon::prelude::*;
 
 /// Eval rows per parallel block. Fixed, so that sums (added block by block, in order) do not depend on the
@@ -66,14 +66,7 @@ impl FastTrainer {
             })
             .collect();
         let labels = self.data.eval_labels.as_deref().map(|l| (l, self.data.classes as usize));
-        let mut s = stats(&assignments[0], k, m, labels);
-        let levels = (assignments.len() > 1).then(|| {
-            let per_level: Vec<LevelMetrics> =
-                assignments.iter().map(|a| LevelMetrics::from(stats(a, k, m, None))).collect();
-            // The whole quantizer's error is the last level's: ||z - sum_l q_l||^2.
-            s.quant_err = per_level.last().map_or(s.quant_err, |l| l.quant_err);
-            per_level
-        });
+        let (s, levels) = crate::train::code_metrics(&assignments, k, m, labels);
         let (loss, batch_usage) = self.last.unwrap_or((f64::NAN, f64::NAN));
         let subspace_err = match (&self.data.basis, self.config.encoder) {
             (Some(basis), EncoderKind::Linear) => {
