@@ -1,6 +1,6 @@
 //! The fast CPU engine: the training step of docs/PROTOCOL.md §2 in f32, written for the machine. Every product
 //! is a blocked GEMM ([`dense`]), the nearest-code search is fused with its argmin ([`quantize`]), the step
-//! works in buffers made once ([`Work`]) and allocates nothing, the evaluation runs on blocks of rows in parallel,
+//! works in buffers made once (`Work`) and allocates nothing, the evaluation runs on blocks of rows in parallel,
 //! and the runs of a batch train on threads of their own ([`FastRuns`]). The f64 reference
 //! ([`super::cpu::CpuTrainer`]) is its oracle, as it is the GPU engine's.
 
