@@ -132,6 +132,11 @@ fn each_estimators_row_matches_the_reference() {
         let want = soft::backward_row(&gw, &zw, &cw, tau as f64, Some(ref_noise));
         let tol = 1e-5 * (1.0 + soft::backward_scale(&gw, &zw, &cw, tau as f64, Some(ref_noise)));
         assert_close_each(&format!("gumbel row {row}"), &out, &want, |_| tol);
+        // From the sample's kept scores the backward is the same, bit for bit.
+        let mut kept = vec![0.0f32; m];
+        quantize::gumbel_scores(&z, &codebook, tau, Some(noise), &mut scores);
+        quantize::relaxed_backward(&g, &codebook, tau, &mut scores, &mut c_bar, &mut kept);
+        assert_eq!(common::bits(&kept), common::bits(&out), "gumbel row {row}: from kept scores");
         let sampled = quantize::gumbel_scores(&z, &codebook, tau, Some(noise), &mut scores);
         assert_eq!(sampled as u32, soft::sample_row(&zw, &cw, tau as f64, Some(ref_noise)), "gumbel sample, row {row}");
         quantize::learned_row(&transport, &g, &mut out);

@@ -53,6 +53,8 @@ struct Work {
     row: Vec<f32>,
     soft: Vec<f32>,
     scores: Vec<f32>,
+    /// The Gumbel estimators' scores of every row at the sample (B x K), kept for the backward.
+    sampled: Vec<f32>,
     c_bar: Vec<f32>,
     transport_grad: Vec<f32>,
     seen: Vec<bool>,
@@ -84,6 +86,7 @@ impl Work {
             row: vec![0.0; m],
             soft: vec![0.0; m],
             scores: vec![0.0; k],
+            sampled: vec![0.0; if config.estimator.samples_gumbel() { b * k } else { 0 }],
             c_bar: vec![0.0; m],
             transport_grad: vec![0.0; m * m],
             seen: vec![false; k],

@@ -165,9 +165,15 @@ pub fn gumbel_backward(
     c_bar: &mut [f32],
     out: &mut [f32],
 ) {
-    let m = z.len();
-    let top = gumbel_scores(z, codebook, tau, noise, scores);
-    let max = scores[top];
+    gumbel_scores(z, codebook, tau, noise, scores);
+    relaxed_backward(g, codebook, tau, scores, c_bar, out);
+}
+
+/// [`gumbel_backward`] from the row's scores as [`gumbel_scores`] wrote them (the sample's, kept: the noise costs
+/// more than the rest); `scores` becomes the softmax weights.
+pub fn relaxed_backward(g: &[f32], codebook: &[f32], tau: f32, scores: &mut [f32], c_bar: &mut [f32], out: &mut [f32]) {
+    let m = g.len();
+    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut total = 0.0;
     for s in scores.iter_mut() {
         *s = (*s - max).exp();

@@ -22,7 +22,7 @@ impl FastTrainer {
         dense::forward_layers(&self.params, &self.layout.encoder, &w.x, b, &mut w.enc);
         let sampling = c.estimator.samples_gumbel().then(|| (c.tau_at(t) as f32, seed_mix(c.seed), t as u32));
         let z = &w.enc[w.enc.len() - 1];
-        quantize_batch(z, &self.codebooks, &mut w.levels, &mut w.q_total, m, sampling, &mut w.scores);
+        quantize_batch(z, &self.codebooks, &mut w.levels, &mut w.q_total, m, sampling, &mut w.sampled);
         w.seen.fill(false);
         w.levels[0].index.iter().for_each(|&a| w.seen[a as usize] = true);
         let used = w.seen.iter().filter(|&&s| s).count();
@@ -78,14 +78,14 @@ impl FastTrainer {
             }
         }
         let commit = (2.0 * beta / (b * m) as f64) as f32;
-        let noise = |row: usize| Noise { seed: seed_mix(c.seed), step: t as u32, row: row as u32 };
         for i in 0..b {
             let r = i * m..(i + 1) * m;
             let (g, z, q0) = (&w.grad[r.clone()], &w.levels[0].input[r.clone()], &w.levels[0].q[r.clone()]);
             match c.estimator {
                 Estimator::Gumbel => {
-                    let n = Some(noise(i));
-                    quantize::gumbel_backward(g, z, codebook, tau, n, &mut w.scores, &mut w.c_bar, &mut w.row);
+                    let k = w.scores.len();
+                    w.scores.copy_from_slice(&w.sampled[i * k..(i + 1) * k]);
+                    quantize::relaxed_backward(g, codebook, tau, &mut w.scores, &mut w.c_bar, &mut w.row);
                 }
                 Estimator::Learned => quantize::learned_row(&self.transport, g, &mut w.row),
                 e => quantize::estimator_row(e, g, z, q0, &mut w.row),
@@ -148,8 +148,9 @@ fn codebook_grad(level: &mut Level, codebook: &[f32], m: usize, scale: f32) {
     }
 }
 
-/// Every level's codes for the batch's encodings `z` (level 0's sampled when `sampling`), and the decoder's input
-/// `q_total`, the sum of the codes. Level l quantizes `r_l = r_{l-1} - q_{l-1}` (r_0 = z).
+/// Every level's codes for the batch's encodings `z` (level 0's sampled when `sampling`, each row's scores kept in
+/// `sampled`, B x K), and the decoder's input `q_total`, the sum of the codes. Level l quantizes
+/// `r_l = r_{l-1} - q_{l-1}` (r_0 = z).
 pub(super) fn quantize_batch(
     z: &[f32],
     codebooks: &[Vec<f32>],
@@ -157,7 +158,7 @@ pub(super) fn quantize_batch(
     q_total: &mut [f32],
     m: usize,
     sampling: Sampling,
-    scores: &mut [f32],
+    sampled: &mut [f32],
 ) {
     for (l, codebook) in codebooks.iter().enumerate().take(levels.len()) {
         let (before, rest) = levels.split_at_mut(l);
@@ -171,7 +172,8 @@ pub(super) fn quantize_batch(
         }
         quantize::nearest(&level.input, codebook, m, &mut level.index, &mut level.dist);
         if let (0, Some((tau, seed, step))) = (l, sampling) {
-            for (i, zi) in level.input.chunks_exact(m).enumerate() {
+            let rows = level.input.chunks_exact(m).zip(sampled.chunks_exact_mut(codebook.len() / m));
+            for (i, (zi, scores)) in rows.enumerate() {
                 let noise = Some(Noise { seed, step, row: i as u32 });
                 let k = quantize::gumbel_scores(zi, codebook, tau, noise, scores);
                 level.index[i] = k as u32;
