@@ -154,11 +154,6 @@ impl FastTrainer {
         })
     }
 
-    /// Steps taken.
-    pub fn steps_done(&self) -> u64 {
-        self.step
-    }
-
     /// One training step on the next batch.
     pub fn step(&mut self) {
         let t = self.step + 1;
