@@ -206,21 +206,34 @@ fn report_writes_tables_plots_and_a_summary() {
         g["welch_p"]["dead_codes"]["rotation vs ste"].is_number()
             || g["welch_p"]["dead_codes"]["rotation vs ste"].is_null()
     );
-    for file in ["dead_codes_vs_K_1.svg", "dead_codes_vs_K_1.png", "curve_1_perplexity.svg", "curve_2_loss.png"] {
+    for file in ["sweep_K_1.svg", "sweep_K_1.png", "curves_1.svg", "curves_2.png", "report.html"] {
         let len = std::fs::metadata(out.join(file)).map(|m| m.len()).unwrap_or(0);
         assert!(len > 500, "{file} is missing or empty");
     }
     // Dead codes as a fraction of K, K on a log2 axis (ticks at 4 and 8), and one colour per estimator in every
     // plot: ste's blue (#0072B2) and rotation's vermillion (#D55E00), whichever plot and series order.
-    let fraction = std::fs::read_to_string(out.join("dead_fraction_vs_K_1.svg")).unwrap();
-    assert!(fraction.contains("dead codes / K") && fraction.contains("K (log2 scale)"), "{fraction}");
-    for file in ["dead_fraction_vs_K_1.svg", "entropy_vs_K_1.svg", "curve_1_perplexity.svg", "curve_2_loss.svg"] {
+    let sweep = std::fs::read_to_string(out.join("sweep_K_1.svg")).unwrap();
+    assert!(sweep.contains("dead codes / K") && sweep.contains("K (codebook size, log2 scale)"), "{sweep}");
+    for file in ["sweep_K_1.svg", "curves_1.svg", "curves_2.svg"] {
         let svg = std::fs::read_to_string(out.join(file)).unwrap();
         assert!(svg.contains("#0072B2") && svg.contains("#D55E00"), "{file}: the estimators' colours");
     }
     // Intervals are bands: a translucent polygon in ste's colour under its curve.
-    let curve = std::fs::read_to_string(out.join("curve_1_perplexity.svg")).unwrap();
-    assert!(curve.contains(r##"<polygon opacity="0.18" fill="#0072B2""##), "a band for ste's interval");
+    // The curves of a setting are small multiples: one figure, a panel per metric, each axis with its unit.
+    let curves = std::fs::read_to_string(out.join("curves_1.svg")).unwrap();
+    assert!(curves.contains(r##"<polygon opacity="0.18" fill="#0072B2""##), "a band for ste's interval");
+    for panel in ["Dead codes", "Perplexity", "Training loss", "perplexity (codes)", "training step"] {
+        assert!(curves.contains(panel), "the curves figure has `{panel}`");
+    }
+    // Sections are titled by what their setting is, never "Setting N"; the page has the same sections.
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    for title in ["### K = 4, subspace data", "### K = 8, subspace data", "### Against K: subspace data"] {
+        assert!(md.contains(title), "`{title}` in:\n{md}");
+        let id = format!("id=\"{}\"", title.trim_start_matches('#').trim().to_lowercase());
+        let id = id.replace(", ", "-").replace(" = ", "--").replace(' ', "-").replace(':', "");
+        assert!(html.contains(&id), "{id} in report.html");
+    }
+    assert!(!md.contains("Setting 1"));
     let none = vqgrad().args(["report", dir.join("missing.jsonl").to_str().unwrap()]).output().unwrap();
     assert!(!none.status.success());
 }
@@ -249,7 +262,8 @@ fn reproduce_writes_the_claims_table_and_resumes() {
         concat!("- vqgrad ", env!("CARGO_PKG_VERSION")),
         "- engine: cpu on",
         "- made: 20",
-        "| E4 | preset E1; estimators = ste, rotation, rotation-trick; K = 4 ... 256 | 10 | 1 | 256 / 64 | 32 |",
+        "| [E4](#e4-k--4--256-subspace-data-ste-rotation-rotation-trick) | K = 4 ... 256; subspace data; ste, \
+         rotation, rotation-trick | 10 | 1 | 256 / 64 | 32 |",
     ] {
         assert!(first_screen.contains(needle), "`{needle}` on the first screen:\n{first_screen}");
     }
@@ -451,6 +465,10 @@ fn diverged_runs_are_recorded_and_counted_per_cell() {
     assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
     let md = std::fs::read_to_string(report.join("report.md")).unwrap();
     assert!(md.contains("| diverged (left out of the figures above) | 2 of 2 | 2 of 2 |"), "{md}");
+    // A setting whose runs all diverged has no curve to draw: the report says so instead of linking a missing
+    // plot, and the page (which inlines every plot it links) is written.
+    assert!(md.contains("no finite values to plot"), "{md}");
+    assert!(report.join("report.html").exists());
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(report.join("summary.json")).unwrap()).unwrap();
     let counts: Vec<u64> = summary["groups"]

@@ -2,7 +2,7 @@
 //! estimators, the adaptive beta, residual VQ) beside `ste` and `rotation-trick` on E1 and across E4's K, the
 //! rate-distortion plot across K, the Lloyd distance over training, and the bias analysis.
 
-use super::report::{Run, Series, line_plot};
+use super::report::{Run, Series, line_plot, metric_label};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -77,13 +77,13 @@ pub fn section(runs: &[Run], bias: &[(&str, String)], out: &Path, json: &mut Val
          levels. Each cell: mean ± sample std over seeds (n).\n"
     );
     let e1_json = e1_table(&mut md, &cells);
-    let e4_json = e4_table(&mut md, &cells, out)?;
-    lloyd_plot(&cells, out)?;
+    let (e4_json, rate_distortion) = e4_table(&mut md, &cells, out)?;
+    let lloyd = lloyd_plot(&cells, out)?;
     let _ = writeln!(
         md,
         "\nRate against distortion across K (each line joins a variant's K = 4 ... 256; a residual variant's rate is \
          the sum of its levels' entropies), and over training the distance from the codebook (the first level's, \
-         for residual VQ) to the Lloyd (k-means) fixed point on the same eval encodings (`lloyd_dist`):\n\n![rate-distortion](beyond_rate_distortion.svg) ![Lloyd distance](beyond_lloyd_dist.svg)"
+         for residual VQ) to the Lloyd (k-means) fixed point on the same eval encodings (`lloyd_dist`):\n\n{rate_distortion} {lloyd}"
     );
     for (title, bias) in bias {
         let _ = writeln!(md, "\n### Bias against the soft-assignment surrogate: {title}\n\n{bias}");
@@ -124,7 +124,11 @@ fn e1_table(md: &mut String, cells: &Cells<'_>) -> serde_json::Map<String, Value
 
 /// The E4 table (dead codes / entropy per variant and K) and the rate-distortion plot across K. Returns its
 /// figures.
-fn e4_table(md: &mut String, cells: &Cells<'_>, out: &Path) -> anyhow::Result<serde_json::Map<String, Value>> {
+fn e4_table(
+    md: &mut String,
+    cells: &Cells<'_>,
+    out: &Path,
+) -> anyhow::Result<(serde_json::Map<String, Value>, String)> {
     let ks: Vec<u32> = {
         let mut ks: Vec<u32> = cells.values().flat_map(|b| b.keys().copied()).collect();
         ks.sort_unstable();
@@ -156,18 +160,18 @@ fn e4_table(md: &mut String, cells: &Cells<'_>, out: &Path) -> anyhow::Result<se
         );
         rate_distortion.push((name.clone(), points));
     }
-    line_plot(
+    let plot = line_plot(
         &out.join("beyond_rate_distortion"),
         "Rate-distortion across K (E4): entropy against quant_err",
-        "entropy (nats; summed over residual levels)",
-        "quant_err",
+        "rate: code entropy (nats, summed over levels)",
+        &metric_label("quant_err"),
         &rate_distortion,
     )?;
-    Ok(e4_json)
+    Ok((e4_json, plot))
 }
 
 /// The Lloyd distance over training on E1: the mean over seeds at each evaluation, per variant.
-fn lloyd_plot(cells: &Cells<'_>, out: &Path) -> anyhow::Result<()> {
+fn lloyd_plot(cells: &Cells<'_>, out: &Path) -> anyhow::Result<String> {
     let mut lloyd: Vec<Series> = Vec::new();
     for ((_, name), by_k) in cells {
         let Some(e1) = by_k.get(&32) else { continue };
@@ -184,9 +188,8 @@ fn lloyd_plot(cells: &Cells<'_>, out: &Path) -> anyhow::Result<()> {
     line_plot(
         &out.join("beyond_lloyd_dist"),
         "E1: distance from the codebook to its Lloyd fixed point",
-        "step",
+        "training step",
         "||C - C*||^2 / (K m)",
         &lloyd,
-    )?;
-    Ok(())
+    )
 }

@@ -126,21 +126,21 @@ pub fn write(rows: &[BiasRow], out: &Path, source: &str, stem: &str) -> anyhow::
             })
             .collect()
     };
-    line_plot(
+    let cosine = line_plot(
         &out.join(format!("{stem}_cosine")),
         "Cosine with the soft surrogate's exact gradient",
-        "log10 tau",
-        "cosine",
+        "log10 tau (temperature)",
+        "cosine (1 = same direction)",
         &series(&|r| r.cosine),
     )?;
-    line_plot(
+    let rel_err = line_plot(
         &out.join(format!("{stem}_rel_err")),
         "Relative error against the soft surrogate's exact gradient",
-        "log10 tau",
+        "log10 tau (temperature)",
         "log10 ||E - S|| / ||S||",
         &series(&|r| r.rel_err.log10()),
     )?;
-    let _ = writeln!(md, "\n![cosine]({stem}_cosine.svg) ![relative error]({stem}_rel_err.svg)");
+    let _ = writeln!(md, "\n{cosine} {rel_err}");
     let json = json!({ "source": source, "rows": rows });
     std::fs::write(out.join(format!("{stem}.json")), serde_json::to_string_pretty(&json)? + "\n")?;
     std::fs::write(out.join(format!("{stem}.md")), format!("# Estimator bias\n\n{md}"))?;

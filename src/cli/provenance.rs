@@ -29,6 +29,27 @@ fn describe(axis: &Axis) -> String {
     }
 }
 
+/// An experiment's chapter title: its name and [`what`] it runs.
+pub fn chapter_title(name: &str, axes: &[Axis], first: &vqgrad::train::TrainConfig) -> String {
+    format!("{name}: {}", what(axes, first))
+}
+
+/// What an experiment varies (or its K, where it varies nothing), its data and its estimators: "K = 4 ... 256;
+/// subspace data; ste, rotation, rotation-trick". The seeds, steps, sizes and batch are the header's other columns.
+fn what(axes: &[Axis], first: &vqgrad::train::TrainConfig) -> String {
+    let shown = ["seed", "steps", "eval-every", "n-train", "n-eval", "batch", "preset", "estimator"];
+    let mut parts: Vec<String> = axes.iter().filter(|a| !shown.contains(&a.flag.as_str())).map(describe).collect();
+    if !axes.iter().any(|a| a.flag == "k") {
+        parts.insert(0, format!("K = {}", first.codes));
+    }
+    let config = serde_json::to_value(first).unwrap_or_default();
+    parts.push(format!("{} data", config["data"]["kind"].as_str().unwrap_or("?")));
+    if let Some(estimators) = axes.iter().find(|a| a.flag == "estimator") {
+        parts.push(estimators.values.join(", "));
+    }
+    parts.join("; ")
+}
+
 /// The report's opening: what made it, when, on what, and each experiment's settings; with `smoke` (why these
 /// are not the protocol's settings), a banner saying the figures are a smoke test and draw no verdict.
 pub fn header(engine: &Engine, experiments: &[(&str, Vec<Axis>)], smoke: Option<&str>) -> anyhow::Result<String> {
@@ -45,19 +66,20 @@ pub fn header(engine: &Engine, experiments: &[(&str, Vec<Axis>)], smoke: Option<
     let _ = writeln!(md, "- vqgrad {}", version());
     let _ = writeln!(md, "- engine: {} on `{}` ({})", engine.name(), adapter.name, adapter.backend);
     let _ = writeln!(md, "- made: {} (UTC)", humantime::format_rfc3339_seconds(std::time::SystemTime::now()));
-    let _ = writeln!(md, "\n| experiment | what it varies | steps | seeds | training / eval rows | batch |");
+    let _ = writeln!(
+        md,
+        "\n| experiment (its settings below) | what it runs | steps | seeds | training / eval rows | batch |"
+    );
     let _ = writeln!(md, "|---|---|---|---|---|---|");
     for (name, axes) in experiments {
         let configs = grid(axes)?;
         let Some(first) = configs.first() else { continue };
-        // The settings the other columns show are left out of the first.
-        let shown = ["seed", "steps", "eval-every", "n-train", "n-eval", "batch"];
-        let varies: Vec<String> = axes.iter().filter(|a| !shown.contains(&a.flag.as_str())).map(describe).collect();
         let seeds = axes.iter().find(|a| a.flag == "seed").map_or(1, |a| a.values.len());
         let _ = writeln!(
             md,
-            "| {name} | {} | {} | {seeds} | {} / {} | {} |",
-            varies.join("; "),
+            "| [{name}](#{}) | {} | {} | {seeds} | {} / {} | {} |",
+            super::report::slug(&chapter_title(name, axes, first)),
+            what(axes, first),
             first.steps,
             first.n_train,
             first.n_eval,

@@ -1,7 +1,7 @@
 //! `vqgrad reproduce`: the experiments of docs/PROTOCOL.md §5 as sweeps into one results file (resumable), then the
 //! report with a closing table that sets each of the seed's claims beside what the runs measured.
 
-use super::report::{Run, load_runs, write_report};
+use super::report::{Chapter, Front, Run, load_runs, write_report};
 use super::sweep::{Axis, Pace, grid, run_missing};
 use serde_json::json;
 use std::fmt::Write as _;
@@ -520,7 +520,7 @@ pub fn run(options: &GpuOptions, args: &ReproduceArgs) -> anyhow::Result<()> {
     let e7 = e7_models(&engine, args, &models)?;
     let runs = load_runs(std::slice::from_ref(&results))?;
     let report_dir = args.out.join("report");
-    write_report(&runs, &report_dir, std::slice::from_ref(&results))?;
+    super::output::ensure_dir(&report_dir, "--out")?;
     // Anything but the protocol's own settings is a smoke test, whose claims draw no verdict.
     let smoke = match (args.quick, args.set.is_empty()) {
         (false, true) => None,
@@ -547,11 +547,17 @@ pub fn run(options: &GpuOptions, args: &ReproduceArgs) -> anyhow::Result<()> {
     table.push_str(&e2_section(&field, &mut json));
     let bias = bias_sections(&engine, args, &models, &report_dir)?;
     table.push_str(&super::beyond::section(&runs, &bias, &report_dir, &mut json)?);
-    let md_path = report_dir.join("report.md");
-    let body = std::fs::read_to_string(&md_path)?;
-    std::fs::write(&md_path, format!("{table}\n{body}"))?;
+    let mut chapters = Vec::new();
+    for (name, axes) in &experiments {
+        let configs = grid(axes)?;
+        let Some(first) = configs.first() else { continue };
+        chapters.push(Chapter::new(super::provenance::chapter_title(name, axes, first), &configs));
+    }
+    let front = Front { preamble: Some(format!("{table}\n")), chapters };
+    write_report(&runs, &report_dir, std::slice::from_ref(&results), &front)?;
     std::fs::write(report_dir.join("claims.json"), serde_json::to_string_pretty(&json)? + "\n")?;
     println!("{table}");
-    eprintln!("{} runs; report in {}", runs.len(), md_path.display());
+    let (md, html) = (report_dir.join("report.md"), report_dir.join("report.html"));
+    eprintln!("{} runs; report in {} and {}", runs.len(), md.display(), html.display());
     Ok(())
 }
