@@ -175,7 +175,9 @@ fn draw(field: &GradField, svg_path: &std::path::Path) -> anyhow::Result<String>
         root.fill(&WHITE)?;
         let panels = root.split_evenly((1, field.fields.len()));
         for (panel, f) in panels.iter().zip(&field.fields) {
-            let mut chart = chart_on(panel, f.estimator.name(), (x0 - step)..(x1 + step), (y0 - step)..(y1 + step))?;
+            let (x, y) = ((x0 - step)..(x1 + step), (y0 - step)..(y1 + step));
+            // The encoder's 2-D output, in the data's own (unitless) coordinates.
+            let mut chart = chart_on(panel, f.estimator.name(), ("z1 (latent)", "z2 (latent)"), x, y)?;
             // Voronoi cells: a fine raster of the nearest code.
             let cells = 60;
             let (cw, ch) = ((x1 - x0 + 2.0 * step) / cells as f64, (y1 - y0 + 2.0 * step) / cells as f64);

@@ -259,20 +259,23 @@ fn nothing_to_draw(title: &str) -> String {
     format!("*{title}: no finite values to plot.*")
 }
 
-/// A chart with a caption and a light mesh on `area`, for panels drawn by hand.
+/// A chart with a caption, axes named `labels` (x, y) and no mesh on `area`, for panels drawn by hand.
 pub fn chart_on<'a, 'b>(
     area: &'a DrawingArea<SVGBackend<'b>, Shift>,
     title: &str,
+    labels: (&str, &str),
     x: std::ops::Range<f64>,
     y: std::ops::Range<f64>,
 ) -> anyhow::Result<Chart<'a, 'b>> {
     let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", 18))
         .margin(8)
-        .x_label_area_size(28)
-        .y_label_area_size(36)
+        .x_label_area_size(40)
+        .y_label_area_size(48)
         .build_cartesian_2d(x, y)?;
-    chart.configure_mesh().disable_mesh().label_style(("sans-serif", 13)).draw()?;
+    let mut mesh = chart.configure_mesh();
+    mesh.disable_mesh().label_style(("sans-serif", 13)).axis_desc_style(("sans-serif", 14));
+    mesh.x_desc(labels.0).y_desc(labels.1).draw()?;
     Ok(chart)
 }
 
