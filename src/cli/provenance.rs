@@ -23,6 +23,7 @@ fn describe(axis: &Axis) -> String {
         other => other,
     };
     match axis.values.as_slice() {
+        [one] if name == "K" => format!("K = {one}"),
         [one] => format!("{name} {one}"),
         [first, .., last] if axis.values.len() > 3 && name != "estimators" => format!("{name} = {first} ... {last}"),
         many => format!("{name} = {}", many.join(", ")),
