@@ -2,14 +2,16 @@
 //   s_k = -||z - c_k||^2 / tau + G_k     G_k standard Gumbel noise hashed from (run seed, step, row, k), or 0
 //   y = softmax(s),  a = argmax_k s_k    (ties: the lowest k)
 //   soft_sample    index[i] = a, dist[i] = ||z_i - c_a||^2, q[i] = c_a         (the straight-through hard sample)
+//                  with the run's unsquared flag, s_k = -||z - c_k|| / tau + G_k: stochastic code sampling's draw
 //   soft_forward   q[i] = sum_k y_k c_k = c_a + sum_k y_k (c_k - c_a)          (the relaxed code)
 //   soft_backward  grad_z[i] = J^T g_i + commit_coeff (z_i - c_{index[i]}),     J = d(sum_k y_k c_k)/dz:
 //                  J^T g = (2 / tau) sum_k y_k (delta_k - delta_bar) (c_k - c_a),  delta_k = g.(c_k - c_a),
 //                  delta_bar = sum_k y_k delta_k: the covariance of g.c and c under y, centred on c_a so that a
 //                  concentrated y (small tau) loses nothing to cancellation.
 // tau and the step come per step from the step uniform (an annealed temperature, recorded many steps to a submit).
-// Each run has its own settings: whether the kernel touches it (a batch may mix estimators), whether to add noise,
-// its seed and its commitment coefficient. Batched: global_invocation_id.z is the run, its rows at run * n, its
+// Each run has its own settings: whether the kernel touches it (a batch may mix estimators), its flags (bit 0: add
+// noise; bit 1: score the sample with the unsquared distance), its seed and its commitment coefficient.
+// Batched: global_invocation_id.z is the run, its rows at run * n, its
 // codes at run * k. One invocation per row; every pass over the codebook costs k m, and codes whose weight
 // underflows to 0 are skipped.
 
@@ -22,7 +24,7 @@ struct Params {
 
 struct RunSettings {
     enabled: u32,
-    noise: u32,
+    flags: u32,
     seed: u32,
     commit_coeff: f32,
 }
@@ -68,8 +70,12 @@ fn sq_dist(r: Row, k: u32) -> f32 {
 }
 
 fn score(r: Row, k: u32) -> f32 {
-    var s = -sq_dist(r, k) / step.tau;
-    if (settings[r.run].noise != 0u) {
+    var d = sq_dist(r, k);
+    if ((settings[r.run].flags & 2u) != 0u) {
+        d = sqrt(d);
+    }
+    var s = -d / step.tau;
+    if ((settings[r.run].flags & 1u) != 0u) {
         s += gumbel(settings[r.run].seed, step.step, r.i, k);
     }
     return s;

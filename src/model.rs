@@ -50,6 +50,26 @@ pub enum BetaSchedule {
     Adaptive,
 }
 
+/// How level 0 picks a row's code during training (evaluation always takes the nearest, docs/PROTOCOL.md §4).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Sampling {
+    /// The nearest code (ties: the lowest k).
+    #[default]
+    Nearest,
+    /// Stochastic code sampling (a remedy for codebook collapse, vector-quantize-pytorch's
+    /// `stochastic_sample_codes`): the code drawn from softmax(-||z - c_k|| / tau) by the Gumbel-max trick, with
+    /// the same hashed noise as the Gumbel estimators; the estimator's backward then runs at the drawn code.
+    Stochastic,
+}
+
+impl Sampling {
+    /// Whether this is the default, which results leave out (so that earlier results keep their keys).
+    pub fn is_nearest(&self) -> bool {
+        *self == Sampling::Nearest
+    }
+}
+
 macro_rules! named_enum {
     ($t:ty, $what:literal, $expected:literal, [$($v:path => $n:literal),*]) => {
         impl $t {
@@ -80,6 +100,7 @@ named_enum!(CodebookInit, "codebook init", "uniform, normal, kmeans",
     [CodebookInit::Uniform => "uniform", CodebookInit::Normal => "normal", CodebookInit::Kmeans => "kmeans"]);
 named_enum!(CodebookMode, "codebook mode", "grad, ema", [CodebookMode::Grad => "grad", CodebookMode::Ema => "ema"]);
 named_enum!(BetaSchedule, "beta schedule", "fixed, adaptive", [BetaSchedule::Fixed => "fixed", BetaSchedule::Adaptive => "adaptive"]);
+named_enum!(Sampling, "sampling", "nearest, stochastic", [Sampling::Nearest => "nearest", Sampling::Stochastic => "stochastic"]);
 
 /// The sizes of a model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -139,6 +139,9 @@ fn each_estimators_row_matches_the_reference() {
         assert_eq!(common::bits(&kept), common::bits(&out), "gumbel row {row}: from kept scores");
         let sampled = quantize::gumbel_scores(&z, &codebook, tau, Some(noise), &mut scores);
         assert_eq!(sampled as u32, soft::sample_row(&zw, &cw, tau as f64, Some(ref_noise)), "gumbel sample, row {row}");
+        // Stochastic code sampling's draw (rows 0 and 1 put z on a code and at 0).
+        let drawn = quantize::stochastic_sample(&z, &codebook, tau, noise) as u32;
+        assert_eq!(drawn, soft::stochastic_row(&zw, &cw, tau as f64, ref_noise), "stochastic draw, row {row}");
         quantize::learned_row(&transport, &g, &mut out);
         assert_close_each(&format!("learned row {row}"), &out, &learned_row(&to_f64(&transport), &gw), |_| {
             scale * 10.0

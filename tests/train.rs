@@ -5,7 +5,7 @@ mod common;
 
 use vqgrad::Estimator;
 use vqgrad::data::DataSpec;
-use vqgrad::model::{BetaSchedule, CodebookInit, CodebookMode, EncoderKind};
+use vqgrad::model::{BetaSchedule, CodebookInit, CodebookMode, EncoderKind, Sampling};
 use vqgrad::train::cpu::CpuTrainer;
 use vqgrad::train::gpu::BatchTrainer;
 use vqgrad::train::{Engine, TrainConfig, Trainer};
@@ -48,29 +48,33 @@ fn max_rel(gpu: &[f32], cpu: &[f64]) -> (f64, usize) {
 /// After 50 steps an f32 engine and the f64 reference agree: parameters and codebook within 2e-5 of the largest
 /// value (f32 rounding through 50 of Adam's normalized steps; about 1e-6 is typical), the eval metrics within 2e-5
 /// relative, and dead codes exactly; for every estimator, both codebook modes, both encoders, dead-code resets (every
-/// 10 steps), the adaptive beta and residual levels.
+/// 10 steps), the adaptive beta, residual levels and stochastic code sampling.
 fn matches_the_reference_after_50_steps(engine: &Engine) {
     for encoder in [EncoderKind::Linear, EncoderKind::Mlp] {
         for mode in [CodebookMode::Grad, CodebookMode::Ema] {
-            let cases = Estimator::ALL.into_iter().map(|e| (e, 0, BetaSchedule::Fixed, 1));
+            let (nearest, stochastic) = (Sampling::Nearest, Sampling::Stochastic);
+            let cases = Estimator::ALL.into_iter().map(|e| (e, 0, BetaSchedule::Fixed, 1, nearest));
             let extra = [
-                (Estimator::Ste, 10, BetaSchedule::Fixed, 1),
-                (Estimator::Ste, 0, BetaSchedule::Adaptive, 1),
-                (Estimator::Gumbel, 0, BetaSchedule::Adaptive, 1),
-                (Estimator::Ste, 0, BetaSchedule::Fixed, 3),
-                (Estimator::RotationTrick, 0, BetaSchedule::Fixed, 2),
+                (Estimator::Ste, 10, BetaSchedule::Fixed, 1, nearest),
+                (Estimator::Ste, 0, BetaSchedule::Adaptive, 1, nearest),
+                (Estimator::Gumbel, 0, BetaSchedule::Adaptive, 1, nearest),
+                (Estimator::Ste, 0, BetaSchedule::Fixed, 3, nearest),
+                (Estimator::RotationTrick, 0, BetaSchedule::Fixed, 2, nearest),
+                (Estimator::Ste, 0, BetaSchedule::Fixed, 1, stochastic),
+                (Estimator::RotationTrick, 0, BetaSchedule::Adaptive, 1, stochastic),
             ];
-            for (estimator, reset_dead, beta_schedule, levels) in cases.chain(extra) {
+            for (estimator, reset_dead, beta_schedule, levels, sampling) in cases.chain(extra) {
                 let config = TrainConfig {
                     reset_dead,
                     beta_schedule,
                     beta_rate: 0.5,
                     target_usage: 0.95,
                     levels,
+                    sampling,
                     ..small(estimator, mode, encoder)
                 };
                 let what = format!(
-                    "{} {encoder} {mode} {estimator} reset {reset_dead} beta {beta_schedule} levels {levels}",
+                    "{} {encoder} {mode} {estimator} reset {reset_dead} beta {beta_schedule} levels {levels} {sampling}",
                     engine.name()
                 );
                 let data = config.load_data().unwrap();
@@ -83,6 +87,13 @@ fn matches_the_reference_after_50_steps(engine: &Engine) {
                     c.step();
                 }
                 let cm = c.evaluate();
+                if sampling == Sampling::Stochastic {
+                    // The draws must change the run, or this case would test nothing of them.
+                    let nearest = TrainConfig { sampling: Sampling::Nearest, ..config.clone() };
+                    let mut n = CpuTrainer::new(&nearest, nearest.load_data().unwrap()).unwrap();
+                    (0..50).for_each(|_| n.step());
+                    assert_ne!(n.model.params, c.model.params, "{what}: the same parameters as nearest codes");
+                }
                 let (ep, ip) = max_rel(&gp, &c.model.params);
                 let (ec, ic) = max_rel(&gc, &c.model.codebooks[0]);
                 eprintln!(
@@ -230,7 +241,8 @@ fn the_whole_backward_pass_matches_finite_differences() {
                 let x = to_f64(&common::Data::new(5).normal(rows * d, 1.0));
                 let transport: Vec<f64> =
                     (0..m * m).map(|e| if e % (m + 1) == 0 { 0.8 } else { 0.1 * e as f64 - 0.3 }).collect();
-                let relax = Relaxation { tau: 0.7, seed: 3, step: 2, transport: Some(&transport) };
+                let relax =
+                    Relaxation { tau: 0.7, seed: 3, step: 2, transport: Some(&transport), ..Default::default() };
                 let step = model.step(&x, rows, estimator, &mut |_| beta, mode, relax);
                 let first_q: Vec<f64> = step.levels[0]
                     .index
@@ -381,9 +393,9 @@ fn every_data_set_and_option_trains() {
     common::assert_clean(&gpu);
 }
 
-/// Runs trained together in one batch (different seeds, estimators (the Gumbel ones among the others), betas and
-/// noise; linear and mlp; gradient and
-/// EMA codebooks; with and without dead-code resets) end exactly where each ends alone: the same parameter and
+/// Runs trained together in one batch (different seeds, estimators (the Gumbel ones among the others), betas, noise
+/// and code sampling; linear and mlp; gradient and EMA codebooks; with and without dead-code resets) end exactly
+/// where each ends alone: the same parameter and
 /// codebook bits, and the same metrics at every evaluation. 100 steps cross a submit boundary (64 steps to a
 /// submit).
 #[test]
@@ -398,9 +410,10 @@ fn batched_runs_equal_single_runs_bit_for_bit() {
         (EncoderKind::Mlp, CodebookMode::Ema, 7),
         (EncoderKind::Linear, CodebookMode::Grad, 1000), // 1000: the adaptive beta (no reset fires in 100 steps)
         (EncoderKind::Mlp, CodebookMode::Ema, 2000),     // 2000: three residual VQ levels
+        (EncoderKind::Linear, CodebookMode::Grad, 3000), // 3000: stochastic code sampling beside nearest codes
     ] {
-        let (adaptive, residual) = (reset_dead == 1000, reset_dead == 2000);
-        let (reset_dead, beta_schedule) = if adaptive || residual {
+        let (adaptive, residual, sampled) = (reset_dead == 1000, reset_dead == 2000, reset_dead == 3000);
+        let (reset_dead, beta_schedule) = if adaptive || residual || sampled {
             (0, if adaptive { BetaSchedule::Adaptive } else { BetaSchedule::Fixed })
         } else {
             (reset_dead, BetaSchedule::Fixed)
@@ -428,6 +441,12 @@ fn batched_runs_equal_single_runs_bit_for_bit() {
                 beta_schedule,
                 beta_rate: 0.5,
                 levels,
+                // Odd seeds draw their codes, but for the Gumbel estimators, which draw their own.
+                sampling: if sampled && seed % 2 == 1 && !estimator.samples_gumbel() {
+                    Sampling::Stochastic
+                } else {
+                    Sampling::Nearest
+                },
                 ..small(estimator, mode, encoder)
             })
             .collect();

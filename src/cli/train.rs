@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use vqgrad::Estimator;
 use vqgrad::data::DataSpec;
 use vqgrad::gpu::GpuOptions;
-use vqgrad::model::{BetaSchedule, CodebookInit, CodebookMode, EncoderKind};
+use vqgrad::model::{BetaSchedule, CodebookInit, CodebookMode, EncoderKind, Sampling};
 use vqgrad::train::{Engine, Metrics, RunResult, TrainConfig};
 
 /// The experiments of docs/PROTOCOL.md §5, as presets of a single run (sweeps vary K, beta or sigma around them).
@@ -149,7 +149,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub reset_dead: Option<u32>,
     /// Temperature of the relaxation softmax(-||z - c||^2 / tau + G) (at the first step): the Gumbel estimators'
-    /// samples and backward, and the learned estimator's fitting targets.
+    /// samples and backward, the learned estimator's fitting targets, and --sampling stochastic's draws.
     #[arg(long, allow_negative_numbers = true)]
     pub tau: Option<f64>,
     /// Anneal the temperature geometrically from --tau to this at the last step (default: no anneal).
@@ -172,6 +172,10 @@ pub struct TrainArgs {
     /// Lloyd iterations from the codebook on the eval encodings behind `lloyd_dist` at each evaluation (0: off).
     #[arg(long)]
     pub lloyd_iters: Option<u32>,
+    /// How each training row's code is picked: nearest, or stochastic (drawn from softmax(-||z - c|| / tau), tau
+    /// from --tau and --tau-final; a codebook-collapse remedy). Not with the Gumbel estimators, which sample already.
+    #[arg(long, value_parser = parse::<Sampling>)]
+    pub sampling: Option<Sampling>,
     /// Write the run as one JSON object to this file (with --runs above 1: one JSON line per run).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -245,7 +249,7 @@ pub fn config(args: &TrainArgs) -> vqgrad::Result<TrainConfig> {
          codebook_init <- codebook_init, steps <- steps, batch <- batch, lr <- lr, seed <- seed,
          eval_every <- eval_every, reset_dead <- reset_dead, tau <- tau,
          lloyd_iters <- lloyd_iters, beta_schedule <- beta_schedule, target_usage <- target_usage,
-         beta_rate <- beta_rate, levels <- levels);
+         beta_rate <- beta_rate, levels <- levels, sampling <- sampling);
     if args.tau_final.is_some() {
         c.tau_final = args.tau_final;
     }

@@ -1,7 +1,8 @@
 //! The Gumbel-softmax relaxation of the quantizer (`shaders/soft.wgsl`): with scores
 //! `s_k = -||z - c_k||^2 / tau + G_k` (G_k standard Gumbel noise, or none) and `y = softmax(s)`,
 //! - [`Soft::bind_sample`]: the hard sample `a = argmax_k s_k`, its squared distance and `q = c_a` (the forward of
-//!   the `gumbel` estimators);
+//!   the `gumbel` estimators; with [`SoftRun::unsquared`], scored by `-||z - c_k|| / tau + G_k`: stochastic code
+//!   sampling's draw);
 //! - [`Soft::bind_forward`]: the relaxed code `sum_k y_k c_k`;
 //! - [`Soft::bind_backward`]: `dL/dz = J^T g + 2 beta / (B m) (z - c_index)`, J the Jacobian of the relaxed code
 //!   (the `gumbel` estimator's backward; without noise, the exact gradient of the soft-assignment surrogate).
@@ -68,12 +69,16 @@ pub struct SoftRun {
     pub beta: f32,
     /// The batch size B in the commitment gradient's 2 beta / (B m) (backward only).
     pub batch: u32,
+    /// Score with the distance instead of its square, `s_k = -||z - c_k|| / tau + G_k`, in every kernel. Training
+    /// sets it for [`Soft::bind_sample`] alone: stochastic code sampling's draw (`--sampling stochastic`,
+    /// `reference::soft::stochastic_row`).
+    pub unsquared: bool,
 }
 
 impl SoftRun {
     /// Active, without noise or commitment: the soft assignment itself.
     pub fn exact() -> Self {
-        SoftRun { active: true, noise_seed: None, beta: 0.0, batch: 1 }
+        SoftRun { active: true, noise_seed: None, beta: 0.0, batch: 1, unsquared: false }
     }
 }
 
@@ -266,7 +271,8 @@ impl Soft {
     }
 }
 
-/// Each run's (active, noise, seed, commitment coefficient bits), as the shader's `RunSettings`.
+/// Each run's (active, flags: noise in bit 0 and unsquared scores in bit 1, seed, commitment coefficient bits), as
+/// the shader's `RunSettings`.
 fn run_settings(m: u32, runs: &[SoftRun]) -> Result<Vec<u32>> {
     let mut out = Vec::with_capacity(4 * runs.len());
     for run in runs {
@@ -277,7 +283,8 @@ fn run_settings(m: u32, runs: &[SoftRun]) -> Result<Vec<u32>> {
             return Err(Error::Shape("the batch size must be at least 1".into()));
         }
         let commit = (2.0 * run.beta as f64 / (run.batch as f64 * m as f64)) as f32;
-        out.extend([run.active as u32, run.noise_seed.is_some() as u32, run.noise_seed.unwrap_or(0), commit.to_bits()]);
+        let flags = run.noise_seed.is_some() as u32 | (run.unsquared as u32) << 1;
+        out.extend([run.active as u32, flags, run.noise_seed.unwrap_or(0), commit.to_bits()]);
     }
     Ok(out)
 }
@@ -293,7 +300,7 @@ pub struct BoundSoft {
 }
 
 impl BoundSoft {
-    /// The per-run settings buffer: `(active, noise, seed, commitment coefficient bits)` per run, four words each
+    /// The per-run settings buffer: `(active, flags, seed, commitment coefficient bits)` per run, four words each
     /// (the adaptive beta rewrites the fourth on the GPU).
     pub fn run_settings(&self) -> &wgpu::Buffer {
         &self.settings

@@ -52,6 +52,25 @@ pub fn sample_row(z: &[f64], codebook: &[f64], tau: f64, noise: Option<Noise>) -
     best as u32
 }
 
+/// Stochastic code sampling's draw (`--sampling stochastic`): `argmax_k (-||z - c_k|| / tau + G_k)` (ties: the
+/// lowest k), a draw of k from softmax(-||z - c_k|| / tau) by the Gumbel-max trick. The distance, not its square,
+/// as vector-quantize-pytorch's `cdist` scores it (docs/PROTOCOL.md §6.6); the noise is the Gumbel estimators'.
+pub fn stochastic_row(z: &[f64], codebook: &[f64], tau: f64, noise: Noise) -> u32 {
+    let m = z.len();
+    let score = |k: usize| {
+        let d: f64 = (0..m).map(|j| (z[j] - codebook[k * m + j]).powi(2)).sum();
+        -d.sqrt() / tau + gumbel_noise(noise, k as u32)
+    };
+    let mut best = (0, score(0));
+    for k in 1..codebook.len() / m {
+        let s = score(k);
+        if s > best.1 {
+            best = (k, s);
+        }
+    }
+    best.0 as u32
+}
+
 /// `y = softmax(s)`.
 pub fn weights(z: &[f64], codebook: &[f64], tau: f64, noise: Option<Noise>) -> Vec<f64> {
     let s = scores(z, codebook, tau, noise);

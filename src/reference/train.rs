@@ -5,7 +5,7 @@ use super::soft::{self, Noise};
 use super::{assign_f64, estimator_row, learned_grad, learned_row};
 use crate::contract::Linear;
 use crate::estimator::Estimator;
-use crate::model::{CodebookMode, Layout};
+use crate::model::{CodebookMode, Layout, Sampling};
 
 /// `y = act(x W^T + b)` for `rows` rows.
 pub fn linear_forward(p: &[f64], l: Linear, x: &[f64], rows: usize, relu: bool) -> Vec<f64> {
@@ -117,11 +117,13 @@ pub struct Relaxation<'a> {
     pub step: u32,
     /// The learned estimator's M (m x m, row-major); `None` is I.
     pub transport: Option<&'a [f64]>,
+    /// How level 0 picks the codes of the estimators that do not sample themselves.
+    pub sampling: Sampling,
 }
 
 impl Default for Relaxation<'_> {
     fn default() -> Self {
-        Relaxation { tau: 1.0, seed: 0, step: 1, transport: None }
+        Relaxation { tau: 1.0, seed: 0, step: 1, transport: None, sampling: Sampling::Nearest }
     }
 }
 
@@ -228,7 +230,8 @@ impl CpuModel {
         Step { losses: Losses { rec, cb, total }, xhat, grads, transport_grad, levels }
     }
 
-    /// Every level's codes for the batch's encodings `z` (level 0's sampled for the Gumbel estimators), with the
+    /// Every level's codes for the batch's encodings `z` (level 0's sampled for the Gumbel estimators and with
+    /// stochastic sampling), with the
     /// codebook gradients in grad mode, and the decoder's input, the sum of the codes. Level l quantizes
     /// `r_l = r_{l-1} - q_{l-1}` (r_0 = z).
     fn quantize_batch(
@@ -242,11 +245,15 @@ impl CpuModel {
         let m = self.latent;
         let codebook = &self.codebooks[0];
         let mut a = assign_f64(&z, codebook, m);
-        if estimator.samples_gumbel() {
+        if estimator.samples_gumbel() || relax.sampling == Sampling::Stochastic {
             for i in 0..rows {
                 let zi = &z[i * m..(i + 1) * m];
-                let noise = Some(Noise { seed: relax.seed, step: relax.step, row: i as u32 });
-                let k = soft::sample_row(zi, codebook, relax.tau, noise) as usize;
+                let noise = Noise { seed: relax.seed, step: relax.step, row: i as u32 };
+                let k = if estimator.samples_gumbel() {
+                    soft::sample_row(zi, codebook, relax.tau, Some(noise)) as usize
+                } else {
+                    soft::stochastic_row(zi, codebook, relax.tau, noise) as usize
+                };
                 a.index[i] = k as u32;
                 a.distance[i] = zi.iter().zip(&codebook[k * m..]).map(|(z, c)| (z - c).powi(2)).sum();
             }

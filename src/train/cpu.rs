@@ -91,6 +91,7 @@ impl CpuTrainer {
             seed: seed_mix(self.config.seed),
             step: t as u32,
             transport: Some(&self.transport),
+            sampling: self.config.sampling,
         };
         let (k, c) = (self.config.codes as usize, &self.config);
         let adaptive = c.beta_schedule == BetaSchedule::Adaptive;

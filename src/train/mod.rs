@@ -15,7 +15,7 @@ pub use init::{KMEANS_ITERS, KMEANS_SAMPLES, initial_run, initial_state, kmeans_
 use crate::data::{self, DataSpec, Dataset, Stream};
 use crate::error::{Error, Result};
 use crate::estimator::Estimator;
-use crate::model::{BetaSchedule, CodebookInit, CodebookMode, EncoderKind, ModelShape};
+use crate::model::{BetaSchedule, CodebookInit, CodebookMode, EncoderKind, ModelShape, Sampling};
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
@@ -80,6 +80,10 @@ pub struct TrainConfig {
     /// Lloyd iterations behind [`Metrics::lloyd_dist`] at each evaluation; 0 leaves it out (`--lloyd-iters`).
     #[serde(default = "default_lloyd_iters")]
     pub lloyd_iters: u32,
+    /// How level 0 picks each row's code in training: `nearest`, or `stochastic`, drawn from softmax(-||z - c|| /
+    /// tau) at the temperature of `tau` (and `tau_final`) (`--sampling`). Left out of results when `nearest`.
+    #[serde(default, skip_serializing_if = "Sampling::is_nearest")]
+    pub sampling: Sampling,
 }
 
 fn default_target_usage() -> f64 {
@@ -130,6 +134,7 @@ impl Default for TrainConfig {
             beta_rate: 0.05,
             levels: 1,
             lloyd_iters: 10,
+            sampling: Sampling::Nearest,
         }
     }
 }
@@ -215,6 +220,17 @@ impl TrainConfig {
                     "residual VQ (levels > 1) takes ste, rotation, rotation-trick or diveq with a fixed beta, no \
                      resets and a uniform or normal init; not {what}"
                 )));
+            }
+        }
+        if self.sampling == Sampling::Stochastic {
+            if self.estimator.samples_gumbel() {
+                return Err(Error::Input(format!(
+                    "--sampling stochastic: the {} estimator samples its codes already (its own relaxation)",
+                    self.estimator
+                )));
+            }
+            if self.levels > 1 {
+                return Err(Error::Input("--sampling stochastic takes one level (levels 1)".into()));
             }
         }
         if let Some(dim) = self.data.generated_dim() {
@@ -406,8 +422,8 @@ impl From<crate::contract::CodeStats> for LevelMetrics {
     }
 }
 
-/// Whether two runs can share a trainer's dispatches: the same settings except the seed, the estimator, beta and
-/// the data's noise (sigma, spread).
+/// Whether two runs can share a trainer's dispatches: the same settings except the seed, the estimator, beta, the
+/// data's noise (sigma, spread) and how codes are sampled.
 pub fn batchable(a: &TrainConfig, b: &TrainConfig) -> bool {
     let key = |c: &TrainConfig| {
         let data = match &c.data {
@@ -417,7 +433,7 @@ pub fn batchable(a: &TrainConfig, b: &TrainConfig) -> bool {
             }
             other => other.clone(),
         };
-        TrainConfig { data, seed: 0, estimator: Estimator::Ste, beta: 0.0, ..c.clone() }
+        TrainConfig { data, seed: 0, estimator: Estimator::Ste, beta: 0.0, sampling: Sampling::Nearest, ..c.clone() }
     };
     key(a) == key(b)
 }

@@ -73,6 +73,9 @@ const ROWS: &[(&str, &str)] = &[
     ("train --levels 0", "levels"),
     ("train --levels 2 --estimator gumbel", "residual VQ"),
     ("train --lloyd-iters 5000", "lloyd-iters"),
+    ("train --sampling sometimes", "nearest, stochastic"),
+    ("train --sampling stochastic --estimator gumbel-rotation-trick", "samples its codes already"),
+    ("train --sampling stochastic --levels 2", "one level"),
     ("train --runs 0", "--runs"),
     ("train --runs 2 --save-params m.safetensors", "--save-params"),
     // train: sizes, checked before anything is allocated (these used to abort or panic).

@@ -6,6 +6,7 @@ use vqgrad::reference::soft::{self, Noise};
 use vqgrad::reference::to_f64;
 use vqgrad::{Error, Gpu};
 
+#[derive(Clone)]
 struct Case {
     z: Vec<f32>,
     codebook: Vec<f32>,
@@ -177,7 +178,7 @@ fn check(what: &str, case: &Case, tau: f32, runs: &[SoftRun]) {
 }
 
 fn active(noise_seed: Option<u32>, beta: f32, batch: u32) -> SoftRun {
-    SoftRun { active: true, noise_seed, beta, batch }
+    SoftRun { active: true, noise_seed, beta, batch, unsquared: false }
 }
 
 #[test]
@@ -199,7 +200,7 @@ fn soft_kernels_batch_runs_and_skip_inactive_ones() {
     let case = Case::random(3, 3, 65, 12, 4);
     let runs = [
         active(Some(1), 0.25, 65),
-        SoftRun { active: false, noise_seed: Some(2), beta: 0.25, batch: 65 },
+        SoftRun { active: false, noise_seed: Some(2), beta: 0.25, batch: 65, unsquared: false },
         active(Some(3), 1.0, 65),
     ];
     check("three runs", &case, 0.5, &runs);
@@ -215,6 +216,71 @@ fn soft_kernels_batch_runs_and_skip_inactive_ones() {
     assert_ne!(i1[..65], i1[65..], "different seeds, the same samples");
     let (i2, ..) = run_all(&gpu, &twin, 1.0, &[active(Some(5), 0.0, 65), active(Some(5), 0.0, 65)]);
     assert_eq!(i2[..65], i2[65..], "the same seed, different samples");
+}
+
+/// Stochastic code sampling's draw (`unsquared`): the sample kernel against `reference::soft::stochastic_row` on
+/// random inputs, beside a run of the Gumbel estimators' squared scores in the same dispatch, and on edge cases (z
+/// on a code, K = 1, ties). A row whose two best scores lie within 1e-4 (relative) may draw either code on f32.
+#[test]
+fn unsquared_samples_match_stochastic_sampling() {
+    let gpu = gpu_or_skip!();
+    let tie = Case {
+        z: vec![0.0, 0.0, 1.0, 0.0, 0.3, 0.3],
+        codebook: vec![1.0, 0.0, -1.0, 0.0, 1.0, 0.0],
+        g: vec![0.0; 6],
+        n: 3,
+        k: 3,
+        m: 2,
+        runs: 1,
+    };
+    let mut cases: Vec<(String, Case)> = [(1, 1, 1), (10, 3, 2), (257, 37, 3), (100, 16, 4), (70, 512, 8)]
+        .iter()
+        .enumerate()
+        .map(|(seed, &(n, k, m))| (format!("n {n} k {k} m {m}"), Case::random(40 + seed as u64, 2, n, k, m)))
+        .collect();
+    cases.push(("ties and z on a code".into(), Case { runs: 2, ..tie.clone() }));
+    cases.last_mut().unwrap().1.z.extend(tie.z.clone());
+    cases.last_mut().unwrap().1.codebook.extend(tie.codebook.clone());
+    cases.last_mut().unwrap().1.g.extend(tie.g);
+    cases.push(("K = 1".into(), Case::random(9, 2, 33, 1, 5)));
+    for (what, case) in &cases {
+        for tau in [2.0f32, 0.3, 0.02] {
+            let drawn = SoftRun { unsquared: true, ..active(Some(31), 0.0, case.n as u32) };
+            let (index, dist, q, ..) = run_all(&gpu, case, tau, &[drawn, active(Some(31), 0.0, case.n as u32)]);
+            let m = case.m;
+            for r in 0..2 {
+                let codes = case.codes(r);
+                for i in 0..case.n {
+                    let (row, z) = (r * case.n + i, case.z_row(r, i));
+                    let noise = Noise { seed: 31, step: STEP, row: i as u32 };
+                    let d = |k: usize| z.iter().zip(&codes[k * m..]).map(|(a, b)| (a - b).powi(2)).sum::<f64>();
+                    let g = |k: usize| soft::gumbel_noise(noise, k as u32);
+                    let score = |k: usize| (if r == 0 { -d(k).sqrt() } else { -d(k) }) / tau as f64 + g(k);
+                    let want = if r == 0 {
+                        soft::stochastic_row(&z, &codes, tau as f64, noise)
+                    } else {
+                        soft::sample_row(&z, &codes, tau as f64, Some(noise))
+                    } as usize;
+                    let got = index[row] as usize;
+                    let gap = (score(want) - score(got)).abs();
+                    assert!(
+                        got == want || gap <= 1e-4 * score(want).abs().max(1.0),
+                        "{what}, tau {tau}, run {r}: row {i} drew {got}, not {want} (gap {gap:.3e})"
+                    );
+                    let c: Vec<f32> = codes[got * m..(got + 1) * m].iter().map(|&v| v as f32).collect();
+                    assert_eq!(bits(&q[row * m..(row + 1) * m]), bits(&c), "{what}: q of row {row}");
+                    let tol = 8.0 * m as f64 * f32::EPSILON as f64 * (d(got) + z.iter().map(|v| v * v).sum::<f64>());
+                    assert!((dist[row] as f64 - d(got)).abs() <= tol + 1e-30, "{what}: the squared distance");
+                }
+            }
+        }
+    }
+    // The two scorings draw differently somewhere: the flag reaches the shader.
+    let case = Case::random(5, 1, 200, 16, 4);
+    let drawn = SoftRun { unsquared: true, ..active(Some(3), 0.0, 200) };
+    let (a, ..) = run_all(&gpu, &case, 0.3, &[drawn]);
+    let (b, ..) = run_all(&gpu, &case, 0.3, &[active(Some(3), 0.0, 200)]);
+    assert_ne!(a, b, "unsquared and squared scores drew the same 200 codes");
 }
 
 /// Edge cases: K = 1 (the backward is the commitment alone), ties (the lowest code), z on a code, zero vectors,

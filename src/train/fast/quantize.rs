@@ -151,6 +151,20 @@ pub fn gumbel_scores(z: &[f32], codebook: &[f32], tau: f32, noise: Option<Noise>
     best
 }
 
+/// Stochastic code sampling's draw (`--sampling stochastic`): `argmax_k (-||z - c_k|| / tau + G_k)`, the first
+/// maximum, as [`crate::reference::soft::stochastic_row`].
+pub fn stochastic_sample(z: &[f32], codebook: &[f32], tau: f32, noise: Noise) -> usize {
+    let m = z.len();
+    let (mut best, mut best_s) = (0, f32::NEG_INFINITY);
+    for (k, c) in codebook.chunks_exact(m).enumerate() {
+        let s = -dist2(z, c).sqrt() / tau + gumbel_noise(noise, k as u32);
+        if k == 0 || s > best_s {
+            (best, best_s) = (k, s);
+        }
+    }
+    best
+}
+
 /// `J^T g` of the relaxation at z (the noise held fixed) into `out` (m), the relaxed code's Jacobian applied
 /// through the chain rule: `(2 / tau) sum_k y_k (g.c_k) (c_k - c_bar)`. `scores` is scratch of k values and
 /// `c_bar` of m.

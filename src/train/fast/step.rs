@@ -5,10 +5,11 @@ use super::quantize::{self, Noise};
 use super::{FastTrainer, Level, LevelUpdate, dense};
 use crate::Estimator;
 use crate::contract::seed_mix;
-use crate::model::{BetaSchedule, CodebookMode};
+use crate::model::{BetaSchedule, CodebookMode, Sampling};
 
-/// The Gumbel estimators' sampling at a step: the temperature, the run's mixed seed, the step.
-type Sampling = Option<(f32, u32, u32)>;
+/// How level 0's codes are drawn at a step, when they are: the temperature, the run's mixed seed, the step, and
+/// whether by stochastic sampling's distance scores (else the Gumbel estimators' squared-distance ones).
+type Draw = Option<(f32, u32, u32, bool)>;
 
 impl FastTrainer {
     /// The batch's forward pass and losses; returns this step's beta (the adaptive one moves with the codes).
@@ -20,9 +21,11 @@ impl FastTrainer {
             row.copy_from_slice(&self.data.train[r as usize * d..(r as usize + 1) * d]);
         }
         dense::forward_layers(&self.params, &self.layout.encoder, &w.x, b, &mut w.enc);
-        let sampling = c.estimator.samples_gumbel().then(|| (c.tau_at(t) as f32, seed_mix(c.seed), t as u32));
+        let stochastic = c.sampling == Sampling::Stochastic;
+        let draw = (c.estimator.samples_gumbel() || stochastic)
+            .then(|| (c.tau_at(t) as f32, seed_mix(c.seed), t as u32, stochastic));
         let z = &w.enc[w.enc.len() - 1];
-        quantize_batch(z, &self.codebooks, &mut w.levels, &mut w.q_total, m, sampling, &mut w.sampled);
+        quantize_batch(z, &self.codebooks, &mut w.levels, &mut w.q_total, m, draw, &mut w.sampled);
         w.seen.fill(false);
         w.levels[0].index.iter().for_each(|&a| w.seen[a as usize] = true);
         let used = w.seen.iter().filter(|&&s| s).count();
@@ -148,8 +151,9 @@ fn codebook_grad(level: &mut Level, codebook: &[f32], m: usize, scale: f32) {
     }
 }
 
-/// Every level's codes for the batch's encodings `z` (level 0's sampled when `sampling`, each row's scores kept in
-/// `sampled`, B x K), and the decoder's input `q_total`, the sum of the codes. Level l quantizes
+/// Every level's codes for the batch's encodings `z` (level 0's drawn when `draw`, each row's Gumbel scores kept in
+/// `sampled`, B x K, for the relaxation's backward), and the decoder's input `q_total`, the sum of the codes. Level
+/// l quantizes
 /// `r_l = r_{l-1} - q_{l-1}` (r_0 = z).
 pub(super) fn quantize_batch(
     z: &[f32],
@@ -157,7 +161,7 @@ pub(super) fn quantize_batch(
     levels: &mut [Level],
     q_total: &mut [f32],
     m: usize,
-    sampling: Sampling,
+    draw: Draw,
     sampled: &mut [f32],
 ) {
     for (l, codebook) in codebooks.iter().enumerate().take(levels.len()) {
@@ -171,11 +175,15 @@ pub(super) fn quantize_batch(
             }
         }
         quantize::nearest(&level.input, codebook, m, &mut level.index, &mut level.dist);
-        if let (0, Some((tau, seed, step))) = (l, sampling) {
-            let rows = level.input.chunks_exact(m).zip(sampled.chunks_exact_mut(codebook.len() / m));
-            for (i, (zi, scores)) in rows.enumerate() {
-                let noise = Some(Noise { seed, step, row: i as u32 });
-                let k = quantize::gumbel_scores(zi, codebook, tau, noise, scores);
+        if let (0, Some((tau, seed, step, stochastic))) = (l, draw) {
+            for (i, zi) in level.input.chunks_exact(m).enumerate() {
+                let noise = Noise { seed, step, row: i as u32 };
+                let k = if stochastic {
+                    quantize::stochastic_sample(zi, codebook, tau, noise)
+                } else {
+                    let k = codebook.len() / m;
+                    quantize::gumbel_scores(zi, codebook, tau, Some(noise), &mut sampled[i * k..(i + 1) * k])
+                };
                 level.index[i] = k as u32;
                 level.dist[i] = zi.iter().zip(&codebook[k * m..]).map(|(z, c)| (z - c) * (z - c)).sum();
             }

@@ -45,7 +45,7 @@ impl LearnedStage {
         ];
         let [dm, adam_m, adam_v, target] = &work;
         let target_runs: Vec<SoftRun> =
-            enabled.iter().map(|&active| SoftRun { active, noise_seed: None, beta: 0.0, batch: b }).collect();
+            enabled.iter().map(|&active| SoftRun { active, batch: b, ..SoftRun::exact() }).collect();
         let t = &transport;
         Ok(Some(LearnedStage {
             target: cx.ks.soft.bind_backward(
