@@ -1,12 +1,13 @@
-//! E8: the time per training step of each estimator, measured in one process with the estimators alternating, as
-//! ratios to `ste`.
+//! E8: the time per training step of each estimator, and of each codebook-collapse remedy with `ste`, measured in
+//! one process with the variants alternating, as ratios to `ste`.
 
 use std::time::Instant;
 use vqgrad::Estimator;
+use vqgrad::model::Sampling;
 use vqgrad::train::Engine;
 use vqgrad::train::TrainConfig;
 
-/// Per estimator: the median seconds per step over `rounds` rounds of `steps` steps; the median over rounds of
+/// Per variant (an estimator, or "ste + " a remedy): the median seconds per step over `rounds` rounds of `steps` steps; the median over rounds of
 /// the ratio to `ste`'s time in the same round, and that ratio's range over the rounds.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Overhead {
@@ -28,15 +29,25 @@ pub fn median(v: &[f64]) -> f64 {
     if n % 2 == 1 { s[n / 2] } else { (s[n / 2 - 1] + s[n / 2]) / 2.0 }
 }
 
-/// Builds one trainer per estimator on `base`'s setting, warms each up (shader compilation, caches), then times
-/// `rounds` rounds in which every estimator runs `steps` steps in turn, waiting for the GPU after each.
+/// The variants timed, on `base`'s setting: every estimator, `ste` first, then each codebook-collapse remedy with
+/// `ste` (docs/PROTOCOL.md §6.6), named "ste + " the remedy.
+pub fn variants(base: &TrainConfig) -> Vec<(String, TrainConfig)> {
+    let with = |estimator| TrainConfig { estimator, ..base.clone() };
+    let mut out: Vec<(String, TrainConfig)> = Estimator::ALL.iter().map(|&e| (e.name().to_string(), with(e))).collect();
+    let sampled = TrainConfig { sampling: Sampling::Stochastic, ..with(Estimator::Ste) };
+    out.push(("ste + stochastic sampling".into(), sampled));
+    out
+}
+
+/// Builds one trainer per [`variants`] entry on `base`'s setting, warms each up (shader compilation, caches), then
+/// times `rounds` rounds in which every variant runs `steps` steps in turn, waiting for the GPU after each.
 pub fn measure(engine: &Engine, base: &TrainConfig, steps: u32, rounds: u32) -> anyhow::Result<Vec<Overhead>> {
-    let estimators = Estimator::ALL;
+    let variants = variants(base);
     let data = engine.load_data(base)?;
-    let mut times: Vec<Vec<f64>> = vec![Vec::new(); estimators.len()];
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
     let mut trainers = Vec::new();
-    for e in estimators {
-        let config = TrainConfig { estimator: e, steps: u32::MAX, ..base.clone() };
+    for (_, config) in &variants {
+        let config = TrainConfig { steps: u32::MAX, ..config.clone() };
         let mut t = engine.trainer(std::slice::from_ref(&config), std::slice::from_ref(&data))?;
         t.train_steps(steps.min(64))?; // warm-up: shader compilation (at the first dispatch on some drivers), caches
         t.wait()?;
@@ -51,14 +62,14 @@ pub fn measure(engine: &Engine, base: &TrainConfig, steps: u32, rounds: u32) -> 
         }
     }
     let ste = times[0].clone();
-    Ok(estimators
+    Ok(variants
         .iter()
         .zip(times)
-        .map(|(e, rounds)| {
+        .map(|((name, _), rounds)| {
             // Ratios within a round cancel most of the machine's drift between rounds.
             let ratios: Vec<f64> = rounds.iter().zip(&ste).map(|(t, s)| t / s).collect();
             Overhead {
-                estimator: e.name().to_string(),
+                estimator: name.clone(),
                 seconds_per_step: median(&rounds),
                 ratio_to_ste: median(&ratios),
                 ratio_min: ratios.iter().copied().fold(f64::INFINITY, f64::min),

@@ -57,7 +57,7 @@ pub struct SweepArgs {
     pub quiet: bool,
     #[command(flatten)]
     pub engine: super::EngineArgs,
-    /// Train compatible runs (differing only in seed, estimator, beta and noise) together in the same dispatches: `auto` (as many as the device's binding size allows) or at most N at a
+    /// Train compatible runs (differing only in seed, estimator, beta, noise and code sampling) together in the same dispatches: `auto` (as many as the device's binding size allows) or at most N at a
     /// time. Each run's results are identical to training it alone. Default 1: one run at a time.
     #[arg(long, value_name = "auto|N", default_value = "1", value_parser = parse_batch_runs)]
     pub batch_runs: BatchRuns,

@@ -234,7 +234,8 @@ fn bench_json_has_every_section() {
     assert_eq!(kernels.len(), if has_gpu { vqgrad::Estimator::ROW.len() } else { 0 }, "one per row estimator");
     assert!(kernels.iter().all(|e| positive(&e["us"]) && positive(&e["ratio_to_ste"])));
     let training = v["training"].as_array().expect("training figures");
-    assert_eq!(training.len(), 2 * vqgrad::Estimator::ALL.len(), "every estimator x 2 settings");
+    assert_eq!(training.len(), 2 * (vqgrad::Estimator::ALL.len() + 1), "every estimator and remedy x 2 settings");
+    assert!(training.iter().any(|t| t["estimator"] == "ste + stochastic sampling"), "the remedy's cost");
     for t in training {
         assert!(positive(&t["cpu_steps_per_sec"]) && positive(&t["cpu_ratio_to_ste"]), "{t}");
         assert_eq!(positive(&t["gpu_steps_per_sec"]), has_gpu, "{t}");

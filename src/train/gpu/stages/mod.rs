@@ -32,7 +32,7 @@ impl Ctx<'_> {
         &self.gpu.device
     }
 
-    /// The settings the runs of a batch share (everything but seed, estimator, beta and noise).
+    /// The settings the runs of a batch share (everything but seed, estimator, beta, noise and code sampling).
     pub fn first(&self) -> &TrainConfig {
         &self.configs[0]
     }
