@@ -10,10 +10,9 @@
 //                  concentrated y (small tau) loses nothing to cancellation.
 // tau and the step come per step from the step uniform (an annealed temperature, recorded many steps to a submit).
 // Each run has its own settings: whether the kernel touches it (a batch may mix estimators), its flags (bit 0: add
-// noise; bit 1: score the sample with the unsquared distance), its seed and its commitment coefficient.
-// Batched: global_invocation_id.z is the run, its rows at run * n, its
-// codes at run * k. One invocation per row; every pass over the codebook costs k m, and codes whose weight
-// underflows to 0 are skipped.
+// noise; bit 1: score with the unsquared distance), its seed and its commitment coefficient. Batched:
+// global_invocation_id.z is the run, its rows at run * n, its codes at run * k. One invocation per row; every pass
+// over the codebook costs k m, and codes whose weight underflows to 0 are skipped.
 
 struct Params {
     n: u32,

@@ -231,9 +231,8 @@ impl CpuModel {
     }
 
     /// Every level's codes for the batch's encodings `z` (level 0's sampled for the Gumbel estimators and with
-    /// stochastic sampling), with the
-    /// codebook gradients in grad mode, and the decoder's input, the sum of the codes. Level l quantizes
-    /// `r_l = r_{l-1} - q_{l-1}` (r_0 = z).
+    /// stochastic sampling), with the codebook gradients in grad mode, and the decoder's input, the sum of the
+    /// codes. Level l quantizes `r_l = r_{l-1} - q_{l-1}` (r_0 = z).
     fn quantize_batch(
         &self,
         z: Vec<f64>,
