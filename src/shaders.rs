@@ -18,6 +18,8 @@ pub const SOFT: &str = concat!(include_str!("../shaders/common.wgsl"), include_s
 pub const LEARNED: &str = include_str!("../shaders/learned.wgsl");
 /// Residual VQ's elementwise steps: the next level's residual, and sums over levels.
 pub const RESIDUAL: &str = include_str!("../shaders/residual.wgsl");
+/// The codebook's orthogonality penalty: its gradient, added to the codebook's.
+pub const ORTHOGONAL: &str = include_str!("../shaders/orthogonal.wgsl");
 /// The adaptive commitment weight: beta from each step's batch usage toward a target.
 pub const SCHEDULE: &str = include_str!("../shaders/schedule.wgsl");
 /// Codebook updates: usage counts, per-code sums (the codebook gradient) and the EMA update.
@@ -43,6 +45,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("schedule.wgsl", SCHEDULE),
     ("learned.wgsl", LEARNED),
     ("residual.wgsl", RESIDUAL),
+    ("orthogonal.wgsl", ORTHOGONAL),
     ("codebook.wgsl", CODEBOOK),
     ("stats.wgsl", STATS),
     ("dense.wgsl", DENSE),

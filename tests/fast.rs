@@ -149,6 +149,26 @@ fn each_estimators_row_matches_the_reference() {
     }
 }
 
+/// The orthogonality penalty's gradient, added onto a gradient, against the reference: random codebooks, a zero
+/// code and K = 1.
+#[test]
+fn orthogonal_penalty_matches_the_reference() {
+    use vqgrad::train::fast::orthogonal::add_grad;
+    let mut data = Data::new(29);
+    for &(k, m) in &[(1usize, 4usize), (5, 3), (32, 4), (64, 8)] {
+        let mut codebook = data.normal(k * m, 0.7);
+        codebook[..m].fill(0.0);
+        let start = data.normal(k * m, 0.01);
+        let (mut got, mut scratch) = (start.clone(), vec![0.0f32; (k + 1) * m]);
+        add_grad(&codebook, m, 10.0, &mut scratch, &mut got);
+        let penalty = vqgrad::reference::orthogonal::grad(&to_f64(&codebook), m);
+        let want: Vec<f64> = start.iter().zip(&penalty).map(|(s, p)| *s as f64 + 10.0 * p).collect();
+        let scale = want.iter().map(|v| v.abs()).fold(1e-3, f64::max);
+        assert_close_each(&format!("orthogonal k {k} m {m}"), &got, &want, |_| 1e-5 * scale);
+        assert_eq!(common::bits(&got[..m]), common::bits(&start[..m]), "k {k}: the zero code's gradient is 0");
+    }
+}
+
 #[test]
 fn lloyd_matches_the_reference() {
     let mut data = Data::new(14);

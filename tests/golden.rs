@@ -1,6 +1,7 @@
 //! Golden results: the metrics of a fixed set of short runs, pinned bit for bit in `tests/golden/runs.json`, so
 //! that any change to what a run computes shows up in review. It covers every estimator in both codebook modes,
-//! dead-code resets, two residual levels, the adaptive beta, the mlp encoder, the k-means init and labelled data;
+//! dead-code resets, two residual levels, the adaptive beta, the mlp encoder, the k-means init, labelled data and
+//! the codebook-collapse remedies;
 //! on the f64 reference, on the fast CPU engine alone and batched, and on the GPU engine alone and batched (a batch
 //! must give exactly the runs alone).
 //!
@@ -21,7 +22,7 @@ use serde_json::{Value, json};
 use std::path::Path;
 use vqgrad::Estimator;
 use vqgrad::data::DataSpec;
-use vqgrad::model::{BetaSchedule, CodebookInit, CodebookMode, EncoderKind};
+use vqgrad::model::{BetaSchedule, CodebookInit, CodebookMode, EncoderKind, Sampling};
 use vqgrad::train::{Engine, RunResult, State, TrainConfig, batchable};
 
 const PINS: &str = "tests/golden/runs.json";
@@ -86,6 +87,12 @@ fn cases() -> Vec<(String, TrainConfig)> {
     out.push(("ste kmeans init seed 4".into(), TrainConfig { codebook_init: CodebookInit::Kmeans, seed: 4, ..base() }));
     let mlp = TrainConfig { encoder: EncoderKind::Mlp, seed: 4, ..base() };
     out.push(("ste mlp seed 4".into(), mlp));
+    // The codebook-collapse remedies (PROTOCOL §6.6).
+    out.push(("ste stochastic sampling".into(), TrainConfig { sampling: Sampling::Stochastic, ..base() }));
+    out.push((
+        "rotation-trick orthogonality penalty".into(),
+        TrainConfig { estimator: Estimator::RotationTrick, orth_weight: 10.0, ..base() },
+    ));
     out
 }
 

@@ -18,6 +18,7 @@ const ENTRY_POINTS: &[(&str, &[&str])] = &[
     ("schedule.wgsl", &["adapt_beta"]),
     ("learned.wgsl", &["learned_backward", "learned_grad"]),
     ("residual.wgsl", &["subtract", "accumulate"]),
+    ("orthogonal.wgsl", &["orthogonal_grad"]),
     (
         "codebook.wgsl",
         &[

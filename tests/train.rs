@@ -48,22 +48,28 @@ fn max_rel(gpu: &[f32], cpu: &[f64]) -> (f64, usize) {
 /// After 50 steps an f32 engine and the f64 reference agree: parameters and codebook within 2e-5 of the largest
 /// value (f32 rounding through 50 of Adam's normalized steps; about 1e-6 is typical), the eval metrics within 2e-5
 /// relative, and dead codes exactly; for every estimator, both codebook modes, both encoders, dead-code resets (every
-/// 10 steps), the adaptive beta, residual levels and stochastic code sampling.
+/// 10 steps), the adaptive beta, residual levels, stochastic code sampling and the orthogonality penalty.
 fn matches_the_reference_after_50_steps(engine: &Engine) {
     for encoder in [EncoderKind::Linear, EncoderKind::Mlp] {
         for mode in [CodebookMode::Grad, CodebookMode::Ema] {
+            // (estimator, resets, beta schedule, levels, code sampling, orthogonality weight)
             let (nearest, stochastic) = (Sampling::Nearest, Sampling::Stochastic);
-            let cases = Estimator::ALL.into_iter().map(|e| (e, 0, BetaSchedule::Fixed, 1, nearest));
+            let cases = Estimator::ALL.into_iter().map(|e| (e, 0, BetaSchedule::Fixed, 1, nearest, 0.0));
             let extra = [
-                (Estimator::Ste, 10, BetaSchedule::Fixed, 1, nearest),
-                (Estimator::Ste, 0, BetaSchedule::Adaptive, 1, nearest),
-                (Estimator::Gumbel, 0, BetaSchedule::Adaptive, 1, nearest),
-                (Estimator::Ste, 0, BetaSchedule::Fixed, 3, nearest),
-                (Estimator::RotationTrick, 0, BetaSchedule::Fixed, 2, nearest),
-                (Estimator::Ste, 0, BetaSchedule::Fixed, 1, stochastic),
-                (Estimator::RotationTrick, 0, BetaSchedule::Adaptive, 1, stochastic),
+                (Estimator::Ste, 10, BetaSchedule::Fixed, 1, nearest, 0.0),
+                (Estimator::Ste, 0, BetaSchedule::Adaptive, 1, nearest, 0.0),
+                (Estimator::Gumbel, 0, BetaSchedule::Adaptive, 1, nearest, 0.0),
+                (Estimator::Ste, 0, BetaSchedule::Fixed, 3, nearest, 0.0),
+                (Estimator::RotationTrick, 0, BetaSchedule::Fixed, 2, nearest, 0.0),
+                (Estimator::Ste, 0, BetaSchedule::Fixed, 1, stochastic, 0.0),
+                (Estimator::RotationTrick, 0, BetaSchedule::Adaptive, 1, stochastic, 0.0),
+                (Estimator::Ste, 0, BetaSchedule::Fixed, 1, nearest, 10.0),
+                (Estimator::Rotation, 10, BetaSchedule::Fixed, 1, stochastic, 1.0),
             ];
-            for (estimator, reset_dead, beta_schedule, levels, sampling) in cases.chain(extra) {
+            for (estimator, reset_dead, beta_schedule, levels, sampling, orth_weight) in cases.chain(extra) {
+                if orth_weight > 0.0 && mode == CodebookMode::Ema {
+                    continue; // the penalty acts through the codebook's gradient
+                }
                 let config = TrainConfig {
                     reset_dead,
                     beta_schedule,
@@ -71,10 +77,12 @@ fn matches_the_reference_after_50_steps(engine: &Engine) {
                     target_usage: 0.95,
                     levels,
                     sampling,
+                    orth_weight,
                     ..small(estimator, mode, encoder)
                 };
                 let what = format!(
-                    "{} {encoder} {mode} {estimator} reset {reset_dead} beta {beta_schedule} levels {levels} {sampling}",
+                    "{} {encoder} {mode} {estimator} reset {reset_dead} beta {beta_schedule} levels {levels} {sampling} \
+                     orth {orth_weight}",
                     engine.name()
                 );
                 let data = config.load_data().unwrap();
@@ -87,12 +95,12 @@ fn matches_the_reference_after_50_steps(engine: &Engine) {
                     c.step();
                 }
                 let cm = c.evaluate();
-                if sampling == Sampling::Stochastic {
-                    // The draws must change the run, or this case would test nothing of them.
-                    let nearest = TrainConfig { sampling: Sampling::Nearest, ..config.clone() };
-                    let mut n = CpuTrainer::new(&nearest, nearest.load_data().unwrap()).unwrap();
+                if sampling == Sampling::Stochastic || orth_weight > 0.0 {
+                    // The remedy must change the run, or this case would test nothing of it.
+                    let plain = TrainConfig { sampling: Sampling::Nearest, orth_weight: 0.0, ..config.clone() };
+                    let mut n = CpuTrainer::new(&plain, plain.load_data().unwrap()).unwrap();
                     (0..50).for_each(|_| n.step());
-                    assert_ne!(n.model.params, c.model.params, "{what}: the same parameters as nearest codes");
+                    assert_ne!(n.model.codebooks, c.model.codebooks, "{what}: the same codebook as without the remedy");
                 }
                 let (ep, ip) = max_rel(&gp, &c.model.params);
                 let (ec, ic) = max_rel(&gc, &c.model.codebooks[0]);
@@ -411,9 +419,11 @@ fn batched_runs_equal_single_runs_bit_for_bit() {
         (EncoderKind::Linear, CodebookMode::Grad, 1000), // 1000: the adaptive beta (no reset fires in 100 steps)
         (EncoderKind::Mlp, CodebookMode::Ema, 2000),     // 2000: three residual VQ levels
         (EncoderKind::Linear, CodebookMode::Grad, 3000), // 3000: stochastic code sampling beside nearest codes
+        (EncoderKind::Mlp, CodebookMode::Grad, 4000),    // 4000: the orthogonality penalty on every run
     ] {
-        let (adaptive, residual, sampled) = (reset_dead == 1000, reset_dead == 2000, reset_dead == 3000);
-        let (reset_dead, beta_schedule) = if adaptive || residual || sampled {
+        let (adaptive, residual) = (reset_dead == 1000, reset_dead == 2000);
+        let (sampled, orthogonal) = (reset_dead == 3000, reset_dead == 4000);
+        let (reset_dead, beta_schedule) = if adaptive || residual || sampled || orthogonal {
             (0, if adaptive { BetaSchedule::Adaptive } else { BetaSchedule::Fixed })
         } else {
             (reset_dead, BetaSchedule::Fixed)
@@ -447,6 +457,7 @@ fn batched_runs_equal_single_runs_bit_for_bit() {
                 } else {
                     Sampling::Nearest
                 },
+                orth_weight: if orthogonal { 5.0 } else { 0.0 },
                 ..small(estimator, mode, encoder)
             })
             .collect();

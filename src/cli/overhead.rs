@@ -36,6 +36,8 @@ pub fn variants(base: &TrainConfig) -> Vec<(String, TrainConfig)> {
     let mut out: Vec<(String, TrainConfig)> = Estimator::ALL.iter().map(|&e| (e.name().to_string(), with(e))).collect();
     let sampled = TrainConfig { sampling: Sampling::Stochastic, ..with(Estimator::Ste) };
     out.push(("ste + stochastic sampling".into(), sampled));
+    let orthogonal = TrainConfig { orth_weight: 10.0, ..with(Estimator::Ste) };
+    out.push(("ste + orthogonality penalty".into(), orthogonal));
     out
 }
 

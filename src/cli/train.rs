@@ -176,6 +176,10 @@ pub struct TrainArgs {
     /// from --tau and --tau-final; a codebook-collapse remedy). Not with the Gumbel estimators, which sample already.
     #[arg(long, value_parser = parse::<Sampling>)]
     pub sampling: Option<Sampling>,
+    /// Weight of the codebook's orthogonality penalty, 1/K^2 sum_ij cos(c_i, c_j)^2 - 1/K, added to the codebook's
+    /// gradient (a codebook-collapse remedy; 0: off). Grad-mode codebooks and one level only.
+    #[arg(long, allow_negative_numbers = true)]
+    pub orth_weight: Option<f64>,
     /// Write the run as one JSON object to this file (with --runs above 1: one JSON line per run).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -249,7 +253,7 @@ pub fn config(args: &TrainArgs) -> vqgrad::Result<TrainConfig> {
          codebook_init <- codebook_init, steps <- steps, batch <- batch, lr <- lr, seed <- seed,
          eval_every <- eval_every, reset_dead <- reset_dead, tau <- tau,
          lloyd_iters <- lloyd_iters, beta_schedule <- beta_schedule, target_usage <- target_usage,
-         beta_rate <- beta_rate, levels <- levels, sampling <- sampling);
+         beta_rate <- beta_rate, levels <- levels, sampling <- sampling, orth_weight <- orth_weight);
     if args.tau_final.is_some() {
         c.tau_final = args.tau_final;
     }

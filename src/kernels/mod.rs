@@ -10,6 +10,7 @@ pub mod estimator;
 pub mod gather;
 pub mod learned;
 pub mod loss;
+pub mod orthogonal;
 pub mod residual;
 pub mod schedule;
 pub mod soft;

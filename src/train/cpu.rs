@@ -104,7 +104,13 @@ impl CpuTrainer {
                 c.beta
             }
         };
-        let step = self.model.step(&x, b, c.estimator, &mut beta, c.codebook_mode, relax);
+        let mut step = self.model.step(&x, b, c.estimator, &mut beta, c.codebook_mode, relax);
+        if c.orth_weight > 0.0 {
+            // The orthogonality penalty's gradient at the codebook the step used (PROTOCOL §6.6).
+            let penalty = crate::reference::orthogonal::grad(&self.model.codebooks[0], m);
+            let grad = &mut step.levels[0].codebook_grad;
+            grad.iter_mut().zip(penalty).for_each(|(g, p)| *g += c.orth_weight * p);
+        }
         self.step += 1;
         self.adam_params.update(&mut self.model.params, &step.grads, self.config.lr, self.step);
         if self.config.estimator == Estimator::Learned {

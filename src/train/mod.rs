@@ -84,6 +84,14 @@ pub struct TrainConfig {
     /// tau) at the temperature of `tau` (and `tau_final`) (`--sampling`). Left out of results when `nearest`.
     #[serde(default, skip_serializing_if = "Sampling::is_nearest")]
     pub sampling: Sampling,
+    /// The weight lambda of the codebook's orthogonality penalty `lambda L_orth` (docs/PROTOCOL.md §6.6), added to
+    /// the codebook's gradient; 0 is off (`--orth-weight`). Left out of results when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub orth_weight: f64,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 fn default_target_usage() -> f64 {
@@ -135,6 +143,7 @@ impl Default for TrainConfig {
             levels: 1,
             lloyd_iters: 10,
             sampling: Sampling::Nearest,
+            orth_weight: 0.0,
         }
     }
 }
@@ -232,6 +241,15 @@ impl TrainConfig {
             if self.levels > 1 {
                 return Err(Error::Input("--sampling stochastic takes one level (levels 1)".into()));
             }
+        }
+        if !(self.orth_weight.is_finite() && self.orth_weight >= 0.0 && self.orth_weight <= 1e6) {
+            return Err(Error::Input(format!("orth-weight must be in [0, 1e6], got {}", self.orth_weight)));
+        }
+        if self.orth_weight > 0.0 && (self.codebook_mode != CodebookMode::Grad || self.levels > 1) {
+            return Err(Error::Input(
+                "--orth-weight acts through the codebook's gradient: it takes --codebook-mode grad and one level"
+                    .into(),
+            ));
         }
         if let Some(dim) = self.data.generated_dim() {
             self.check_sizes(dim, (self.n_train as u64, self.n_eval as u64), self.data.structure_len())?;

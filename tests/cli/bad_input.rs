@@ -76,6 +76,9 @@ const ROWS: &[(&str, &str)] = &[
     ("train --sampling sometimes", "nearest, stochastic"),
     ("train --sampling stochastic --estimator gumbel-rotation-trick", "samples its codes already"),
     ("train --sampling stochastic --levels 2", "one level"),
+    ("train --orth-weight -1", "orth-weight"),
+    ("train --orth-weight nan", "orth-weight"),
+    ("train --orth-weight 10 --codebook-mode ema", "codebook-mode grad"),
     ("train --runs 0", "--runs"),
     ("train --runs 2 --save-params m.safetensors", "--save-params"),
     // train: sizes, checked before anything is allocated (these used to abort or panic).

@@ -234,8 +234,10 @@ fn bench_json_has_every_section() {
     assert_eq!(kernels.len(), if has_gpu { vqgrad::Estimator::ROW.len() } else { 0 }, "one per row estimator");
     assert!(kernels.iter().all(|e| positive(&e["us"]) && positive(&e["ratio_to_ste"])));
     let training = v["training"].as_array().expect("training figures");
-    assert_eq!(training.len(), 2 * (vqgrad::Estimator::ALL.len() + 1), "every estimator and remedy x 2 settings");
-    assert!(training.iter().any(|t| t["estimator"] == "ste + stochastic sampling"), "the remedy's cost");
+    assert_eq!(training.len(), 2 * (vqgrad::Estimator::ALL.len() + 2), "every estimator and remedy x 2 settings");
+    for remedy in ["ste + stochastic sampling", "ste + orthogonality penalty"] {
+        assert!(training.iter().any(|t| t["estimator"] == remedy), "{remedy}'s cost");
+    }
     for t in training {
         assert!(positive(&t["cpu_steps_per_sec"]) && positive(&t["cpu_ratio_to_ste"]), "{t}");
         assert_eq!(positive(&t["gpu_steps_per_sec"]), has_gpu, "{t}");
@@ -264,7 +266,7 @@ fn bench_json_has_every_section() {
 }
 
 /// `export-shaders` writes every WGSL source (with the scalar variants) and, per flag, one translation per entry
-/// point: 34 each for SPIR-V (with its magic number), MSL and HLSL; the WGSL files are the crate's sources.
+/// point: 35 each for SPIR-V (with its magic number), MSL and HLSL; the WGSL files are the crate's sources.
 #[test]
 fn export_shaders_writes_the_sources_and_every_translation() {
     let dir = std::env::temp_dir().join(format!("vqgrad-export-{}", std::process::id()));
@@ -281,13 +283,13 @@ fn export_shaders_writes_the_sources_and_every_translation() {
         names
     };
     let wgsl = files("");
-    assert_eq!(wgsl.len(), 14, "{wgsl:?}");
+    assert_eq!(wgsl.len(), 15, "{wgsl:?}");
     for (name, source) in vqgrad::shaders::variants() {
         assert_eq!(std::fs::read_to_string(dir.join(&name)).unwrap(), source, "{name}");
     }
     for (sub, ext) in [("spirv", ".spv"), ("msl", ".metal"), ("hlsl", ".hlsl")] {
         let names = files(sub);
-        assert_eq!(names.len(), 34, "{sub}: {names:?}");
+        assert_eq!(names.len(), 35, "{sub}: {names:?}");
         assert!(names.iter().all(|n| n.ends_with(ext)), "{sub}: {names:?}");
         assert!(names.contains(&format!("assign.scalar.assign{ext}")), "{sub}: {names:?}");
     }

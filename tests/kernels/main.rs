@@ -14,6 +14,7 @@ mod device;
 mod estimator;
 mod gather;
 mod learned;
+mod orthogonal;
 mod residual;
 mod schedule;
 mod soft;

@@ -7,6 +7,7 @@
 pub mod dense;
 mod eval;
 pub use eval::lloyd;
+pub mod orthogonal;
 pub mod quantize;
 mod step;
 mod update;
@@ -58,6 +59,8 @@ struct Work {
     c_bar: Vec<f32>,
     transport_grad: Vec<f32>,
     seen: Vec<bool>,
+    /// The orthogonality penalty's scratch ((K + 1) x m), when it is on.
+    orthogonal: Vec<f32>,
 }
 
 impl Work {
@@ -90,6 +93,7 @@ impl Work {
             c_bar: vec![0.0; m],
             transport_grad: vec![0.0; m * m],
             seen: vec![false; k],
+            orthogonal: vec![0.0; if config.orth_weight > 0.0 { (k + 1) * m } else { 0 }],
         }
     }
 }

@@ -107,6 +107,10 @@ impl FastTrainer {
             for (level, codebook) in w.levels.iter_mut().zip(&self.codebooks) {
                 codebook_grad(level, codebook, m, scale);
             }
+            if c.orth_weight > 0.0 {
+                let grad = &mut w.levels[0].codebook_grad;
+                super::orthogonal::add_grad(codebook, m, c.orth_weight as f32, &mut w.orthogonal, grad);
+            }
         }
         w.grad[..b * m].copy_from_slice(&w.dz);
         dense::backward_layers(p, encoder, &w.x, &w.enc, b, &mut w.grads, &mut w.grad, &mut w.spare, false);

@@ -43,6 +43,7 @@ use crate::kernels::estimator::EstimatorBackward;
 use crate::kernels::gather::Gather;
 use crate::kernels::learned::Learned;
 use crate::kernels::loss::Loss;
+use crate::kernels::orthogonal::Orthogonal;
 use crate::kernels::residual::Residual;
 use crate::kernels::schedule::AdaptiveBeta;
 use crate::kernels::soft::Soft;
@@ -72,6 +73,7 @@ pub(super) struct Kernels {
     pub schedule: AdaptiveBeta,
     pub learned: Learned,
     pub residual: Residual,
+    pub orthogonal: Orthogonal,
     /// Owns the layout the per-step kernels were made with; each run binds its own, identical one.
     _step_layout: StepUniform,
 }
@@ -93,6 +95,7 @@ impl Kernels {
             schedule: AdaptiveBeta::new(device)?,
             learned: Learned::new(device)?,
             residual: Residual::new(device)?,
+            orthogonal: Orthogonal::new(device)?,
             _step_layout: step,
         })
     }

@@ -1,11 +1,13 @@
-//! A level's codebook update (docs/PROTOCOL.md §2.2): the gradient of L_cb and Adam on it, or the EMA update with
-//! its state. Every level of a run shares the codebook mode.
+//! A level's codebook update (docs/PROTOCOL.md §2.2): the gradient of L_cb (plus, on the first level, the
+//! orthogonality penalty's, §6.6) and Adam on it, or the EMA update with its state. Every level of a run shares the
+//! codebook mode.
 
 use super::super::buffers::LevelBuffers;
 use super::Ctx;
 use crate::error::Result;
 use crate::kernels::adam::{AdamSettings, BoundAdam};
 use crate::kernels::codebook::{BoundEma, BoundGrad, CodebookShape, EmaBuffers, EmaSettings, GradBuffers};
+use crate::kernels::orthogonal::BoundOrthogonal;
 use crate::kernels::step::StepUniform;
 use crate::model::CodebookMode;
 use crate::train::{ADAM_BETAS, ADAM_EPS, EMA};
@@ -16,15 +18,23 @@ pub(in super::super) fn adam_settings() -> AdamSettings {
 }
 
 pub(in super::super) enum CodebookStage {
-    /// dL_cb/dC into `grad`, then Adam with its moments.
-    Grad { grad: wgpu::Buffer, moments: [wgpu::Buffer; 2], bound: BoundGrad, adam: BoundAdam },
+    /// dL_cb/dC into `grad` (with the orthogonality penalty's gradient added where it is on), then Adam with its
+    /// moments.
+    Grad {
+        grad: wgpu::Buffer,
+        moments: [wgpu::Buffer; 2],
+        bound: BoundGrad,
+        orthogonal: Option<BoundOrthogonal>,
+        adam: BoundAdam,
+    },
     /// The EMA update with its state (N_k, M_k), which starts at N_k = 1, M_k = c_k.
     Ema { size: wgpu::Buffer, sum: wgpu::Buffer, bound: BoundEma },
 }
 
 impl CodebookStage {
-    /// The update of `level`, whose stacked initial codebooks are `initial` (the EMA state starts from them).
-    pub fn new(cx: Ctx<'_>, level: &LevelBuffers, initial: &[f32]) -> Result<Self> {
+    /// The update of `level` (`first`: level 0, the one the orthogonality penalty acts on), whose stacked initial
+    /// codebooks are `initial` (the EMA state starts from them).
+    pub fn new(cx: Ctx<'_>, level: &LevelBuffers, first: bool, initial: &[f32]) -> Result<Self> {
         let (device, sz) = (cx.device(), cx.sz);
         let shape = CodebookShape { n: sz.b, k: sz.k, m: sz.m };
         let len = (sz.runs * sz.k * sz.m) as usize;
@@ -36,10 +46,15 @@ impl CodebookStage {
                 let buffers =
                     GradBuffers { z: &level.input, index: &level.index, codebook: &level.codebook, grad: &grad };
                 let bound = cx.ks.codebook.bind_grad_runs(device, &buffers, shape, sz.b, sz.runs)?;
+                // The penalty's weight is the batch's (runs that differ in it do not batch).
+                let weight = cx.first().orth_weight as f32;
+                let orthogonal = (first && weight > 0.0)
+                    .then(|| cx.ks.orthogonal.bind(device, &level.codebook, &grad, (sz.k, sz.m), sz.runs, weight))
+                    .transpose()?;
                 // Adam is elementwise with the same constants for every run: the stacked arrays are one array.
                 let [m, v] = &moments;
                 let adam = cx.ks.adam.bind(device, &level.codebook, &grad, m, v, len as u32, adam_settings())?;
-                CodebookStage::Grad { grad, moments, bound, adam }
+                CodebookStage::Grad { grad, moments, bound, orthogonal, adam }
             }
             CodebookMode::Ema => {
                 let (size0, sum0) = crate::contract::ema_initial_state(initial, (sz.runs * sz.k) as usize);
@@ -70,7 +85,12 @@ impl CodebookStage {
     /// Records the first half of the update: the gradient (grad mode) or the whole EMA update.
     pub fn record_first(&self, pass: &mut wgpu::ComputePass<'_>) {
         match self {
-            CodebookStage::Grad { bound, .. } => bound.encode(pass),
+            CodebookStage::Grad { bound, orthogonal, .. } => {
+                bound.encode(pass);
+                if let Some(o) = orthogonal {
+                    o.encode(pass);
+                }
+            }
             CodebookStage::Ema { bound, .. } => bound.encode(pass),
         }
     }

@@ -59,7 +59,7 @@ impl LevelStage {
                 &settings,
             )?,
             sum_dz: later(&|| rk.bind_accumulate(device, &lv.dz, &bf.dz, len))?,
-            codebook: CodebookStage::new(cx, lv, initial)?,
+            codebook: CodebookStage::new(cx, lv, l == 0, initial)?,
         })
     }
 
