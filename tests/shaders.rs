@@ -137,7 +137,7 @@ fn every_shader_validates_and_translates_to_every_backend() {
             translated += 1;
         }
     }
-    assert_eq!(translated, 34, "entry points translated");
+    assert_eq!(translated, 35, "entry points translated");
 }
 
 #[test]
