@@ -273,7 +273,7 @@ fn reproduce_writes_the_claims_table_and_resumes() {
     }
     let claims: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("report/claims.json")).unwrap()).unwrap();
-    assert_eq!(claims.as_array().unwrap().len(), 12, "eight claims, E8, E7, E2 and the future directions");
+    assert_eq!(claims.as_array().unwrap().len(), 13, "eight claims, E8, E7, E2, the future directions, remedies");
     let beyond = &claims[11];
     for variant in ["gumbel", "gumbel-rotation-trick", "learned", "ste + adaptive beta", "rotation-trick, 2 levels"] {
         assert!(beyond["e1"][variant]["dead_codes"]["n"] == 1, "{variant} on E1: {beyond}");
@@ -285,6 +285,16 @@ fn reproduce_writes_the_claims_table_and_resumes() {
     }
     assert!(md.contains("### E2: gradient fields") && dir.join("report/gradfield.png").exists(), "E2 is in the report");
     assert!(md.contains("### E7: VQ against k-means"), "E7 is in the report");
+    // The remedies, each with ste and rotation-trick, beside the plain estimators, with where each helps and the
+    // summary plot.
+    let remedies = &claims[12]["places"]["E1: K = 32, subspace data"];
+    for variant in
+        ["ste", "rotation-trick", "ste + stochastic sampling (tau 0.05)", "rotation-trick + orthogonality 10"]
+    {
+        assert_eq!(remedies[variant]["metrics"]["dead_codes"]["n"], 1, "{variant} on E1: {remedies}");
+    }
+    assert!(md.contains("## Codebook-collapse remedies") && md.contains("### Where each remedy helps"));
+    assert!(dir.join("report/remedies.svg").exists(), "the remedies' summary plot");
     assert_eq!(std::fs::read_dir(dir.join("models")).unwrap().count(), 4, "one E1 model per estimator, one K = 64");
     assert!(md.contains("| E8 |"), "E8 is in the table");
     // With one seed, E1 has one run per estimator: no test is possible, and the table says so rather than guess.
@@ -293,8 +303,9 @@ fn reproduce_writes_the_claims_table_and_resumes() {
     let lines = std::fs::read_to_string(dir.join("results.jsonl")).unwrap().lines().count();
     assert_eq!(
         lines,
-        3 + 3 + 3 * 6 + 3 * 4 + 3 * 4 + 3 * 7 + 2 * 7 + 2 * 7,
-        "E1, E3, E4, E5, E6 and the X experiments (3 + 2 + 2 variants on E1 and E4) with shared settings run once"
+        3 + 3 + 3 * 6 + 3 * 4 + 3 * 4 + 3 * 7 + 2 * 7 + 2 * 7 + 2 * 2 * (7 + 1),
+        "E1, E3, E4, E5, E6, the X experiments (3 + 2 + 2 variants on E1 and E4) and the R experiments (2 remedies x \
+         2 estimators on E4's K and E3) with shared settings run once"
     );
     let again = run();
     assert!(again.status.success());

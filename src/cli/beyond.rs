@@ -29,7 +29,8 @@ pub fn variant(c: &TrainConfig) -> String {
 
 /// E1's and E4's shared setting: subspace data at sigma 0.05, beta 0.25 (the adaptive beta's start).
 fn e4_family(c: &TrainConfig) -> bool {
-    matches!(c.data, DataSpec::Subspace { dim: 256, rank: 4, sigma } if sigma == 0.05) && c.beta == 0.25
+    let setting = matches!(c.data, DataSpec::Subspace { dim: 256, rank: 4, sigma } if sigma == 0.05) && c.beta == 0.25;
+    setting && super::remedies::remedy(c).is_none() // the remedies have their own section
 }
 
 /// The variants in a fixed order: the seed's estimators, then the new ones, then the adaptive and residual runs.

@@ -9,6 +9,7 @@ pub mod kmeans;
 pub mod output;
 pub mod overhead;
 pub mod provenance;
+pub mod remedies;
 pub mod report;
 pub mod reproduce;
 pub mod sweep;

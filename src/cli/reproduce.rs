@@ -41,6 +41,10 @@ const ESTIMATORS: &str = "ste,rotation,rotation-trick";
 const RELAXED_AND_LEARNED: &str = "gumbel,gumbel-rotation-trick,learned";
 const BASELINES: &str = "ste,rotation-trick";
 const E4_CODES: &str = "4,8,16,32,64,128,256";
+/// The remedies' settings in `reproduce` (PROTOCOL §6.6): stochastic sampling's temperature, on E1's scale (an
+/// encoding sits about 0.1 to 0.2 from its code), and the orthogonality weight of vector-quantize-pytorch's example.
+const REMEDY_TAU: &str = "0.05";
+const REMEDY_ORTH_WEIGHT: &str = "10";
 
 fn axis(flag: &str, values: &str) -> Axis {
     Axis { flag: flag.into(), values: values.split(',').map(String::from).collect() }
@@ -48,7 +52,9 @@ fn axis(flag: &str, values: &str) -> Axis {
 
 /// Every experiment's grid (E2, E7 and E8 need their own commands and are not swept here). E1 comes first. The X
 /// experiments are the seed's future directions on E1 and E4's settings: the Gumbel and learned estimators, the
-/// adaptive beta and two residual levels, the last two with `ste` and `rotation-trick`.
+/// adaptive beta and two residual levels, the last two with `ste` and `rotation-trick`. The R experiments are the
+/// codebook-collapse remedies with `ste` and `rotation-trick` on E1, E4 and E3: R1 stochastic sampling, R2 the
+/// orthogonality penalty.
 fn experiments(quick: bool, overrides: &[String]) -> anyhow::Result<Vec<(&'static str, Vec<Axis>)>> {
     let mut common = vec![];
     if quick {
@@ -86,6 +92,13 @@ fn experiments(quick: bool, overrides: &[String]) -> anyhow::Result<Vec<(&'stati
     let [x1_e1, x1_e4] = e1_e4(RELAXED_AND_LEARNED, vec![]);
     let [x2_e1, x2_e4] = e1_e4(BASELINES, vec![axis("beta-schedule", "adaptive")]);
     let [x3_e1, x3_e4] = e1_e4(BASELINES, vec![axis("levels", "2")]);
+    // The codebook-collapse remedies (PROTOCOL §6.6) with the baselines on E1, E4's K and E3's clusters.
+    let remedy = |remedy: Vec<Axis>| {
+        let [e1, e4] = e1_e4(BASELINES, remedy.clone());
+        [e1, e4, with("E3", BASELINES, remedy)]
+    };
+    let [r1_e1, r1_e4, r1_e3] = remedy(vec![axis("sampling", "stochastic"), axis("tau", REMEDY_TAU)]);
+    let [r2_e1, r2_e4, r2_e3] = remedy(vec![axis("orth-weight", REMEDY_ORTH_WEIGHT)]);
     Ok(vec![
         ("E1", with("E1", ESTIMATORS, vec![])),
         ("E3", with("E3", ESTIMATORS, vec![])),
@@ -98,6 +111,12 @@ fn experiments(quick: bool, overrides: &[String]) -> anyhow::Result<Vec<(&'stati
         ("X2", x2_e4),
         ("X3", x3_e1),
         ("X3", x3_e4),
+        ("R1", r1_e1),
+        ("R1", r1_e4),
+        ("R1", r1_e3),
+        ("R2", r2_e1),
+        ("R2", r2_e4),
+        ("R2", r2_e3),
     ])
 }
 
@@ -107,13 +126,15 @@ fn values(runs: &[Run], estimator: &str, metric: &str, pick: &dyn Fn(&TrainConfi
     picked(runs, estimator, pick).map(|r| r.metric(metric)).collect()
 }
 
-/// The plain runs (one level, fixed beta) of `estimator` that `pick` selects.
+/// The plain runs (one level, fixed beta, no remedy) of `estimator` that `pick` selects.
 fn picked<'r>(
     runs: &'r [Run],
     estimator: &'r str,
     pick: &'r dyn Fn(&TrainConfig) -> bool,
 ) -> impl Iterator<Item = &'r Run> + 'r {
-    let plain = |c: &TrainConfig| c.levels == 1 && c.beta_schedule == vqgrad::model::BetaSchedule::Fixed;
+    let plain = |c: &TrainConfig| {
+        c.levels == 1 && c.beta_schedule == vqgrad::model::BetaSchedule::Fixed && super::remedies::remedy(c).is_none()
+    };
     runs.iter()
         .filter(move |r| r.estimator() == estimator)
         .filter(move |r| serde_json::from_value::<TrainConfig>(r.config.clone()).is_ok_and(|c| plain(&c) && pick(&c)))
@@ -547,6 +568,7 @@ pub fn run(options: &GpuOptions, args: &ReproduceArgs) -> anyhow::Result<()> {
     table.push_str(&e2_section(&field, &mut json));
     let bias = bias_sections(&engine, args, &models, &report_dir)?;
     table.push_str(&super::beyond::section(&runs, &bias, &report_dir, &mut json)?);
+    table.push_str(&super::remedies::section(&runs, &overhead, &report_dir, &mut json)?);
     let mut chapters = Vec::new();
     for (name, axes) in &experiments {
         let configs = grid(axes)?;

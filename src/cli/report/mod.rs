@@ -6,7 +6,7 @@ mod plot;
 mod sweeps;
 
 pub use html::slug;
-pub use plot::{Panel, Series, XAxis, chart_on, line_plot, metric_label, svg_to_png};
+pub use plot::{Panel, PointPanel, Series, XAxis, chart_on, line_plot, metric_label, points_plot, svg_to_png};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;

@@ -80,8 +80,19 @@ pub fn series_color(name: &str) -> RGBColor {
         RGBColor(86, 180, 233),  // sky blue
         RGBColor(0, 0, 0),       // black
     ];
-    if let Some(i) = vqgrad::Estimator::ALL.iter().position(|e| e.name() == name) {
+    let estimator = |name: &str| vqgrad::Estimator::ALL.iter().position(|e| e.name() == name);
+    if let Some(i) = estimator(name) {
         return OKABE_ITO[i % OKABE_ITO.len()];
+    }
+    // An estimator with a codebook-collapse remedy ("ste + orthogonality 10"): the estimator's hue, lighter or
+    // darker by the remedy, so that a plot groups each estimator's variants.
+    const TINTS: [(&str, (u8, f64)); 2] = [("stochastic", (255, 0.55)), ("orthogonality", (0, 0.45))];
+    if let Some((base, rest)) = name.split_once(" + ")
+        && let (Some(i), Some((_, (to, amount)))) = (estimator(base), TINTS.iter().find(|(k, _)| rest.contains(k)))
+    {
+        let RGBColor(r, g, b) = OKABE_ITO[i % OKABE_ITO.len()];
+        let mix = |c: u8| (c as f64 + (*to as f64 - c as f64) * amount).round() as u8;
+        return RGBColor(mix(r), mix(g), mix(b));
     }
     // FNV-1a: the same name gets the same colour in every plot and every run of the tool.
     let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
@@ -213,36 +224,118 @@ pub fn panels_plot(stem: &Path, title: &str, x_axis: XAxis<'_>, panels: &[Panel]
     if panels.is_empty() {
         return Ok(nothing_to_draw(title));
     }
-    let cols = if panels.len() > 1 { 2 } else { 1 };
-    let rows = panels.len().div_ceil(cols);
-    let (width, header, row_height) = (1000u32, 74u32, 340u32);
+    let mut names: Vec<&str> = Vec::new();
+    for (name, _) in panels.iter().flat_map(|p| p.series.iter()) {
+        if !names.contains(&name.as_str()) {
+            names.push(name);
+        }
+    }
+    let svg = figure(title, &names, panels.len(), |area, i| {
+        let p = panels[i];
+        draw_panel(area, &p.title, &x_axis, &p.y_label, &p.series, false)
+    })?;
+    write_svg_and_png(stem, &svg, title)
+}
+
+/// One panel of points: its title and, per named point, (x, its interval's half-width) and (y, likewise).
+pub struct PointPanel {
+    pub title: String,
+    pub points: Vec<(String, (f64, f64), (f64, f64))>,
+}
+
+/// Small multiples of points with their intervals in x and y (a cross per point, in its name's colour), one panel
+/// per [`PointPanel`] with `labels` (x, y) and one legend above: a comparison at one glance. Writes `stem.svg` and
+/// `stem.png`; returns the markdown that shows it, or says that nothing was finite to draw.
+pub fn points_plot(stem: &Path, title: &str, labels: (&str, &str), panels: &[PointPanel]) -> anyhow::Result<String> {
+    let finite = |p: &&PointPanel| p.points.iter().any(|(_, x, y)| x.0.is_finite() && y.0.is_finite());
+    let panels: Vec<&PointPanel> = panels.iter().filter(finite).collect();
+    if panels.is_empty() {
+        return Ok(nothing_to_draw(title));
+    }
+    let mut names: Vec<&str> = Vec::new();
+    for (name, ..) in panels.iter().flat_map(|p| p.points.iter()) {
+        if !names.contains(&name.as_str()) {
+            names.push(name);
+        }
+    }
+    let svg = figure(title, &names, panels.len(), |area, i| draw_points(area, panels[i], labels))?;
+    write_svg_and_png(stem, &svg, title)
+}
+
+/// One panel of [`points_plot`].
+fn draw_points(area: &DrawingArea<SVGBackend<'_>, Shift>, panel: &PointPanel, labels: (&str, &str)) -> Plot {
+    let err = |e: f64| if e.is_finite() { e } else { 0.0 };
+    // The points' extents, as series for `ranges`: each point's x interval at its y with its y interval.
+    let series: Vec<Series> = panel
+        .points
+        .iter()
+        .map(|(n, x, y)| (n.clone(), vec![(x.0 - err(x.1), y.0, err(y.1)), (x.0 + err(x.1), y.0, err(y.1))]))
+        .collect();
+    let Some((xr, yr)) = ranges(&series) else { return Ok(()) };
+    let mut chart = ChartBuilder::on(area)
+        .caption(&panel.title, ("sans-serif", 19))
+        .margin(12)
+        .x_label_area_size(46)
+        .y_label_area_size(74)
+        .build_cartesian_2d(xr, yr)?;
+    let mut mesh = chart.configure_mesh();
+    mesh.x_desc(labels.0).y_desc(labels.1).label_style(("sans-serif", 14)).axis_desc_style(("sans-serif", 15));
+    mesh.bold_line_style(RGBColor(205, 205, 205)).light_line_style(RGBColor(240, 240, 240)).draw()?;
+    for (name, (x, ex), (y, ey)) in panel.points.iter().filter(|(_, x, y)| x.0.is_finite() && y.0.is_finite()) {
+        let color = series_color(name).to_rgba();
+        let (ex, ey) = (err(*ex), err(*ey));
+        let style = color.stroke_width(2);
+        chart.draw_series([ErrorBar::new_vertical(*x, y - ey, *y, y + ey, style, 8)])?;
+        chart.draw_series([ErrorBar::new_horizontal(*y, x - ex, *x, x + ex, style, 8)])?;
+        chart.draw_series([Circle::new((*x, *y), 5, color.filled())])?;
+    }
+    Ok(())
+}
+
+type Plot = anyhow::Result<()>;
+
+/// A figure of `count` panels (two columns) under a title and one legend of `names` in their colours; `panel`
+/// draws panel `i` on its area. Returns the SVG.
+fn figure(
+    title: &str,
+    names: &[&str],
+    count: usize,
+    panel: impl Fn(&DrawingArea<SVGBackend<'_>, Shift>, usize) -> Plot,
+) -> anyhow::Result<String> {
+    let cols = if count > 1 { 2 } else { 1 };
+    let rows = count.div_ceil(cols);
+    let width = 1000i32;
+    // The legend: a line in each name's colour and the name, in rows that wrap at the figure's width (text widths
+    // estimated per character).
+    let (mut x, mut y, mut at) = (16i32, 52i32, Vec::new());
+    for name in names {
+        let step = 60 + name.chars().count() as i32 * 8;
+        if x + step > width && x > 16 {
+            (x, y) = (16, y + 26);
+        }
+        at.push((x, y));
+        x += step;
+    }
+    let (header, row_height) = ((y + 22) as u32, 340u32);
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (width, header + rows as u32 * row_height)).into_drawing_area();
+        let size = (width as u32, header + rows as u32 * row_height);
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
         root.fill(&WHITE)?;
         let (top, body) = root.split_vertically(header);
         top.draw(&Text::new(title.to_string(), (16, 10), ("sans-serif", 21).into_font()))?;
-        let mut names: Vec<&str> = Vec::new();
-        for (name, _) in panels.iter().flat_map(|p| p.series.iter()) {
-            if !names.contains(&name.as_str()) {
-                names.push(name);
-            }
-        }
-        // The legend: a line in each series' colour and its name, in a row (text width estimated per character).
-        let mut x = 16i32;
-        for name in names {
+        for (name, &(x, y)) in names.iter().zip(&at) {
             let color = series_color(name);
-            top.draw(&PathElement::new(vec![(x, 52), (x + 26, 52)], color.stroke_width(4)))?;
-            top.draw(&Text::new(name.to_string(), (x + 32, 44), ("sans-serif", 16).into_font()))?;
-            x += 32 + (name.chars().count() as i32 * 8) + 28;
+            top.draw(&PathElement::new(vec![(x, y), (x + 26, y)], color.stroke_width(4)))?;
+            top.draw(&Text::new(name.to_string(), (x + 32, y - 8), ("sans-serif", 16).into_font()))?;
         }
         let areas = body.split_evenly((rows, cols));
-        for (panel, area) in panels.iter().zip(&areas) {
-            draw_panel(area, &panel.title, &x_axis, &panel.y_label, &panel.series, false)?;
+        for (i, area) in areas.iter().enumerate().take(count) {
+            panel(area, i)?;
         }
         root.present()?;
     }
-    write_svg_and_png(stem, &svg, title)
+    Ok(svg)
 }
 
 /// Writes `stem.svg` and `stem.png`; returns the markdown image of the SVG, `title` its alt text.
