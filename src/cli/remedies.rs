@@ -51,7 +51,7 @@ impl Place {
         let estimator = matches!(c.estimator.name(), "ste" | "rotation-trick");
         match c.data {
             _ if !(plain && estimator) => None,
-            DataSpec::Subspace { dim: 256, rank: 4, sigma } if sigma == 0.05 => Some(Place::Subspace(c.codes)),
+            DataSpec::Subspace { dim: 256, rank: 4, sigma: 0.05 } => Some(Place::Subspace(c.codes)),
             DataSpec::Clusters { .. } => Some(Place::Clusters(c.codes)),
             _ => None,
         }

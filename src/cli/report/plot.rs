@@ -237,10 +237,13 @@ pub fn panels_plot(stem: &Path, title: &str, x_axis: XAxis<'_>, panels: &[Panel]
     write_svg_and_png(stem, &svg, title)
 }
 
-/// One panel of points: its title and, per named point, (x, its interval's half-width) and (y, likewise).
+/// A named point: its name, (x, its interval's half-width) and (y, likewise).
+pub type Point = (String, (f64, f64), (f64, f64));
+
+/// One panel of points: its title and its points.
 pub struct PointPanel {
     pub title: String,
-    pub points: Vec<(String, (f64, f64), (f64, f64))>,
+    pub points: Vec<Point>,
 }
 
 /// Small multiples of points with their intervals in x and y (a cross per point, in its name's colour), one panel
