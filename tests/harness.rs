@@ -490,3 +490,41 @@ fn diverged_runs_are_recorded_and_counted_per_cell() {
         .collect();
     assert_eq!(counts.iter().sum::<u64>(), 8, "{counts:?}");
 }
+
+/// `sweep --study remedies` is the R experiments with their baselines (48 settings: plain, stochastic sampling and
+/// the orthogonality penalty, each with ste and rotation-trick on E1, E4's other K and E3); `report` on its results
+/// opens with the remedies' comparison; other grid flags are refused.
+#[test]
+fn the_remedies_study_sweeps_and_reports() {
+    let dir = scratch("study");
+    let out = dir.join("r.jsonl");
+    let tiny = ["--set", "steps=10", "--set", "eval-every=5", "--set", "n-train=256", "--set", "n-eval=64"];
+    let dry = vqgrad().args(["sweep", "--study", "remedies", "--seeds", "0..2", "--dry-run"]).output().unwrap();
+    assert!(dry.status.success(), "{}", String::from_utf8_lossy(&dry.stderr));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&dry.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 48 * 2);
+    let count = |f: &dyn Fn(&serde_json::Value) -> bool| lines.iter().filter(|c| f(c)).count();
+    assert_eq!(count(&|c| c["sampling"] == "stochastic" && c["tau"] == 0.05), 32);
+    assert_eq!(count(&|c| c["orth_weight"] == 10.0), 32);
+    assert_eq!(count(&|c| c["data"]["kind"] == "clusters"), 6 * 2);
+    assert!(lines.iter().all(|c| c["estimator"] == "ste" || c["estimator"] == "rotation-trick"));
+    let o = vqgrad()
+        .args(["sweep", "--study", "remedies", "--seeds", "0..2", "--out", out.to_str().unwrap(), "--quiet", "--cpu"])
+        .args(tiny)
+        .args(["--set", "batch=32"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report = dir.join("report");
+    let o = vqgrad().args(["report", out.to_str().unwrap(), "--out", report.to_str().unwrap()]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let md = std::fs::read_to_string(report.join("report.md")).unwrap();
+    assert!(md.starts_with("# vqgrad report\n\n## Codebook-collapse remedies"), "{}", &md[..200.min(md.len())]);
+    assert!(md.contains("| ste + orthogonality 10 (2) |") && md.contains("### Where each remedy helps"));
+    assert!(report.join("remedies.json").exists() && report.join("remedies.svg").exists());
+    for flag in [["--k", "4"], ["--estimator", "ste"], ["--preset", "E1"]] {
+        let o = vqgrad().args(["sweep", "--study", "remedies", "--dry-run"]).args(flag).output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{flag:?}");
+    }
+}

@@ -120,6 +120,26 @@ fn experiments(quick: bool, overrides: &[String]) -> anyhow::Result<Vec<(&'stati
     ])
 }
 
+/// The grids of a named comparison for `sweep --study` (the protocol's settings, with `overrides` as `reproduce
+/// --set` takes them): `remedies` is the R experiments and their baselines, plain `ste` and `rotation-trick` on E1,
+/// E4's K and E3.
+pub fn study(name: &str, overrides: &[String]) -> anyhow::Result<Vec<Vec<Axis>>> {
+    if name != "remedies" {
+        return Err(vqgrad::Error::Input(format!("--study {name}: the studies are: remedies")).into());
+    }
+    let remedy_flags = ["sampling", "tau", "orth-weight"];
+    let mut grids = Vec::new();
+    for (id, axes) in experiments(false, overrides)? {
+        if id.starts_with('R') {
+            let baseline: Vec<Axis> =
+                axes.iter().filter(|a| !remedy_flags.contains(&a.flag.as_str())).cloned().collect();
+            grids.push(baseline);
+            grids.push(axes);
+        }
+    }
+    Ok(grids)
+}
+
 /// The values of `metric` for `estimator` among the plain runs (one level, a fixed beta: the seed's model) whose
 /// configuration satisfies `pick`.
 fn values(runs: &[Run], estimator: &str, metric: &str, pick: &dyn Fn(&TrainConfig) -> bool) -> Vec<f64> {

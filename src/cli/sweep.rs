@@ -20,6 +20,11 @@ pub struct SweepArgs {
     /// {"preset": "E1", "estimator": ["ste", "rotation"], "k": [16, 32], "seeds": "0..5"}.
     #[arg(long)]
     pub grid: Option<PathBuf>,
+    /// A named comparison instead of a grid: `remedies` (every codebook-collapse remedy and the plain estimators
+    /// beside it, with `ste` and `rotation-trick`, on E1, E4's K and E3, as `reproduce` runs them). Takes `--seeds`
+    /// and `--set` (one value each), and no other grid flag.
+    #[arg(long)]
+    pub study: Option<String>,
     /// Seeds: a range `A..B` (B excluded) or a comma list [default: 0..5, or the grid file's].
     #[arg(long)]
     pub seeds: Option<String>,
@@ -469,9 +474,30 @@ fn record(out: &Path, line: &serde_json::Value, bar: &ProgressBar) -> anyhow::Re
     Ok(())
 }
 
+/// The runs a sweep asks for: its grid's, or its study's (each configuration once, in the study's order).
+fn configs(args: &SweepArgs) -> anyhow::Result<Vec<TrainConfig>> {
+    let Some(study) = &args.study else { return grid(&axes(args)?) };
+    let flags = [("--grid", args.grid.is_some()), ("--preset", args.preset.is_some())];
+    let flags = flags.into_iter().chain([("--estimator", args.estimator.is_some()), ("--k", args.k.is_some())]);
+    let flags = flags.chain([("--beta", args.beta.is_some()), ("--sigma", args.sigma.is_some())]);
+    if let Some((flag, _)) = flags.into_iter().find(|(_, given)| *given) {
+        return Err(vqgrad::Error::Input(format!("--study {study} sets the grid itself; drop {flag}")).into());
+    }
+    let mut overrides = args.set.clone();
+    overrides.push(format!("seed={}", args.seeds.as_deref().unwrap_or("0..5")));
+    let mut out: Vec<TrainConfig> = Vec::new();
+    for axes in super::reproduce::study(study, &overrides)? {
+        for c in grid(&axes)? {
+            if !out.contains(&c) {
+                out.push(c);
+            }
+        }
+    }
+    Ok(out)
+}
+
 pub fn run(options: &GpuOptions, args: &SweepArgs) -> anyhow::Result<()> {
-    let axes = axes(args)?;
-    let configs = grid(&axes)?;
+    let configs = configs(args)?;
     let (shard, shards) = args.shard.as_deref().map(parse_shard).transpose()?.unwrap_or((0, 1));
     let mine: Vec<&TrainConfig> =
         configs.iter().enumerate().filter(|(i, _)| i % shards == shard).map(|(_, c)| c).collect();

@@ -94,6 +94,8 @@ const ROWS: &[(&str, &str)] = &[
     ("train --save-params /nonexistent-vqgrad/m.safetensors", "--save-params"),
     // sweep.
     ("sweep --seeds abc --dry-run", "abc"),
+    ("sweep --study nope --dry-run", "the studies are"),
+    ("sweep --study remedies --k 4 --dry-run", "--study remedies"),
     ("sweep --seeds 5..2 --dry-run", "empty"),
     ("sweep --seeds 0,0,1 --dry-run", "seed 0 is given twice"),
     ("sweep --seeds 0..1000000000 --dry-run", "at most"),

@@ -431,7 +431,16 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
         print!("{}", super::reproduce::claims_markdown(&runs));
         return Ok(());
     }
-    write_report(&runs, &args.out, &args.results, &Front::default())?;
+    // Runs with codebook-collapse remedies get their comparison first (without E8's timings, which need a process
+    // of their own), its figures in remedies.json.
+    super::output::ensure_dir(&args.out, "--out")?;
+    let mut remedies = json!([]);
+    let section = super::remedies::section(&runs, &[], &args.out, &mut remedies)?;
+    if !section.is_empty() {
+        std::fs::write(args.out.join("remedies.json"), serde_json::to_string_pretty(&remedies[0])? + "\n")?;
+    }
+    let front = Front { preamble: Some(format!("# vqgrad report\n{section}\n")), chapters: Vec::new() };
+    write_report(&runs, &args.out, &args.results, &front)?;
     let (md, html) = (args.out.join("report.md"), args.out.join("report.html"));
     eprintln!("{} runs; wrote {} and {}", runs.len(), md.display(), html.display());
     Ok(())
