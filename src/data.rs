@@ -31,6 +31,8 @@ pub enum Stream {
     Kmeans = 7,
     /// Dead-code resets. Reserved: a reset picks its rows by a hash of the seed, not from this stream.
     Reset = 8,
+    /// SimVQ's projection layer (`--reparam simvq`).
+    Projection = 9,
 }
 
 /// The generator for `seed` and `stream`.

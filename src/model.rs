@@ -70,6 +70,25 @@ impl Sampling {
     }
 }
 
+/// How the codebook the quantizer uses is parameterized (a codebook-collapse remedy, docs/PROTOCOL.md §6.6).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reparam {
+    /// The codebook is itself the parameter.
+    #[default]
+    None,
+    /// SimVQ (Zhu et al. 2024): the codebook is `C0 W^T + b`, a frozen random basis C0 through one learned linear
+    /// layer, which the codebook's gradient trains.
+    Simvq,
+}
+
+impl Reparam {
+    /// Whether this is the default, which results leave out.
+    pub fn is_none(&self) -> bool {
+        *self == Reparam::None
+    }
+}
+
 macro_rules! named_enum {
     ($t:ty, $what:literal, $expected:literal, [$($v:path => $n:literal),*]) => {
         impl $t {
@@ -101,6 +120,7 @@ named_enum!(CodebookInit, "codebook init", "uniform, normal, kmeans",
 named_enum!(CodebookMode, "codebook mode", "grad, ema", [CodebookMode::Grad => "grad", CodebookMode::Ema => "ema"]);
 named_enum!(BetaSchedule, "beta schedule", "fixed, adaptive", [BetaSchedule::Fixed => "fixed", BetaSchedule::Adaptive => "adaptive"]);
 named_enum!(Sampling, "sampling", "nearest, stochastic", [Sampling::Nearest => "nearest", Sampling::Stochastic => "stochastic"]);
+named_enum!(Reparam, "reparam", "none, simvq", [Reparam::None => "none", Reparam::Simvq => "simvq"]);
 
 /// The sizes of a model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

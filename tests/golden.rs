@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use std::path::Path;
 use vqgrad::Estimator;
 use vqgrad::data::DataSpec;
-use vqgrad::model::{BetaSchedule, CodebookInit, CodebookMode, EncoderKind, Sampling};
+use vqgrad::model::{BetaSchedule, CodebookInit, CodebookMode, EncoderKind, Reparam, Sampling};
 use vqgrad::train::{Engine, RunResult, State, TrainConfig, batchable};
 
 const PINS: &str = "tests/golden/runs.json";
@@ -93,6 +93,7 @@ fn cases() -> Vec<(String, TrainConfig)> {
         "rotation-trick orthogonality penalty".into(),
         TrainConfig { estimator: Estimator::RotationTrick, orth_weight: 10.0, ..base() },
     ));
+    out.push(("ste simvq".into(), TrainConfig { reparam: Reparam::Simvq, ..base() }));
     out
 }
 

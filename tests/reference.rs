@@ -228,6 +228,25 @@ fn orthogonal_penalty_gradient_matches_finite_differences() {
     assert_eq!(grad(&[0.0, 0.0, 1.0, 2.0], 2)[..2], [0.0, 0.0], "a zero code has no gradient");
 }
 
+/// SimVQ's layer gradient (what the codebook's gradient G gives W and b) is the gradient of `sum G . C(W, b)`, C
+/// the codebook `C0 W^T + b` (central differences).
+#[test]
+fn simvq_layer_gradient_matches_finite_differences() {
+    use vqgrad::reference::train::linear_backward;
+    use vqgrad::train::simvq::{codebook_f64, layer};
+    let mut rng = ChaCha8Rng::seed_from_u64(31);
+    for &(k, m) in &[(1, 1), (5, 3), (16, 4)] {
+        let (basis, projection, g) = (normal(&mut rng, k * m), normal(&mut rng, m * m + m), normal(&mut rng, k * m));
+        let mut analytic = vec![0.0; projection.len()];
+        linear_backward(&projection, layer(m as u32), &basis, &g, k, &mut analytic);
+        let f = |p: &[f64]| codebook_f64(&basis, p, m).iter().zip(&g).map(|(c, g)| c * g).sum::<f64>();
+        let fd = central_difference(f, &projection, 1e-6);
+        for (e, (a, d)) in analytic.iter().zip(&fd).enumerate() {
+            assert!((a - d).abs() <= 1e-6 * (1.0 + a.abs()), "k {k} m {m} element {e}: {a} against {d}");
+        }
+    }
+}
+
 /// Stochastic code sampling draws code k with probability softmax(-||z - c_k|| / tau)_k: over 40000 noise draws
 /// (rows) the frequencies are within 5 standard errors of it, at three temperatures; a tiny tau draws the nearest.
 #[test]

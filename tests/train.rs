@@ -5,7 +5,7 @@ mod common;
 
 use vqgrad::Estimator;
 use vqgrad::data::DataSpec;
-use vqgrad::model::{BetaSchedule, CodebookInit, CodebookMode, EncoderKind, Sampling};
+use vqgrad::model::{BetaSchedule, CodebookInit, CodebookMode, EncoderKind, Reparam, Sampling};
 use vqgrad::train::cpu::CpuTrainer;
 use vqgrad::train::gpu::BatchTrainer;
 use vqgrad::train::{Engine, TrainConfig, Trainer};
@@ -48,28 +48,32 @@ fn max_rel(gpu: &[f32], cpu: &[f64]) -> (f64, usize) {
 /// After 50 steps an f32 engine and the f64 reference agree: parameters and codebook within 2e-5 of the largest
 /// value (f32 rounding through 50 of Adam's normalized steps; about 1e-6 is typical), the eval metrics within 2e-5
 /// relative, and dead codes exactly; for every estimator, both codebook modes, both encoders, dead-code resets (every
-/// 10 steps), the adaptive beta, residual levels, stochastic code sampling and the orthogonality penalty.
+/// 10 steps), the adaptive beta, residual levels and the codebook-collapse remedies (stochastic code sampling, the
+/// orthogonality penalty, SimVQ).
 fn matches_the_reference_after_50_steps(engine: &Engine) {
     for encoder in [EncoderKind::Linear, EncoderKind::Mlp] {
         for mode in [CodebookMode::Grad, CodebookMode::Ema] {
-            // (estimator, resets, beta schedule, levels, code sampling, orthogonality weight)
+            // (estimator, resets, beta schedule, levels, code sampling, orthogonality weight, SimVQ)
             let (nearest, stochastic) = (Sampling::Nearest, Sampling::Stochastic);
-            let cases = Estimator::ALL.into_iter().map(|e| (e, 0, BetaSchedule::Fixed, 1, nearest, 0.0));
+            let cases = Estimator::ALL.into_iter().map(|e| (e, 0, BetaSchedule::Fixed, 1, nearest, 0.0, false));
             let extra = [
-                (Estimator::Ste, 10, BetaSchedule::Fixed, 1, nearest, 0.0),
-                (Estimator::Ste, 0, BetaSchedule::Adaptive, 1, nearest, 0.0),
-                (Estimator::Gumbel, 0, BetaSchedule::Adaptive, 1, nearest, 0.0),
-                (Estimator::Ste, 0, BetaSchedule::Fixed, 3, nearest, 0.0),
-                (Estimator::RotationTrick, 0, BetaSchedule::Fixed, 2, nearest, 0.0),
-                (Estimator::Ste, 0, BetaSchedule::Fixed, 1, stochastic, 0.0),
-                (Estimator::RotationTrick, 0, BetaSchedule::Adaptive, 1, stochastic, 0.0),
-                (Estimator::Ste, 0, BetaSchedule::Fixed, 1, nearest, 10.0),
-                (Estimator::Rotation, 10, BetaSchedule::Fixed, 1, stochastic, 1.0),
+                (Estimator::Ste, 10, BetaSchedule::Fixed, 1, nearest, 0.0, false),
+                (Estimator::Ste, 0, BetaSchedule::Adaptive, 1, nearest, 0.0, false),
+                (Estimator::Gumbel, 0, BetaSchedule::Adaptive, 1, nearest, 0.0, false),
+                (Estimator::Ste, 0, BetaSchedule::Fixed, 3, nearest, 0.0, false),
+                (Estimator::RotationTrick, 0, BetaSchedule::Fixed, 2, nearest, 0.0, false),
+                (Estimator::Ste, 0, BetaSchedule::Fixed, 1, stochastic, 0.0, false),
+                (Estimator::RotationTrick, 0, BetaSchedule::Adaptive, 1, stochastic, 0.0, false),
+                (Estimator::Ste, 0, BetaSchedule::Fixed, 1, nearest, 10.0, false),
+                (Estimator::Rotation, 10, BetaSchedule::Fixed, 1, stochastic, 1.0, false),
+                (Estimator::Ste, 0, BetaSchedule::Fixed, 1, nearest, 0.0, true),
+                (Estimator::RotationTrick, 0, BetaSchedule::Adaptive, 1, stochastic, 1.0, true),
             ];
-            for (estimator, reset_dead, beta_schedule, levels, sampling, orth_weight) in cases.chain(extra) {
-                if orth_weight > 0.0 && mode == CodebookMode::Ema {
-                    continue; // the penalty acts through the codebook's gradient
+            for (estimator, reset_dead, beta_schedule, levels, sampling, orth_weight, simvq) in cases.chain(extra) {
+                if (orth_weight > 0.0 || simvq) && mode == CodebookMode::Ema {
+                    continue; // the penalty and SimVQ act through the codebook's gradient
                 }
+                let reparam = if simvq { Reparam::Simvq } else { Reparam::None };
                 let config = TrainConfig {
                     reset_dead,
                     beta_schedule,
@@ -78,11 +82,12 @@ fn matches_the_reference_after_50_steps(engine: &Engine) {
                     levels,
                     sampling,
                     orth_weight,
+                    reparam,
                     ..small(estimator, mode, encoder)
                 };
                 let what = format!(
                     "{} {encoder} {mode} {estimator} reset {reset_dead} beta {beta_schedule} levels {levels} {sampling} \
-                     orth {orth_weight}",
+                     orth {orth_weight} {reparam}",
                     engine.name()
                 );
                 let data = config.load_data().unwrap();
@@ -95,9 +100,14 @@ fn matches_the_reference_after_50_steps(engine: &Engine) {
                     c.step();
                 }
                 let cm = c.evaluate();
-                if sampling == Sampling::Stochastic || orth_weight > 0.0 {
+                if sampling == Sampling::Stochastic || orth_weight > 0.0 || simvq {
                     // The remedy must change the run, or this case would test nothing of it.
-                    let plain = TrainConfig { sampling: Sampling::Nearest, orth_weight: 0.0, ..config.clone() };
+                    let plain = TrainConfig {
+                        sampling: Sampling::Nearest,
+                        orth_weight: 0.0,
+                        reparam: Reparam::None,
+                        ..config.clone()
+                    };
                     let mut n = CpuTrainer::new(&plain, plain.load_data().unwrap()).unwrap();
                     (0..50).for_each(|_| n.step());
                     assert_ne!(n.model.codebooks, c.model.codebooks, "{what}: the same codebook as without the remedy");
@@ -420,10 +430,11 @@ fn batched_runs_equal_single_runs_bit_for_bit() {
         (EncoderKind::Mlp, CodebookMode::Ema, 2000),     // 2000: three residual VQ levels
         (EncoderKind::Linear, CodebookMode::Grad, 3000), // 3000: stochastic code sampling beside nearest codes
         (EncoderKind::Mlp, CodebookMode::Grad, 4000),    // 4000: the orthogonality penalty on every run
+        (EncoderKind::Linear, CodebookMode::Grad, 5000), // 5000: SimVQ on every run
     ] {
         let (adaptive, residual) = (reset_dead == 1000, reset_dead == 2000);
-        let (sampled, orthogonal) = (reset_dead == 3000, reset_dead == 4000);
-        let (reset_dead, beta_schedule) = if adaptive || residual || sampled || orthogonal {
+        let (sampled, orthogonal, simvq) = (reset_dead == 3000, reset_dead == 4000, reset_dead == 5000);
+        let (reset_dead, beta_schedule) = if adaptive || residual || sampled || orthogonal || simvq {
             (0, if adaptive { BetaSchedule::Adaptive } else { BetaSchedule::Fixed })
         } else {
             (reset_dead, BetaSchedule::Fixed)
@@ -458,6 +469,7 @@ fn batched_runs_equal_single_runs_bit_for_bit() {
                     Sampling::Nearest
                 },
                 orth_weight: if orthogonal { 5.0 } else { 0.0 },
+                reparam: if simvq { Reparam::Simvq } else { Reparam::None },
                 ..small(estimator, mode, encoder)
             })
             .collect();

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 use vqgrad::Estimator;
-use vqgrad::model::Sampling;
+use vqgrad::model::{Reparam, Sampling};
 use vqgrad::train::Engine;
 use vqgrad::train::TrainConfig;
 
@@ -38,6 +38,7 @@ pub fn variants(base: &TrainConfig) -> Vec<(String, TrainConfig)> {
     out.push(("ste + stochastic sampling".into(), sampled));
     let orthogonal = TrainConfig { orth_weight: 10.0, ..with(Estimator::Ste) };
     out.push(("ste + orthogonality penalty".into(), orthogonal));
+    out.push(("ste + simvq".into(), TrainConfig { reparam: Reparam::Simvq, ..with(Estimator::Ste) }));
     out
 }
 

@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use vqgrad::analysis::{Summary, summarize, welch_p};
 use vqgrad::data::DataSpec;
-use vqgrad::model::{BetaSchedule, Sampling};
+use vqgrad::model::{BetaSchedule, Reparam, Sampling};
 use vqgrad::train::TrainConfig;
 
 /// The remedies a run uses, as the report names them, or `None` for a plain run.
@@ -22,6 +22,9 @@ pub fn remedy(c: &TrainConfig) -> Option<String> {
     }
     if c.orth_weight > 0.0 {
         parts.push(format!("orthogonality {}", c.orth_weight));
+    }
+    if c.reparam == Reparam::Simvq {
+        parts.push("simvq".into());
     }
     (!parts.is_empty()).then(|| parts.join(" + "))
 }

@@ -54,7 +54,7 @@ fn axis(flag: &str, values: &str) -> Axis {
 /// experiments are the seed's future directions on E1 and E4's settings: the Gumbel and learned estimators, the
 /// adaptive beta and two residual levels, the last two with `ste` and `rotation-trick`. The R experiments are the
 /// codebook-collapse remedies with `ste` and `rotation-trick` on E1, E4 and E3: R1 stochastic sampling, R2 the
-/// orthogonality penalty.
+/// orthogonality penalty, R3 SimVQ.
 fn experiments(quick: bool, overrides: &[String]) -> anyhow::Result<Vec<(&'static str, Vec<Axis>)>> {
     let mut common = vec![];
     if quick {
@@ -99,6 +99,7 @@ fn experiments(quick: bool, overrides: &[String]) -> anyhow::Result<Vec<(&'stati
     };
     let [r1_e1, r1_e4, r1_e3] = remedy(vec![axis("sampling", "stochastic"), axis("tau", REMEDY_TAU)]);
     let [r2_e1, r2_e4, r2_e3] = remedy(vec![axis("orth-weight", REMEDY_ORTH_WEIGHT)]);
+    let [r3_e1, r3_e4, r3_e3] = remedy(vec![axis("reparam", "simvq")]);
     Ok(vec![
         ("E1", with("E1", ESTIMATORS, vec![])),
         ("E3", with("E3", ESTIMATORS, vec![])),
@@ -117,6 +118,9 @@ fn experiments(quick: bool, overrides: &[String]) -> anyhow::Result<Vec<(&'stati
         ("R2", r2_e1),
         ("R2", r2_e4),
         ("R2", r2_e3),
+        ("R3", r3_e1),
+        ("R3", r3_e4),
+        ("R3", r3_e3),
     ])
 }
 
@@ -127,7 +131,7 @@ pub fn study(name: &str, overrides: &[String]) -> anyhow::Result<Vec<Vec<Axis>>>
     if name != "remedies" {
         return Err(vqgrad::Error::Input(format!("--study {name}: the studies are: remedies")).into());
     }
-    let remedy_flags = ["sampling", "tau", "orth-weight"];
+    let remedy_flags = ["sampling", "tau", "orth-weight", "reparam"];
     let mut grids = Vec::new();
     for (id, axes) in experiments(false, overrides)? {
         if id.starts_with('R') {

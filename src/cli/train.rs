@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use vqgrad::Estimator;
 use vqgrad::data::DataSpec;
 use vqgrad::gpu::GpuOptions;
-use vqgrad::model::{BetaSchedule, CodebookInit, CodebookMode, EncoderKind, Sampling};
+use vqgrad::model::{BetaSchedule, CodebookInit, CodebookMode, EncoderKind, Reparam, Sampling};
 use vqgrad::train::{Engine, Metrics, RunResult, TrainConfig};
 
 /// The experiments of docs/PROTOCOL.md §5, as presets of a single run (sweeps vary K, beta or sigma around them).
@@ -180,6 +180,10 @@ pub struct TrainArgs {
     /// gradient (a codebook-collapse remedy; 0: off). Grad-mode codebooks and one level only.
     #[arg(long, allow_negative_numbers = true)]
     pub orth_weight: Option<f64>,
+    /// How the codebook is parameterized: none, or simvq (a frozen random basis through one learned linear layer; a
+    /// codebook-collapse remedy). simvq takes grad-mode codebooks, one level, no resets and no k-means init.
+    #[arg(long, value_parser = parse::<Reparam>)]
+    pub reparam: Option<Reparam>,
     /// Write the run as one JSON object to this file (with --runs above 1: one JSON line per run).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -253,7 +257,8 @@ pub fn config(args: &TrainArgs) -> vqgrad::Result<TrainConfig> {
          codebook_init <- codebook_init, steps <- steps, batch <- batch, lr <- lr, seed <- seed,
          eval_every <- eval_every, reset_dead <- reset_dead, tau <- tau,
          lloyd_iters <- lloyd_iters, beta_schedule <- beta_schedule, target_usage <- target_usage,
-         beta_rate <- beta_rate, levels <- levels, sampling <- sampling, orth_weight <- orth_weight);
+         beta_rate <- beta_rate, levels <- levels, sampling <- sampling, orth_weight <- orth_weight,
+         reparam <- reparam);
     if args.tau_final.is_some() {
         c.tau_final = args.tau_final;
     }

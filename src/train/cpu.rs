@@ -2,19 +2,21 @@
 //! batches as the GPU engine. [`CpuRuns`] trains several runs one after another behind [`Trainer`].
 
 use super::engine::{State, Trainer};
+use super::simvq::SimvqF64;
 use super::{ADAM_BETAS, ADAM_EPS, EMA, Metrics, Schedule, TrainConfig};
 use crate::Estimator;
 use crate::contract::seed_mix;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::model::{BetaSchedule, CodebookMode, EncoderKind};
+use crate::model::{BetaSchedule, CodebookMode, EncoderKind, Reparam};
 use crate::reference::train::{CpuAdam, CpuEma, CpuModel, Relaxation, Step};
 use crate::reference::{adapt_beta, to_f32, to_f64};
 
-/// How one level's codebook learns: Adam on its gradient, or the EMA update.
+/// How one level's codebook learns: Adam on its gradient, the EMA update, or SimVQ's layer (level 0).
 enum LevelUpdate {
     Grad(CpuAdam),
     Ema(CpuEma),
+    Simvq(SimvqF64),
 }
 
 /// Trains one run on the CPU.
@@ -50,9 +52,10 @@ impl CpuTrainer {
         let adam = |len: usize| CpuAdam::new(len, ADAM_BETAS.0, ADAM_BETAS.1, ADAM_EPS);
         let level_updates = codebooks
             .iter()
-            .map(|c| match config.codebook_mode {
-                CodebookMode::Grad => LevelUpdate::Grad(adam(c.len())),
-                CodebookMode::Ema => LevelUpdate::Ema(CpuEma::new(c, k, EMA.0, EMA.1)),
+            .map(|c| match (config.codebook_mode, config.reparam) {
+                (CodebookMode::Grad, Reparam::Simvq) => LevelUpdate::Simvq(SimvqF64::new(config, adam(m * m + m))),
+                (CodebookMode::Grad, _) => LevelUpdate::Grad(adam(c.len())),
+                (CodebookMode::Ema, _) => LevelUpdate::Ema(CpuEma::new(c, k, EMA.0, EMA.1)),
             })
             .collect();
         let model = CpuModel { layout, latent: m, params, codebooks };
@@ -122,6 +125,7 @@ impl CpuTrainer {
             match update {
                 LevelUpdate::Ema(ema) => ema.update(codebook, &level.input, &level.index, m),
                 LevelUpdate::Grad(adam) => adam.update(codebook, &level.codebook_grad, self.config.lr, self.step),
+                LevelUpdate::Simvq(s) => s.update(codebook, &level.codebook_grad, m, self.config.lr, self.step),
             }
         }
         for &a in &step.levels[0].index {
@@ -130,7 +134,7 @@ impl CpuTrainer {
         if self.config.reset_dead > 0 && self.step.is_multiple_of(self.config.reset_dead as u64) {
             let ema = match &mut self.level_updates[0] {
                 LevelUpdate::Ema(ema) => Some((&mut ema.size[..], &mut ema.sum[..])),
-                LevelUpdate::Grad(_) => None,
+                LevelUpdate::Grad(_) | LevelUpdate::Simvq(_) => None,
             };
             let (seed, t) = (self.config.seed, self.step);
             let codebook = &mut self.model.codebooks[0];

@@ -120,6 +120,10 @@ pub fn initial_run(
         let z = model.encode(&to_f64(&data.train[..rows * d]), rows);
         let seeds = kmeans_plus_plus(&z, m, config.codes as usize, &mut data::rng(config.seed, Stream::Kmeans));
         lloyd(&z, &seeds, m, KMEANS_ITERS)?
+    } else if config.reparam == crate::model::Reparam::Simvq {
+        // SimVQ's codebook is its basis through its layer (PROTOCOL §6.6), not the protocol's init.
+        let (basis, projection) = super::simvq::initial(config);
+        super::simvq::codebook_f64(&to_f64(&basis), &to_f64(&projection), config.latent as usize)
     } else {
         to_f64(&codebook)
     };

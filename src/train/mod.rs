@@ -8,6 +8,7 @@ pub mod engine;
 pub mod fast;
 pub mod gpu;
 pub mod init;
+pub mod simvq;
 
 pub use engine::{Adapter, Engine, EngineChoice, State, Trainer, request_stop, stop_requested};
 pub use init::{KMEANS_ITERS, KMEANS_SAMPLES, initial_run, initial_state, kmeans_plus_plus, lloyd};
@@ -15,7 +16,7 @@ pub use init::{KMEANS_ITERS, KMEANS_SAMPLES, initial_run, initial_state, kmeans_
 use crate::data::{self, DataSpec, Dataset, Stream};
 use crate::error::{Error, Result};
 use crate::estimator::Estimator;
-use crate::model::{BetaSchedule, CodebookInit, CodebookMode, EncoderKind, ModelShape, Sampling};
+use crate::model::{BetaSchedule, CodebookInit, CodebookMode, EncoderKind, ModelShape, Reparam, Sampling};
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
@@ -88,6 +89,10 @@ pub struct TrainConfig {
     /// the codebook's gradient; 0 is off (`--orth-weight`). Left out of results when 0.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub orth_weight: f64,
+    /// How the codebook is parameterized: `none`, or `simvq`, a frozen basis through a learned linear layer
+    /// (docs/PROTOCOL.md §6.6) (`--reparam`). Left out of results when `none`.
+    #[serde(default, skip_serializing_if = "Reparam::is_none")]
+    pub reparam: Reparam,
 }
 
 fn is_zero(v: &f64) -> bool {
@@ -144,6 +149,7 @@ impl Default for TrainConfig {
             lloyd_iters: 10,
             sampling: Sampling::Nearest,
             orth_weight: 0.0,
+            reparam: Reparam::None,
         }
     }
 }
@@ -248,6 +254,14 @@ impl TrainConfig {
         if self.orth_weight > 0.0 && (self.codebook_mode != CodebookMode::Grad || self.levels > 1) {
             return Err(Error::Input(
                 "--orth-weight acts through the codebook's gradient: it takes --codebook-mode grad and one level"
+                    .into(),
+            ));
+        }
+        let plain_codebook = self.codebook_mode == CodebookMode::Grad && self.levels == 1 && self.reset_dead == 0;
+        if self.reparam == Reparam::Simvq && !(plain_codebook && self.codebook_init != CodebookInit::Kmeans) {
+            return Err(Error::Input(
+                "--reparam simvq learns its codebook through a linear layer from its own random basis: it takes \
+                 --codebook-mode grad, one level, no --reset-dead and no k-means init"
                     .into(),
             ));
         }

@@ -79,6 +79,10 @@ const ROWS: &[(&str, &str)] = &[
     ("train --orth-weight -1", "orth-weight"),
     ("train --orth-weight nan", "orth-weight"),
     ("train --orth-weight 10 --codebook-mode ema", "codebook-mode grad"),
+    ("train --reparam nope", "none, simvq"),
+    ("train --reparam simvq --codebook-mode ema", "reparam simvq"),
+    ("train --reparam simvq --reset-dead 5", "reparam simvq"),
+    ("train --reparam simvq --codebook-init kmeans", "reparam simvq"),
     ("train --runs 0", "--runs"),
     ("train --runs 2 --save-params m.safetensors", "--save-params"),
     // train: sizes, checked before anything is allocated (these used to abort or panic).

@@ -9,6 +9,7 @@ mod eval;
 pub use eval::lloyd;
 pub mod orthogonal;
 pub mod quantize;
+mod simvq;
 mod step;
 mod update;
 
@@ -16,14 +17,15 @@ use super::engine::{State, Trainer};
 use super::{Metrics, Schedule, TrainConfig};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::model::{CodebookMode, Layout};
+use crate::model::{CodebookMode, Layout, Reparam};
 use rayon::prelude::*;
 use update::{Adam, Ema};
 
-/// How one level's codebook learns: Adam on its gradient, or the EMA update.
+/// How one level's codebook learns: Adam on its gradient, the EMA update, or SimVQ's layer (level 0).
 enum LevelUpdate {
     Grad(Adam),
     Ema(Ema),
+    Simvq(simvq::SimvqF32),
 }
 
 /// One VQ level's buffers for a batch.
@@ -132,9 +134,10 @@ impl FastTrainer {
         let codebooks: Vec<Vec<f32>> = codebooks.iter().map(|c| crate::reference::to_f32(c)).collect();
         let level_updates = codebooks
             .iter()
-            .map(|c| match config.codebook_mode {
-                CodebookMode::Grad => LevelUpdate::Grad(Adam::new(c.len())),
-                CodebookMode::Ema => LevelUpdate::Ema(Ema::new(c, k)),
+            .map(|c| match (config.codebook_mode, config.reparam) {
+                (CodebookMode::Grad, Reparam::Simvq) => LevelUpdate::Simvq(simvq::SimvqF32::new(config)),
+                (CodebookMode::Grad, _) => LevelUpdate::Grad(Adam::new(c.len())),
+                (CodebookMode::Ema, _) => LevelUpdate::Ema(Ema::new(c, k)),
             })
             .collect();
         let b = config.beta as f32;

@@ -1,5 +1,6 @@
 //! A level's codebook update (docs/PROTOCOL.md §2.2): the gradient of L_cb (plus, on the first level, the
-//! orthogonality penalty's, §6.6) and Adam on it, or the EMA update with its state. Every level of a run shares the
+//! orthogonality penalty's, §6.6) and Adam on it (or, with SimVQ, §6.6, on the layer the codebook is computed
+//! from), or the EMA update with its state. Every level of a run shares the
 //! codebook mode.
 
 use super::super::buffers::LevelBuffers;
@@ -7,9 +8,10 @@ use super::Ctx;
 use crate::error::Result;
 use crate::kernels::adam::{AdamSettings, BoundAdam};
 use crate::kernels::codebook::{BoundEma, BoundGrad, CodebookShape, EmaBuffers, EmaSettings, GradBuffers};
+use crate::kernels::dense::BoundDense;
 use crate::kernels::orthogonal::BoundOrthogonal;
 use crate::kernels::step::StepUniform;
-use crate::model::CodebookMode;
+use crate::model::{CodebookMode, Reparam};
 use crate::train::{ADAM_BETAS, ADAM_EPS, EMA};
 
 /// Adam's constants, as every parameter takes them.
@@ -25,7 +27,9 @@ pub(in super::super) enum CodebookStage {
         moments: [wgpu::Buffer; 2],
         bound: BoundGrad,
         orthogonal: Option<BoundOrthogonal>,
+        /// Adam on the codebook, or with SimVQ on its layer (then the codebook computed again from it).
         adam: BoundAdam,
+        simvq: Option<Simvq>,
     },
     /// The EMA update with its state (N_k, M_k), which starts at N_k = 1, M_k = c_k.
     Ema { size: wgpu::Buffer, sum: wgpu::Buffer, bound: BoundEma },
@@ -51,10 +55,17 @@ impl CodebookStage {
                 let orthogonal = (first && weight > 0.0)
                     .then(|| cx.ks.orthogonal.bind(device, &level.codebook, &grad, (sz.k, sz.m), sz.runs, weight))
                     .transpose()?;
+                let simvq = (first && cx.first().reparam == Reparam::Simvq).then(|| Simvq::new(cx, level, &grad));
+                let simvq = simvq.transpose()?;
                 // Adam is elementwise with the same constants for every run: the stacked arrays are one array.
-                let [m, v] = &moments;
-                let adam = cx.ks.adam.bind(device, &level.codebook, &grad, m, v, len as u32, adam_settings())?;
-                CodebookStage::Grad { grad, moments, bound, orthogonal, adam }
+                let adam = match &simvq {
+                    Some(s) => s.adam(cx)?,
+                    None => {
+                        let [m, v] = &moments;
+                        cx.ks.adam.bind(device, &level.codebook, &grad, m, v, len as u32, adam_settings())?
+                    }
+                };
+                CodebookStage::Grad { grad, moments, bound, orthogonal, adam, simvq }
             }
             CodebookMode::Ema => {
                 let (size0, sum0) = crate::contract::ema_initial_state(initial, (sz.runs * sz.k) as usize);
@@ -85,27 +96,82 @@ impl CodebookStage {
     /// Records the first half of the update: the gradient (grad mode) or the whole EMA update.
     pub fn record_first(&self, pass: &mut wgpu::ComputePass<'_>) {
         match self {
-            CodebookStage::Grad { bound, orthogonal, .. } => {
+            CodebookStage::Grad { bound, orthogonal, simvq, .. } => {
                 bound.encode(pass);
                 if let Some(o) = orthogonal {
                     o.encode(pass);
+                }
+                if let Some(s) = simvq {
+                    s.layer_grad.encode(pass);
                 }
             }
             CodebookStage::Ema { bound, .. } => bound.encode(pass),
         }
     }
 
-    /// Records the second half: Adam on the codebook (grad mode; nothing with EMA).
+    /// Records the second half: Adam on the codebook, or on SimVQ's layer and then the codebook from it (grad
+    /// mode; nothing with EMA).
     pub fn record_second(&self, pass: &mut wgpu::ComputePass<'_>, step: &StepUniform, slot: u32) {
-        if let CodebookStage::Grad { adam, .. } = self {
+        if let CodebookStage::Grad { adam, simvq, .. } = self {
             adam.encode(pass, step, slot);
+            if let Some(s) = simvq {
+                s.project.encode(pass);
+            }
         }
     }
 
     pub fn buffers(&self) -> Vec<&wgpu::Buffer> {
         match self {
-            CodebookStage::Grad { grad, moments, .. } => vec![grad, &moments[0], &moments[1]],
+            CodebookStage::Grad { grad, moments, simvq, .. } => {
+                let mut out = vec![grad, &moments[0], &moments[1]];
+                if let Some(s) = simvq {
+                    out.extend([&s.basis, &s.layer, &s.layer_grads, &s.moments[0], &s.moments[1]]);
+                }
+                out
+            }
             CodebookStage::Ema { size, sum, .. } => vec![size, sum],
         }
+    }
+}
+
+/// SimVQ's layer on level 0 (PROTOCOL §6.6): the codebook is `C0 W^T + b` of every run's frozen basis C0 and its
+/// layer (W, b), which the codebook's gradient trains. The dense kernels compute both ways, stacked over runs.
+pub(in super::super) struct Simvq {
+    basis: wgpu::Buffer,
+    layer: wgpu::Buffer,
+    layer_grads: wgpu::Buffer,
+    moments: [wgpu::Buffer; 2],
+    /// `dW = dC^T C0`, `db = sum_k dC_k`.
+    layer_grad: BoundDense,
+    /// `C = C0 W^T + b`, after Adam on the layer.
+    project: BoundDense,
+}
+
+impl Simvq {
+    fn new(cx: Ctx<'_>, level: &LevelBuffers, grad: &wgpu::Buffer) -> Result<Self> {
+        let (device, sz) = (cx.device(), cx.sz);
+        let (mut basis, mut layer) = (Vec::new(), Vec::new());
+        for c in cx.configs {
+            let (b, l) = crate::train::simvq::initial(c);
+            basis.extend(b);
+            layer.extend(l);
+        }
+        let stride = sz.m * sz.m + sz.m;
+        let (basis, layer) = (cx.gpu.upload("simvq basis", &basis)?, cx.gpu.upload("simvq layer", &layer)?);
+        let len = (sz.runs * stride) as usize;
+        let layer_grads = cx.gpu.zeroed::<f32>("simvq layer grad", len)?;
+        let moments = [cx.gpu.zeroed::<f32>("simvq adam m", len)?, cx.gpu.zeroed::<f32>("simvq adam v", len)?];
+        let dense = cx.ks.dense.for_runs(sz.runs, stride)?;
+        let linear = crate::train::simvq::layer(sz.m);
+        let layer_grad = dense.bind_weight_and_bias_grad(device, linear, grad, &basis, &layer_grads, sz.k)?;
+        let project = dense.bind_forward(device, linear, &basis, &layer, &level.codebook, sz.k, false)?;
+        Ok(Simvq { basis, layer, layer_grads, moments, layer_grad, project })
+    }
+
+    /// Adam on the layer, every run's stacked as one array.
+    fn adam(&self, cx: Ctx<'_>) -> Result<BoundAdam> {
+        let [m, v] = &self.moments;
+        let len = (cx.sz.runs * (cx.sz.m * cx.sz.m + cx.sz.m)) as u32;
+        cx.ks.adam.bind(cx.device(), &self.layer, &self.layer_grads, m, v, len, adam_settings())
     }
 }
