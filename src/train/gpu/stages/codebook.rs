@@ -29,7 +29,7 @@ pub(in super::super) enum CodebookStage {
         orthogonal: Option<BoundOrthogonal>,
         /// Adam on the codebook, or with SimVQ on its layer (then the codebook computed again from it).
         adam: BoundAdam,
-        simvq: Option<Simvq>,
+        simvq: Option<Box<Simvq>>,
     },
     /// The EMA update with its state (N_k, M_k), which starts at N_k = 1, M_k = c_k.
     Ema { size: wgpu::Buffer, sum: wgpu::Buffer, bound: BoundEma },
@@ -55,7 +55,8 @@ impl CodebookStage {
                 let orthogonal = (first && weight > 0.0)
                     .then(|| cx.ks.orthogonal.bind(device, &level.codebook, &grad, (sz.k, sz.m), sz.runs, weight))
                     .transpose()?;
-                let simvq = (first && cx.first().reparam == Reparam::Simvq).then(|| Simvq::new(cx, level, &grad));
+                let simvq =
+                    (first && cx.first().reparam == Reparam::Simvq).then(|| Simvq::new(cx, level, &grad).map(Box::new));
                 let simvq = simvq.transpose()?;
                 // Adam is elementwise with the same constants for every run: the stacked arrays are one array.
                 let adam = match &simvq {
@@ -171,7 +172,7 @@ impl Simvq {
     /// Adam on the layer, every run's stacked as one array.
     fn adam(&self, cx: Ctx<'_>) -> Result<BoundAdam> {
         let [m, v] = &self.moments;
-        let len = (cx.sz.runs * (cx.sz.m * cx.sz.m + cx.sz.m)) as u32;
+        let len = cx.sz.runs * (cx.sz.m * cx.sz.m + cx.sz.m);
         cx.ks.adam.bind(cx.device(), &self.layer, &self.layer_grads, m, v, len, adam_settings())
     }
 }
