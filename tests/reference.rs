@@ -230,6 +230,7 @@ fn orthogonal_penalty_gradient_matches_finite_differences() {
 
 /// SimVQ's layer gradient (what the codebook's gradient G gives W and b) is the gradient of `sum G . C(W, b)`, C
 /// the codebook `C0 W^T + b` (central differences).
+#[cfg(feature = "study")] // the layer's f64 forward and backward live in the study part of the reference
 #[test]
 fn simvq_layer_gradient_matches_finite_differences() {
     use vqgrad::reference::train::linear_backward;
