@@ -36,8 +36,8 @@ pub(in super::super) enum CodebookStage {
 }
 
 impl CodebookStage {
-    /// The update of `level` (`first`: level 0, the one the orthogonality penalty acts on), whose stacked initial
-    /// codebooks are `initial` (the EMA state starts from them).
+    /// The update of `level` (`first`: level 0, the one the orthogonality penalty and SimVQ act on), whose stacked
+    /// initial codebooks are `initial` (the EMA state starts from them).
     pub fn new(cx: Ctx<'_>, level: &LevelBuffers, first: bool, initial: &[f32]) -> Result<Self> {
         let (device, sz) = (cx.device(), cx.sz);
         let shape = CodebookShape { n: sz.b, k: sz.k, m: sz.m };
