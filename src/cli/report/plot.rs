@@ -225,12 +225,7 @@ pub fn panels_plot(stem: &Path, title: &str, x_axis: XAxis<'_>, panels: &[Panel]
     if panels.is_empty() {
         return Ok(nothing_to_draw(title));
     }
-    let mut names: Vec<&str> = Vec::new();
-    for (name, _) in panels.iter().flat_map(|p| p.series.iter()) {
-        if !names.contains(&name.as_str()) {
-            names.push(name);
-        }
-    }
+    let names = first_seen(panels.iter().flat_map(|p| p.series.iter().map(|(n, _)| n.as_str())));
     let svg = figure(title, &names, panels.len(), |area, i| {
         let p = panels[i];
         draw_panel(area, &p.title, &x_axis, &p.y_label, &p.series, false)
@@ -256,12 +251,7 @@ pub fn points_plot(stem: &Path, title: &str, labels: (&str, &str), panels: &[Poi
     if panels.is_empty() {
         return Ok(nothing_to_draw(title));
     }
-    let mut names: Vec<&str> = Vec::new();
-    for (name, ..) in panels.iter().flat_map(|p| p.points.iter()) {
-        if !names.contains(&name.as_str()) {
-            names.push(name);
-        }
-    }
+    let names = first_seen(panels.iter().flat_map(|p| p.points.iter().map(|(n, ..)| n.as_str())));
     let svg = figure(title, &names, panels.len(), |area, i| draw_points(area, panels[i], labels))?;
     write_svg_and_png(stem, &svg, title)
 }
@@ -297,6 +287,17 @@ fn draw_points(area: &DrawingArea<SVGBackend<'_>, Shift>, panel: &PointPanel, la
 }
 
 type Plot = anyhow::Result<()>;
+
+/// The distinct names in the order they first appear: a figure's legend.
+fn first_seen<'a>(names: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut out: Vec<&str> = Vec::new();
+    for name in names {
+        if !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    out
+}
 
 /// A figure of `count` panels (two columns) under a title and one legend of `names` in their colours; `panel`
 /// draws panel `i` on its area. Returns the SVG.
