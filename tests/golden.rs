@@ -94,6 +94,7 @@ fn cases() -> Vec<(String, TrainConfig)> {
         TrainConfig { estimator: Estimator::RotationTrick, orth_weight: 10.0, ..base() },
     ));
     out.push(("ste simvq".into(), TrainConfig { reparam: Reparam::Simvq, ..base() }));
+    out.push(("ste synchronized update".into(), TrainConfig { sync_nu: 0.2, ..base() }));
     out
 }
 

@@ -26,6 +26,9 @@ pub fn remedy(c: &TrainConfig) -> Option<String> {
     if c.reparam == Reparam::Simvq {
         parts.push("simvq".into());
     }
+    if c.sync_nu > 0.0 {
+        parts.push(format!("sync {}", c.sync_nu));
+    }
     (!parts.is_empty()).then(|| parts.join(" + "))
 }
 

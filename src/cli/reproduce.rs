@@ -45,6 +45,8 @@ const E4_CODES: &str = "4,8,16,32,64,128,256";
 /// encoding sits about 0.1 to 0.2 from its code), and the orthogonality weight of vector-quantize-pytorch's example.
 const REMEDY_TAU: &str = "0.05";
 const REMEDY_ORTH_WEIGHT: &str = "10";
+/// R4's synchronized-update weight nu: vqtorch's README example.
+const REMEDY_SYNC_NU: &str = "0.2";
 
 fn axis(flag: &str, values: &str) -> Axis {
     Axis { flag: flag.into(), values: values.split(',').map(String::from).collect() }
@@ -54,7 +56,7 @@ fn axis(flag: &str, values: &str) -> Axis {
 /// experiments are the seed's future directions on E1 and E4's settings: the Gumbel and learned estimators, the
 /// adaptive beta and two residual levels, the last two with `ste` and `rotation-trick`. The R experiments are the
 /// codebook-collapse remedies with `ste` and `rotation-trick` on E1, E4 and E3: R1 stochastic sampling, R2 the
-/// orthogonality penalty, R3 SimVQ.
+/// orthogonality penalty, R3 SimVQ, R4 the synchronized update.
 fn experiments(quick: bool, overrides: &[String]) -> anyhow::Result<Vec<(&'static str, Vec<Axis>)>> {
     let mut common = vec![];
     if quick {
@@ -100,6 +102,7 @@ fn experiments(quick: bool, overrides: &[String]) -> anyhow::Result<Vec<(&'stati
     let [r1_e1, r1_e4, r1_e3] = remedy(vec![axis("sampling", "stochastic"), axis("tau", REMEDY_TAU)]);
     let [r2_e1, r2_e4, r2_e3] = remedy(vec![axis("orth-weight", REMEDY_ORTH_WEIGHT)]);
     let [r3_e1, r3_e4, r3_e3] = remedy(vec![axis("reparam", "simvq")]);
+    let [r4_e1, r4_e4, r4_e3] = remedy(vec![axis("sync-nu", REMEDY_SYNC_NU)]);
     Ok(vec![
         ("E1", with("E1", ESTIMATORS, vec![])),
         ("E3", with("E3", ESTIMATORS, vec![])),
@@ -121,6 +124,9 @@ fn experiments(quick: bool, overrides: &[String]) -> anyhow::Result<Vec<(&'stati
         ("R3", r3_e1),
         ("R3", r3_e4),
         ("R3", r3_e3),
+        ("R4", r4_e1),
+        ("R4", r4_e4),
+        ("R4", r4_e3),
     ])
 }
 
@@ -131,7 +137,7 @@ pub fn study(name: &str, overrides: &[String]) -> anyhow::Result<Vec<Vec<Axis>>>
     if name != "remedies" {
         return Err(vqgrad::Error::Input(format!("--study {name}: the studies are: remedies")).into());
     }
-    let remedy_flags = ["sampling", "tau", "orth-weight", "reparam"];
+    let remedy_flags = ["sampling", "tau", "orth-weight", "reparam", "sync-nu"];
     let mut grids = Vec::new();
     for (id, axes) in experiments(false, overrides)? {
         if id.starts_with('R') {

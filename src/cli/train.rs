@@ -184,6 +184,10 @@ pub struct TrainArgs {
     /// codebook-collapse remedy). simvq takes grad-mode codebooks, one level, no resets and no k-means init.
     #[arg(long, value_parser = parse::<Reparam>)]
     pub reparam: Option<Reparam>,
+    /// The synchronized update's weight nu: each code also takes nu times the decoder's gradient at it, as
+    /// vqtorch's sync_nu (a codebook-collapse remedy; 0: off). Grad-mode codebooks and one level only.
+    #[arg(long, allow_negative_numbers = true)]
+    pub sync_nu: Option<f64>,
     /// Write the run as one JSON object to this file (with --runs above 1: one JSON line per run).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -258,7 +262,7 @@ pub fn config(args: &TrainArgs) -> vqgrad::Result<TrainConfig> {
          eval_every <- eval_every, reset_dead <- reset_dead, tau <- tau,
          lloyd_iters <- lloyd_iters, beta_schedule <- beta_schedule, target_usage <- target_usage,
          beta_rate <- beta_rate, levels <- levels, sampling <- sampling, orth_weight <- orth_weight,
-         reparam <- reparam);
+         reparam <- reparam, sync_nu <- sync_nu);
     if args.tau_final.is_some() {
         c.tau_final = args.tau_final;
     }

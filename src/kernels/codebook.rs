@@ -346,6 +346,31 @@ impl Codebook {
         })
     }
 
+    /// Binds per-code sums of rows, `out[k] = scale * sum_{i : index[i] = k} rows_i`, for `runs` runs stacked as in
+    /// [`Codebook::bind_grad_runs`] (`codebook` is bound but not read). The synchronized update sums the decoder's
+    /// gradient this way (docs/PROTOCOL.md §6.6).
+    pub fn bind_row_sums_runs(
+        &self,
+        device: &wgpu::Device,
+        buffers: &GradBuffers<'_>,
+        shape: CodebookShape,
+        scale: f32,
+        runs: u32,
+    ) -> Result<BoundGrad> {
+        check_shape(
+            &[("n", shape.n), ("k", shape.k), ("m", shape.m)],
+            &[("n x m", shape.n, shape.m), ("k x m", shape.k, shape.m)],
+        )?;
+        if !scale.is_finite() {
+            return Err(Error::Input(format!("the row sums' scale must be finite, got {scale}")));
+        }
+        let params = Self::params(shape, false, scale, EmaSettings::default());
+        let (z, index, codebook, out) = (buffers.z, buffers.index, buffers.codebook, buffers.grad);
+        Ok(BoundGrad {
+            sums: self.sums_pass(device, "codebook row sums", z, index, codebook, out, shape, params, runs)?,
+        })
+    }
+
     /// Binds the EMA update. Owns two scratch buffers: the per-code sums (k x m f32) and the total n (one f32).
     pub fn bind_ema(
         &self,

@@ -100,6 +100,8 @@ pub struct Step {
     pub grads: Vec<f64>,
     /// The learned estimator's dL_M/dM (m x m; zero for the other estimators).
     pub transport_grad: Vec<f64>,
+    /// The decoder's input gradient g = dL_rec/dq (B x m), which the estimators map to dz.
+    pub g: Vec<f64>,
     /// Every level's input, codes and codebook gradient, level 0 first (its input is the encodings z; residual VQ
     /// has more).
     pub levels: Vec<LevelStep>,
@@ -227,7 +229,7 @@ impl CpuModel {
         }
         backward_layers(&self.params, &self.layout.encoder, x, &enc_outs, dz, rows, &mut grads);
 
-        Step { losses: Losses { rec, cb, total }, xhat, grads, transport_grad, levels }
+        Step { losses: Losses { rec, cb, total }, xhat, grads, transport_grad, g, levels }
     }
 
     /// Every level's codes for the batch's encodings `z` (level 0's sampled for the Gumbel estimators and with

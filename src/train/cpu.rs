@@ -114,6 +114,14 @@ impl CpuTrainer {
             let grad = &mut step.levels[0].codebook_grad;
             grad.iter_mut().zip(penalty).for_each(|(g, p)| *g += c.orth_weight * p);
         }
+        if c.sync_nu > 0.0 {
+            // The synchronized update: each code also takes nu times the decoder's gradient at it (§6.6).
+            let (level, nu) = (&mut step.levels[0], c.sync_nu);
+            for (gi, &a) in step.g.chunks_exact(m).zip(&level.index) {
+                let code = &mut level.codebook_grad[a as usize * m..(a as usize + 1) * m];
+                code.iter_mut().zip(gi).for_each(|(d, g)| *d += nu * g);
+            }
+        }
         self.step += 1;
         self.adam_params.update(&mut self.model.params, &step.grads, self.config.lr, self.step);
         if self.config.estimator == Estimator::Learned {

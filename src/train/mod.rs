@@ -8,6 +8,7 @@ pub mod engine;
 pub mod fast;
 pub mod gpu;
 pub mod init;
+mod remedy;
 pub mod simvq;
 
 pub use engine::{Adapter, Engine, EngineChoice, State, Trainer, request_stop, stop_requested};
@@ -93,6 +94,10 @@ pub struct TrainConfig {
     /// (docs/PROTOCOL.md §6.6) (`--reparam`). Left out of results when `none`.
     #[serde(default, skip_serializing_if = "Reparam::is_none")]
     pub reparam: Reparam,
+    /// The synchronized update's weight nu (docs/PROTOCOL.md §6.6): each code also receives nu times the decoder's
+    /// gradient at it, as vqtorch's `sync_nu`; 0 is off (`--sync-nu`). Left out of results when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sync_nu: f64,
 }
 
 fn is_zero(v: &f64) -> bool {
@@ -150,6 +155,7 @@ impl Default for TrainConfig {
             sampling: Sampling::Nearest,
             orth_weight: 0.0,
             reparam: Reparam::None,
+            sync_nu: 0.0,
         }
     }
 }
@@ -237,34 +243,7 @@ impl TrainConfig {
                 )));
             }
         }
-        if self.sampling == Sampling::Stochastic {
-            if self.estimator.samples_gumbel() {
-                return Err(Error::Input(format!(
-                    "--sampling stochastic: the {} estimator samples its codes already (its own relaxation)",
-                    self.estimator
-                )));
-            }
-            if self.levels > 1 {
-                return Err(Error::Input("--sampling stochastic takes one level (levels 1)".into()));
-            }
-        }
-        if !(self.orth_weight.is_finite() && self.orth_weight >= 0.0 && self.orth_weight <= 1e6) {
-            return Err(Error::Input(format!("orth-weight must be in [0, 1e6], got {}", self.orth_weight)));
-        }
-        if self.orth_weight > 0.0 && (self.codebook_mode != CodebookMode::Grad || self.levels > 1) {
-            return Err(Error::Input(
-                "--orth-weight acts through the codebook's gradient: it takes --codebook-mode grad and one level"
-                    .into(),
-            ));
-        }
-        let plain_codebook = self.codebook_mode == CodebookMode::Grad && self.levels == 1 && self.reset_dead == 0;
-        if self.reparam == Reparam::Simvq && !(plain_codebook && self.codebook_init != CodebookInit::Kmeans) {
-            return Err(Error::Input(
-                "--reparam simvq learns its codebook through a linear layer from its own random basis: it takes \
-                 --codebook-mode grad, one level, no --reset-dead and no k-means init"
-                    .into(),
-            ));
-        }
+        self.check_remedies()?;
         if let Some(dim) = self.data.generated_dim() {
             self.check_sizes(dim, (self.n_train as u64, self.n_eval as u64), self.data.structure_len())?;
         }

@@ -83,6 +83,10 @@ const ROWS: &[(&str, &str)] = &[
     ("train --reparam simvq --codebook-mode ema", "reparam simvq"),
     ("train --reparam simvq --reset-dead 5", "reparam simvq"),
     ("train --reparam simvq --codebook-init kmeans", "reparam simvq"),
+    ("train --sync-nu -1", "sync-nu must be in [0, 1e6]"),
+    ("train --sync-nu nan", "sync-nu must be in [0, 1e6]"),
+    ("train --sync-nu 0.2 --codebook-mode ema", "--sync-nu acts through the codebook's gradient"),
+    ("train --sync-nu 0.2 --levels 2", "--sync-nu acts through the codebook's gradient"),
     ("train --runs 0", "--runs"),
     ("train --runs 2 --save-params m.safetensors", "--save-params"),
     // train: sizes, checked before anything is allocated (these used to abort or panic).

@@ -234,8 +234,10 @@ fn bench_json_has_every_section() {
     assert_eq!(kernels.len(), if has_gpu { vqgrad::Estimator::ROW.len() } else { 0 }, "one per row estimator");
     assert!(kernels.iter().all(|e| positive(&e["us"]) && positive(&e["ratio_to_ste"])));
     let training = v["training"].as_array().expect("training figures");
-    assert_eq!(training.len(), 2 * (vqgrad::Estimator::ALL.len() + 3), "every estimator and remedy x 2 settings");
-    for remedy in ["ste + stochastic sampling", "ste + orthogonality penalty", "ste + simvq"] {
+    assert_eq!(training.len(), 2 * (vqgrad::Estimator::ALL.len() + 4), "every estimator and remedy x 2 settings");
+    for remedy in
+        ["ste + stochastic sampling", "ste + orthogonality penalty", "ste + simvq", "ste + synchronized update"]
+    {
         assert!(training.iter().any(|t| t["estimator"] == remedy), "{remedy}'s cost");
     }
     for t in training {

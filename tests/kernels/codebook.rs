@@ -433,3 +433,46 @@ fn batched_dead_code_resets_follow_each_runs_seed() {
     assert!(matches!(kernel.bind_reset_runs(&gpu.device, &buffers, shape, &[], &step), Err(Error::Shape(_))));
     assert_clean(&gpu);
 }
+
+/// The synchronized update's per-code sums `scale sum_{i : a_i = k} g_i` (docs/PROTOCOL.md §6.6) against an f64
+/// loop, on both kernels (small and tiled), with stacked runs, dead codes and a collapse; a finite scale only.
+#[test]
+fn row_sums_match_the_reference() {
+    let gpu = gpu_or_skip!();
+    let kernel = Codebook::new(&gpu.device).unwrap();
+    for &(n, k, m, runs, collapsed) in
+        &[(5, 1, 1, 1, false), (300, 32, 4, 3, false), (700, 40, 64, 2, false), (64, 8, 3, 2, true)]
+    {
+        let mut d = Data::new((n * k + m) as u64 + 7);
+        let rows = d.normal(runs * n * m, 1e-3);
+        let codebook = d.normal(runs * k * m, 1.0);
+        let index = if collapsed { vec![5u32; runs * n] } else { d.indices(runs * n, k as u32) };
+        let (rb, ib, cb) = (
+            gpu.upload("rows", &rows).unwrap(),
+            gpu.upload("index", &index).unwrap(),
+            gpu.upload("codebook", &codebook).unwrap(),
+        );
+        let out = gpu.upload("sums", &vec![f32::NAN; runs * k * m]).unwrap();
+        let shape = CodebookShape { n: n as u32, k: k as u32, m: m as u32 };
+        let buffers = GradBuffers { z: &rb, index: &ib, codebook: &cb, grad: &out };
+        let scale = 0.3f32;
+        let bound = kernel.bind_row_sums_runs(&gpu.device, &buffers, shape, scale, runs as u32).unwrap();
+        run_pass(&gpu, |pass| bound.encode(pass));
+        let got: Vec<f32> = gpu.read(&out).unwrap();
+        let (mut expected, mut abs) = (vec![0.0f64; runs * k * m], vec![0.0f64; runs * k * m]);
+        for (i, &a) in index.iter().enumerate() {
+            let (r, a) = (i / n, a as usize);
+            for j in 0..m {
+                let e = (r * k + a) * m + j;
+                expected[e] += scale as f64 * rows[i * m + j] as f64;
+                abs[e] += (scale as f64 * rows[i * m + j] as f64).abs();
+            }
+        }
+        let what = format!("n={n} k={k} m={m} runs {runs}");
+        let eps = f32::EPSILON as f64;
+        assert_close_each(&what, &got[..runs * k * m], &expected, |e| 2.0 * (n as f64 + 2.0) * eps * abs[e] + 1e-30);
+        let nan = kernel.bind_row_sums_runs(&gpu.device, &buffers, shape, f32::NAN, runs as u32);
+        assert!(matches!(nan, Err(Error::Input(_))), "{what}: a NaN scale");
+    }
+    assert_clean(&gpu);
+}

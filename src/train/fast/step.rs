@@ -111,6 +111,14 @@ impl FastTrainer {
                 let grad = &mut w.levels[0].codebook_grad;
                 super::orthogonal::add_grad(codebook, m, c.orth_weight as f32, &mut w.orthogonal, grad);
             }
+            if c.sync_nu > 0.0 {
+                // The synchronized update: each code also takes nu times the decoder's gradient at it (§6.6).
+                let (level, nu) = (&mut w.levels[0], c.sync_nu as f32);
+                for (gi, &a) in w.grad[..b * m].chunks_exact(m).zip(&level.index) {
+                    let code = &mut level.codebook_grad[a as usize * m..(a as usize + 1) * m];
+                    code.iter_mut().zip(gi).for_each(|(d, g)| *d += nu * g);
+                }
+            }
         }
         w.grad[..b * m].copy_from_slice(&w.dz);
         dense::backward_layers(p, encoder, &w.x, &w.enc, b, &mut w.grads, &mut w.grad, &mut w.spare, false);

@@ -1,7 +1,6 @@
 //! A level's codebook update (docs/PROTOCOL.md §2.2): the gradient of L_cb (plus, on the first level, the
-//! orthogonality penalty's, §6.6) and Adam on it (or, with SimVQ, §6.6, on the layer the codebook is computed
-//! from), or the EMA update with its state. Every level of a run shares the
-//! codebook mode.
+//! orthogonality penalty's and the synchronized update's, §6.6) and Adam on it (or, with SimVQ, §6.6, on the layer
+//! the codebook is computed from), or the EMA update with its state. Every level of a run shares the codebook mode.
 
 use super::super::buffers::LevelBuffers;
 use super::Ctx;
@@ -10,6 +9,7 @@ use crate::kernels::adam::{AdamSettings, BoundAdam};
 use crate::kernels::codebook::{BoundEma, BoundGrad, CodebookShape, EmaBuffers, EmaSettings, GradBuffers};
 use crate::kernels::dense::BoundDense;
 use crate::kernels::orthogonal::BoundOrthogonal;
+use crate::kernels::residual::BoundResidual;
 use crate::kernels::step::StepUniform;
 use crate::model::{CodebookMode, Reparam};
 use crate::train::{ADAM_BETAS, ADAM_EPS, EMA};
@@ -27,6 +27,7 @@ pub(in super::super) enum CodebookStage {
         moments: [wgpu::Buffer; 2],
         bound: BoundGrad,
         orthogonal: Option<BoundOrthogonal>,
+        sync: Option<SyncUpdate>,
         /// Adam on the codebook, or with SimVQ on its layer (then the codebook computed again from it).
         adam: BoundAdam,
         simvq: Option<Box<Simvq>>,
@@ -55,6 +56,8 @@ impl CodebookStage {
                 let orthogonal = (first && weight > 0.0)
                     .then(|| cx.ks.orthogonal.bind(device, &level.codebook, &grad, (sz.k, sz.m), sz.runs, weight))
                     .transpose()?;
+                let nu = cx.first().sync_nu as f32;
+                let sync = (first && nu > 0.0).then(|| SyncUpdate::new(cx, level, &grad, nu)).transpose()?;
                 let simvq =
                     (first && cx.first().reparam == Reparam::Simvq).then(|| Simvq::new(cx, level, &grad).map(Box::new));
                 let simvq = simvq.transpose()?;
@@ -66,7 +69,7 @@ impl CodebookStage {
                         cx.ks.adam.bind(device, &level.codebook, &grad, m, v, len as u32, adam_settings())?
                     }
                 };
-                CodebookStage::Grad { grad, moments, bound, orthogonal, adam, simvq }
+                CodebookStage::Grad { grad, moments, bound, orthogonal, sync, adam, simvq }
             }
             CodebookMode::Ema => {
                 let (size0, sum0) = crate::contract::ema_initial_state(initial, (sz.runs * sz.k) as usize);
@@ -97,10 +100,14 @@ impl CodebookStage {
     /// Records the first half of the update: the gradient (grad mode) or the whole EMA update.
     pub fn record_first(&self, pass: &mut wgpu::ComputePass<'_>) {
         match self {
-            CodebookStage::Grad { bound, orthogonal, simvq, .. } => {
+            CodebookStage::Grad { bound, orthogonal, sync, simvq, .. } => {
                 bound.encode(pass);
                 if let Some(o) = orthogonal {
                     o.encode(pass);
+                }
+                if let Some(s) = sync {
+                    s.sums.encode(pass);
+                    s.add.encode(pass);
                 }
                 if let Some(s) = simvq {
                     s.layer_grad.encode(pass);
@@ -123,8 +130,9 @@ impl CodebookStage {
 
     pub fn buffers(&self) -> Vec<&wgpu::Buffer> {
         match self {
-            CodebookStage::Grad { grad, moments, simvq, .. } => {
+            CodebookStage::Grad { grad, moments, sync, simvq, .. } => {
                 let mut out = vec![grad, &moments[0], &moments[1]];
+                out.extend(sync.iter().map(|s| &s.per_code));
                 if let Some(s) = simvq {
                     out.extend([&s.basis, &s.layer, &s.layer_grads, &s.moments[0], &s.moments[1]]);
                 }
@@ -132,6 +140,27 @@ impl CodebookStage {
             }
             CodebookStage::Ema { size, sum, .. } => vec![size, sum],
         }
+    }
+}
+
+/// The synchronized update on level 0 (PROTOCOL §6.6): `nu sum_{i : a_i = k} g_i` added to the codebook's gradient,
+/// from the decoder's input gradient g, which the encoder's backward leaves as it was.
+pub(in super::super) struct SyncUpdate {
+    per_code: wgpu::Buffer,
+    sums: BoundGrad,
+    add: BoundResidual,
+}
+
+impl SyncUpdate {
+    fn new(cx: Ctx<'_>, level: &LevelBuffers, grad: &wgpu::Buffer, nu: f32) -> Result<Self> {
+        let (device, sz) = (cx.device(), cx.sz);
+        let len = sz.runs * sz.k * sz.m;
+        let per_code = cx.gpu.zeroed::<f32>("sync sums", len as usize)?;
+        let buffers = GradBuffers { z: &cx.bf.g, index: &level.index, codebook: &level.codebook, grad: &per_code };
+        let shape = CodebookShape { n: sz.b, k: sz.k, m: sz.m };
+        let sums = cx.ks.codebook.bind_row_sums_runs(device, &buffers, shape, nu, sz.runs)?;
+        let add = cx.ks.residual.bind_accumulate(device, &per_code, grad, len)?;
+        Ok(SyncUpdate { per_code, sums, add })
     }
 }
 
