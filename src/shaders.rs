@@ -20,6 +20,8 @@ pub const LEARNED: &str = include_str!("../shaders/learned.wgsl");
 pub const RESIDUAL: &str = include_str!("../shaders/residual.wgsl");
 /// The codebook's orthogonality penalty: its gradient, added to the codebook's.
 pub const ORTHOGONAL: &str = include_str!("../shaders/orthogonal.wgsl");
+/// The affine re-parameterization of a codebook: its gradient, and the codebook from its codes, scale and shift.
+pub const AFFINE: &str = include_str!("../shaders/affine.wgsl");
 /// The adaptive commitment weight: beta from each step's batch usage toward a target.
 pub const SCHEDULE: &str = include_str!("../shaders/schedule.wgsl");
 /// Codebook updates: usage counts, per-code sums (the codebook gradient) and the EMA update.
@@ -46,6 +48,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("learned.wgsl", LEARNED),
     ("residual.wgsl", RESIDUAL),
     ("orthogonal.wgsl", ORTHOGONAL),
+    ("affine.wgsl", AFFINE),
     ("codebook.wgsl", CODEBOOK),
     ("stats.wgsl", STATS),
     ("dense.wgsl", DENSE),

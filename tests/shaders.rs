@@ -19,6 +19,7 @@ const ENTRY_POINTS: &[(&str, &[&str])] = &[
     ("learned.wgsl", &["learned_backward", "learned_grad"]),
     ("residual.wgsl", &["subtract", "accumulate"]),
     ("orthogonal.wgsl", &["orthogonal_grad"]),
+    ("affine.wgsl", &["affine_grad", "affine_apply"]),
     (
         "codebook.wgsl",
         &[
@@ -137,7 +138,7 @@ fn every_shader_validates_and_translates_to_every_backend() {
             translated += 1;
         }
     }
-    assert_eq!(translated, 35, "entry points translated");
+    assert_eq!(translated, 37, "entry points translated");
 }
 
 #[test]

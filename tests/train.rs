@@ -74,6 +74,9 @@ fn cases() -> Vec<(Estimator, u32, BetaSchedule, u32, Remedies)> {
     // Not 0.2: there a pre-activation of the mlp encoder's ReLU crosses 0 at step 38 in f32 but not in f64, and
     // the two runs part (a whole hidden unit's weights then differ); any f32 engine is exposed to such a crossing.
     let sync: Remedies = |c| TrainConfig { sync_nu: 0.5, ..c };
+    let affine: Remedies = |c| TrainConfig { affine_lr: 10.0, ..c };
+    let affine_kmeans: Remedies =
+        |c| TrainConfig { affine_lr: 2.0, sync_nu: 0.5, codebook_init: CodebookInit::Kmeans, orth_weight: 1.0, ..c };
     out.extend([
         (Estimator::Ste, 0, fixed, 1, stochastic),
         (Estimator::RotationTrick, 0, adaptive, 1, stochastic),
@@ -83,6 +86,8 @@ fn cases() -> Vec<(Estimator, u32, BetaSchedule, u32, Remedies)> {
         (Estimator::RotationTrick, 0, adaptive, 1, all),
         (Estimator::Ste, 0, fixed, 1, sync),
         (Estimator::Learned, 0, fixed, 1, sync),
+        (Estimator::Ste, 0, fixed, 1, affine),
+        (Estimator::RotationTrick, 0, adaptive, 1, affine_kmeans),
     ]);
     out
 }
@@ -104,7 +109,8 @@ fn matches_the_reference_after_50_steps(engine: &Engine) {
                     ..small(estimator, mode, encoder)
                 });
                 let (c, sampling) = (&config, config.sampling);
-                let grad_only = c.orth_weight > 0.0 || c.reparam != Reparam::None || c.sync_nu > 0.0;
+                let grad_only =
+                    c.orth_weight > 0.0 || c.reparam != Reparam::None || c.sync_nu > 0.0 || c.affine_lr > 0.0;
                 if grad_only && mode == CodebookMode::Ema {
                     // These act through the codebook's gradient, which EMA codebooks do not have.
                     assert!(config.validate().is_err(), "{estimator} {mode}: a gradient remedy with EMA");
@@ -112,11 +118,13 @@ fn matches_the_reference_after_50_steps(engine: &Engine) {
                 }
                 let what = format!(
                     "{} {encoder} {mode} {estimator} reset {reset_dead} beta {beta_schedule} levels {levels} {sampling} \
-                     orth {} {} sync {}",
+                     orth {} {} sync {} affine {} {}",
                     engine.name(),
                     c.orth_weight,
                     c.reparam,
                     c.sync_nu,
+                    c.affine_lr,
+                    c.codebook_init,
                 );
                 let data = config.load_data().unwrap();
                 let mut g = engine.trainer(std::slice::from_ref(&config), std::slice::from_ref(&data)).unwrap();
@@ -455,11 +463,13 @@ fn batched_runs_equal_single_runs_bit_for_bit() {
         (EncoderKind::Mlp, CodebookMode::Grad, 4000),    // 4000: the orthogonality penalty on every run
         (EncoderKind::Linear, CodebookMode::Grad, 5000), // 5000: SimVQ on every run
         (EncoderKind::Mlp, CodebookMode::Grad, 6000),    // 6000: the synchronized update on every run
+        (EncoderKind::Linear, CodebookMode::Grad, 7000), // 7000: the affine codes on every run
     ] {
         let (adaptive, residual) = (reset_dead == 1000, reset_dead == 2000);
         let (sampled, orthogonal, simvq) = (reset_dead == 3000, reset_dead == 4000, reset_dead == 5000);
-        let sync = reset_dead == 6000;
-        let (reset_dead, beta_schedule) = if adaptive || residual || sampled || orthogonal || simvq || sync {
+        let (sync, affine) = (reset_dead == 6000, reset_dead == 7000);
+        let remedy = sampled || orthogonal || simvq || sync || affine;
+        let (reset_dead, beta_schedule) = if adaptive || residual || remedy {
             (0, if adaptive { BetaSchedule::Adaptive } else { BetaSchedule::Fixed })
         } else {
             (reset_dead, BetaSchedule::Fixed)
@@ -496,6 +506,7 @@ fn batched_runs_equal_single_runs_bit_for_bit() {
                 orth_weight: if orthogonal { 5.0 } else { 0.0 },
                 reparam: if simvq { Reparam::Simvq } else { Reparam::None },
                 sync_nu: if sync { 0.3 } else { 0.0 },
+                affine_lr: if affine { 10.0 } else { 0.0 },
                 ..small(estimator, mode, encoder)
             })
             .collect();

@@ -40,6 +40,7 @@ pub fn variants(base: &TrainConfig) -> Vec<(String, TrainConfig)> {
     out.push(("ste + orthogonality penalty".into(), orthogonal));
     out.push(("ste + simvq".into(), TrainConfig { reparam: Reparam::Simvq, ..with(Estimator::Ste) }));
     out.push(("ste + synchronized update".into(), TrainConfig { sync_nu: 0.2, ..with(Estimator::Ste) }));
+    out.push(("ste + affine codes".into(), TrainConfig { affine_lr: 10.0, ..with(Estimator::Ste) }));
     out
 }
 

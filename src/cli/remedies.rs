@@ -29,6 +29,9 @@ pub fn remedy(c: &TrainConfig) -> Option<String> {
     if c.sync_nu > 0.0 {
         parts.push(format!("sync {}", c.sync_nu));
     }
+    if c.affine_lr > 0.0 {
+        parts.push(format!("affine {}", c.affine_lr));
+    }
     (!parts.is_empty()).then(|| parts.join(" + "))
 }
 

@@ -47,6 +47,8 @@ const REMEDY_TAU: &str = "0.05";
 const REMEDY_ORTH_WEIGHT: &str = "10";
 /// R4's synchronized-update weight nu: vqtorch's README example.
 const REMEDY_SYNC_NU: &str = "0.2";
+/// R5's affine scale a: vqtorch's README example.
+const REMEDY_AFFINE_LR: &str = "10";
 
 fn axis(flag: &str, values: &str) -> Axis {
     Axis { flag: flag.into(), values: values.split(',').map(String::from).collect() }
@@ -56,7 +58,8 @@ fn axis(flag: &str, values: &str) -> Axis {
 /// experiments are the seed's future directions on E1 and E4's settings: the Gumbel and learned estimators, the
 /// adaptive beta and two residual levels, the last two with `ste` and `rotation-trick`. The R experiments are the
 /// codebook-collapse remedies with `ste` and `rotation-trick` on E1, E4 and E3: R1 stochastic sampling, R2 the
-/// orthogonality penalty, R3 SimVQ, R4 the synchronized update.
+/// orthogonality penalty, R3 SimVQ, R4 the synchronized update, R5 the affine
+/// re-parameterization.
 fn experiments(quick: bool, overrides: &[String]) -> anyhow::Result<Vec<(&'static str, Vec<Axis>)>> {
     let mut common = vec![];
     if quick {
@@ -103,6 +106,7 @@ fn experiments(quick: bool, overrides: &[String]) -> anyhow::Result<Vec<(&'stati
     let [r2_e1, r2_e4, r2_e3] = remedy(vec![axis("orth-weight", REMEDY_ORTH_WEIGHT)]);
     let [r3_e1, r3_e4, r3_e3] = remedy(vec![axis("reparam", "simvq")]);
     let [r4_e1, r4_e4, r4_e3] = remedy(vec![axis("sync-nu", REMEDY_SYNC_NU)]);
+    let [r5_e1, r5_e4, r5_e3] = remedy(vec![axis("affine-lr", REMEDY_AFFINE_LR)]);
     Ok(vec![
         ("E1", with("E1", ESTIMATORS, vec![])),
         ("E3", with("E3", ESTIMATORS, vec![])),
@@ -127,6 +131,9 @@ fn experiments(quick: bool, overrides: &[String]) -> anyhow::Result<Vec<(&'stati
         ("R4", r4_e1),
         ("R4", r4_e4),
         ("R4", r4_e3),
+        ("R5", r5_e1),
+        ("R5", r5_e4),
+        ("R5", r5_e3),
     ])
 }
 
@@ -137,7 +144,7 @@ pub fn study(name: &str, overrides: &[String]) -> anyhow::Result<Vec<Vec<Axis>>>
     if name != "remedies" {
         return Err(vqgrad::Error::Input(format!("--study {name}: the studies are: remedies")).into());
     }
-    let remedy_flags = ["sampling", "tau", "orth-weight", "reparam", "sync-nu"];
+    let remedy_flags = ["sampling", "tau", "orth-weight", "reparam", "sync-nu", "affine-lr"];
     let mut grids = Vec::new();
     for (id, axes) in experiments(false, overrides)? {
         if id.starts_with('R') {

@@ -188,6 +188,11 @@ pub struct TrainArgs {
     /// vqtorch's sync_nu (a codebook-collapse remedy; 0: off). Grad-mode codebooks and one level only.
     #[arg(long, allow_negative_numbers = true)]
     pub sync_nu: Option<f64>,
+    /// The affine re-parameterization's scale a: the codebook is C0 diag(1 + a s) + a b, its codes under a learned
+    /// per-dimension scale and shift, as vqtorch's affine_lr (a codebook-collapse remedy; 0: off). Grad-mode
+    /// codebooks, one level, no resets and no --reparam.
+    #[arg(long, allow_negative_numbers = true)]
+    pub affine_lr: Option<f64>,
     /// Write the run as one JSON object to this file (with --runs above 1: one JSON line per run).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -262,7 +267,7 @@ pub fn config(args: &TrainArgs) -> vqgrad::Result<TrainConfig> {
          eval_every <- eval_every, reset_dead <- reset_dead, tau <- tau,
          lloyd_iters <- lloyd_iters, beta_schedule <- beta_schedule, target_usage <- target_usage,
          beta_rate <- beta_rate, levels <- levels, sampling <- sampling, orth_weight <- orth_weight,
-         reparam <- reparam, sync_nu <- sync_nu);
+         reparam <- reparam, sync_nu <- sync_nu, affine_lr <- affine_lr);
     if args.tau_final.is_some() {
         c.tau_final = args.tau_final;
     }

@@ -3,6 +3,7 @@
 //! into the caller's `ComputePass` with `encode`, as often as needed, with no allocation.
 
 pub mod adam;
+pub mod affine;
 pub mod assign;
 pub mod codebook;
 pub mod dense;

@@ -4,6 +4,7 @@
 //! indices < K, lengths that agree): the kernels' `bind` and the trainers check them first, and a violation here
 //! panics rather than computing something wrong.
 
+pub mod affine;
 pub mod orthogonal;
 pub mod soft;
 #[cfg(feature = "study")]

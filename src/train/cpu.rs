@@ -1,6 +1,7 @@
 //! The CPU engine: the training step of [`crate::reference::train`] in f64, on the same initial parameters and
 //! batches as the GPU engine. [`CpuRuns`] trains several runs one after another behind [`Trainer`].
 
+use super::affine::AffineF64;
 use super::engine::{State, Trainer};
 use super::simvq::SimvqF64;
 use super::{ADAM_BETAS, ADAM_EPS, EMA, Metrics, Schedule, TrainConfig};
@@ -12,11 +13,13 @@ use crate::model::{BetaSchedule, CodebookMode, EncoderKind, Reparam};
 use crate::reference::train::{CpuAdam, CpuEma, CpuModel, Relaxation, Step};
 use crate::reference::{adapt_beta, to_f32, to_f64};
 
-/// How one level's codebook learns: Adam on its gradient, the EMA update, or SimVQ's layer (level 0).
+/// How one level's codebook learns: Adam on its gradient, the EMA update, or (level 0) SimVQ's layer or the affine
+/// map's codes and parameters.
 enum LevelUpdate {
     Grad(CpuAdam),
     Ema(CpuEma),
     Simvq(SimvqF64),
+    Affine(AffineF64),
 }
 
 /// Trains one run on the CPU.
@@ -54,6 +57,9 @@ impl CpuTrainer {
             .iter()
             .map(|c| match (config.codebook_mode, config.reparam) {
                 (CodebookMode::Grad, Reparam::Simvq) => LevelUpdate::Simvq(SimvqF64::new(config, adam(m * m + m))),
+                (CodebookMode::Grad, _) if config.affine_lr > 0.0 => {
+                    LevelUpdate::Affine(AffineF64::new(c, m, config.affine_lr, adam))
+                }
                 (CodebookMode::Grad, _) => LevelUpdate::Grad(adam(c.len())),
                 (CodebookMode::Ema, _) => LevelUpdate::Ema(CpuEma::new(c, k, EMA.0, EMA.1)),
             })
@@ -134,6 +140,7 @@ impl CpuTrainer {
                 LevelUpdate::Ema(ema) => ema.update(codebook, &level.input, &level.index, m),
                 LevelUpdate::Grad(adam) => adam.update(codebook, &level.codebook_grad, self.config.lr, self.step),
                 LevelUpdate::Simvq(s) => s.update(codebook, &level.codebook_grad, m, self.config.lr, self.step),
+                LevelUpdate::Affine(a) => a.update(codebook, &level.codebook_grad, m, self.config.lr, self.step),
             }
         }
         for &a in &step.levels[0].index {
@@ -142,7 +149,7 @@ impl CpuTrainer {
         if self.config.reset_dead > 0 && self.step.is_multiple_of(self.config.reset_dead as u64) {
             let ema = match &mut self.level_updates[0] {
                 LevelUpdate::Ema(ema) => Some((&mut ema.size[..], &mut ema.sum[..])),
-                LevelUpdate::Grad(_) | LevelUpdate::Simvq(_) => None,
+                _ => None,
             };
             let (seed, t) = (self.config.seed, self.step);
             let codebook = &mut self.model.codebooks[0];

@@ -3,6 +3,7 @@
 //! ([`gpu::BatchTrainer`]: everything on the GPU, reading back only statistics) and the CPU engine
 //! ([`cpu::CpuRuns`]: the f64 reference, used where no adapter exists).
 
+pub mod affine;
 pub mod cpu;
 pub mod engine;
 pub mod fast;
@@ -98,6 +99,11 @@ pub struct TrainConfig {
     /// gradient at it, as vqtorch's `sync_nu`; 0 is off (`--sync-nu`). Left out of results when 0.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub sync_nu: f64,
+    /// The affine re-parameterization's scale a (docs/PROTOCOL.md §6.6): the codebook is `C0 diag(1 + a s) + a b`
+    /// with a learned per-dimension scale s and shift b, as vqtorch's `affine_lr`; 0 is off (`--affine-lr`). Left
+    /// out of results when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub affine_lr: f64,
 }
 
 fn is_zero(v: &f64) -> bool {
@@ -156,6 +162,7 @@ impl Default for TrainConfig {
             orth_weight: 0.0,
             reparam: Reparam::None,
             sync_nu: 0.0,
+            affine_lr: 0.0,
         }
     }
 }

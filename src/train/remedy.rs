@@ -5,7 +5,7 @@ use super::TrainConfig;
 use crate::error::{Error, Result};
 use crate::model::{CodebookInit, CodebookMode, Reparam, Sampling};
 
-/// The largest weight a remedy takes (the penalty's lambda, the synchronized update's nu).
+/// The largest weight a remedy takes (the penalty's lambda, the synchronized update's nu, the affine map's a).
 const MAX_WEIGHT: f64 = 1e6;
 
 impl TrainConfig {
@@ -23,7 +23,8 @@ impl TrainConfig {
             }
         }
         let grad_one_level = self.codebook_mode == CodebookMode::Grad && self.levels == 1;
-        for (flag, weight) in [("orth-weight", self.orth_weight), ("sync-nu", self.sync_nu)] {
+        let weights = [("orth-weight", self.orth_weight), ("sync-nu", self.sync_nu), ("affine-lr", self.affine_lr)];
+        for (flag, weight) in weights {
             if !(weight.is_finite() && (0.0..=MAX_WEIGHT).contains(&weight)) {
                 return Err(Error::Input(format!("{flag} must be in [0, {MAX_WEIGHT:e}], got {weight}")));
             }
@@ -41,6 +42,13 @@ impl TrainConfig {
                     .into(),
             ));
         }
+        if self.affine_lr > 0.0 && !(plain_codebook && self.reparam == Reparam::None) {
+            return Err(Error::Input(
+                "--affine-lr learns the codes under a shared scale and shift: it takes --codebook-mode grad, one \
+                 level, no --reset-dead and no --reparam"
+                    .into(),
+            ));
+        }
         Ok(())
     }
 
@@ -51,6 +59,7 @@ impl TrainConfig {
             orth_weight: 0.0,
             reparam: Reparam::None,
             sync_nu: 0.0,
+            affine_lr: 0.0,
             ..self.clone()
         }
     }

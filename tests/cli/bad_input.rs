@@ -87,6 +87,11 @@ const ROWS: &[(&str, &str)] = &[
     ("train --sync-nu nan", "sync-nu must be in [0, 1e6]"),
     ("train --sync-nu 0.2 --codebook-mode ema", "--sync-nu acts through the codebook's gradient"),
     ("train --sync-nu 0.2 --levels 2", "--sync-nu acts through the codebook's gradient"),
+    ("train --affine-lr -1", "affine-lr must be in [0, 1e6]"),
+    ("train --affine-lr inf", "affine-lr must be in [0, 1e6]"),
+    ("train --affine-lr 10 --codebook-mode ema", "--affine-lr acts through the codebook's gradient"),
+    ("train --affine-lr 10 --reset-dead 5", "--affine-lr learns the codes"),
+    ("train --affine-lr 10 --reparam simvq", "--affine-lr learns the codes"),
     ("train --runs 0", "--runs"),
     ("train --runs 2 --save-params m.safetensors", "--save-params"),
     // train: sizes, checked before anything is allocated (these used to abort or panic).

@@ -7,6 +7,7 @@ mod common;
 
 #[cfg(feature = "study")] // the f64 Adam lives in the study part of the reference
 mod adam;
+mod affine;
 mod assign;
 mod codebook;
 mod dense;

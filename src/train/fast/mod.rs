@@ -4,6 +4,7 @@
 //! and the runs of a batch train on threads of their own ([`FastRuns`]). The f64 reference
 //! ([`super::cpu::CpuTrainer`]) is its oracle, as it is the GPU engine's.
 
+mod affine;
 pub mod dense;
 mod eval;
 pub use eval::lloyd;
@@ -21,11 +22,13 @@ use crate::model::{CodebookMode, Layout, Reparam};
 use rayon::prelude::*;
 use update::{Adam, Ema};
 
-/// How one level's codebook learns: Adam on its gradient, the EMA update, or SimVQ's layer (level 0).
+/// How one level's codebook learns: Adam on its gradient, the EMA update, or (level 0) SimVQ's layer or the affine
+/// map's codes and parameters.
 enum LevelUpdate {
     Grad(Adam),
     Ema(Ema),
     Simvq(simvq::SimvqF32),
+    Affine(affine::AffineF32),
 }
 
 /// One VQ level's buffers for a batch.
@@ -136,6 +139,9 @@ impl FastTrainer {
             .iter()
             .map(|c| match (config.codebook_mode, config.reparam) {
                 (CodebookMode::Grad, Reparam::Simvq) => LevelUpdate::Simvq(simvq::SimvqF32::new(config)),
+                (CodebookMode::Grad, _) if config.affine_lr > 0.0 => {
+                    LevelUpdate::Affine(affine::AffineF32::new(c, m, config.affine_lr))
+                }
                 (CodebookMode::Grad, _) => LevelUpdate::Grad(Adam::new(c.len())),
                 (CodebookMode::Ema, _) => LevelUpdate::Ema(Ema::new(c, k)),
             })

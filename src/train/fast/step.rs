@@ -138,13 +138,14 @@ impl FastTrainer {
                 LevelUpdate::Ema(ema) => ema.update(codebook, &level.input, &level.index, m),
                 LevelUpdate::Grad(adam) => adam.update(codebook, &level.codebook_grad, c.lr, t),
                 LevelUpdate::Simvq(s) => s.update(codebook, &level.codebook_grad, m, c.lr, t),
+                LevelUpdate::Affine(a) => a.update(codebook, &level.codebook_grad, m, c.lr, t),
             }
         }
         w.levels[0].index.iter().for_each(|&a| self.used[a as usize] = true);
         if c.reset_dead > 0 && t.is_multiple_of(c.reset_dead as u64) {
             let ema = match &mut self.level_updates[0] {
                 LevelUpdate::Ema(ema) => Some((&mut ema.size[..], &mut ema.sum[..])),
-                LevelUpdate::Grad(_) | LevelUpdate::Simvq(_) => None,
+                _ => None,
             };
             let z = &w.levels[0].input;
             super::super::reset_unused(&mut self.codebooks[0], &mut self.used, z, m, b as u32, c.seed, t, ema);

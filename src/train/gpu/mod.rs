@@ -74,6 +74,7 @@ pub(super) struct Kernels {
     pub learned: Learned,
     pub residual: Residual,
     pub orthogonal: Orthogonal,
+    pub affine: crate::kernels::affine::Affine,
     /// Owns the layout the per-step kernels were made with; each run binds its own, identical one.
     _step_layout: StepUniform,
 }
@@ -96,6 +97,7 @@ impl Kernels {
             learned: Learned::new(device)?,
             residual: Residual::new(device)?,
             orthogonal: Orthogonal::new(device)?,
+            affine: crate::kernels::affine::Affine::new(device)?,
             _step_layout: step,
         })
     }

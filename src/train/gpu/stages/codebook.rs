@@ -6,6 +6,7 @@ use super::super::buffers::LevelBuffers;
 use super::Ctx;
 use crate::error::Result;
 use crate::kernels::adam::{AdamSettings, BoundAdam};
+use crate::kernels::affine::{AffineBuffers, BoundAffine};
 use crate::kernels::codebook::{BoundEma, BoundGrad, CodebookShape, EmaBuffers, EmaSettings, GradBuffers};
 use crate::kernels::dense::BoundDense;
 use crate::kernels::orthogonal::BoundOrthogonal;
@@ -28,9 +29,11 @@ pub(in super::super) enum CodebookStage {
         bound: BoundGrad,
         orthogonal: Option<BoundOrthogonal>,
         sync: Option<SyncUpdate>,
-        /// Adam on the codebook, or with SimVQ on its layer (then the codebook computed again from it).
+        /// Adam on the codebook, with SimVQ on its layer, or with the affine map on its codes C0 (then the codebook
+        /// computed again from them).
         adam: BoundAdam,
         simvq: Option<Box<Simvq>>,
+        affine: Option<Box<AffineMap>>,
     },
     /// The EMA update with its state (N_k, M_k), which starts at N_k = 1, M_k = c_k.
     Ema { size: wgpu::Buffer, sum: wgpu::Buffer, bound: BoundEma },
@@ -61,15 +64,19 @@ impl CodebookStage {
                 let simvq =
                     (first && cx.first().reparam == Reparam::Simvq).then(|| Simvq::new(cx, level, &grad).map(Box::new));
                 let simvq = simvq.transpose()?;
+                let a = cx.first().affine_lr as f32;
+                let affine = (first && a > 0.0).then(|| AffineMap::new(cx, level, &grad, initial, a).map(Box::new));
+                let affine = affine.transpose()?;
                 // Adam is elementwise with the same constants for every run: the stacked arrays are one array.
-                let adam = match &simvq {
-                    Some(s) => s.adam(cx)?,
-                    None => {
-                        let [m, v] = &moments;
+                let [m, v] = &moments;
+                let adam = match (&simvq, &affine) {
+                    (Some(s), _) => s.adam(cx)?,
+                    (None, Some(a)) => cx.ks.adam.bind(device, &a.raw, &grad, m, v, len as u32, adam_settings())?,
+                    (None, None) => {
                         cx.ks.adam.bind(device, &level.codebook, &grad, m, v, len as u32, adam_settings())?
                     }
                 };
-                CodebookStage::Grad { grad, moments, bound, orthogonal, sync, adam, simvq }
+                CodebookStage::Grad { grad, moments, bound, orthogonal, sync, adam, simvq, affine }
             }
             CodebookMode::Ema => {
                 let (size0, sum0) = crate::contract::ema_initial_state(initial, (sz.runs * sz.k) as usize);
@@ -100,7 +107,7 @@ impl CodebookStage {
     /// Records the first half of the update: the gradient (grad mode) or the whole EMA update.
     pub fn record_first(&self, pass: &mut wgpu::ComputePass<'_>) {
         match self {
-            CodebookStage::Grad { bound, orthogonal, sync, simvq, .. } => {
+            CodebookStage::Grad { bound, orthogonal, sync, simvq, affine, .. } => {
                 bound.encode(pass);
                 if let Some(o) = orthogonal {
                     o.encode(pass);
@@ -112,6 +119,9 @@ impl CodebookStage {
                 if let Some(s) = simvq {
                     s.layer_grad.encode(pass);
                 }
+                if let Some(a) = affine {
+                    a.bound.encode_grad(pass);
+                }
             }
             CodebookStage::Ema { bound, .. } => bound.encode(pass),
         }
@@ -120,21 +130,28 @@ impl CodebookStage {
     /// Records the second half: Adam on the codebook, or on SimVQ's layer and then the codebook from it (grad
     /// mode; nothing with EMA).
     pub fn record_second(&self, pass: &mut wgpu::ComputePass<'_>, step: &StepUniform, slot: u32) {
-        if let CodebookStage::Grad { adam, simvq, .. } = self {
+        if let CodebookStage::Grad { adam, simvq, affine, .. } = self {
             adam.encode(pass, step, slot);
             if let Some(s) = simvq {
                 s.project.encode(pass);
+            }
+            if let Some(a) = affine {
+                a.adam.encode(pass, step, slot);
+                a.bound.encode_apply(pass);
             }
         }
     }
 
     pub fn buffers(&self) -> Vec<&wgpu::Buffer> {
         match self {
-            CodebookStage::Grad { grad, moments, sync, simvq, .. } => {
+            CodebookStage::Grad { grad, moments, sync, simvq, affine, .. } => {
                 let mut out = vec![grad, &moments[0], &moments[1]];
                 out.extend(sync.iter().map(|s| &s.per_code));
                 if let Some(s) = simvq {
                     out.extend([&s.basis, &s.layer, &s.layer_grads, &s.moments[0], &s.moments[1]]);
+                }
+                if let Some(a) = affine {
+                    out.extend([&a.raw, &a.scale_shift, &a.scale_shift_grad, &a.moments[0], &a.moments[1]]);
                 }
                 out
             }
@@ -161,6 +178,40 @@ impl SyncUpdate {
         let sums = cx.ks.codebook.bind_row_sums_runs(device, &buffers, shape, nu, sz.runs)?;
         let add = cx.ks.residual.bind_accumulate(device, &per_code, grad, len)?;
         Ok(SyncUpdate { per_code, sums, add })
+    }
+}
+
+/// The affine map on level 0 (PROTOCOL §6.6): the codebook is `C0 diag(1 + a s) + a b` of every run's codes C0 and
+/// its [s, b], which start at the initial codebook and 0. The codebook's Adam moments serve C0.
+pub(in super::super) struct AffineMap {
+    raw: wgpu::Buffer,
+    scale_shift: wgpu::Buffer,
+    scale_shift_grad: wgpu::Buffer,
+    moments: [wgpu::Buffer; 2],
+    bound: BoundAffine,
+    /// Adam on [s, b].
+    adam: BoundAdam,
+}
+
+impl AffineMap {
+    fn new(cx: Ctx<'_>, level: &LevelBuffers, grad: &wgpu::Buffer, initial: &[f32], a: f32) -> Result<Self> {
+        let (device, sz) = (cx.device(), cx.sz);
+        let len = (sz.runs * 2 * sz.m) as usize;
+        let raw = cx.gpu.upload("affine codes", initial)?;
+        let scale_shift = cx.gpu.zeroed::<f32>("affine scale and shift", len)?;
+        let scale_shift_grad = cx.gpu.zeroed::<f32>("affine scale and shift grad", len)?;
+        let moments = [cx.gpu.zeroed::<f32>("affine adam m", len)?, cx.gpu.zeroed::<f32>("affine adam v", len)?];
+        let buffers = AffineBuffers {
+            raw: &raw,
+            scale_shift: &scale_shift,
+            grad,
+            scale_shift_grad: &scale_shift_grad,
+            codebook: &level.codebook,
+        };
+        let bound = cx.ks.affine.bind(device, &buffers, (sz.k, sz.m), sz.runs, a)?;
+        let [m, v] = &moments;
+        let adam = cx.ks.adam.bind(device, &scale_shift, &scale_shift_grad, m, v, len as u32, adam_settings())?;
+        Ok(AffineMap { raw, scale_shift, scale_shift_grad, moments, bound, adam })
     }
 }
 
