@@ -37,6 +37,10 @@ pub enum CodebookMode {
     Grad,
     /// Exponential moving averages of counts and sums (no L_cb).
     Ema,
+    /// Alternated optimization (Huh et al. 2023, a codebook-collapse remedy, docs/PROTOCOL.md §6.6): before each
+    /// step's forward pass the codebook takes its own SGD step with momentum on L_cb of the batch's nearest codes,
+    /// and the step assigns its codes again with it (no L_cb in the step).
+    Alternate,
 }
 
 /// How the commitment weight beta moves during training.
@@ -117,7 +121,8 @@ macro_rules! named_enum {
 named_enum!(EncoderKind, "encoder", "linear, mlp", [EncoderKind::Linear => "linear", EncoderKind::Mlp => "mlp"]);
 named_enum!(CodebookInit, "codebook init", "uniform, normal, kmeans",
     [CodebookInit::Uniform => "uniform", CodebookInit::Normal => "normal", CodebookInit::Kmeans => "kmeans"]);
-named_enum!(CodebookMode, "codebook mode", "grad, ema", [CodebookMode::Grad => "grad", CodebookMode::Ema => "ema"]);
+named_enum!(CodebookMode, "codebook mode", "grad, ema, alternate",
+    [CodebookMode::Grad => "grad", CodebookMode::Ema => "ema", CodebookMode::Alternate => "alternate"]);
 named_enum!(BetaSchedule, "beta schedule", "fixed, adaptive", [BetaSchedule::Fixed => "fixed", BetaSchedule::Adaptive => "adaptive"]);
 named_enum!(Sampling, "sampling", "nearest, stochastic", [Sampling::Nearest => "nearest", Sampling::Stochastic => "stochastic"]);
 named_enum!(Reparam, "reparam", "none, simvq", [Reparam::None => "none", Reparam::Simvq => "simvq"]);

@@ -22,6 +22,8 @@ pub const RESIDUAL: &str = include_str!("../shaders/residual.wgsl");
 pub const ORTHOGONAL: &str = include_str!("../shaders/orthogonal.wgsl");
 /// The affine re-parameterization of a codebook: its gradient, and the codebook from its codes, scale and shift.
 pub const AFFINE: &str = include_str!("../shaders/affine.wgsl");
+/// SGD with momentum (the alternate codebook mode's step).
+pub const SGD: &str = include_str!("../shaders/sgd.wgsl");
 /// The adaptive commitment weight: beta from each step's batch usage toward a target.
 pub const SCHEDULE: &str = include_str!("../shaders/schedule.wgsl");
 /// Codebook updates: usage counts, per-code sums (the codebook gradient) and the EMA update.
@@ -49,6 +51,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("residual.wgsl", RESIDUAL),
     ("orthogonal.wgsl", ORTHOGONAL),
     ("affine.wgsl", AFFINE),
+    ("sgd.wgsl", SGD),
     ("codebook.wgsl", CODEBOOK),
     ("stats.wgsl", STATS),
     ("dense.wgsl", DENSE),

@@ -20,6 +20,7 @@ const ENTRY_POINTS: &[(&str, &[&str])] = &[
     ("residual.wgsl", &["subtract", "accumulate"]),
     ("orthogonal.wgsl", &["orthogonal_grad"]),
     ("affine.wgsl", &["affine_grad", "affine_apply"]),
+    ("sgd.wgsl", &["sgd_momentum"]),
     (
         "codebook.wgsl",
         &[
@@ -138,7 +139,7 @@ fn every_shader_validates_and_translates_to_every_backend() {
             translated += 1;
         }
     }
-    assert_eq!(translated, 37, "entry points translated");
+    assert_eq!(translated, 38, "entry points translated");
 }
 
 #[test]

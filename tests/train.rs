@@ -75,6 +75,14 @@ fn cases() -> Vec<(Estimator, u32, BetaSchedule, u32, Remedies)> {
     // the two runs part (a whole hidden unit's weights then differ); any f32 engine is exposed to such a crossing.
     let sync: Remedies = |c| TrainConfig { sync_nu: 0.5, ..c };
     let affine: Remedies = |c| TrainConfig { affine_lr: 10.0, ..c };
+    let alternate: Remedies = |c| TrainConfig { codebook_mode: CodebookMode::Alternate, ..c };
+    let alternate_sampled: Remedies = |c| TrainConfig {
+        codebook_mode: CodebookMode::Alternate,
+        alternate_lr: 3.0,
+        sampling: Sampling::Stochastic,
+        codebook_init: CodebookInit::Kmeans,
+        ..c
+    };
     let affine_kmeans: Remedies =
         |c| TrainConfig { affine_lr: 2.0, sync_nu: 0.5, codebook_init: CodebookInit::Kmeans, orth_weight: 1.0, ..c };
     out.extend([
@@ -88,6 +96,9 @@ fn cases() -> Vec<(Estimator, u32, BetaSchedule, u32, Remedies)> {
         (Estimator::Learned, 0, fixed, 1, sync),
         (Estimator::Ste, 0, fixed, 1, affine),
         (Estimator::RotationTrick, 0, adaptive, 1, affine_kmeans),
+        (Estimator::Ste, 0, fixed, 1, alternate),
+        (Estimator::Learned, 0, fixed, 1, alternate),
+        (Estimator::RotationTrick, 10, adaptive, 1, alternate_sampled),
     ]);
     out
 }
@@ -116,15 +127,19 @@ fn matches_the_reference_after_50_steps(engine: &Engine) {
                     assert!(config.validate().is_err(), "{estimator} {mode}: a gradient remedy with EMA");
                     continue;
                 }
+                if c.codebook_mode == CodebookMode::Alternate && mode == CodebookMode::Ema {
+                    continue; // the alternate mode replaces the mode: its cases run once
+                }
                 let what = format!(
                     "{} {encoder} {mode} {estimator} reset {reset_dead} beta {beta_schedule} levels {levels} {sampling} \
-                     orth {} {} sync {} affine {} {}",
+                     orth {} {} sync {} affine {} {} {}",
                     engine.name(),
                     c.orth_weight,
                     c.reparam,
                     c.sync_nu,
                     c.affine_lr,
                     c.codebook_init,
+                    c.codebook_mode,
                 );
                 let data = config.load_data().unwrap();
                 let mut g = engine.trainer(std::slice::from_ref(&config), std::slice::from_ref(&data)).unwrap();
@@ -464,6 +479,7 @@ fn batched_runs_equal_single_runs_bit_for_bit() {
         (EncoderKind::Linear, CodebookMode::Grad, 5000), // 5000: SimVQ on every run
         (EncoderKind::Mlp, CodebookMode::Grad, 6000),    // 6000: the synchronized update on every run
         (EncoderKind::Linear, CodebookMode::Grad, 7000), // 7000: the affine codes on every run
+        (EncoderKind::Mlp, CodebookMode::Alternate, 0),  // alternated optimization on every run
     ] {
         let (adaptive, residual) = (reset_dead == 1000, reset_dead == 2000);
         let (sampled, orthogonal, simvq) = (reset_dead == 3000, reset_dead == 4000, reset_dead == 5000);

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 use vqgrad::Estimator;
-use vqgrad::model::{Reparam, Sampling};
+use vqgrad::model::{CodebookMode, Reparam, Sampling};
 use vqgrad::train::Engine;
 use vqgrad::train::TrainConfig;
 
@@ -41,6 +41,8 @@ pub fn variants(base: &TrainConfig) -> Vec<(String, TrainConfig)> {
     out.push(("ste + simvq".into(), TrainConfig { reparam: Reparam::Simvq, ..with(Estimator::Ste) }));
     out.push(("ste + synchronized update".into(), TrainConfig { sync_nu: 0.2, ..with(Estimator::Ste) }));
     out.push(("ste + affine codes".into(), TrainConfig { affine_lr: 10.0, ..with(Estimator::Ste) }));
+    let alternate = TrainConfig { codebook_mode: CodebookMode::Alternate, ..with(Estimator::Ste) };
+    out.push(("ste + alternated optimization".into(), alternate));
     out
 }
 

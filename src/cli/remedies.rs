@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use vqgrad::analysis::{Summary, summarize, welch_p};
 use vqgrad::data::DataSpec;
-use vqgrad::model::{BetaSchedule, Reparam, Sampling};
+use vqgrad::model::{BetaSchedule, CodebookMode, Reparam, Sampling};
 use vqgrad::train::TrainConfig;
 
 /// The remedies a run uses, as the report names them, or `None` for a plain run.
@@ -31,6 +31,9 @@ pub fn remedy(c: &TrainConfig) -> Option<String> {
     }
     if c.affine_lr > 0.0 {
         parts.push(format!("affine {}", c.affine_lr));
+    }
+    if c.codebook_mode == CodebookMode::Alternate {
+        parts.push(format!("alternate (lr {})", c.alternate_lr));
     }
     (!parts.is_empty()).then(|| parts.join(" + "))
 }

@@ -193,6 +193,10 @@ pub struct TrainArgs {
     /// codebooks, one level, no resets and no --reparam.
     #[arg(long, allow_negative_numbers = true)]
     pub affine_lr: Option<f64>,
+    /// The learning rate of --codebook-mode alternate's own SGD step (momentum 0.9) on the codebook loss, taken
+    /// before each step's forward pass (alternated optimization, a codebook-collapse remedy). Default 1.
+    #[arg(long, allow_negative_numbers = true)]
+    pub alternate_lr: Option<f64>,
     /// Write the run as one JSON object to this file (with --runs above 1: one JSON line per run).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -267,7 +271,8 @@ pub fn config(args: &TrainArgs) -> vqgrad::Result<TrainConfig> {
          eval_every <- eval_every, reset_dead <- reset_dead, tau <- tau,
          lloyd_iters <- lloyd_iters, beta_schedule <- beta_schedule, target_usage <- target_usage,
          beta_rate <- beta_rate, levels <- levels, sampling <- sampling, orth_weight <- orth_weight,
-         reparam <- reparam, sync_nu <- sync_nu, affine_lr <- affine_lr);
+         reparam <- reparam, sync_nu <- sync_nu, affine_lr <- affine_lr,
+         alternate_lr <- alternate_lr);
     if args.tau_final.is_some() {
         c.tau_final = args.tau_final;
     }

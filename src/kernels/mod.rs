@@ -14,6 +14,7 @@ pub mod loss;
 pub mod orthogonal;
 pub mod residual;
 pub mod schedule;
+pub mod sgd;
 pub mod soft;
 pub mod stats;
 pub mod step;

@@ -360,6 +360,30 @@ impl CpuAdam {
     }
 }
 
+/// SGD with momentum in f64, PyTorch's semantics (no dampening, no Nesterov): `v <- mu v + g`, `p <- p - lr v`.
+#[derive(Clone, Debug)]
+pub struct CpuSgd {
+    /// The momentum buffer v.
+    pub velocity: Vec<f64>,
+    /// The momentum mu.
+    pub momentum: f64,
+}
+
+impl CpuSgd {
+    /// A zero buffer for `len` values.
+    pub fn new(len: usize, momentum: f64) -> Self {
+        CpuSgd { velocity: vec![0.0; len], momentum }
+    }
+
+    /// One step of `p` by its gradient `g` at rate `lr`.
+    pub fn update(&mut self, p: &mut [f64], g: &[f64], lr: f64) {
+        for ((p, v), g) in p.iter_mut().zip(&mut self.velocity).zip(g) {
+            *v = self.momentum * *v + g;
+            *p -= lr * *v;
+        }
+    }
+}
+
 /// The EMA codebook state in f64.
 #[derive(Clone, Debug)]
 pub struct CpuEma {

@@ -4,20 +4,21 @@
 use super::affine::AffineF64;
 use super::engine::{State, Trainer};
 use super::simvq::SimvqF64;
-use super::{ADAM_BETAS, ADAM_EPS, EMA, Metrics, Schedule, TrainConfig};
+use super::{ADAM_BETAS, ADAM_EPS, ALTERNATE_MOMENTUM, EMA, Metrics, Schedule, TrainConfig};
 use crate::Estimator;
 use crate::contract::seed_mix;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::model::{BetaSchedule, CodebookMode, EncoderKind, Reparam};
-use crate::reference::train::{CpuAdam, CpuEma, CpuModel, Relaxation, Step};
+use crate::reference::train::{CpuAdam, CpuEma, CpuModel, CpuSgd, Relaxation, Step};
 use crate::reference::{adapt_beta, to_f32, to_f64};
 
-/// How one level's codebook learns: Adam on its gradient, the EMA update, or (level 0) SimVQ's layer or the affine
-/// map's codes and parameters.
+/// How one level's codebook learns: Adam on its gradient, the EMA update, its own SGD step before the forward pass
+/// (alternate), or (level 0) SimVQ's layer or the affine map's codes and parameters.
 enum LevelUpdate {
     Grad(CpuAdam),
     Ema(CpuEma),
+    Alternate(CpuSgd),
     Simvq(SimvqF64),
     Affine(AffineF64),
 }
@@ -62,6 +63,7 @@ impl CpuTrainer {
                 }
                 (CodebookMode::Grad, _) => LevelUpdate::Grad(adam(c.len())),
                 (CodebookMode::Ema, _) => LevelUpdate::Ema(CpuEma::new(c, k, EMA.0, EMA.1)),
+                (CodebookMode::Alternate, _) => LevelUpdate::Alternate(CpuSgd::new(c.len(), ALTERNATE_MOMENTUM)),
             })
             .collect();
         let model = CpuModel { layout, latent: m, params, codebooks };
@@ -102,6 +104,14 @@ impl CpuTrainer {
             transport: Some(&self.transport),
             sampling: self.config.sampling,
         };
+        if let LevelUpdate::Alternate(sgd) = &mut self.level_updates[0] {
+            // Alternated optimization (PROTOCOL §6.6): the codebook's own step on L_cb of the batch's nearest codes,
+            // before the step's forward pass assigns them again.
+            let (z, codebook) = (self.model.encode(&x, b), &mut self.model.codebooks[0]);
+            let a = crate::reference::assign_f64(&z, codebook, m);
+            let grad = crate::reference::codebook_grad_f64(&z, &a.index, codebook, m, b);
+            sgd.update(codebook, &grad, self.config.alternate_lr);
+        }
         let (k, c) = (self.config.codes as usize, &self.config);
         let adaptive = c.beta_schedule == BetaSchedule::Adaptive;
         let state = &mut self.beta;
@@ -141,6 +151,7 @@ impl CpuTrainer {
                 LevelUpdate::Grad(adam) => adam.update(codebook, &level.codebook_grad, self.config.lr, self.step),
                 LevelUpdate::Simvq(s) => s.update(codebook, &level.codebook_grad, m, self.config.lr, self.step),
                 LevelUpdate::Affine(a) => a.update(codebook, &level.codebook_grad, m, self.config.lr, self.step),
+                LevelUpdate::Alternate(_) => {} // stepped before the forward pass
             }
         }
         for &a in &step.levels[0].index {

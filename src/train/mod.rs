@@ -104,6 +104,18 @@ pub struct TrainConfig {
     /// out of results when 0.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub affine_lr: f64,
+    /// The learning rate of the alternate codebook mode's own SGD step (momentum [`ALTERNATE_MOMENTUM`]) on L_cb
+    /// (docs/PROTOCOL.md §6.6) (`--alternate-lr`). Left out of results at its default, 1.
+    #[serde(default = "default_alternate_lr", skip_serializing_if = "is_default_alternate_lr")]
+    pub alternate_lr: f64,
+}
+
+fn default_alternate_lr() -> f64 {
+    1.0
+}
+
+fn is_default_alternate_lr(v: &f64) -> bool {
+    *v == default_alternate_lr()
 }
 
 fn is_zero(v: &f64) -> bool {
@@ -163,6 +175,7 @@ impl Default for TrainConfig {
             reparam: Reparam::None,
             sync_nu: 0.0,
             affine_lr: 0.0,
+            alternate_lr: default_alternate_lr(),
         }
     }
 }
@@ -555,6 +568,9 @@ pub fn code_metrics(
     (s, levels)
 }
 
+/// The momentum of the alternate codebook mode's SGD step, as vqtorch's example optimizer (PyTorch's SGD semantics:
+/// `v <- mu v + g`, `p <- p - lr v`).
+pub const ALTERNATE_MOMENTUM: f64 = 0.9;
 /// The EMA decay and Laplace epsilon.
 pub const EMA: (f64, f64) = (0.99, 1e-5);
 /// Dead-code reset: every code not used since the last reset takes the encoding of a pseudo-random row of the

@@ -34,6 +34,16 @@ impl TrainConfig {
                 )));
             }
         }
+        let lr = self.alternate_lr;
+        if !(lr.is_finite() && lr > 0.0 && lr <= MAX_WEIGHT) {
+            return Err(Error::Input(format!("alternate-lr must be in (0, {MAX_WEIGHT:e}], got {lr}")));
+        }
+        if self.codebook_mode == CodebookMode::Alternate && self.levels > 1 {
+            return Err(Error::Input("--codebook-mode alternate takes one level (levels 1)".into()));
+        }
+        if self.codebook_mode != CodebookMode::Alternate && lr != super::default_alternate_lr() {
+            return Err(Error::Input("--alternate-lr is the step of --codebook-mode alternate, not set".into()));
+        }
         let plain_codebook = grad_one_level && self.reset_dead == 0;
         if self.reparam == Reparam::Simvq && !(plain_codebook && self.codebook_init != CodebookInit::Kmeans) {
             return Err(Error::Input(
@@ -60,6 +70,11 @@ impl TrainConfig {
             reparam: Reparam::None,
             sync_nu: 0.0,
             affine_lr: 0.0,
+            codebook_mode: match self.codebook_mode {
+                CodebookMode::Alternate => CodebookMode::Grad,
+                mode => mode,
+            },
+            alternate_lr: super::default_alternate_lr(),
             ..self.clone()
         }
     }

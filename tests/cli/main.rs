@@ -234,11 +234,12 @@ fn bench_json_has_every_section() {
     assert_eq!(kernels.len(), if has_gpu { vqgrad::Estimator::ROW.len() } else { 0 }, "one per row estimator");
     assert!(kernels.iter().all(|e| positive(&e["us"]) && positive(&e["ratio_to_ste"])));
     let training = v["training"].as_array().expect("training figures");
-    assert_eq!(training.len(), 2 * (vqgrad::Estimator::ALL.len() + 4), "every estimator and remedy x 2 settings");
-    for remedy in
-        ["ste + stochastic sampling", "ste + orthogonality penalty", "ste + simvq", "ste + synchronized update"]
-    {
-        assert!(training.iter().any(|t| t["estimator"] == remedy), "{remedy}'s cost");
+    let remedies = ["stochastic sampling", "orthogonality penalty", "simvq", "synchronized update", "affine codes"];
+    let remedies: Vec<String> =
+        remedies.iter().chain(&["alternated optimization"]).map(|r| format!("ste + {r}")).collect();
+    assert_eq!(training.len(), 2 * (vqgrad::Estimator::ALL.len() + remedies.len()), "every estimator and remedy x 2");
+    for remedy in &remedies {
+        assert!(training.iter().any(|t| t["estimator"] == *remedy), "{remedy}'s cost");
     }
     for t in training {
         assert!(positive(&t["cpu_steps_per_sec"]) && positive(&t["cpu_ratio_to_ste"]), "{t}");
@@ -285,13 +286,13 @@ fn export_shaders_writes_the_sources_and_every_translation() {
         names
     };
     let wgsl = files("");
-    assert_eq!(wgsl.len(), 15, "{wgsl:?}");
+    assert_eq!(wgsl.len(), 17, "{wgsl:?}");
     for (name, source) in vqgrad::shaders::variants() {
         assert_eq!(std::fs::read_to_string(dir.join(&name)).unwrap(), source, "{name}");
     }
     for (sub, ext) in [("spirv", ".spv"), ("msl", ".metal"), ("hlsl", ".hlsl")] {
         let names = files(sub);
-        assert_eq!(names.len(), 35, "{sub}: {names:?}");
+        assert_eq!(names.len(), 38, "{sub}: {names:?}");
         assert!(names.iter().all(|n| n.ends_with(ext)), "{sub}: {names:?}");
         assert!(names.contains(&format!("assign.scalar.assign{ext}")), "{sub}: {names:?}");
     }

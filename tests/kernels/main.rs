@@ -18,6 +18,7 @@ mod learned;
 mod orthogonal;
 mod residual;
 mod schedule;
+mod sgd;
 mod soft;
 mod stats;
 mod vq;

@@ -20,13 +20,14 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::model::{CodebookMode, Layout, Reparam};
 use rayon::prelude::*;
-use update::{Adam, Ema};
+use update::{Adam, Ema, Sgd};
 
-/// How one level's codebook learns: Adam on its gradient, the EMA update, or (level 0) SimVQ's layer or the affine
-/// map's codes and parameters.
+/// How one level's codebook learns: Adam on its gradient, the EMA update, its own SGD step before the forward pass
+/// (alternate), or (level 0) SimVQ's layer or the affine map's codes and parameters.
 enum LevelUpdate {
     Grad(Adam),
     Ema(Ema),
+    Alternate(Sgd),
     Simvq(simvq::SimvqF32),
     Affine(affine::AffineF32),
 }
@@ -144,6 +145,7 @@ impl FastTrainer {
                 }
                 (CodebookMode::Grad, _) => LevelUpdate::Grad(Adam::new(c.len())),
                 (CodebookMode::Ema, _) => LevelUpdate::Ema(Ema::new(c, k)),
+                (CodebookMode::Alternate, _) => LevelUpdate::Alternate(Sgd::new(c.len())),
             })
             .collect();
         let b = config.beta as f32;

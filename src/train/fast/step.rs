@@ -25,6 +25,16 @@ impl FastTrainer {
         let draw = (c.estimator.samples_gumbel() || stochastic)
             .then(|| (c.tau_at(t) as f32, seed_mix(c.seed), t as u32, stochastic));
         let z = &w.enc[w.enc.len() - 1];
+        if let LevelUpdate::Alternate(sgd) = &mut self.level_updates[0] {
+            // Alternated optimization (PROTOCOL §6.6): the codebook's own step on L_cb of the batch's nearest codes,
+            // before quantize_batch assigns them again.
+            let (level, codebook) = (&mut w.levels[0], &mut self.codebooks[0]);
+            level.input.copy_from_slice(z);
+            quantize::nearest(&level.input, codebook, m, &mut level.index, &mut level.dist);
+            codebook_grad(level, codebook, m, 2.0 / (b * m) as f32);
+            sgd.grad.copy_from_slice(&level.codebook_grad);
+            sgd.update(codebook, c.alternate_lr);
+        }
         quantize_batch(z, &self.codebooks, &mut w.levels, &mut w.q_total, m, draw, &mut w.sampled);
         w.seen.fill(false);
         w.levels[0].index.iter().for_each(|&a| w.seen[a as usize] = true);
@@ -139,6 +149,7 @@ impl FastTrainer {
                 LevelUpdate::Grad(adam) => adam.update(codebook, &level.codebook_grad, c.lr, t),
                 LevelUpdate::Simvq(s) => s.update(codebook, &level.codebook_grad, m, c.lr, t),
                 LevelUpdate::Affine(a) => a.update(codebook, &level.codebook_grad, m, c.lr, t),
+                LevelUpdate::Alternate(_) => {} // stepped before the forward pass
             }
         }
         w.levels[0].index.iter().for_each(|&a| self.used[a as usize] = true);

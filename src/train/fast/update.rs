@@ -71,3 +71,27 @@ impl Ema {
         }
     }
 }
+
+/// SGD with momentum, PyTorch's semantics (`v <- mu v + g`, `p <- p - lr v`), for the alternate codebook mode; the
+/// gradient's buffer is kept here, made once.
+pub struct Sgd {
+    velocity: Vec<f32>,
+    /// The gradient to step with (filled by the caller).
+    pub grad: Vec<f32>,
+}
+
+impl Sgd {
+    /// Zero buffers for `len` values.
+    pub fn new(len: usize) -> Self {
+        Sgd { velocity: vec![0.0; len], grad: vec![0.0; len] }
+    }
+
+    /// One step of `p` by `self.grad` at rate `lr`.
+    pub fn update(&mut self, p: &mut [f32], lr: f64) {
+        let (mu, lr) = (super::super::ALTERNATE_MOMENTUM as f32, lr as f32);
+        for ((p, v), g) in p.iter_mut().zip(&mut self.velocity).zip(&self.grad) {
+            *v = mu * *v + g;
+            *p -= lr * *v;
+        }
+    }
+}

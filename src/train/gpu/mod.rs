@@ -75,6 +75,7 @@ pub(super) struct Kernels {
     pub residual: Residual,
     pub orthogonal: Orthogonal,
     pub affine: crate::kernels::affine::Affine,
+    pub sgd: crate::kernels::sgd::Sgd,
     /// Owns the layout the per-step kernels were made with; each run binds its own, identical one.
     _step_layout: StepUniform,
 }
@@ -98,6 +99,7 @@ impl Kernels {
             residual: Residual::new(device)?,
             orthogonal: Orthogonal::new(device)?,
             affine: crate::kernels::affine::Affine::new(device)?,
+            sgd: crate::kernels::sgd::Sgd::new(device)?,
             _step_layout: step,
         })
     }

@@ -114,6 +114,12 @@ impl StepPlan {
         mark(pass, "gather batch");
         self.encoder.iter().for_each(|op| op.encode(pass));
         mark(pass, "encoder forward");
+        if self.levels[0].codebook.alternates() {
+            // The alternate codebook mode (PROTOCOL §6.6): assign, step the codebook, and assign again below.
+            self.levels[0].record_forward(pass);
+            self.levels[0].codebook.record_alternate(pass);
+            mark(pass, "alternate codebook step");
+        }
         for (l, level) in self.levels.iter().enumerate() {
             level.record_forward(pass);
             if let (0, Some(g)) = (l, &self.gumbel) {
@@ -157,6 +163,9 @@ impl StepPlan {
 
     /// Every level's codebook update: all the gradients, then all the Adam steps; or all the EMA updates.
     fn record_codebooks(&self, pass: &mut wgpu::ComputePass<'_>, s: &StepUniform, slot: u32, mark: Mark<'_>) {
+        if self.levels[0].codebook.alternates() {
+            return; // stepped before the forward pass
+        }
         self.levels.iter().for_each(|l| l.codebook.record_first(pass));
         if self.levels[0].codebook.ema_state().is_some() {
             mark(pass, "codebook ema");

@@ -1,6 +1,7 @@
 //! A level's codebook update (docs/PROTOCOL.md §2.2): the gradient of L_cb (plus, on the first level, the
 //! orthogonality penalty's and the synchronized update's, §6.6) and Adam on it (or, with SimVQ, §6.6, on the layer
-//! the codebook is computed from), or the EMA update with its state. Every level of a run shares the codebook mode.
+//! the codebook is computed from), or the EMA update with its state, or the alternate mode's SGD step before the
+//! forward pass (§6.6). Every level of a run shares the codebook mode.
 
 use super::super::buffers::LevelBuffers;
 use super::Ctx;
@@ -11,9 +12,10 @@ use crate::kernels::codebook::{BoundEma, BoundGrad, CodebookShape, EmaBuffers, E
 use crate::kernels::dense::BoundDense;
 use crate::kernels::orthogonal::BoundOrthogonal;
 use crate::kernels::residual::BoundResidual;
+use crate::kernels::sgd::BoundSgd;
 use crate::kernels::step::StepUniform;
 use crate::model::{CodebookMode, Reparam};
-use crate::train::{ADAM_BETAS, ADAM_EPS, EMA};
+use crate::train::{ADAM_BETAS, ADAM_EPS, ALTERNATE_MOMENTUM, EMA};
 
 /// Adam's constants, as every parameter takes them.
 pub(in super::super) fn adam_settings() -> AdamSettings {
@@ -37,6 +39,9 @@ pub(in super::super) enum CodebookStage {
     },
     /// The EMA update with its state (N_k, M_k), which starts at N_k = 1, M_k = c_k.
     Ema { size: wgpu::Buffer, sum: wgpu::Buffer, bound: BoundEma },
+    /// dL_cb/dC of the batch's nearest codes into `grad`, then SGD with momentum, before the forward pass assigns
+    /// the codes again ([`CodebookStage::record_alternate`]).
+    Alternate { grad: wgpu::Buffer, velocity: wgpu::Buffer, bound: BoundGrad, sgd: BoundSgd },
 }
 
 impl CodebookStage {
@@ -78,6 +83,16 @@ impl CodebookStage {
                 };
                 CodebookStage::Grad { grad, moments, bound, orthogonal, sync, adam, simvq, affine }
             }
+            CodebookMode::Alternate => {
+                let grad = cx.gpu.zeroed::<f32>("codebook grad", len)?;
+                let velocity = cx.gpu.zeroed::<f32>("codebook sgd velocity", len)?;
+                let buffers =
+                    GradBuffers { z: &level.input, index: &level.index, codebook: &level.codebook, grad: &grad };
+                let bound = cx.ks.codebook.bind_grad_runs(device, &buffers, shape, sz.b, sz.runs)?;
+                let (lr, momentum) = (cx.first().alternate_lr as f32, ALTERNATE_MOMENTUM as f32);
+                let sgd = cx.ks.sgd.bind(device, &level.codebook, &grad, &velocity, len as u32, lr, momentum)?;
+                CodebookStage::Alternate { grad, velocity, bound, sgd }
+            }
             CodebookMode::Ema => {
                 let (size0, sum0) = crate::contract::ema_initial_state(initial, (sz.runs * sz.k) as usize);
                 let (size, sum) = (cx.gpu.upload("ema size", &size0)?, cx.gpu.upload("ema sum", &sum0)?);
@@ -100,7 +115,7 @@ impl CodebookStage {
     pub fn ema_state(&self) -> Option<(&wgpu::Buffer, &wgpu::Buffer)> {
         match self {
             CodebookStage::Ema { size, sum, .. } => Some((size, sum)),
-            CodebookStage::Grad { .. } => None,
+            CodebookStage::Grad { .. } | CodebookStage::Alternate { .. } => None,
         }
     }
 
@@ -124,6 +139,21 @@ impl CodebookStage {
                 }
             }
             CodebookStage::Ema { bound, .. } => bound.encode(pass),
+            CodebookStage::Alternate { .. } => {}
+        }
+    }
+
+    /// Whether this is the alternate mode, whose step comes before the forward pass.
+    pub fn alternates(&self) -> bool {
+        matches!(self, CodebookStage::Alternate { .. })
+    }
+
+    /// The alternate mode's step, recorded after the level's codes are assigned and before they are assigned
+    /// again: dL_cb/dC and SGD on it (nothing in the other modes).
+    pub fn record_alternate(&self, pass: &mut wgpu::ComputePass<'_>) {
+        if let CodebookStage::Alternate { bound, sgd, .. } = self {
+            bound.encode(pass);
+            sgd.encode(pass);
         }
     }
 
@@ -156,6 +186,7 @@ impl CodebookStage {
                 out
             }
             CodebookStage::Ema { size, sum, .. } => vec![size, sum],
+            CodebookStage::Alternate { grad, velocity, .. } => vec![grad, velocity],
         }
     }
 }
