@@ -41,6 +41,37 @@ pub enum CodebookMode {
     /// step's forward pass the codebook takes its own SGD step with momentum on L_cb of the batch's nearest codes,
     /// and the step assigns its codes again with it (no L_cb in the step).
     Alternate,
+    /// The codebook never moves (no L_cb): FSQ's grid (docs/PROTOCOL.md §6.6), or a frozen initial codebook.
+    Fixed,
+}
+
+/// A map of the encodings before the quantizer (docs/PROTOCOL.md §6.6): the quantizer, its statistics and the
+/// decoder see `map(z)`; the encoder's gradient goes back through it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum LatentMap {
+    /// The encodings as they are.
+    #[default]
+    None,
+    /// FSQ's bound with these levels per dimension ([`crate::reference::latent::fsq_bound`]).
+    Fsq(Vec<u32>),
+}
+
+impl LatentMap {
+    /// `map(z)` of `z` (rows x m).
+    pub fn forward(&self, z: Vec<f64>) -> Vec<f64> {
+        match self {
+            LatentMap::None => z,
+            LatentMap::Fsq(levels) => crate::reference::latent::fsq_bound(&z, levels),
+        }
+    }
+
+    /// The gradient at `z` from the gradient `dy` at `map(z)`.
+    pub fn backward(&self, z: &[f64], dy: Vec<f64>) -> Vec<f64> {
+        match self {
+            LatentMap::None => dy,
+            LatentMap::Fsq(levels) => crate::reference::latent::fsq_bound_backward(z, levels, &dy),
+        }
+    }
 }
 
 /// How the commitment weight beta moves during training.
@@ -121,8 +152,9 @@ macro_rules! named_enum {
 named_enum!(EncoderKind, "encoder", "linear, mlp", [EncoderKind::Linear => "linear", EncoderKind::Mlp => "mlp"]);
 named_enum!(CodebookInit, "codebook init", "uniform, normal, kmeans",
     [CodebookInit::Uniform => "uniform", CodebookInit::Normal => "normal", CodebookInit::Kmeans => "kmeans"]);
-named_enum!(CodebookMode, "codebook mode", "grad, ema, alternate",
-    [CodebookMode::Grad => "grad", CodebookMode::Ema => "ema", CodebookMode::Alternate => "alternate"]);
+named_enum!(CodebookMode, "codebook mode", "grad, ema, alternate, fixed",
+    [CodebookMode::Grad => "grad", CodebookMode::Ema => "ema", CodebookMode::Alternate => "alternate",
+     CodebookMode::Fixed => "fixed"]);
 named_enum!(BetaSchedule, "beta schedule", "fixed, adaptive", [BetaSchedule::Fixed => "fixed", BetaSchedule::Adaptive => "adaptive"]);
 named_enum!(Sampling, "sampling", "nearest, stochastic", [Sampling::Nearest => "nearest", Sampling::Stochastic => "stochastic"]);
 named_enum!(Reparam, "reparam", "none, simvq", [Reparam::None => "none", Reparam::Simvq => "simvq"]);

@@ -22,6 +22,8 @@ pub const RESIDUAL: &str = include_str!("../shaders/residual.wgsl");
 pub const ORTHOGONAL: &str = include_str!("../shaders/orthogonal.wgsl");
 /// The affine re-parameterization of a codebook: its gradient, and the codebook from its codes, scale and shift.
 pub const AFFINE: &str = include_str!("../shaders/affine.wgsl");
+/// Maps of the encodings before the quantizer (FSQ's bound), forward and backward.
+pub const LATENT: &str = include_str!("../shaders/latent.wgsl");
 /// SGD with momentum (the alternate codebook mode's step).
 pub const SGD: &str = include_str!("../shaders/sgd.wgsl");
 /// The adaptive commitment weight: beta from each step's batch usage toward a target.
@@ -52,6 +54,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("orthogonal.wgsl", ORTHOGONAL),
     ("affine.wgsl", AFFINE),
     ("sgd.wgsl", SGD),
+    ("latent.wgsl", LATENT),
     ("codebook.wgsl", CODEBOOK),
     ("stats.wgsl", STATS),
     ("dense.wgsl", DENSE),

@@ -268,6 +268,39 @@ fn affine_gradient_matches_finite_differences() {
     }
 }
 
+/// FSQ's bound: its backward is the derivative of its forward (central differences), and the nearest point of the
+/// grid to the bound is the bound rounded per dimension (FSQ's definition of its code), for odd and even levels.
+#[test]
+fn fsq_bound_gradient_and_grid() {
+    use vqgrad::reference::latent::{fsq_bound, fsq_bound_backward, fsq_constants, fsq_grid};
+    let mut rng = ChaCha8Rng::seed_from_u64(41);
+    for levels in [vec![2u32], vec![4, 2, 2, 2], vec![8, 5, 3]] {
+        let m = levels.len();
+        let z: Vec<f64> = normal(&mut rng, 64 * m).iter().map(|v| 1.5 * v).collect();
+        let dy = normal(&mut rng, z.len());
+        let analytic = fsq_bound_backward(&z, &levels, &dy);
+        let dot = |z: &[f64]| fsq_bound(z, &levels).iter().zip(&dy).map(|(a, b)| a * b).sum::<f64>();
+        let fd = central_difference(dot, &z, 1e-6);
+        for (e, (a, d)) in analytic.iter().zip(&fd).enumerate() {
+            assert!((a - d).abs() <= 1e-6 * (1.0 + a.abs()), "{levels:?} element {e}: {a} against {d}");
+        }
+        let grid = fsq_grid(&levels);
+        assert_eq!(grid.len(), levels.iter().product::<u32>() as usize * m);
+        let bounded = fsq_bound(&z, &levels);
+        for row in bounded.chunks_exact(m) {
+            let rounded: Vec<f64> = (0..m)
+                .map(|j| {
+                    let w = fsq_constants(levels[j]).3;
+                    (row[j] * w).round() / w
+                })
+                .collect();
+            let distance = |c: &[f64]| c.iter().zip(row).map(|(a, b)| (a - b).powi(2)).sum::<f64>();
+            let nearest = grid.chunks_exact(m).min_by(|a, b| distance(a).total_cmp(&distance(b))).unwrap();
+            assert_eq!(nearest, &rounded[..], "{levels:?}: row {row:?}");
+        }
+    }
+}
+
 /// Stochastic code sampling draws code k with probability softmax(-||z - c_k|| / tau)_k: over 40000 noise draws
 /// (rows) the frequencies are within 5 standard errors of it, at three temperatures; a tiny tau draws the nearest.
 #[test]

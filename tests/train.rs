@@ -83,6 +83,10 @@ fn cases() -> Vec<(Estimator, u32, BetaSchedule, u32, Remedies)> {
         codebook_init: CodebookInit::Kmeans,
         ..c
     };
+    // Levels of 5 and 3 (odd: 0 in the middle), where the encodings of a 50-step run reach several codes; with
+    // levels of 2 every row would sit on one code and the estimators would not differ.
+    let fsq: Remedies = |c| TrainConfig { codes: 45, ..c }.with_fsq(vec![5, 3, 3]);
+    let fsq_even: Remedies = |c| TrainConfig { codes: 24, lr: 1e-2, ..c }.with_fsq(vec![4, 3, 2]);
     let affine_kmeans: Remedies =
         |c| TrainConfig { affine_lr: 2.0, sync_nu: 0.5, codebook_init: CodebookInit::Kmeans, orth_weight: 1.0, ..c };
     out.extend([
@@ -99,6 +103,9 @@ fn cases() -> Vec<(Estimator, u32, BetaSchedule, u32, Remedies)> {
         (Estimator::Ste, 0, fixed, 1, alternate),
         (Estimator::Learned, 0, fixed, 1, alternate),
         (Estimator::RotationTrick, 10, adaptive, 1, alternate_sampled),
+        (Estimator::Ste, 0, fixed, 1, fsq),
+        (Estimator::RotationTrick, 0, fixed, 1, fsq_even),
+        (Estimator::DivEq, 0, fixed, 1, fsq),
     ]);
     out
 }
@@ -127,12 +134,12 @@ fn matches_the_reference_after_50_steps(engine: &Engine) {
                     assert!(config.validate().is_err(), "{estimator} {mode}: a gradient remedy with EMA");
                     continue;
                 }
-                if c.codebook_mode == CodebookMode::Alternate && mode == CodebookMode::Ema {
-                    continue; // the alternate mode replaces the mode: its cases run once
+                if c.codebook_mode != mode && mode == CodebookMode::Ema {
+                    continue; // the remedy sets its own mode (alternate, FSQ's fixed grid): its cases run once
                 }
                 let what = format!(
                     "{} {encoder} {mode} {estimator} reset {reset_dead} beta {beta_schedule} levels {levels} {sampling} \
-                     orth {} {} sync {} affine {} {} {}",
+                     orth {} {} sync {} affine {} {} {} fsq {:?}",
                     engine.name(),
                     c.orth_weight,
                     c.reparam,
@@ -140,6 +147,7 @@ fn matches_the_reference_after_50_steps(engine: &Engine) {
                     c.affine_lr,
                     c.codebook_init,
                     c.codebook_mode,
+                    c.fsq_levels,
                 );
                 let data = config.load_data().unwrap();
                 let mut g = engine.trainer(std::slice::from_ref(&config), std::slice::from_ref(&data)).unwrap();
@@ -161,8 +169,8 @@ fn matches_the_reference_after_50_steps(engine: &Engine) {
                 let (ep, ip) = max_rel(&gp, &c.model.params);
                 let (ec, ic) = max_rel(&gc, &c.model.codebooks[0]);
                 eprintln!(
-                    "{what}: params {ep:.2e} (at {ip}), codebook {ec:.2e} (at {ic}); loss {} vs {}",
-                    gm.loss, cm.loss
+                    "{what}: params {ep:.2e} (at {ip}), codebook {ec:.2e} (at {ic}); loss {} vs {}; dead {} of {}",
+                    gm.loss, cm.loss, cm.dead_codes, config.codes
                 );
                 assert!(ep < 2e-5, "{what}: parameters differ by {ep:e} of the largest at {ip}");
                 assert!(ec < 2e-5, "{what}: codebook differs by {ec:e} of the largest at {ic}");
@@ -301,7 +309,7 @@ fn the_whole_backward_pass_matches_finite_differences() {
                     .map(|_| to_f64(&vqgrad::model::init_codebook(CodebookInit::Normal, k as u32, m as u32, &mut r)))
                     .map(|c| c.iter().map(|v| 0.3 * v).collect());
                 let codebooks = std::iter::once(codebook).chain(residual).collect();
-                let mut model = CpuModel { layout, latent: m, params, codebooks };
+                let mut model = CpuModel { layout, latent: m, params, codebooks, map: Default::default() };
                 let x = to_f64(&common::Data::new(5).normal(rows * d, 1.0));
                 let transport: Vec<f64> =
                     (0..m * m).map(|e| if e % (m + 1) == 0 { 0.8 } else { 0.1 * e as f64 - 0.3 }).collect();
@@ -480,6 +488,7 @@ fn batched_runs_equal_single_runs_bit_for_bit() {
         (EncoderKind::Mlp, CodebookMode::Grad, 6000),    // 6000: the synchronized update on every run
         (EncoderKind::Linear, CodebookMode::Grad, 7000), // 7000: the affine codes on every run
         (EncoderKind::Mlp, CodebookMode::Alternate, 0),  // alternated optimization on every run
+        (EncoderKind::Linear, CodebookMode::Fixed, 0),   // FSQ on every run (the row estimators)
     ] {
         let (adaptive, residual) = (reset_dead == 1000, reset_dead == 2000);
         let (sampled, orthogonal, simvq) = (reset_dead == 3000, reset_dead == 4000, reset_dead == 5000);
@@ -491,7 +500,8 @@ fn batched_runs_equal_single_runs_bit_for_bit() {
             (reset_dead, BetaSchedule::Fixed)
         };
         let levels = if residual { 3 } else { 1 };
-        let estimators: &[Estimator] = if residual { &Estimator::ROW } else { &Estimator::ALL };
+        let fsq = mode == CodebookMode::Fixed;
+        let estimators: &[Estimator] = if residual || fsq { &Estimator::ROW } else { &Estimator::ALL };
         let configs: Vec<TrainConfig> = estimators
             .iter()
             .zip([
@@ -525,6 +535,7 @@ fn batched_runs_equal_single_runs_bit_for_bit() {
                 affine_lr: if affine { 10.0 } else { 0.0 },
                 ..small(estimator, mode, encoder)
             })
+            .map(|c| if fsq { TrainConfig { codes: 45, ..c }.with_fsq(vec![5, 3, 3]) } else { c })
             .collect();
         let data: Vec<_> = configs.iter().map(|c| c.load_data().unwrap()).collect();
         let mut batch = BatchTrainer::new(&gpu, &configs, &data).unwrap();

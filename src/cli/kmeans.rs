@@ -88,6 +88,7 @@ pub fn saved_model(
         latent: saved.latent as usize,
         params: to_f64(&saved.params),
         codebooks: vec![to_f64(&saved.codebook)],
+        map: c.latent_map(),
     };
     Ok((c, data, saved, model))
 }

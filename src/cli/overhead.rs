@@ -43,6 +43,9 @@ pub fn variants(base: &TrainConfig) -> Vec<(String, TrainConfig)> {
     out.push(("ste + affine codes".into(), TrainConfig { affine_lr: 10.0, ..with(Estimator::Ste) }));
     let alternate = TrainConfig { codebook_mode: CodebookMode::Alternate, ..with(Estimator::Ste) };
     out.push(("ste + alternated optimization".into(), alternate));
+    if let Ok(levels) = TrainConfig::fsq_auto_levels(base.codes) {
+        out.push(("ste + fsq".into(), with(Estimator::Ste).with_fsq(levels)));
+    }
     out
 }
 

@@ -35,6 +35,9 @@ pub fn remedy(c: &TrainConfig) -> Option<String> {
     if c.codebook_mode == CodebookMode::Alternate {
         parts.push(format!("alternate (lr {})", c.alternate_lr));
     }
+    if !c.fsq_levels.is_empty() {
+        parts.push("fsq".into());
+    }
     (!parts.is_empty()).then(|| parts.join(" + "))
 }
 
@@ -59,7 +62,9 @@ enum Place {
 impl Place {
     /// The place of a plain-model run (one level, a fixed beta of 0.25) of `ste` or `rotation-trick`.
     fn of(c: &TrainConfig) -> Option<Place> {
-        let plain = c.levels == 1 && c.beta_schedule == BetaSchedule::Fixed && c.beta == 0.25;
+        // FSQ has no commitment term: its runs take beta 0 (PROTOCOL §6.6).
+        let beta = c.beta == 0.25 || (!c.fsq_levels.is_empty() && c.beta == 0.0);
+        let plain = c.levels == 1 && c.beta_schedule == BetaSchedule::Fixed && beta;
         let estimator = matches!(c.estimator.name(), "ste" | "rotation-trick");
         match c.data {
             _ if !(plain && estimator) => None,

@@ -197,6 +197,12 @@ pub struct TrainArgs {
     /// before each step's forward pass (alternated optimization, a codebook-collapse remedy). Default 1.
     #[arg(long, allow_negative_numbers = true)]
     pub alternate_lr: Option<f64>,
+    /// FSQ's levels, one per latent dimension ("8,5,5,5"), or auto (levels of 4, and a 2 for an odd log2 K, whose
+    /// product is K; K a power of 2): the encodings are bounded per dimension and rounded to the fixed grid of
+    /// their product, K codes (a codebook-collapse remedy). It sets --latent to the number of levels, the codebook
+    /// mode to fixed and beta to 0 unless they are given.
+    #[arg(long)]
+    pub fsq_levels: Option<String>,
     /// Write the run as one JSON object to this file (with --runs above 1: one JSON line per run).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -276,8 +282,27 @@ pub fn config(args: &TrainArgs) -> vqgrad::Result<TrainConfig> {
     if args.tau_final.is_some() {
         c.tau_final = args.tau_final;
     }
+    if let Some(levels) = &args.fsq_levels {
+        c = c.with_fsq(fsq_levels(levels, c.codes)?);
+        args.latent.inspect(|&m| c.latent = m);
+        args.codebook_mode.inspect(|&mode| c.codebook_mode = mode);
+        args.beta.inspect(|&beta| c.beta = beta);
+    }
     c.validate()?;
     Ok(c)
+}
+
+/// `--fsq-levels`: a list of levels, or `auto` ([`TrainConfig::fsq_auto_levels`]).
+fn fsq_levels(text: &str, k: u32) -> vqgrad::Result<Vec<u32>> {
+    if text.trim() == "auto" {
+        return TrainConfig::fsq_auto_levels(k);
+    }
+    text.split(',')
+        .map(|v| {
+            let v = v.trim();
+            v.parse::<u32>().map_err(|_| vqgrad::Error::Input(format!("--fsq-levels: `{v}` is not a level count")))
+        })
+        .collect()
 }
 
 fn metrics_json(m: &Metrics, r: Option<&RunResult>) -> serde_json::Value {

@@ -9,6 +9,7 @@ pub mod codebook;
 pub mod dense;
 pub mod estimator;
 pub mod gather;
+pub mod latent;
 pub mod learned;
 pub mod loss;
 pub mod orthogonal;

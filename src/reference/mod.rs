@@ -5,6 +5,7 @@
 //! panics rather than computing something wrong.
 
 pub mod affine;
+pub mod latent;
 pub mod orthogonal;
 pub mod soft;
 #[cfg(feature = "study")]

@@ -5,7 +5,7 @@ use super::soft::{self, Noise};
 use super::{assign_f64, estimator_row, learned_grad, learned_row};
 use crate::contract::Linear;
 use crate::estimator::Estimator;
-use crate::model::{CodebookMode, Layout, Sampling};
+use crate::model::{CodebookMode, LatentMap, Layout, Sampling};
 
 /// `y = act(x W^T + b)` for `rows` rows.
 pub fn linear_forward(p: &[f64], l: Linear, x: &[f64], rows: usize, relu: bool) -> Vec<f64> {
@@ -145,12 +145,14 @@ pub struct CpuModel {
     pub params: Vec<f64>,
     /// Every level's codebook (each K x m), level 0 first; residual VQ has more than one.
     pub codebooks: Vec<Vec<f64>>,
+    /// The map of the encodings before the quantizer (FSQ's bound), part of the encoder here.
+    pub map: LatentMap,
 }
 
 impl CpuModel {
-    /// Encodings of `rows` samples.
+    /// Encodings of `rows` samples, through the map: what the quantizer sees.
     pub fn encode(&self, x: &[f64], rows: usize) -> Vec<f64> {
-        forward_layers(&self.params, &self.layout.encoder, x, rows).pop().unwrap_or_default()
+        self.map.forward(forward_layers(&self.params, &self.layout.encoder, x, rows).pop().unwrap_or_default())
     }
 
     /// The codes of `rows` encodings through every level: the first level's assignment, each later level's
@@ -191,7 +193,7 @@ impl CpuModel {
         let m = self.latent;
         let d = x.len() / rows;
         let enc_outs = forward_layers(&self.params, &self.layout.encoder, x, rows);
-        let z = enc_outs.last().cloned().unwrap_or_default();
+        let z = self.map.forward(enc_outs.last().cloned().unwrap_or_default());
         let (levels, q_total) = self.quantize_batch(z, rows, estimator, mode, relax);
         let z = &levels[0].input;
         let beta = beta(&levels[0].index);
@@ -227,6 +229,7 @@ impl CpuModel {
             let e = self.row_gradient(estimator, i, (&g, z), &levels, relax, &transport);
             dz.extend((0..m).map(|j| e[j] + commit * (z[i * m + j] - q_total[i * m + j])));
         }
+        let dz = self.map.backward(enc_outs.last().map_or(&[][..], Vec::as_slice), dz);
         backward_layers(&self.params, &self.layout.encoder, x, &enc_outs, dz, rows, &mut grads);
 
         Step { losses: Losses { rec, cb, total }, xhat, grads, transport_grad, g, levels }

@@ -14,11 +14,12 @@ use crate::reference::train::{CpuAdam, CpuEma, CpuModel, CpuSgd, Relaxation, Ste
 use crate::reference::{adapt_beta, to_f32, to_f64};
 
 /// How one level's codebook learns: Adam on its gradient, the EMA update, its own SGD step before the forward pass
-/// (alternate), or (level 0) SimVQ's layer or the affine map's codes and parameters.
+/// (alternate), none (fixed), or (level 0) SimVQ's layer or the affine map's codes and parameters.
 enum LevelUpdate {
     Grad(CpuAdam),
     Ema(CpuEma),
     Alternate(CpuSgd),
+    Fixed,
     Simvq(SimvqF64),
     Affine(AffineF64),
 }
@@ -64,9 +65,10 @@ impl CpuTrainer {
                 (CodebookMode::Grad, _) => LevelUpdate::Grad(adam(c.len())),
                 (CodebookMode::Ema, _) => LevelUpdate::Ema(CpuEma::new(c, k, EMA.0, EMA.1)),
                 (CodebookMode::Alternate, _) => LevelUpdate::Alternate(CpuSgd::new(c.len(), ALTERNATE_MOMENTUM)),
+                (CodebookMode::Fixed, _) => LevelUpdate::Fixed,
             })
             .collect();
-        let model = CpuModel { layout, latent: m, params, codebooks };
+        let model = CpuModel { layout, latent: m, params, codebooks, map: config.latent_map() };
         Ok(CpuTrainer {
             adam_params: adam(model.params.len()),
             schedule: Schedule::new(config.seed, data.train_rows(), config.batch as usize),
@@ -151,7 +153,7 @@ impl CpuTrainer {
                 LevelUpdate::Grad(adam) => adam.update(codebook, &level.codebook_grad, self.config.lr, self.step),
                 LevelUpdate::Simvq(s) => s.update(codebook, &level.codebook_grad, m, self.config.lr, self.step),
                 LevelUpdate::Affine(a) => a.update(codebook, &level.codebook_grad, m, self.config.lr, self.step),
-                LevelUpdate::Alternate(_) => {} // stepped before the forward pass
+                LevelUpdate::Alternate(_) | LevelUpdate::Fixed => {} // stepped before the forward pass, or never
             }
         }
         for &a in &step.levels[0].index {

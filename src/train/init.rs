@@ -115,11 +115,15 @@ pub fn initial_run(
     let params = to_f64(&params);
     let first = if config.codebook_init == CodebookInit::Kmeans {
         let (d, m) = (data.dim as usize, config.latent as usize);
-        let model = CpuModel { layout: layout.clone(), latent: m, params: params.clone(), codebooks: vec![] };
+        let (params, map) = (params.clone(), config.latent_map());
+        let model = CpuModel { layout: layout.clone(), latent: m, params, codebooks: vec![], map };
         let rows = data.train_rows().min(KMEANS_SAMPLES);
         let z = model.encode(&to_f64(&data.train[..rows * d]), rows);
         let seeds = kmeans_plus_plus(&z, m, config.codes as usize, &mut data::rng(config.seed, Stream::Kmeans));
         lloyd(&z, &seeds, m, KMEANS_ITERS)?
+    } else if !config.fsq_levels.is_empty() {
+        // FSQ's implicit codebook, fixed (PROTOCOL §6.6).
+        crate::reference::latent::fsq_grid(&config.fsq_levels)
     } else if config.reparam == crate::model::Reparam::Simvq {
         // SimVQ's codebook is its basis through its layer (PROTOCOL §6.6), not the protocol's init.
         let (basis, projection) = super::simvq::initial(config);

@@ -108,6 +108,11 @@ pub struct TrainConfig {
     /// (docs/PROTOCOL.md §6.6) (`--alternate-lr`). Left out of results at its default, 1.
     #[serde(default = "default_alternate_lr", skip_serializing_if = "is_default_alternate_lr")]
     pub alternate_lr: f64,
+    /// FSQ's levels per latent dimension (docs/PROTOCOL.md §6.6): the encodings are bounded per dimension and
+    /// quantized to the fixed grid of prod L_j codes (K), with codebook mode `fixed` and no commitment term (beta
+    /// 0); empty is off (`--fsq-levels`). Left out of results when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fsq_levels: Vec<u32>,
 }
 
 fn default_alternate_lr() -> f64 {
@@ -176,6 +181,7 @@ impl Default for TrainConfig {
             sync_nu: 0.0,
             affine_lr: 0.0,
             alternate_lr: default_alternate_lr(),
+            fsq_levels: Vec::new(),
         }
     }
 }

@@ -286,13 +286,13 @@ fn export_shaders_writes_the_sources_and_every_translation() {
         names
     };
     let wgsl = files("");
-    assert_eq!(wgsl.len(), 17, "{wgsl:?}");
+    assert_eq!(wgsl.len(), 18, "{wgsl:?}");
     for (name, source) in vqgrad::shaders::variants() {
         assert_eq!(std::fs::read_to_string(dir.join(&name)).unwrap(), source, "{name}");
     }
     for (sub, ext) in [("spirv", ".spv"), ("msl", ".metal"), ("hlsl", ".hlsl")] {
         let names = files(sub);
-        assert_eq!(names.len(), 38, "{sub}: {names:?}");
+        assert_eq!(names.len(), 40, "{sub}: {names:?}");
         assert!(names.iter().all(|n| n.ends_with(ext)), "{sub}: {names:?}");
         assert!(names.contains(&format!("assign.scalar.assign{ext}")), "{sub}: {names:?}");
     }

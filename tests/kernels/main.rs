@@ -14,6 +14,7 @@ mod dense;
 mod device;
 mod estimator;
 mod gather;
+mod latent;
 mod learned;
 mod orthogonal;
 mod residual;

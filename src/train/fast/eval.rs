@@ -30,7 +30,11 @@ impl FastTrainer {
         };
         let (mut enc, mut dec) = (outs(&self.layout.encoder), outs(&self.layout.decoder));
         dense::forward_layers(&self.params, &self.layout.encoder, x, rows, &mut enc);
-        let z = enc.pop().unwrap_or_default();
+        let mut z = enc.pop().unwrap_or_default();
+        if self.map != crate::model::LatentMap::None {
+            let raw = z.clone();
+            super::latent::forward(&self.map, &raw, &mut z);
+        }
         let (mut index, mut dist) = (Vec::new(), Vec::new());
         let mut r = z.clone();
         let mut q_total = vec![0.0f32; rows * m];

@@ -8,6 +8,7 @@ mod affine;
 pub mod dense;
 mod eval;
 pub use eval::lloyd;
+mod latent;
 pub mod orthogonal;
 pub mod quantize;
 mod simvq;
@@ -18,16 +19,17 @@ use super::engine::{State, Trainer};
 use super::{Metrics, Schedule, TrainConfig};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::model::{CodebookMode, Layout, Reparam};
+use crate::model::{CodebookMode, LatentMap, Layout, Reparam};
 use rayon::prelude::*;
 use update::{Adam, Ema, Sgd};
 
 /// How one level's codebook learns: Adam on its gradient, the EMA update, its own SGD step before the forward pass
-/// (alternate), or (level 0) SimVQ's layer or the affine map's codes and parameters.
+/// (alternate), none (fixed), or (level 0) SimVQ's layer or the affine map's codes and parameters.
 enum LevelUpdate {
     Grad(Adam),
     Ema(Ema),
     Alternate(Sgd),
+    Fixed,
     Simvq(simvq::SimvqF32),
     Affine(affine::AffineF32),
 }
@@ -67,6 +69,8 @@ struct Work {
     seen: Vec<bool>,
     /// The orthogonality penalty's scratch ((K + 1) x m), when it is on.
     orthogonal: Vec<f32>,
+    /// The mapped encodings (B x m), when a map is on.
+    mapped: Vec<f32>,
 }
 
 impl Work {
@@ -100,6 +104,7 @@ impl Work {
             transport_grad: vec![0.0; m * m],
             seen: vec![false; k],
             orthogonal: vec![0.0; if config.orth_weight > 0.0 { (k + 1) * m } else { 0 }],
+            mapped: vec![0.0; if config.latent_map() != LatentMap::None { b * m } else { 0 }],
         }
     }
 }
@@ -126,6 +131,8 @@ pub struct FastTrainer {
     /// The last step's total loss and the share of codes its batch used.
     last: Option<(f64, f64)>,
     work: Work,
+    /// The map of the encodings before the quantizer.
+    map: LatentMap,
 }
 
 impl FastTrainer {
@@ -146,6 +153,7 @@ impl FastTrainer {
                 (CodebookMode::Grad, _) => LevelUpdate::Grad(Adam::new(c.len())),
                 (CodebookMode::Ema, _) => LevelUpdate::Ema(Ema::new(c, k)),
                 (CodebookMode::Alternate, _) => LevelUpdate::Alternate(Sgd::new(c.len())),
+                (CodebookMode::Fixed, _) => LevelUpdate::Fixed,
             })
             .collect();
         let b = config.beta as f32;
@@ -163,6 +171,7 @@ impl FastTrainer {
             used: vec![false; k],
             beta: (b as f64, (b / range) as f64, (b * range) as f64),
             last: None,
+            map: config.latent_map(),
             config: config.clone(),
             layout,
             data,

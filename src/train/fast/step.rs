@@ -5,7 +5,7 @@ use super::quantize::{self, Noise};
 use super::{FastTrainer, Level, LevelUpdate, dense};
 use crate::Estimator;
 use crate::contract::seed_mix;
-use crate::model::{BetaSchedule, CodebookMode, Sampling};
+use crate::model::{BetaSchedule, CodebookMode, LatentMap, Sampling};
 
 /// How level 0's codes are drawn at a step, when they are: the temperature, the run's mixed seed, the step, and
 /// whether by stochastic sampling's distance scores (else the Gumbel estimators' squared-distance ones).
@@ -24,7 +24,11 @@ impl FastTrainer {
         let stochastic = c.sampling == Sampling::Stochastic;
         let draw = (c.estimator.samples_gumbel() || stochastic)
             .then(|| (c.tau_at(t) as f32, seed_mix(c.seed), t as u32, stochastic));
-        let z = &w.enc[w.enc.len() - 1];
+        let mut z = &w.enc[w.enc.len() - 1][..];
+        if self.map != LatentMap::None {
+            super::latent::forward(&self.map, z, &mut w.mapped);
+            z = &w.mapped;
+        }
         if let LevelUpdate::Alternate(sgd) = &mut self.level_updates[0] {
             // Alternated optimization (PROTOCOL §6.6): the codebook's own step on L_cb of the batch's nearest codes,
             // before quantize_batch assigns them again.
@@ -130,7 +134,7 @@ impl FastTrainer {
                 }
             }
         }
-        w.grad[..b * m].copy_from_slice(&w.dz);
+        super::latent::backward(&self.map, &w.enc[w.enc.len() - 1], &w.dz, &mut w.grad[..b * m]);
         dense::backward_layers(p, encoder, &w.x, &w.enc, b, &mut w.grads, &mut w.grad, &mut w.spare, false);
     }
 
@@ -149,7 +153,7 @@ impl FastTrainer {
                 LevelUpdate::Grad(adam) => adam.update(codebook, &level.codebook_grad, c.lr, t),
                 LevelUpdate::Simvq(s) => s.update(codebook, &level.codebook_grad, m, c.lr, t),
                 LevelUpdate::Affine(a) => a.update(codebook, &level.codebook_grad, m, c.lr, t),
-                LevelUpdate::Alternate(_) => {} // stepped before the forward pass
+                LevelUpdate::Alternate(_) | LevelUpdate::Fixed => {} // stepped before the forward pass, or never
             }
         }
         w.levels[0].index.iter().for_each(|&a| self.used[a as usize] = true);

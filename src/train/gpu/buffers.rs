@@ -36,7 +36,8 @@ impl Sizes {
     }
 }
 
-/// One VQ level's buffers. Level 0's input, codes and dz are the step's own z, q and dz (the same buffers); a later
+/// One VQ level's buffers. Level 0's input, codes and dz are the step's own z, q and dz (the same buffers; with a map
+/// of the encodings, docs/PROTOCOL.md §6.6, its input and dz are its own: map(z) and the gradient there); a later
 /// level l has its own: its input `r_l = r_{l-1} - q_{l-1}`, its codes q_l (added into the step's q) and its dz
 /// (added into the step's dz).
 pub(super) struct LevelBuffers {
@@ -94,7 +95,8 @@ pub(super) struct Stacked {
 impl TrainBuffers {
     /// Uploads `init` and makes the step's buffers for `sz.runs` runs of `layout` (`hidden` is the mlp width, 0
     /// for a linear encoder).
-    pub fn new(gpu: &Gpu, init: &Stacked, layout: &Layout, hidden: u32, sz: Sizes) -> Result<Self> {
+    /// `mapped`: whether a map of the encodings stands between z and level 0.
+    pub fn new(gpu: &Gpu, init: &Stacked, layout: &Layout, (hidden, mapped): (u32, bool), sz: Sizes) -> Result<Self> {
         let Sizes { b, d, m, k, runs: r, .. } = sz;
         let f = |label: &str, len: u32| gpu.zeroed::<f32>(label, (r * len) as usize);
         let u = |label: &str, len: u32| gpu.zeroed::<u32>(label, (r * len) as usize);
@@ -103,10 +105,12 @@ impl TrainBuffers {
         let mut levels = Vec::with_capacity(init.codebooks.len());
         for (l, codebooks) in init.codebooks.iter().enumerate() {
             let own = |label: &str, shared: &wgpu::Buffer| if l == 0 { Ok(shared.clone()) } else { f(label, b * m) };
+            let mapped_own =
+                |label: &str, shared: &wgpu::Buffer| if mapped { f(label, b * m) } else { own(label, shared) };
             levels.push(LevelBuffers {
-                input: own("level input", &z)?,
+                input: mapped_own("level input", &z)?,
                 q: own("level q", &q)?,
-                dz: own("level dz", &dz)?,
+                dz: mapped_own("level dz", &dz)?,
                 codebook: gpu.upload("codebook", codebooks)?,
                 index: u("index", b)?,
                 dist: f("distance", b)?,

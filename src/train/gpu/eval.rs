@@ -11,10 +11,11 @@ use crate::gpu::Gpu;
 use crate::kernels::assign::{AssignBuffers, AssignShape, BoundAssign};
 use crate::kernels::codebook::{BoundCounts, BoundLloyd, CodebookShape, CountBuffers, LloydBuffers};
 use crate::kernels::dense::BoundDense;
+use crate::kernels::latent::{BoundLatent, LatentBuffers};
 use crate::kernels::loss::BoundLoss;
 use crate::kernels::residual::BoundResidual;
 use crate::kernels::stats::{BoundStats, StatsBuffers, StatsShape};
-use crate::model::{CodebookMode, EncoderKind, Layout};
+use crate::model::{CodebookMode, EncoderKind, LatentMap, Layout};
 use crate::reference::to_f64;
 use crate::train::{LevelMetrics, Metrics, TrainConfig};
 
@@ -47,6 +48,9 @@ struct EvalBuffers {
     metrics: wgpu::Buffer,
     eval_xhat: wgpu::Buffer,
     eval_hidden: wgpu::Buffer,
+    /// With a map of the encodings (docs/PROTOCOL.md §6.6): the encoder's output, which the map takes to level 0's
+    /// input.
+    eval_raw: Option<wgpu::Buffer>,
     /// The Lloyd fixed point on the eval encodings, from the run's first codebook, with its own assignment.
     lloyd: [wgpu::Buffer; 4],
     levels: Vec<EvalLevel>,
@@ -68,6 +72,7 @@ struct EvalLevelPlan {
 
 struct EvalPlan {
     encoder: Vec<BoundDense>,
+    map: Option<BoundLatent>,
     levels: Vec<EvalLevelPlan>,
     /// With later levels: the sum of each level's last-batch distances into `metrics[3 + l]` (the loss terms).
     batch_sums: Vec<BoundLoss>,
@@ -133,6 +138,10 @@ impl EvalBuffers {
             metrics: f("metrics", 3 + config.levels.max(2))?,
             eval_xhat: f("eval xhat", n_eval * d)?,
             eval_hidden: f("eval hidden", if mlp { n_eval * config.hidden } else { 1 })?,
+            eval_raw: match config.latent_map() {
+                crate::model::LatentMap::None => None,
+                _ => Some(f("eval raw z", n_eval * m)?),
+            },
             lloyd: [
                 f("lloyd codebook", k * m)?,
                 u("lloyd index", n_eval)?,
@@ -170,10 +179,24 @@ fn eval_codes(
 }
 
 impl EvalPlan {
-    fn new(ks: &Kernels, device: &wgpu::Device, bf: &EvalBuffers, layout: &Layout, sz: Sizes) -> Result<Self> {
+    fn new(
+        ks: &Kernels,
+        device: &wgpu::Device,
+        bf: &EvalBuffers,
+        (layout, map): (&Layout, &LatentMap),
+        sz: Sizes,
+    ) -> Result<Self> {
         let Sizes { b, d, m, k, n_eval, .. } = sz;
         let (level0, mlp) = (&bf.levels[0], layout.encoder.len() > 1);
-        let enc_outs: Vec<&wgpu::Buffer> = if mlp { vec![&bf.eval_hidden, &level0.input] } else { vec![&level0.input] };
+        let z = bf.eval_raw.as_ref().unwrap_or(&level0.input);
+        let enc_outs: Vec<&wgpu::Buffer> = if mlp { vec![&bf.eval_hidden, z] } else { vec![z] };
+        let map = match map {
+            LatentMap::None => None,
+            LatentMap::Fsq(levels) => {
+                let buffers = LatentBuffers { z, out: &level0.input, dy: None };
+                Some(ks.latent.bind_fsq(device, &buffers, levels, n_eval * m)?)
+            }
+        };
         let dec_outs: Vec<&wgpu::Buffer> = if mlp { vec![&bf.eval_hidden, &bf.eval_xhat] } else { vec![&bf.eval_xhat] };
         let [lloyd_codebook, lloyd_index, lloyd_dist, lloyd_counts] = &bf.lloyd;
         let mut levels = Vec::new();
@@ -198,6 +221,7 @@ impl EvalPlan {
         };
         Ok(EvalPlan {
             encoder: forward_chain(&ks.dense, device, &layout.encoder, &bf.eval, &enc_outs, &bf.params, n_eval, None)?,
+            map,
             levels,
             batch_sums,
             decoder: forward_chain(&ks.dense, device, &layout.decoder, &level0.q, &dec_outs, &bf.params, n_eval, None)?,
@@ -235,6 +259,9 @@ impl EvalPlan {
 
     fn record(&self, pass: &mut wgpu::ComputePass<'_>, lloyd_iters: u32) {
         self.encoder.iter().for_each(|op| op.encode(pass));
+        if let Some(map) = &self.map {
+            map.encode(pass);
+        }
         for level in &self.levels {
             if let Some(r) = &level.residual {
                 r.encode(pass);
@@ -280,7 +307,7 @@ impl Evaluator {
         labels: bool,
     ) -> Result<Self> {
         let buffers = EvalBuffers::new(gpu, (config, layout), sz, shared, labels)?;
-        let plan = EvalPlan::new(ks, &gpu.device, &buffers, layout, sz)?;
+        let plan = EvalPlan::new(ks, &gpu.device, &buffers, (layout, &config.latent_map()), sz)?;
         Ok(Evaluator { buffers, plan })
     }
 

@@ -76,6 +76,7 @@ pub(super) struct Kernels {
     pub orthogonal: Orthogonal,
     pub affine: crate::kernels::affine::Affine,
     pub sgd: crate::kernels::sgd::Sgd,
+    pub latent: crate::kernels::latent::Latent,
     /// Owns the layout the per-step kernels were made with; each run binds its own, identical one.
     _step_layout: StepUniform,
 }
@@ -100,6 +101,7 @@ impl Kernels {
             orthogonal: Orthogonal::new(device)?,
             affine: crate::kernels::affine::Affine::new(device)?,
             sgd: crate::kernels::sgd::Sgd::new(device)?,
+            latent: crate::kernels::latent::Latent::new(device)?,
             _step_layout: step,
         })
     }
@@ -151,7 +153,8 @@ impl<'g> BatchTrainer<'g> {
         let sz = Sizes::new(first, data0, runs.len() as u32);
         let init = stack_initial(gpu, runs, &layout)?;
         let hidden = if first.encoder == EncoderKind::Mlp { first.hidden } else { 0 };
-        let buffers = TrainBuffers::new(gpu, &init, &layout, hidden, sz)?;
+        let mapped = first.latent_map() != crate::model::LatentMap::None;
+        let buffers = TrainBuffers::new(gpu, &init, &layout, (hidden, mapped), sz)?;
         let step_uniform = StepUniform::new(&gpu.device, STEPS_PER_SUBMIT)?;
         let ks = gpu.cached(Kernels::new)?;
         let configs: Vec<TrainConfig> = runs.iter().map(|&(c, _)| c.clone()).collect();

@@ -9,6 +9,7 @@ use super::stages::Ctx;
 use super::stages::adaptive::AdaptiveStage;
 use super::stages::codebook::adam_settings;
 use super::stages::gumbel::GumbelStage;
+use super::stages::latent::LatentStage;
 use super::stages::learned::LearnedStage;
 use super::stages::level::LevelStage;
 use super::stages::reset::ResetStage;
@@ -25,6 +26,7 @@ pub(super) type Mark<'m> = &'m mut dyn FnMut(&mut wgpu::ComputePass, &'static st
 pub(super) struct StepPlan {
     gather: BoundGather,
     encoder: Vec<BoundDense>,
+    latent: Option<LatentStage>,
     /// Every VQ level, level 0 first.
     pub levels: Vec<LevelStage>,
     gumbel: Option<GumbelStage>,
@@ -50,6 +52,7 @@ impl StepPlan {
         let loss = LossTarget { target: &bf.x, grad: &bf.dxhat, scale: (2.0 / (b as f64 * d as f64)) as f32 };
         let levels = (0..bf.levels.len()).map(|l| LevelStage::new(cx, l, &initial[l])).collect::<Result<Vec<_>>>()?;
         let gumbel = GumbelStage::new(cx)?;
+        let latent = LatentStage::new(cx)?;
         let (params, grads) = (&bf.params, &bf.grads);
         Ok(StepPlan {
             gather: cx.ks.gather.bind_rows_runs(
@@ -67,6 +70,7 @@ impl StepPlan {
             reset: ResetStage::new(cx, &levels[0])?,
             levels,
             gumbel,
+            latent,
             decoder: forward_chain(&dense, device, &layout.decoder, &bf.q, &dec_outs, params, b, Some(loss))?,
             decoder_back: backward_chain(
                 &dense,
@@ -114,6 +118,10 @@ impl StepPlan {
         mark(pass, "gather batch");
         self.encoder.iter().for_each(|op| op.encode(pass));
         mark(pass, "encoder forward");
+        if let Some(map) = &self.latent {
+            map.record_forward(pass);
+            mark(pass, "latent map");
+        }
         if self.levels[0].codebook.alternates() {
             // The alternate codebook mode (PROTOCOL §6.6): assign, step the codebook, and assign again below.
             self.levels[0].record_forward(pass);
@@ -147,6 +155,9 @@ impl StepPlan {
             }
         }
         mark(pass, "estimator backward");
+        if let Some(map) = &self.latent {
+            map.record_backward(pass);
+        }
         self.encoder_back.iter().for_each(|op| op.encode(pass));
         mark(pass, "encoder backward");
         self.record_codebooks(pass, s, slot, mark);
@@ -163,8 +174,8 @@ impl StepPlan {
 
     /// Every level's codebook update: all the gradients, then all the Adam steps; or all the EMA updates.
     fn record_codebooks(&self, pass: &mut wgpu::ComputePass<'_>, s: &StepUniform, slot: u32, mark: Mark<'_>) {
-        if self.levels[0].codebook.alternates() {
-            return; // stepped before the forward pass
+        if self.levels[0].codebook.alternates() || self.levels[0].codebook.is_fixed() {
+            return; // stepped before the forward pass, or never
         }
         self.levels.iter().for_each(|l| l.codebook.record_first(pass));
         if self.levels[0].codebook.ema_state().is_some() {

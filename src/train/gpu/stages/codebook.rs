@@ -42,6 +42,8 @@ pub(in super::super) enum CodebookStage {
     /// dL_cb/dC of the batch's nearest codes into `grad`, then SGD with momentum, before the forward pass assigns
     /// the codes again ([`CodebookStage::record_alternate`]).
     Alternate { grad: wgpu::Buffer, velocity: wgpu::Buffer, bound: BoundGrad, sgd: BoundSgd },
+    /// Nothing: the codebook never moves (FSQ's grid).
+    Fixed,
 }
 
 impl CodebookStage {
@@ -83,6 +85,7 @@ impl CodebookStage {
                 };
                 CodebookStage::Grad { grad, moments, bound, orthogonal, sync, adam, simvq, affine }
             }
+            CodebookMode::Fixed => CodebookStage::Fixed,
             CodebookMode::Alternate => {
                 let grad = cx.gpu.zeroed::<f32>("codebook grad", len)?;
                 let velocity = cx.gpu.zeroed::<f32>("codebook sgd velocity", len)?;
@@ -115,7 +118,7 @@ impl CodebookStage {
     pub fn ema_state(&self) -> Option<(&wgpu::Buffer, &wgpu::Buffer)> {
         match self {
             CodebookStage::Ema { size, sum, .. } => Some((size, sum)),
-            CodebookStage::Grad { .. } | CodebookStage::Alternate { .. } => None,
+            CodebookStage::Grad { .. } | CodebookStage::Alternate { .. } | CodebookStage::Fixed => None,
         }
     }
 
@@ -139,8 +142,13 @@ impl CodebookStage {
                 }
             }
             CodebookStage::Ema { bound, .. } => bound.encode(pass),
-            CodebookStage::Alternate { .. } => {}
+            CodebookStage::Alternate { .. } | CodebookStage::Fixed => {}
         }
+    }
+
+    /// Whether the codebook never moves.
+    pub fn is_fixed(&self) -> bool {
+        matches!(self, CodebookStage::Fixed)
     }
 
     /// Whether this is the alternate mode, whose step comes before the forward pass.
@@ -187,6 +195,7 @@ impl CodebookStage {
             }
             CodebookStage::Ema { size, sum, .. } => vec![size, sum],
             CodebookStage::Alternate { grad, velocity, .. } => vec![grad, velocity],
+            CodebookStage::Fixed => vec![],
         }
     }
 }

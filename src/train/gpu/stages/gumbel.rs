@@ -41,7 +41,7 @@ impl GumbelStage {
         let sample = runs(|c| c.estimator.samples_gumbel() || c.sampling == Sampling::Stochastic)
             .map(|runs| {
                 let buffers = SoftSampleBuffers {
-                    z: &bf.z,
+                    z: &level.input,
                     codebook: &level.codebook,
                     index: &level.index,
                     distance: &level.dist,
@@ -53,11 +53,11 @@ impl GumbelStage {
         let backward = runs(|c| c.estimator.soft_backward())
             .map(|runs| {
                 let buffers = SoftBackwardBuffers {
-                    z: &bf.z,
+                    z: &level.input,
                     codebook: &level.codebook,
                     g: &bf.g,
                     index: &level.index,
-                    grad_z: &bf.dz,
+                    grad_z: &level.dz,
                 };
                 cx.ks.soft.bind_backward(device, &buffers, shape, &runs)
             })

@@ -51,7 +51,7 @@ impl LearnedStage {
             target: cx.ks.soft.bind_backward(
                 device,
                 &SoftBackwardBuffers {
-                    z: &bf.z,
+                    z: &level.input,
                     codebook: &level.codebook,
                     g: &bf.g,
                     index: &level.index,
@@ -68,7 +68,7 @@ impl LearnedStage {
             )?,
             backward: cx.ks.learned.bind_backward(
                 device,
-                &LearnedBuffers { g: &bf.g, transport: t, grad_z: &bf.dz },
+                &LearnedBuffers { g: &bf.g, transport: t, grad_z: &level.dz },
                 (b, m),
                 &enabled,
             )?,

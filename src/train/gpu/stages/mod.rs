@@ -1,11 +1,13 @@
 //! The step's stages, one per feature, each with its buffers, its binding, its recording and (where it reports
 //! one) its metric together: a VQ level with its codebook update (`level`, `codebook`), the Gumbel relaxation
-//! (`gumbel`), the learned estimator (`learned`), the adaptive beta (`adaptive`) and dead-code resets (`reset`).
+//! (`gumbel`), the learned estimator (`learned`), the adaptive beta (`adaptive`), dead-code resets (`reset`) and the
+//! map of the encodings before the quantizer (`latent`).
 //! [`super::plan::StepPlan`] binds them once and records them in the step's order.
 
 pub(super) mod adaptive;
 pub(super) mod codebook;
 pub(super) mod gumbel;
+pub(super) mod latent;
 pub(super) mod learned;
 pub(super) mod level;
 pub(super) mod reset;

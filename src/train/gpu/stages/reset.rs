@@ -31,7 +31,7 @@ impl ResetStage {
             None => Some(cx.ks.codebook.bind_counts_runs(device, &counts, sz.b, sz.k, sz.runs)?),
             Some(_) => None,
         };
-        let buffers = ResetBuffers { z: &cx.bf.z, codebook: &lv.codebook, counts: &lv.counts, ema };
+        let buffers = ResetBuffers { z: &lv.input, codebook: &lv.codebook, counts: &lv.counts, ema };
         let seeds: Vec<u32> = cx.configs.iter().map(|c| seed_mix(c.seed)).collect();
         let shape = CodebookShape { n: sz.b, k: sz.k, m: sz.m };
         let reset = cx.ks.codebook.bind_reset_runs(device, &buffers, shape, &seeds, cx.step)?;
