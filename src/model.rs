@@ -54,22 +54,26 @@ pub enum LatentMap {
     None,
     /// FSQ's bound with these levels per dimension ([`crate::reference::latent::fsq_bound`]).
     Fsq(Vec<u32>),
+    /// Each encoding over its norm: cosine codes ([`crate::reference::latent::unit`]).
+    Unit,
 }
 
 impl LatentMap {
     /// `map(z)` of `z` (rows x m).
-    pub fn forward(&self, z: Vec<f64>) -> Vec<f64> {
+    pub fn forward(&self, z: Vec<f64>, m: usize) -> Vec<f64> {
         match self {
             LatentMap::None => z,
             LatentMap::Fsq(levels) => crate::reference::latent::fsq_bound(&z, levels),
+            LatentMap::Unit => crate::reference::latent::unit(&z, m),
         }
     }
 
     /// The gradient at `z` from the gradient `dy` at `map(z)`.
-    pub fn backward(&self, z: &[f64], dy: Vec<f64>) -> Vec<f64> {
+    pub fn backward(&self, z: &[f64], dy: Vec<f64>, m: usize) -> Vec<f64> {
         match self {
             LatentMap::None => dy,
             LatentMap::Fsq(levels) => crate::reference::latent::fsq_bound_backward(z, levels, &dy),
+            LatentMap::Unit => crate::reference::latent::unit_backward(z, &dy, m),
         }
     }
 }

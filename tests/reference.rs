@@ -301,6 +301,27 @@ fn fsq_bound_gradient_and_grid() {
     }
 }
 
+/// Cosine codes' unit map: its backward is the derivative of its forward (central differences), and a row's unit
+/// vector has norm 1, a zero row maps to 0.
+#[test]
+fn unit_rows_gradient() {
+    use vqgrad::reference::latent::{unit, unit_backward};
+    let mut rng = ChaCha8Rng::seed_from_u64(43);
+    for m in [1usize, 3, 8] {
+        let (z, dy) = (normal(&mut rng, 20 * m), normal(&mut rng, 20 * m));
+        let analytic = unit_backward(&z, &dy, m);
+        let dot = |z: &[f64]| unit(z, m).iter().zip(&dy).map(|(a, b)| a * b).sum::<f64>();
+        let fd = central_difference(dot, &z, 1e-6);
+        for (e, (a, d)) in analytic.iter().zip(&fd).enumerate() {
+            assert!((a - d).abs() <= 1e-5 * (1.0 + a.abs()), "m {m} element {e}: {a} against {d}");
+        }
+        for row in unit(&z, m).chunks_exact(m) {
+            assert!((row.iter().map(|v| v * v).sum::<f64>() - 1.0).abs() < 1e-12, "m {m}: a unit row");
+        }
+        assert!(unit(&vec![0.0; m], m).iter().all(|&v| v == 0.0), "m {m}: a zero row");
+    }
+}
+
 /// Stochastic code sampling draws code k with probability softmax(-||z - c_k|| / tau)_k: over 40000 noise draws
 /// (rows) the frequencies are within 5 standard errors of it, at three temperatures; a tiny tau draws the nearest.
 #[test]

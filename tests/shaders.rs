@@ -21,7 +21,7 @@ const ENTRY_POINTS: &[(&str, &[&str])] = &[
     ("orthogonal.wgsl", &["orthogonal_grad"]),
     ("affine.wgsl", &["affine_grad", "affine_apply"]),
     ("sgd.wgsl", &["sgd_momentum"]),
-    ("latent.wgsl", &["fsq_forward", "fsq_backward"]),
+    ("latent.wgsl", &["fsq_forward", "fsq_backward", "unit_forward", "unit_backward"]),
     (
         "codebook.wgsl",
         &[
@@ -140,7 +140,7 @@ fn every_shader_validates_and_translates_to_every_backend() {
             translated += 1;
         }
     }
-    assert_eq!(translated, 40, "entry points translated");
+    assert_eq!(translated, 42, "entry points translated");
 }
 
 #[test]

@@ -87,6 +87,15 @@ fn cases() -> Vec<(Estimator, u32, BetaSchedule, u32, Remedies)> {
     // levels of 2 every row would sit on one code and the estimators would not differ.
     let fsq: Remedies = |c| TrainConfig { codes: 45, ..c }.with_fsq(vec![5, 3, 3]);
     let fsq_even: Remedies = |c| TrainConfig { codes: 24, lr: 1e-2, ..c }.with_fsq(vec![4, 3, 2]);
+    let cosine: Remedies = |c| TrainConfig { cosine: true, ..c };
+    let cosine_all: Remedies = |c| TrainConfig {
+        cosine: true,
+        sampling: Sampling::Stochastic,
+        orth_weight: 1.0,
+        sync_nu: 0.5,
+        codebook_init: CodebookInit::Kmeans,
+        ..c
+    };
     let affine_kmeans: Remedies =
         |c| TrainConfig { affine_lr: 2.0, sync_nu: 0.5, codebook_init: CodebookInit::Kmeans, orth_weight: 1.0, ..c };
     out.extend([
@@ -106,6 +115,10 @@ fn cases() -> Vec<(Estimator, u32, BetaSchedule, u32, Remedies)> {
         (Estimator::Ste, 0, fixed, 1, fsq),
         (Estimator::RotationTrick, 0, fixed, 1, fsq_even),
         (Estimator::DivEq, 0, fixed, 1, fsq),
+        (Estimator::Ste, 0, fixed, 1, cosine),
+        (Estimator::Gumbel, 0, fixed, 1, cosine),
+        (Estimator::Learned, 0, adaptive, 1, cosine),
+        (Estimator::RotationTrick, 0, adaptive, 1, cosine_all),
     ]);
     out
 }
@@ -127,8 +140,11 @@ fn matches_the_reference_after_50_steps(engine: &Engine) {
                     ..small(estimator, mode, encoder)
                 });
                 let (c, sampling) = (&config, config.sampling);
-                let grad_only =
-                    c.orth_weight > 0.0 || c.reparam != Reparam::None || c.sync_nu > 0.0 || c.affine_lr > 0.0;
+                let grad_only = c.orth_weight > 0.0
+                    || c.reparam != Reparam::None
+                    || c.sync_nu > 0.0
+                    || c.affine_lr > 0.0
+                    || c.cosine;
                 if grad_only && mode == CodebookMode::Ema {
                     // These act through the codebook's gradient, which EMA codebooks do not have.
                     assert!(config.validate().is_err(), "{estimator} {mode}: a gradient remedy with EMA");
@@ -139,7 +155,7 @@ fn matches_the_reference_after_50_steps(engine: &Engine) {
                 }
                 let what = format!(
                     "{} {encoder} {mode} {estimator} reset {reset_dead} beta {beta_schedule} levels {levels} {sampling} \
-                     orth {} {} sync {} affine {} {} {} fsq {:?}",
+                     orth {} {} sync {} affine {} {} {} fsq {:?} cosine {}",
                     engine.name(),
                     c.orth_weight,
                     c.reparam,
@@ -148,6 +164,7 @@ fn matches_the_reference_after_50_steps(engine: &Engine) {
                     c.codebook_init,
                     c.codebook_mode,
                     c.fsq_levels,
+                    c.cosine,
                 );
                 let data = config.load_data().unwrap();
                 let mut g = engine.trainer(std::slice::from_ref(&config), std::slice::from_ref(&data)).unwrap();
@@ -489,11 +506,12 @@ fn batched_runs_equal_single_runs_bit_for_bit() {
         (EncoderKind::Linear, CodebookMode::Grad, 7000), // 7000: the affine codes on every run
         (EncoderKind::Mlp, CodebookMode::Alternate, 0),  // alternated optimization on every run
         (EncoderKind::Linear, CodebookMode::Fixed, 0),   // FSQ on every run (the row estimators)
+        (EncoderKind::Mlp, CodebookMode::Grad, 8000),    // 8000: cosine codes on every run
     ] {
         let (adaptive, residual) = (reset_dead == 1000, reset_dead == 2000);
         let (sampled, orthogonal, simvq) = (reset_dead == 3000, reset_dead == 4000, reset_dead == 5000);
-        let (sync, affine) = (reset_dead == 6000, reset_dead == 7000);
-        let remedy = sampled || orthogonal || simvq || sync || affine;
+        let (sync, affine, cosine) = (reset_dead == 6000, reset_dead == 7000, reset_dead == 8000);
+        let remedy = sampled || orthogonal || simvq || sync || affine || cosine;
         let (reset_dead, beta_schedule) = if adaptive || residual || remedy {
             (0, if adaptive { BetaSchedule::Adaptive } else { BetaSchedule::Fixed })
         } else {
@@ -533,6 +551,7 @@ fn batched_runs_equal_single_runs_bit_for_bit() {
                 reparam: if simvq { Reparam::Simvq } else { Reparam::None },
                 sync_nu: if sync { 0.3 } else { 0.0 },
                 affine_lr: if affine { 10.0 } else { 0.0 },
+                cosine,
                 ..small(estimator, mode, encoder)
             })
             .map(|c| if fsq { TrainConfig { codes: 45, ..c }.with_fsq(vec![5, 3, 3]) } else { c })

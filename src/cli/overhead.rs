@@ -46,6 +46,7 @@ pub fn variants(base: &TrainConfig) -> Vec<(String, TrainConfig)> {
     if let Ok(levels) = TrainConfig::fsq_auto_levels(base.codes) {
         out.push(("ste + fsq".into(), with(Estimator::Ste).with_fsq(levels)));
     }
+    out.push(("ste + cosine codes".into(), TrainConfig { cosine: true, ..with(Estimator::Ste) }));
     out
 }
 

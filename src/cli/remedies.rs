@@ -38,6 +38,9 @@ pub fn remedy(c: &TrainConfig) -> Option<String> {
     if !c.fsq_levels.is_empty() {
         parts.push("fsq".into());
     }
+    if c.cosine {
+        parts.push("cosine".into());
+    }
     (!parts.is_empty()).then(|| parts.join(" + "))
 }
 

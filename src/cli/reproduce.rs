@@ -60,7 +60,7 @@ fn axis(flag: &str, values: &str) -> Axis {
 /// codebook-collapse remedies with `ste` and `rotation-trick` on E1, E4 and E3: R1 stochastic sampling, R2 the
 /// orthogonality penalty, R3 SimVQ, R4 the synchronized update, R5 the affine
 /// re-parameterization, R6 alternated optimization, R7 FSQ (its levels
-/// for each K by `--fsq-levels auto`).
+/// for each K by `--fsq-levels auto`), R8 cosine codes.
 fn experiments(quick: bool, overrides: &[String]) -> anyhow::Result<Vec<(&'static str, Vec<Axis>)>> {
     let mut common = vec![];
     if quick {
@@ -110,6 +110,7 @@ fn experiments(quick: bool, overrides: &[String]) -> anyhow::Result<Vec<(&'stati
     let [r5_e1, r5_e4, r5_e3] = remedy(vec![axis("affine-lr", REMEDY_AFFINE_LR)]);
     let [r6_e1, r6_e4, r6_e3] = remedy(vec![axis("codebook-mode", "alternate")]);
     let [r7_e1, r7_e4, r7_e3] = remedy(vec![axis("fsq-levels", "auto")]);
+    let [r8_e1, r8_e4, r8_e3] = remedy(vec![axis("cosine", "true")]);
     Ok(vec![
         ("E1", with("E1", ESTIMATORS, vec![])),
         ("E3", with("E3", ESTIMATORS, vec![])),
@@ -143,6 +144,9 @@ fn experiments(quick: bool, overrides: &[String]) -> anyhow::Result<Vec<(&'stati
         ("R7", r7_e1),
         ("R7", r7_e4),
         ("R7", r7_e3),
+        ("R8", r8_e1),
+        ("R8", r8_e4),
+        ("R8", r8_e3),
     ])
 }
 
@@ -154,7 +158,7 @@ pub fn study(name: &str, overrides: &[String]) -> anyhow::Result<Vec<Vec<Axis>>>
         return Err(vqgrad::Error::Input(format!("--study {name}: the studies are: remedies")).into());
     }
     let remedy_flags =
-        ["sampling", "tau", "orth-weight", "reparam", "sync-nu", "affine-lr", "codebook-mode", "fsq-levels"];
+        ["sampling", "tau", "orth-weight", "reparam", "sync-nu", "affine-lr", "codebook-mode", "fsq-levels", "cosine"];
     let mut grids = Vec::new();
     for (id, axes) in experiments(false, overrides)? {
         if id.starts_with('R') {

@@ -203,6 +203,11 @@ pub struct TrainArgs {
     /// mode to fixed and beta to 0 unless they are given.
     #[arg(long)]
     pub fsq_levels: Option<String>,
+    /// Cosine codes: the encodings and the codes are unit vectors, the codebook learned through the normalization
+    /// (ViT-VQGAN's l2-normalized codes; a codebook-collapse remedy). Grad-mode codebooks, one level, no resets, no
+    /// --reparam, --affine-lr or --fsq-levels.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub cosine: Option<bool>,
     /// Write the run as one JSON object to this file (with --runs above 1: one JSON line per run).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -278,7 +283,7 @@ pub fn config(args: &TrainArgs) -> vqgrad::Result<TrainConfig> {
          lloyd_iters <- lloyd_iters, beta_schedule <- beta_schedule, target_usage <- target_usage,
          beta_rate <- beta_rate, levels <- levels, sampling <- sampling, orth_weight <- orth_weight,
          reparam <- reparam, sync_nu <- sync_nu, affine_lr <- affine_lr,
-         alternate_lr <- alternate_lr);
+         alternate_lr <- alternate_lr, cosine <- cosine);
     if args.tau_final.is_some() {
         c.tau_final = args.tau_final;
     }

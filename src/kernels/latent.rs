@@ -1,5 +1,6 @@
 //! Maps of the encodings before the quantizer (`shaders/latent.wgsl`, docs/PROTOCOL.md §6.6): FSQ's per-dimension
-//! bound, forward and backward, elementwise over stacked rows of m. The f64 oracle is `reference::latent`.
+//! bound, elementwise, and cosine codes' unit rows, a row per invocation (which also normalizes a codebook's rows);
+//! forward and backward, over stacked rows of m. The f64 oracle is `reference::latent`.
 //!
 //! ```
 //! # fn main() -> vqgrad::Result<()> {
@@ -50,6 +51,8 @@ pub struct Latent {
     layout: wgpu::BindGroupLayout,
     fsq_forward: wgpu::ComputePipeline,
     fsq_backward: wgpu::ComputePipeline,
+    unit_forward: wgpu::ComputePipeline,
+    unit_backward: wgpu::ComputePipeline,
     max_groups: u32,
 }
 
@@ -63,6 +66,8 @@ impl Latent {
         Ok(Latent {
             fsq_forward: pipeline(device, &layout, &module, "fsq_forward", WORKGROUP_SIZE)?,
             fsq_backward: pipeline(device, &layout, &module, "fsq_backward", WORKGROUP_SIZE)?,
+            unit_forward: pipeline(device, &layout, &module, "unit_forward", WORKGROUP_SIZE)?,
+            unit_backward: pipeline(device, &layout, &module, "unit_backward", WORKGROUP_SIZE)?,
             layout,
             max_groups: device.limits().max_compute_workgroups_per_dimension,
         })
@@ -92,18 +97,46 @@ impl Latent {
                 [h as f32, offset as f32, shift as f32, w as f32]
             })
             .collect();
-        let constants = crate::gpu::upload(device, "fsq constants", &constants)?;
+        let pipeline = if buffers.dy.is_some() { &self.fsq_backward } else { &self.fsq_forward };
+        self.bind(device, buffers, (m, len), &constants, (pipeline, len))
+    }
+
+    /// Binds cosine codes' unit rows (forward, or backward with `buffers.dy`) over `len` values of rows of `m`.
+    pub fn bind_unit(
+        &self,
+        device: &wgpu::Device,
+        buffers: &LatentBuffers<'_>,
+        m: u32,
+        len: u32,
+    ) -> Result<BoundLatent> {
+        check_shape(&[("m", m), ("len", len)], &[])?;
+        if !len.is_multiple_of(m) {
+            return Err(Error::Shape(format!("{len} values are not rows of m = {m}")));
+        }
+        let pipeline = if buffers.dy.is_some() { &self.unit_backward } else { &self.unit_forward };
+        self.bind(device, buffers, (m, len), &[[0.0; 4]], (pipeline, len / m))
+    }
+
+    /// The bind group of either map, with `constants` (one per dimension for FSQ) and `threads` invocations.
+    fn bind(
+        &self,
+        device: &wgpu::Device,
+        buffers: &LatentBuffers<'_>,
+        (m, len): (u32, u32),
+        constants: &[[f32; 4]],
+        (pipeline, threads): (&wgpu::ComputePipeline, u32),
+    ) -> Result<BoundLatent> {
+        let constants = crate::gpu::upload(device, "latent constants", constants)?;
         let params = uniform(device, "latent params", &Params { len, m, pad0: 0, pad1: 0 })?;
         let bytes = len as u64 * F32;
         let bindings = [
-            Binding::new(1, "constants", &constants, m as u64 * 4 * F32),
+            Binding::new(1, "constants", &constants, constants.size()),
             Binding::new(2, "z", buffers.z, bytes),
             Binding::new(3, "out", buffers.out, bytes),
             Binding::new(4, "dy", buffers.dy.unwrap_or(buffers.z), bytes),
         ];
         let bind_group = bind_group(device, "latent", &self.layout, &params, &bindings)?;
-        let pipeline = if buffers.dy.is_some() { &self.fsq_backward } else { &self.fsq_forward };
-        let grid = thread_grid(len as u64, WORKGROUP_SIZE, self.max_groups)?;
+        let grid = thread_grid(threads as u64, WORKGROUP_SIZE, self.max_groups)?;
         Ok(BoundLatent { pipeline: pipeline.clone(), bind_group, _params: params, _constants: constants, grid })
     }
 }

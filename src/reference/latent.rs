@@ -1,5 +1,5 @@
 //! Maps of the encodings before the quantizer, in f64 (docs/PROTOCOL.md §6.6), the oracle of `shaders/latent.wgsl`
-//! and of the engines. FSQ (Mentzer et al. 2023) bounds each dimension j with L_j levels,
+//! and of the engines: the unit rows of cosine codes ([`unit`]), and FSQ's bound. FSQ (Mentzer et al. 2023) bounds each dimension j with L_j levels,
 //!
 //! ```text
 //! z^_j = (tanh(z_j + shift_j) h_j - offset_j) / w_j,   h_j = (L_j - 1)(1 - 1e-3) / 2,
@@ -56,4 +56,36 @@ pub fn fsq_grid(levels: &[u32]) -> Vec<f64> {
         }
     }
     out
+}
+
+/// The floor of a row's norm, PyTorch's `F.normalize` eps.
+pub const UNIT_EPS: f64 = 1e-12;
+
+/// Each row of `z` (rows x m) over `max(||z_i||, 1e-12)`: the unit vectors of cosine codes (ViT-VQGAN's l2-normalized
+/// encodings and codes).
+pub fn unit(z: &[f64], m: usize) -> Vec<f64> {
+    z.chunks_exact(m)
+        .flat_map(|row| {
+            let n = row.iter().map(|v| v * v).sum::<f64>().sqrt().max(UNIT_EPS);
+            row.iter().map(move |v| v / n)
+        })
+        .collect()
+}
+
+/// The backward of [`unit`]: `dz_i = (dy_i - u_i (u_i . dy_i)) / ||z_i||`, or `dy_i / 1e-12` where the norm is at
+/// the floor (the denominator is constant there).
+pub fn unit_backward(z: &[f64], dy: &[f64], m: usize) -> Vec<f64> {
+    z.chunks_exact(m)
+        .zip(dy.chunks_exact(m))
+        .flat_map(|(row, d)| {
+            let norm = row.iter().map(|v| v * v).sum::<f64>().sqrt();
+            let out: Vec<f64> = if norm > UNIT_EPS {
+                let along: f64 = row.iter().zip(d).map(|(z, d)| z / norm * d).sum();
+                row.iter().zip(d).map(|(z, d)| (d - z / norm * along) / norm).collect()
+            } else {
+                d.iter().map(|d| d / UNIT_EPS).collect()
+            };
+            out
+        })
+        .collect()
 }

@@ -152,7 +152,8 @@ pub struct CpuModel {
 impl CpuModel {
     /// Encodings of `rows` samples, through the map: what the quantizer sees.
     pub fn encode(&self, x: &[f64], rows: usize) -> Vec<f64> {
-        self.map.forward(forward_layers(&self.params, &self.layout.encoder, x, rows).pop().unwrap_or_default())
+        let z = forward_layers(&self.params, &self.layout.encoder, x, rows).pop().unwrap_or_default();
+        self.map.forward(z, self.latent)
     }
 
     /// The codes of `rows` encodings through every level: the first level's assignment, each later level's
@@ -193,7 +194,7 @@ impl CpuModel {
         let m = self.latent;
         let d = x.len() / rows;
         let enc_outs = forward_layers(&self.params, &self.layout.encoder, x, rows);
-        let z = self.map.forward(enc_outs.last().cloned().unwrap_or_default());
+        let z = self.map.forward(enc_outs.last().cloned().unwrap_or_default(), m);
         let (levels, q_total) = self.quantize_batch(z, rows, estimator, mode, relax);
         let z = &levels[0].input;
         let beta = beta(&levels[0].index);
@@ -229,7 +230,7 @@ impl CpuModel {
             let e = self.row_gradient(estimator, i, (&g, z), &levels, relax, &transport);
             dz.extend((0..m).map(|j| e[j] + commit * (z[i * m + j] - q_total[i * m + j])));
         }
-        let dz = self.map.backward(enc_outs.last().map_or(&[][..], Vec::as_slice), dz);
+        let dz = self.map.backward(enc_outs.last().map_or(&[][..], Vec::as_slice), dz, m);
         backward_layers(&self.params, &self.layout.encoder, x, &enc_outs, dz, rows, &mut grads);
 
         Step { losses: Losses { rec, cb, total }, xhat, grads, transport_grad, g, levels }

@@ -2,6 +2,7 @@
 //! batches as the GPU engine. [`CpuRuns`] trains several runs one after another behind [`Trainer`].
 
 use super::affine::AffineF64;
+use super::cosine::CosineF64;
 use super::engine::{State, Trainer};
 use super::simvq::SimvqF64;
 use super::{ADAM_BETAS, ADAM_EPS, ALTERNATE_MOMENTUM, EMA, Metrics, Schedule, TrainConfig};
@@ -14,7 +15,8 @@ use crate::reference::train::{CpuAdam, CpuEma, CpuModel, CpuSgd, Relaxation, Ste
 use crate::reference::{adapt_beta, to_f32, to_f64};
 
 /// How one level's codebook learns: Adam on its gradient, the EMA update, its own SGD step before the forward pass
-/// (alternate), none (fixed), or (level 0) SimVQ's layer or the affine map's codes and parameters.
+/// (alternate), none (fixed), or (level 0) SimVQ's layer, the affine map's codes and parameters, or the cosine
+/// codes' rows.
 enum LevelUpdate {
     Grad(CpuAdam),
     Ema(CpuEma),
@@ -22,6 +24,7 @@ enum LevelUpdate {
     Fixed,
     Simvq(SimvqF64),
     Affine(AffineF64),
+    Cosine(CosineF64),
 }
 
 /// Trains one run on the CPU.
@@ -59,6 +62,7 @@ impl CpuTrainer {
             .iter()
             .map(|c| match (config.codebook_mode, config.reparam) {
                 (CodebookMode::Grad, Reparam::Simvq) => LevelUpdate::Simvq(SimvqF64::new(config, adam(m * m + m))),
+                (CodebookMode::Grad, _) if config.cosine => LevelUpdate::Cosine(CosineF64::new(c, adam(c.len()))),
                 (CodebookMode::Grad, _) if config.affine_lr > 0.0 => {
                     LevelUpdate::Affine(AffineF64::new(c, m, config.affine_lr, adam))
                 }
@@ -153,6 +157,7 @@ impl CpuTrainer {
                 LevelUpdate::Grad(adam) => adam.update(codebook, &level.codebook_grad, self.config.lr, self.step),
                 LevelUpdate::Simvq(s) => s.update(codebook, &level.codebook_grad, m, self.config.lr, self.step),
                 LevelUpdate::Affine(a) => a.update(codebook, &level.codebook_grad, m, self.config.lr, self.step),
+                LevelUpdate::Cosine(u) => u.update(codebook, &level.codebook_grad, m, self.config.lr, self.step),
                 LevelUpdate::Alternate(_) | LevelUpdate::Fixed => {} // stepped before the forward pass, or never
             }
         }

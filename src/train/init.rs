@@ -131,6 +131,8 @@ pub fn initial_run(
     } else {
         to_f64(&codebook)
     };
+    // Cosine codes start at the initial codebook's unit rows (PROTOCOL §6.6).
+    let first = if config.cosine { crate::reference::latent::unit(&first, config.latent as usize) } else { first };
     let codebooks = std::iter::once(first).chain(residual_codebooks(config).iter().map(|c| to_f64(c))).collect();
     Ok((params, codebooks))
 }

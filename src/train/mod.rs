@@ -4,6 +4,7 @@
 //! ([`cpu::CpuRuns`]: the f64 reference, used where no adapter exists).
 
 pub mod affine;
+pub mod cosine;
 pub mod cpu;
 pub mod engine;
 pub mod fast;
@@ -113,6 +114,14 @@ pub struct TrainConfig {
     /// 0); empty is off (`--fsq-levels`). Left out of results when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fsq_levels: Vec<u32>,
+    /// Cosine codes (docs/PROTOCOL.md §6.6): the encodings and the codes are unit vectors, the codebook learned
+    /// through the normalization (`--cosine`). Left out of results when off.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub cosine: bool,
+}
+
+fn is_false(v: &bool) -> bool {
+    !*v
 }
 
 fn default_alternate_lr() -> f64 {
@@ -182,6 +191,7 @@ impl Default for TrainConfig {
             affine_lr: 0.0,
             alternate_lr: default_alternate_lr(),
             fsq_levels: Vec::new(),
+            cosine: false,
         }
     }
 }

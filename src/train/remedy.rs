@@ -45,6 +45,14 @@ impl TrainConfig {
             return Err(Error::Input("--alternate-lr is the step of --codebook-mode alternate, not set".into()));
         }
         self.check_fsq()?;
+        let alone = self.reparam == Reparam::None && self.affine_lr == 0.0 && self.fsq_levels.is_empty();
+        if self.cosine && !(grad_one_level && self.reset_dead == 0 && alone) {
+            return Err(Error::Input(
+                "--cosine learns unit codes through their normalization: it takes --codebook-mode grad, one level, \
+                 no --reset-dead, no --reparam, no --affine-lr and no --fsq-levels"
+                    .into(),
+            ));
+        }
         let plain_codebook = grad_one_level && self.reset_dead == 0;
         if self.reparam == Reparam::Simvq && !(plain_codebook && self.codebook_init != CodebookInit::Kmeans) {
             return Err(Error::Input(
@@ -120,6 +128,7 @@ impl TrainConfig {
             },
             alternate_lr: super::default_alternate_lr(),
             fsq_levels: Vec::new(),
+            cosine: false,
             ..self.clone()
         }
     }
@@ -146,7 +155,11 @@ impl TrainConfig {
 
     /// The map of the encodings before the quantizer.
     pub fn latent_map(&self) -> LatentMap {
-        if self.fsq_levels.is_empty() { LatentMap::None } else { LatentMap::Fsq(self.fsq_levels.clone()) }
+        match (self.cosine, self.fsq_levels.is_empty()) {
+            (true, _) => LatentMap::Unit,
+            (false, true) => LatentMap::None,
+            (false, false) => LatentMap::Fsq(self.fsq_levels.clone()),
+        }
     }
 
     /// Whether the run uses any remedy.

@@ -106,6 +106,10 @@ const ROWS: &[(&str, &str)] = &[
     ("train --fsq-levels auto --codebook-mode grad", "--fsq-levels quantizes to a fixed grid"),
     ("train --fsq-levels auto --sync-nu 0.2", "--sync-nu acts through the codebook"),
     ("train --codebook-mode fixed --reset-dead 10", "--codebook-mode fixed takes one level"),
+    ("train --cosine --codebook-mode ema", "--cosine learns unit codes"),
+    ("train --cosine --reparam simvq", "--cosine learns unit codes"),
+    ("train --cosine --reset-dead 10", "--cosine learns unit codes"),
+    ("train --cosine maybe", "maybe"),
     ("train --runs 0", "--runs"),
     ("train --runs 2 --save-params m.safetensors", "--save-params"),
     // train: sizes, checked before anything is allocated (these used to abort or panic).

@@ -235,8 +235,11 @@ fn bench_json_has_every_section() {
     assert!(kernels.iter().all(|e| positive(&e["us"]) && positive(&e["ratio_to_ste"])));
     let training = v["training"].as_array().expect("training figures");
     let remedies = ["stochastic sampling", "orthogonality penalty", "simvq", "synchronized update", "affine codes"];
-    let remedies: Vec<String> =
-        remedies.iter().chain(&["alternated optimization"]).map(|r| format!("ste + {r}")).collect();
+    let remedies: Vec<String> = remedies
+        .iter()
+        .chain(&["alternated optimization", "fsq", "cosine codes"])
+        .map(|r| format!("ste + {r}"))
+        .collect();
     assert_eq!(training.len(), 2 * (vqgrad::Estimator::ALL.len() + remedies.len()), "every estimator and remedy x 2");
     for remedy in &remedies {
         assert!(training.iter().any(|t| t["estimator"] == *remedy), "{remedy}'s cost");
@@ -292,7 +295,7 @@ fn export_shaders_writes_the_sources_and_every_translation() {
     }
     for (sub, ext) in [("spirv", ".spv"), ("msl", ".metal"), ("hlsl", ".hlsl")] {
         let names = files(sub);
-        assert_eq!(names.len(), 40, "{sub}: {names:?}");
+        assert_eq!(names.len(), 42, "{sub}: {names:?}");
         assert!(names.iter().all(|n| n.ends_with(ext)), "{sub}: {names:?}");
         assert!(names.contains(&format!("assign.scalar.assign{ext}")), "{sub}: {names:?}");
     }

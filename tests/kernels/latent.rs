@@ -53,3 +53,42 @@ fn bad_fsq_levels_are_errors() {
         assert!(kernel.bind_fsq(&gpu.device, &buffers, &levels, len).is_err(), "{levels:?} over {len}");
     }
 }
+
+/// Cosine codes' unit rows and their backward against the f64 reference, with a zero row (0 out, and the floor's
+/// gradient), a tiny row and a large one, over m of 1, 3, 4 and 64.
+#[test]
+fn unit_rows_match_the_reference() {
+    let gpu = gpu_or_skip!();
+    for (seed, &m) in [1usize, 3, 4, 64].iter().enumerate() {
+        let mut d = Data::new(seed as u64 + 90);
+        let rows = 200;
+        let mut z = d.normal(rows * m, 1.0);
+        z[..m].fill(0.0);
+        z[m..2 * m].iter_mut().for_each(|v| *v *= 1e-6);
+        z[2 * m..3 * m].iter_mut().for_each(|v| *v *= 1e6);
+        let dy = d.normal(z.len(), 0.1);
+        let kernel = Latent::new(&gpu.device).unwrap();
+        let run = |dy: Option<&[f32]>| {
+            let (zb, out) = (gpu.upload("z", &z).unwrap(), gpu.upload("out", &vec![f32::NAN; z.len()]).unwrap());
+            let dyb = dy.map(|v| gpu.upload("dy", v).unwrap());
+            let buffers = LatentBuffers { z: &zb, out: &out, dy: dyb.as_ref() };
+            let bound = kernel.bind_unit(&gpu.device, &buffers, m as u32, z.len() as u32).unwrap();
+            run_pass(&gpu, |pass| bound.encode(pass));
+            gpu.read::<f32>(&out).unwrap()
+        };
+        let (zf, dyf) = (to_f64(&z), to_f64(&dy));
+        let eps = f32::EPSILON as f64;
+        let forward = latent::unit(&zf, m);
+        assert_close_each(&format!("m {m} forward"), &run(None), &forward, |_| 8.0 * (m as f64 + 2.0) * eps);
+        let backward = latent::unit_backward(&zf, &dyf, m);
+        let got = run(Some(&dy));
+        assert_close_each(&format!("m {m} backward"), &got, &backward, |e| {
+            let row = &zf[e / m * m..(e / m + 1) * m];
+            let norm = row.iter().map(|v| v * v).sum::<f64>().sqrt().max(latent::UNIT_EPS);
+            let scale: f64 = dyf[e / m * m..(e / m + 1) * m].iter().map(|v| v.abs()).sum::<f64>() / norm;
+            16.0 * (m as f64 + 2.0) * eps * scale + 1e-30
+        });
+        assert!(got[..m].iter().all(|v| v.is_finite()), "m {m}: the zero row's gradient is finite");
+    }
+    assert_clean(&gpu);
+}

@@ -33,7 +33,7 @@ impl FastTrainer {
         let mut z = enc.pop().unwrap_or_default();
         if self.map != crate::model::LatentMap::None {
             let raw = z.clone();
-            super::latent::forward(&self.map, &raw, &mut z);
+            super::latent::forward(&self.map, &raw, &mut z, m);
         }
         let (mut index, mut dist) = (Vec::new(), Vec::new());
         let mut r = z.clone();

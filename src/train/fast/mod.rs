@@ -5,6 +5,7 @@
 //! ([`super::cpu::CpuTrainer`]) is its oracle, as it is the GPU engine's.
 
 mod affine;
+mod cosine;
 pub mod dense;
 mod eval;
 pub use eval::lloyd;
@@ -24,7 +25,8 @@ use rayon::prelude::*;
 use update::{Adam, Ema, Sgd};
 
 /// How one level's codebook learns: Adam on its gradient, the EMA update, its own SGD step before the forward pass
-/// (alternate), none (fixed), or (level 0) SimVQ's layer or the affine map's codes and parameters.
+/// (alternate), none (fixed), or (level 0) SimVQ's layer, the affine map's codes and parameters, or the cosine
+/// codes' rows.
 enum LevelUpdate {
     Grad(Adam),
     Ema(Ema),
@@ -32,6 +34,7 @@ enum LevelUpdate {
     Fixed,
     Simvq(simvq::SimvqF32),
     Affine(affine::AffineF32),
+    Cosine(cosine::CosineF32),
 }
 
 /// One VQ level's buffers for a batch.
@@ -147,6 +150,7 @@ impl FastTrainer {
             .iter()
             .map(|c| match (config.codebook_mode, config.reparam) {
                 (CodebookMode::Grad, Reparam::Simvq) => LevelUpdate::Simvq(simvq::SimvqF32::new(config)),
+                (CodebookMode::Grad, _) if config.cosine => LevelUpdate::Cosine(cosine::CosineF32::new(c)),
                 (CodebookMode::Grad, _) if config.affine_lr > 0.0 => {
                     LevelUpdate::Affine(affine::AffineF32::new(c, m, config.affine_lr))
                 }

@@ -26,7 +26,7 @@ impl FastTrainer {
             .then(|| (c.tau_at(t) as f32, seed_mix(c.seed), t as u32, stochastic));
         let mut z = &w.enc[w.enc.len() - 1][..];
         if self.map != LatentMap::None {
-            super::latent::forward(&self.map, z, &mut w.mapped);
+            super::latent::forward(&self.map, z, &mut w.mapped, m);
             z = &w.mapped;
         }
         if let LevelUpdate::Alternate(sgd) = &mut self.level_updates[0] {
@@ -134,7 +134,7 @@ impl FastTrainer {
                 }
             }
         }
-        super::latent::backward(&self.map, &w.enc[w.enc.len() - 1], &w.dz, &mut w.grad[..b * m]);
+        super::latent::backward(&self.map, &w.enc[w.enc.len() - 1], &w.dz, &mut w.grad[..b * m], m);
         dense::backward_layers(p, encoder, &w.x, &w.enc, b, &mut w.grads, &mut w.grad, &mut w.spare, false);
     }
 
@@ -153,6 +153,7 @@ impl FastTrainer {
                 LevelUpdate::Grad(adam) => adam.update(codebook, &level.codebook_grad, c.lr, t),
                 LevelUpdate::Simvq(s) => s.update(codebook, &level.codebook_grad, m, c.lr, t),
                 LevelUpdate::Affine(a) => a.update(codebook, &level.codebook_grad, m, c.lr, t),
+                LevelUpdate::Cosine(u) => u.update(codebook, &level.codebook_grad, m, c.lr, t),
                 LevelUpdate::Alternate(_) | LevelUpdate::Fixed => {} // stepped before the forward pass, or never
             }
         }

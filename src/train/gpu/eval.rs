@@ -196,6 +196,10 @@ impl EvalPlan {
                 let buffers = LatentBuffers { z, out: &level0.input, dy: None };
                 Some(ks.latent.bind_fsq(device, &buffers, levels, n_eval * m)?)
             }
+            LatentMap::Unit => {
+                let buffers = LatentBuffers { z, out: &level0.input, dy: None };
+                Some(ks.latent.bind_unit(device, &buffers, m, n_eval * m)?)
+            }
         };
         let dec_outs: Vec<&wgpu::Buffer> = if mlp { vec![&bf.eval_hidden, &bf.eval_xhat] } else { vec![&bf.eval_xhat] };
         let [lloyd_codebook, lloyd_index, lloyd_dist, lloyd_counts] = &bf.lloyd;

@@ -10,6 +10,7 @@ use crate::kernels::adam::{AdamSettings, BoundAdam};
 use crate::kernels::affine::{AffineBuffers, BoundAffine};
 use crate::kernels::codebook::{BoundEma, BoundGrad, CodebookShape, EmaBuffers, EmaSettings, GradBuffers};
 use crate::kernels::dense::BoundDense;
+use crate::kernels::latent::{BoundLatent, LatentBuffers};
 use crate::kernels::orthogonal::BoundOrthogonal;
 use crate::kernels::residual::BoundResidual;
 use crate::kernels::sgd::BoundSgd;
@@ -36,6 +37,7 @@ pub(in super::super) enum CodebookStage {
         adam: BoundAdam,
         simvq: Option<Box<Simvq>>,
         affine: Option<Box<AffineMap>>,
+        cosine: Option<Box<CosineCodes>>,
     },
     /// The EMA update with its state (N_k, M_k), which starts at N_k = 1, M_k = c_k.
     Ema { size: wgpu::Buffer, sum: wgpu::Buffer, bound: BoundEma },
@@ -74,16 +76,22 @@ impl CodebookStage {
                 let a = cx.first().affine_lr as f32;
                 let affine = (first && a > 0.0).then(|| AffineMap::new(cx, level, &grad, initial, a).map(Box::new));
                 let affine = affine.transpose()?;
+                let cosine =
+                    (first && cx.first().cosine).then(|| CosineCodes::new(cx, level, &grad, initial).map(Box::new));
+                let cosine = cosine.transpose()?;
                 // Adam is elementwise with the same constants for every run: the stacked arrays are one array.
                 let [m, v] = &moments;
-                let adam = match (&simvq, &affine) {
-                    (Some(s), _) => s.adam(cx)?,
-                    (None, Some(a)) => cx.ks.adam.bind(device, &a.raw, &grad, m, v, len as u32, adam_settings())?,
-                    (None, None) => {
+                let adam = match (&simvq, &affine, &cosine) {
+                    (Some(s), _, _) => s.adam(cx)?,
+                    (None, Some(a), _) => cx.ks.adam.bind(device, &a.raw, &grad, m, v, len as u32, adam_settings())?,
+                    (None, None, Some(c)) => {
+                        cx.ks.adam.bind(device, &c.raw, &c.raw_grad, m, v, len as u32, adam_settings())?
+                    }
+                    (None, None, None) => {
                         cx.ks.adam.bind(device, &level.codebook, &grad, m, v, len as u32, adam_settings())?
                     }
                 };
-                CodebookStage::Grad { grad, moments, bound, orthogonal, sync, adam, simvq, affine }
+                CodebookStage::Grad { grad, moments, bound, orthogonal, sync, adam, simvq, affine, cosine }
             }
             CodebookMode::Fixed => CodebookStage::Fixed,
             CodebookMode::Alternate => {
@@ -125,7 +133,7 @@ impl CodebookStage {
     /// Records the first half of the update: the gradient (grad mode) or the whole EMA update.
     pub fn record_first(&self, pass: &mut wgpu::ComputePass<'_>) {
         match self {
-            CodebookStage::Grad { bound, orthogonal, sync, simvq, affine, .. } => {
+            CodebookStage::Grad { bound, orthogonal, sync, simvq, affine, cosine, .. } => {
                 bound.encode(pass);
                 if let Some(o) = orthogonal {
                     o.encode(pass);
@@ -139,6 +147,9 @@ impl CodebookStage {
                 }
                 if let Some(a) = affine {
                     a.bound.encode_grad(pass);
+                }
+                if let Some(c) = cosine {
+                    c.backward.encode(pass);
                 }
             }
             CodebookStage::Ema { bound, .. } => bound.encode(pass),
@@ -168,7 +179,7 @@ impl CodebookStage {
     /// Records the second half: Adam on the codebook, or on SimVQ's layer and then the codebook from it (grad
     /// mode; nothing with EMA).
     pub fn record_second(&self, pass: &mut wgpu::ComputePass<'_>, step: &StepUniform, slot: u32) {
-        if let CodebookStage::Grad { adam, simvq, affine, .. } = self {
+        if let CodebookStage::Grad { adam, simvq, affine, cosine, .. } = self {
             adam.encode(pass, step, slot);
             if let Some(s) = simvq {
                 s.project.encode(pass);
@@ -177,12 +188,15 @@ impl CodebookStage {
                 a.adam.encode(pass, step, slot);
                 a.bound.encode_apply(pass);
             }
+            if let Some(c) = cosine {
+                c.forward.encode(pass);
+            }
         }
     }
 
     pub fn buffers(&self) -> Vec<&wgpu::Buffer> {
         match self {
-            CodebookStage::Grad { grad, moments, sync, simvq, affine, .. } => {
+            CodebookStage::Grad { grad, moments, sync, simvq, affine, cosine, .. } => {
                 let mut out = vec![grad, &moments[0], &moments[1]];
                 out.extend(sync.iter().map(|s| &s.per_code));
                 if let Some(s) = simvq {
@@ -190,6 +204,9 @@ impl CodebookStage {
                 }
                 if let Some(a) = affine {
                     out.extend([&a.raw, &a.scale_shift, &a.scale_shift_grad, &a.moments[0], &a.moments[1]]);
+                }
+                if let Some(c) = cosine {
+                    out.extend([&c.raw, &c.raw_grad]);
                 }
                 out
             }
@@ -252,6 +269,34 @@ impl AffineMap {
         let [m, v] = &moments;
         let adam = cx.ks.adam.bind(device, &scale_shift, &scale_shift_grad, m, v, len as u32, adam_settings())?;
         Ok(AffineMap { raw, scale_shift, scale_shift_grad, moments, bound, adam })
+    }
+}
+
+/// Cosine codes on level 0 (PROTOCOL §6.6): the codebook is every run's rows C0 over their norms; the codebook's
+/// gradient reaches C0 through the normalization, and the codebook's Adam moments serve C0.
+pub(in super::super) struct CosineCodes {
+    raw: wgpu::Buffer,
+    raw_grad: wgpu::Buffer,
+    /// C0's gradient from the codebook's.
+    backward: BoundLatent,
+    /// The unit codebook from C0, after Adam.
+    forward: BoundLatent,
+}
+
+impl CosineCodes {
+    fn new(cx: Ctx<'_>, level: &LevelBuffers, grad: &wgpu::Buffer, initial: &[f32]) -> Result<Self> {
+        let (device, sz) = (cx.device(), cx.sz);
+        let len = sz.runs * sz.k * sz.m;
+        let raw = cx.gpu.upload("cosine codes", initial)?;
+        let raw_grad = cx.gpu.zeroed::<f32>("cosine codes grad", len as usize)?;
+        let backward = LatentBuffers { z: &raw, out: &raw_grad, dy: Some(grad) };
+        let forward = LatentBuffers { z: &raw, out: &level.codebook, dy: None };
+        Ok(CosineCodes {
+            backward: cx.ks.latent.bind_unit(device, &backward, sz.m, len)?,
+            forward: cx.ks.latent.bind_unit(device, &forward, sz.m, len)?,
+            raw,
+            raw_grad,
+        })
     }
 }
 
