@@ -15,6 +15,9 @@ pub struct Linear {
     pub w_off: u32,
     /// Offset of `b` (`output`) in the parameter buffer, in floats.
     pub b_off: u32,
+    /// Whether a ReLU follows the layer (a model's hidden layers; not its last layers, nor the projections of a
+    /// low-dimensional lookup).
+    pub relu: bool,
 }
 
 /// A 32-bit integer mix (Chris Wellons' lowbias32), the same as `mix32` in `shaders/common.wgsl`.

@@ -176,6 +176,9 @@ pub struct ModelShape {
     pub encoder: EncoderKind,
     /// Hidden width h of the `mlp` encoder and decoder.
     pub hidden: u32,
+    /// A low-dimensional lookup's width w (docs/PROTOCOL.md §6.6): the encoder ends at w and a linear layer projects
+    /// it to m; another brings the code back to w for the decoder. 0 is none.
+    pub lookup_width: u32,
 }
 
 /// Where every layer's weights live in the flat parameter buffer: encoder layers first, then decoder layers.
@@ -193,30 +196,37 @@ impl ModelShape {
     /// The number of parameters, or `None` where it overflows u64 (check before [`ModelShape::layout`], whose
     /// offsets are u32).
     pub fn param_count(&self) -> Option<u64> {
-        let (d, m, h) = (self.dim as u64, self.latent as u64, self.hidden as u64);
-        let layer = |i: u64, o: u64| i.checked_mul(o)?.checked_add(o);
-        match self.encoder {
-            EncoderKind::Linear => layer(d, m)?.checked_add(layer(m, d)?),
-            EncoderKind::Mlp => [layer(d, h)?, layer(h, m)?, layer(m, h)?, layer(h, d)?]
-                .into_iter()
-                .try_fold(0u64, |a, n| a.checked_add(n)),
+        let layer = |(i, o): (u32, u32)| (i as u64).checked_mul(o as u64)?.checked_add(o as u64);
+        let (enc, dec) = self.dims();
+        enc.into_iter().chain(dec).try_fold(0u64, |a, (dims, _)| a.checked_add(layer(dims)?))
+    }
+
+    /// Each encoder and decoder layer's (input, output) and whether a ReLU follows it.
+    #[allow(clippy::type_complexity)]
+    fn dims(&self) -> (Vec<((u32, u32), bool)>, Vec<((u32, u32), bool)>) {
+        let (d, m, h) = (self.dim, self.latent, self.hidden);
+        // Without a lookup, the encoder ends at m and the decoder starts there; with one, at its width w.
+        let w = if self.lookup_width > 0 { self.lookup_width } else { m };
+        let (mut enc, mut dec) = match self.encoder {
+            EncoderKind::Linear => (vec![((d, w), false)], vec![((w, d), false)]),
+            EncoderKind::Mlp => (vec![((d, h), true), ((h, w), false)], vec![((w, h), true), ((h, d), false)]),
+        };
+        if self.lookup_width > 0 {
+            enc.push(((w, m), false));
+            dec.insert(0, ((m, w), false));
         }
+        (enc, dec)
     }
 
     /// The layers, each `W` then `b`, packed in order. The settings' checks keep the count within u32
     /// ([`crate::train::TrainConfig::check_sizes`]).
     pub fn layout(&self) -> Layout {
-        let (d, m, h) = (self.dim, self.latent, self.hidden);
-        // (input, output) of each layer.
-        let (enc, dec) = match self.encoder {
-            EncoderKind::Linear => (vec![(d, m)], vec![(m, d)]),
-            EncoderKind::Mlp => (vec![(d, h), (h, m)], vec![(m, h), (h, d)]),
-        };
+        let (enc, dec) = self.dims();
         let mut off = 0u32;
-        let mut place = |dims: Vec<(u32, u32)>| -> Vec<Linear> {
+        let mut place = |dims: Vec<((u32, u32), bool)>| -> Vec<Linear> {
             dims.into_iter()
-                .map(|(input, output)| {
-                    let layer = Linear { input, output, w_off: off, b_off: off + input * output };
+                .map(|((input, output), relu)| {
+                    let layer = Linear { input, output, w_off: off, b_off: off + input * output, relu };
                     off += input * output + output;
                     layer
                 })

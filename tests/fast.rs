@@ -75,7 +75,7 @@ fn the_nearest_code_search_matches_the_reference() {
 fn dense_layers_match_the_reference_forward_and_backward() {
     let mut data = Data::new(12);
     for (rows, input, output) in [(37, 16, 5), (1, 1, 1), (256, 64, 3), (5, 3, 130)] {
-        let l = Linear { input, output, w_off: 2, b_off: 2 + input * output };
+        let l = Linear { input, output, w_off: 2, b_off: 2 + input * output, relu: false };
         let p = data.normal(2 + (input * output + output) as usize, 0.5);
         let (rows_u, input_u, output_u) = (rows as usize, input as usize, output as usize);
         let x = data.normal(rows_u * input_u, 1.0);

@@ -99,6 +99,7 @@ fn cases() -> Vec<(String, TrainConfig)> {
     out.push(("ste alternated optimization".into(), TrainConfig { codebook_mode: CodebookMode::Alternate, ..base() }));
     out.push(("ste fsq".into(), TrainConfig { codes: 45, ..base() }.with_fsq(vec![5, 3, 3])));
     out.push(("ste cosine codes".into(), TrainConfig { cosine: true, ..base() }));
+    out.push(("ste low-dimensional lookup".into(), TrainConfig { latent: 2, lookup_width: 3, ..base() }));
     out
 }
 

@@ -303,8 +303,8 @@ fn reproduce_writes_the_claims_table_and_resumes() {
     let lines = std::fs::read_to_string(dir.join("results.jsonl")).unwrap().lines().count();
     assert_eq!(
         lines,
-        3 + 3 + 3 * 6 + 3 * 4 + 3 * 4 + 3 * 7 + 2 * 7 + 2 * 7 + 8 * 2 * (7 + 1),
-        "E1, E3, E4, E5, E6, the X experiments (3 + 2 + 2 variants on E1 and E4) and the R experiments (8 remedies x \
+        3 + 3 + 3 * 6 + 3 * 4 + 3 * 4 + 3 * 7 + 2 * 7 + 2 * 7 + 9 * 2 * (7 + 1),
+        "E1, E3, E4, E5, E6, the X experiments (3 + 2 + 2 variants on E1 and E4) and the R experiments (9 remedies x \
          2 estimators on E4's K and E3) with shared settings run once"
     );
     let again = run();
@@ -491,9 +491,10 @@ fn diverged_runs_are_recorded_and_counted_per_cell() {
     assert_eq!(counts.iter().sum::<u64>(), 8, "{counts:?}");
 }
 
-/// `sweep --study remedies` is the R experiments with their baselines (144 settings: plain, stochastic sampling, the
-/// orthogonality penalty, SimVQ, the synchronized update, the affine codes, alternated optimization, FSQ and cosine
-/// codes, each with ste and rotation-trick on E1, E4's other K and E3); `report` on its results
+/// `sweep --study remedies` is the R experiments with their baselines (160 settings: plain and the nine remedies,
+/// stochastic sampling, the orthogonality penalty, SimVQ, the synchronized update, the affine codes, alternated
+/// optimization, FSQ, cosine codes and a low-dimensional lookup, each with ste and rotation-trick on E1, E4's other K
+/// and E3); `report` on its results
 /// opens with the remedies' comparison; other grid flags are refused.
 #[test]
 fn the_remedies_study_sweeps_and_reports() {
@@ -504,7 +505,7 @@ fn the_remedies_study_sweeps_and_reports() {
     assert!(dry.status.success(), "{}", String::from_utf8_lossy(&dry.stderr));
     let lines: Vec<serde_json::Value> =
         String::from_utf8_lossy(&dry.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(lines.len(), 144 * 2);
+    assert_eq!(lines.len(), 160 * 2);
     let count = |f: &dyn Fn(&serde_json::Value) -> bool| lines.iter().filter(|c| f(c)).count();
     assert_eq!(count(&|c| c["sampling"] == "stochastic" && c["tau"] == 0.05), 32);
     assert_eq!(count(&|c| c["orth_weight"] == 10.0), 32);
@@ -513,6 +514,7 @@ fn the_remedies_study_sweeps_and_reports() {
     assert_eq!(count(&|c| c["affine_lr"] == 10.0), 32);
     assert_eq!(count(&|c| c["codebook_mode"] == "alternate"), 32);
     assert_eq!(count(&|c| c["cosine"] == true), 32);
+    assert_eq!(count(&|c| c["latent"] == 2 && c["lookup_width"].as_u64().is_some_and(|w| w > 2)), 32);
     // FSQ's levels from K (auto), a latent dimension per level, and no commitment term.
     let fsq = |c: &serde_json::Value| c["fsq_levels"].as_array().map(Vec::len);
     assert_eq!(

@@ -5,7 +5,7 @@ mod common;
 
 use vqgrad::Estimator;
 use vqgrad::data::DataSpec;
-use vqgrad::model::{BetaSchedule, CodebookInit, CodebookMode, EncoderKind, Reparam, Sampling};
+use vqgrad::model::{BetaSchedule, CodebookInit, CodebookMode, EncoderKind, LatentMap, Reparam, Sampling};
 use vqgrad::train::cpu::CpuTrainer;
 use vqgrad::train::gpu::BatchTrainer;
 use vqgrad::train::{Engine, TrainConfig, Trainer};
@@ -96,6 +96,8 @@ fn cases() -> Vec<(Estimator, u32, BetaSchedule, u32, Remedies)> {
         codebook_init: CodebookInit::Kmeans,
         ..c
     };
+    let lookup: Remedies = |c| TrainConfig { latent: 2, lookup_width: 3, ..c };
+    let lookup_wide: Remedies = |c| TrainConfig { lookup_width: 5, ..c };
     let affine_kmeans: Remedies =
         |c| TrainConfig { affine_lr: 2.0, sync_nu: 0.5, codebook_init: CodebookInit::Kmeans, orth_weight: 1.0, ..c };
     out.extend([
@@ -119,6 +121,12 @@ fn cases() -> Vec<(Estimator, u32, BetaSchedule, u32, Remedies)> {
         (Estimator::Gumbel, 0, fixed, 1, cosine),
         (Estimator::Learned, 0, adaptive, 1, cosine),
         (Estimator::RotationTrick, 0, adaptive, 1, cosine_all),
+        (Estimator::Ste, 0, fixed, 1, lookup),
+        (Estimator::Gumbel, 10, fixed, 1, lookup),
+        // rotation-trick looks up 3 of 5 dimensions: at m = 2, with or without a lookup, its quant_err (z - q, of
+        // nearly equal rows) differs from the reference's by up to 3.3e-5 of itself in both f32 engines alike.
+        (Estimator::RotationTrick, 0, fixed, 2, lookup_wide),
+        (Estimator::Ste, 0, fixed, 2, lookup),
     ]);
     out
 }
@@ -155,7 +163,7 @@ fn matches_the_reference_after_50_steps(engine: &Engine) {
                 }
                 let what = format!(
                     "{} {encoder} {mode} {estimator} reset {reset_dead} beta {beta_schedule} levels {levels} {sampling} \
-                     orth {} {} sync {} affine {} {} {} fsq {:?} cosine {}",
+                     orth {} {} sync {} affine {} {} {} fsq {:?} cosine {} lookup {} of {}",
                     engine.name(),
                     c.orth_weight,
                     c.reparam,
@@ -165,6 +173,8 @@ fn matches_the_reference_after_50_steps(engine: &Engine) {
                     c.codebook_mode,
                     c.fsq_levels,
                     c.cosine,
+                    c.latent,
+                    c.lookup_width,
                 );
                 let data = config.load_data().unwrap();
                 let mut g = engine.trainer(std::slice::from_ref(&config), std::slice::from_ref(&data)).unwrap();
@@ -313,11 +323,20 @@ fn the_whole_backward_pass_matches_finite_differences() {
     for encoder in [EncoderKind::Linear, EncoderKind::Mlp] {
         for mode in [CodebookMode::Grad, CodebookMode::Ema] {
             // Every estimator with one level; the row estimators with three residual levels too, whose frozen
-            // Jacobian is the sum of every level's (each level's input is z minus frozen codes).
-            let cases = Estimator::ALL.into_iter().map(|e| (e, 1)).chain(Estimator::ROW.into_iter().map(|e| (e, 3)));
-            for (estimator, levels) in cases {
+            // Jacobian is the sum of every level's (each level's input is z minus frozen codes); and the remedies
+            // that change the model (PROTOCOL §6.6): a low-dimensional lookup's projections (width 5), and the maps
+            // of the encodings before the quantizer (cosine codes' unit rows, FSQ's bound).
+            let plain = |e, levels| (e, levels, 0, LatentMap::None);
+            let mut cases: Vec<_> =
+                Estimator::ALL.into_iter().map(|e| plain(e, 1)).chain(Estimator::ROW.map(|e| plain(e, 3))).collect();
+            for e in [Estimator::Ste, Estimator::RotationTrick] {
+                cases.extend([(e, 1, 5, LatentMap::None), (e, 1, 0, LatentMap::Unit)]);
+                cases.push((e, 1, 0, LatentMap::Fsq(vec![3, 4, 2])));
+            }
+            for (estimator, levels, lookup_width, map) in cases {
                 let (d, m, k, rows, beta) = (5usize, 3usize, 4usize, 7usize, 0.3);
-                let shape = ModelShape { dim: d as u32, latent: m as u32, codes: k as u32, encoder, hidden: 6 };
+                let shape =
+                    ModelShape { dim: d as u32, latent: m as u32, codes: k as u32, encoder, hidden: 6, lookup_width };
                 let layout = shape.layout();
                 let mut r = vqgrad::data::rng(11, vqgrad::data::Stream::Params);
                 let params = to_f64(&vqgrad::model::init_params(&layout, &mut r));
@@ -326,7 +345,7 @@ fn the_whole_backward_pass_matches_finite_differences() {
                     .map(|_| to_f64(&vqgrad::model::init_codebook(CodebookInit::Normal, k as u32, m as u32, &mut r)))
                     .map(|c| c.iter().map(|v| 0.3 * v).collect());
                 let codebooks = std::iter::once(codebook).chain(residual).collect();
-                let mut model = CpuModel { layout, latent: m, params, codebooks, map: Default::default() };
+                let mut model = CpuModel { layout, latent: m, params, codebooks, map: map.clone() };
                 let x = to_f64(&common::Data::new(5).normal(rows * d, 1.0));
                 let transport: Vec<f64> =
                     (0..m * m).map(|e| if e % (m + 1) == 0 { 0.8 } else { 0.1 * e as f64 - 0.3 }).collect();
@@ -371,7 +390,7 @@ fn the_whole_backward_pass_matches_finite_differences() {
                     })
                     .collect();
                 let fz = Frozen { z0: step.levels[0].input.clone(), q0, index: step.levels[0].index.clone(), jac };
-                let what = format!("{encoder} {mode} {estimator} levels {levels}");
+                let what = format!("{encoder} {mode} {estimator} levels {levels} lookup {lookup_width} {map:?}");
                 assert_eq!(step.levels.len(), levels, "{what}");
                 let h = 1e-6;
                 for e in 0..model.params.len() {
@@ -507,11 +526,13 @@ fn batched_runs_equal_single_runs_bit_for_bit() {
         (EncoderKind::Mlp, CodebookMode::Alternate, 0),  // alternated optimization on every run
         (EncoderKind::Linear, CodebookMode::Fixed, 0),   // FSQ on every run (the row estimators)
         (EncoderKind::Mlp, CodebookMode::Grad, 8000),    // 8000: cosine codes on every run
+        (EncoderKind::Mlp, CodebookMode::Ema, 9000),     // 9000: a low-dimensional lookup on every run
     ] {
         let (adaptive, residual) = (reset_dead == 1000, reset_dead == 2000);
         let (sampled, orthogonal, simvq) = (reset_dead == 3000, reset_dead == 4000, reset_dead == 5000);
         let (sync, affine, cosine) = (reset_dead == 6000, reset_dead == 7000, reset_dead == 8000);
-        let remedy = sampled || orthogonal || simvq || sync || affine || cosine;
+        let lookup = reset_dead == 9000;
+        let remedy = sampled || orthogonal || simvq || sync || affine || cosine || lookup;
         let (reset_dead, beta_schedule) = if adaptive || residual || remedy {
             (0, if adaptive { BetaSchedule::Adaptive } else { BetaSchedule::Fixed })
         } else {
@@ -552,6 +573,8 @@ fn batched_runs_equal_single_runs_bit_for_bit() {
                 sync_nu: if sync { 0.3 } else { 0.0 },
                 affine_lr: if affine { 10.0 } else { 0.0 },
                 cosine,
+                latent: if lookup { 2 } else { 3 },
+                lookup_width: if lookup { 3 } else { 0 },
                 ..small(estimator, mode, encoder)
             })
             .map(|c| if fsq { TrainConfig { codes: 45, ..c }.with_fsq(vec![5, 3, 3]) } else { c })

@@ -47,6 +47,10 @@ pub fn variants(base: &TrainConfig) -> Vec<(String, TrainConfig)> {
         out.push(("ste + fsq".into(), with(Estimator::Ste).with_fsq(levels)));
     }
     out.push(("ste + cosine codes".into(), TrainConfig { cosine: true, ..with(Estimator::Ste) }));
+    if base.latent > 2 {
+        let lookup = TrainConfig { latent: 2, lookup_width: base.latent, ..with(Estimator::Ste) };
+        out.push(("ste + low-dimensional lookup".into(), lookup));
+    }
     out
 }
 

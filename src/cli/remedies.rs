@@ -41,6 +41,9 @@ pub fn remedy(c: &TrainConfig) -> Option<String> {
     if c.cosine {
         parts.push("cosine".into());
     }
+    if c.lookup_width > 0 {
+        parts.push(format!("lookup {} of {}", c.latent, c.lookup_width));
+    }
     (!parts.is_empty()).then(|| parts.join(" + "))
 }
 

@@ -47,6 +47,8 @@ const REMEDY_TAU: &str = "0.05";
 const REMEDY_ORTH_WEIGHT: &str = "10";
 /// R4's synchronized-update weight nu: vqtorch's README example.
 const REMEDY_SYNC_NU: &str = "0.2";
+/// R9's lookup dimension: half of E1's m = 4 (a quarter of E3's 8).
+const REMEDY_LOOKUP_DIM: &str = "2";
 /// R5's affine scale a: vqtorch's README example.
 const REMEDY_AFFINE_LR: &str = "10";
 
@@ -60,7 +62,7 @@ fn axis(flag: &str, values: &str) -> Axis {
 /// codebook-collapse remedies with `ste` and `rotation-trick` on E1, E4 and E3: R1 stochastic sampling, R2 the
 /// orthogonality penalty, R3 SimVQ, R4 the synchronized update, R5 the affine
 /// re-parameterization, R6 alternated optimization, R7 FSQ (its levels
-/// for each K by `--fsq-levels auto`), R8 cosine codes.
+/// for each K by `--fsq-levels auto`), R8 cosine codes, R9 a low-dimensional lookup.
 fn experiments(quick: bool, overrides: &[String]) -> anyhow::Result<Vec<(&'static str, Vec<Axis>)>> {
     let mut common = vec![];
     if quick {
@@ -111,6 +113,7 @@ fn experiments(quick: bool, overrides: &[String]) -> anyhow::Result<Vec<(&'stati
     let [r6_e1, r6_e4, r6_e3] = remedy(vec![axis("codebook-mode", "alternate")]);
     let [r7_e1, r7_e4, r7_e3] = remedy(vec![axis("fsq-levels", "auto")]);
     let [r8_e1, r8_e4, r8_e3] = remedy(vec![axis("cosine", "true")]);
+    let [r9_e1, r9_e4, r9_e3] = remedy(vec![axis("lookup-dim", REMEDY_LOOKUP_DIM)]);
     Ok(vec![
         ("E1", with("E1", ESTIMATORS, vec![])),
         ("E3", with("E3", ESTIMATORS, vec![])),
@@ -147,6 +150,9 @@ fn experiments(quick: bool, overrides: &[String]) -> anyhow::Result<Vec<(&'stati
         ("R8", r8_e1),
         ("R8", r8_e4),
         ("R8", r8_e3),
+        ("R9", r9_e1),
+        ("R9", r9_e4),
+        ("R9", r9_e3),
     ])
 }
 
@@ -157,8 +163,18 @@ pub fn study(name: &str, overrides: &[String]) -> anyhow::Result<Vec<Vec<Axis>>>
     if name != "remedies" {
         return Err(vqgrad::Error::Input(format!("--study {name}: the studies are: remedies")).into());
     }
-    let remedy_flags =
-        ["sampling", "tau", "orth-weight", "reparam", "sync-nu", "affine-lr", "codebook-mode", "fsq-levels", "cosine"];
+    let remedy_flags = [
+        "sampling",
+        "tau",
+        "orth-weight",
+        "reparam",
+        "sync-nu",
+        "affine-lr",
+        "codebook-mode",
+        "fsq-levels",
+        "cosine",
+        "lookup-dim",
+    ];
     let mut grids = Vec::new();
     for (id, axes) in experiments(false, overrides)? {
         if id.starts_with('R') {

@@ -208,6 +208,11 @@ pub struct TrainArgs {
     /// --reparam, --affine-lr or --fsq-levels.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub cosine: Option<bool>,
+    /// A low-dimensional lookup: codes of this many dimensions, below --latent; a linear layer projects the
+    /// encoder's --latent outputs down to them and another brings the code back up for the decoder (ViT-VQGAN's
+    /// factorized codes; a codebook-collapse remedy).
+    #[arg(long)]
+    pub lookup_dim: Option<u32>,
     /// Write the run as one JSON object to this file (with --runs above 1: one JSON line per run).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -286,6 +291,9 @@ pub fn config(args: &TrainArgs) -> vqgrad::Result<TrainConfig> {
          alternate_lr <- alternate_lr, cosine <- cosine);
     if args.tau_final.is_some() {
         c.tau_final = args.tau_final;
+    }
+    if let Some(dim) = args.lookup_dim {
+        (c.lookup_width, c.latent) = (c.latent, dim);
     }
     if let Some(levels) = &args.fsq_levels {
         c = c.with_fsq(fsq_levels(levels, c.codes)?);

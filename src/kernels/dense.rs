@@ -221,7 +221,7 @@ impl Dense {
         flags: u32,
         loss: Option<&LossTarget<'_>>,
     ) -> Result<BoundDense> {
-        let Linear { input, output, w_off, b_off } = layer;
+        let Linear { input, output, w_off, b_off, .. } = layer;
         check_shape(&[("batch", batch), ("input", input), ("output", output)], &[("batch x input", batch, input)])?;
         let p = Params {
             rows: batch,
@@ -329,7 +329,7 @@ impl Dense {
         batch: u32,
         with_bias: bool,
     ) -> Result<BoundDense> {
-        let Linear { input, output, w_off, b_off } = layer;
+        let Linear { input, output, w_off, b_off, .. } = layer;
         check_shape(&[("batch", batch), ("input", input), ("output", output)], &[("output x input", output, input)])?;
         let p = Params {
             rows: output,

@@ -39,12 +39,12 @@ pub fn linear_backward(p: &[f64], l: Linear, x: &[f64], dy: &[f64], rows: usize,
     dx
 }
 
-/// Runs layers in order (ReLU after all but the last); returns every layer's output, the last one last.
+/// Runs layers in order (ReLU after those that have one); returns every layer's output, the last one last.
 pub fn forward_layers(p: &[f64], layers: &[Linear], x: &[f64], rows: usize) -> Vec<Vec<f64>> {
     let mut outs: Vec<Vec<f64>> = Vec::with_capacity(layers.len());
     for (i, &l) in layers.iter().enumerate() {
         let input = if i == 0 { x } else { &outs[i - 1] };
-        let y = linear_forward(p, l, input, rows, i + 1 < layers.len());
+        let y = linear_forward(p, l, input, rows, l.relu);
         outs.push(y);
     }
     outs
@@ -65,7 +65,7 @@ pub fn backward_layers(
     for i in (0..layers.len()).rev() {
         let input = if i == 0 { x } else { &outs[i - 1] };
         let mut dx = linear_backward(p, layers[i], input, &dy, rows, grads);
-        if i > 0 {
+        if i > 0 && layers[i - 1].relu {
             // ReLU backward from the ReLU's output, as the GPU does.
             for (g, &y) in dx.iter_mut().zip(&outs[i - 1]) {
                 if y <= 0.0 {

@@ -195,7 +195,7 @@ impl CpuTrainer {
             None => (f64::NAN, f64::NAN),
         };
         let subspace_err = match (&self.data.basis, self.config.encoder) {
-            (Some(basis), EncoderKind::Linear) => {
+            (Some(basis), EncoderKind::Linear) if self.model.layout.decoder.len() == 1 => {
                 let w = self.model.layout.decoder[0];
                 let wd = &self.model.params[w.w_off as usize..w.b_off as usize];
                 Some(super::subspace_err(wd, d, m, basis, self.data.rank as usize))

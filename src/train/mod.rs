@@ -118,6 +118,15 @@ pub struct TrainConfig {
     /// through the normalization (`--cosine`). Left out of results when off.
     #[serde(default, skip_serializing_if = "is_false")]
     pub cosine: bool,
+    /// A low-dimensional lookup (docs/PROTOCOL.md §6.6): the encoder's output width w, which a linear layer projects
+    /// down to the quantizer's m (`latent`), and another back up to w for the decoder (`--lookup-dim` sets m and
+    /// keeps the old m as w). 0 is none. Left out of results when 0.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub lookup_width: u32,
+}
+
+fn is_zero_u32(v: &u32) -> bool {
+    *v == 0
 }
 
 fn is_false(v: &bool) -> bool {
@@ -192,6 +201,7 @@ impl Default for TrainConfig {
             alternate_lr: default_alternate_lr(),
             fsq_levels: Vec::new(),
             cosine: false,
+            lookup_width: 0,
         }
     }
 }
@@ -305,10 +315,16 @@ impl TrainConfig {
         let mul = |a: u64, b: u64| a.checked_mul(b).ok_or_else(too_big);
         let (d, m, k, h, b) =
             (dim as u64, self.latent as u64, self.codes as u64, self.hidden as u64, self.batch as u64);
-        let params =
-            ModelShape { dim, latent: self.latent, codes: self.codes, encoder: self.encoder, hidden: self.hidden }
-                .param_count()
-                .ok_or_else(too_big)?;
+        let params = ModelShape {
+            dim,
+            latent: self.latent,
+            codes: self.codes,
+            encoder: self.encoder,
+            hidden: self.hidden,
+            lookup_width: self.lookup_width,
+        }
+        .param_count()
+        .ok_or_else(too_big)?;
         let arrays = [
             ("the training set (rows x d)", mul(n_train, d)?),
             ("the eval set (rows x d)", mul(n_eval, d)?),
@@ -378,7 +394,14 @@ impl TrainConfig {
 
     /// The model's shape on `data`.
     pub fn shape(&self, data: &Dataset) -> ModelShape {
-        ModelShape { dim: data.dim, latent: self.latent, codes: self.codes, encoder: self.encoder, hidden: self.hidden }
+        ModelShape {
+            dim: data.dim,
+            latent: self.latent,
+            codes: self.codes,
+            encoder: self.encoder,
+            hidden: self.hidden,
+            lookup_width: self.lookup_width,
+        }
     }
 }
 

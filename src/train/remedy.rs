@@ -45,6 +45,12 @@ impl TrainConfig {
             return Err(Error::Input("--alternate-lr is the step of --codebook-mode alternate, not set".into()));
         }
         self.check_fsq()?;
+        if self.lookup_width > 0 && self.lookup_width <= self.latent {
+            return Err(Error::Input(format!(
+                "--lookup-dim {} must be below the encoder's width {} (--latent)",
+                self.latent, self.lookup_width
+            )));
+        }
         let alone = self.reparam == Reparam::None && self.affine_lr == 0.0 && self.fsq_levels.is_empty();
         if self.cosine && !(grad_one_level && self.reset_dead == 0 && alone) {
             return Err(Error::Input(
@@ -129,6 +135,8 @@ impl TrainConfig {
             alternate_lr: super::default_alternate_lr(),
             fsq_levels: Vec::new(),
             cosine: false,
+            lookup_width: 0,
+            latent: if self.lookup_width > 0 { self.lookup_width } else { self.latent },
             ..self.clone()
         }
     }

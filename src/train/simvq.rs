@@ -13,7 +13,7 @@ use rand_distr::{Distribution, StandardNormal};
 
 /// The projection layer's layout in its own parameter buffer: W (m x m) then b (m).
 pub fn layer(m: u32) -> Linear {
-    Linear { input: m, output: m, w_off: 0, b_off: m * m }
+    Linear { input: m, output: m, w_off: 0, b_off: m * m, relu: false }
 }
 
 /// The frozen basis C0 (K x m, N(0, 1/m), from the codebook's stream) and the layer's initial parameters (PyTorch's

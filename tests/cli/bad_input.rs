@@ -110,6 +110,9 @@ const ROWS: &[(&str, &str)] = &[
     ("train --cosine --reparam simvq", "--cosine learns unit codes"),
     ("train --cosine --reset-dead 10", "--cosine learns unit codes"),
     ("train --cosine maybe", "maybe"),
+    ("train --lookup-dim 4", "--lookup-dim 4 must be below the encoder's width 4"),
+    ("train --lookup-dim 0", "latent (m) must be at least 1"),
+    ("train --lookup-dim 2 --fsq-levels auto --k 4", "no other remedy"),
     ("train --runs 0", "--runs"),
     ("train --runs 2 --save-params m.safetensors", "--save-params"),
     // train: sizes, checked before anything is allocated (these used to abort or panic).

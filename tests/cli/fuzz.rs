@@ -136,7 +136,14 @@ fn stored_shape(text: &str) -> vqgrad::Result<ModelShape> {
     let c: TrainConfig = serde_json::from_str(text).map_err(|e| vqgrad::Error::Input(format!("config: {e}")))?;
     c.validate()?;
     let dim = c.data.generated_dim().ok_or_else(|| vqgrad::Error::Input("file data".into()))?;
-    Ok(ModelShape { dim, latent: c.latent, codes: c.codes, encoder: c.encoder, hidden: c.hidden })
+    Ok(ModelShape {
+        dim,
+        latent: c.latent,
+        codes: c.codes,
+        encoder: c.encoder,
+        hidden: c.hidden,
+        lookup_width: c.lookup_width,
+    })
 }
 
 #[test]

@@ -237,7 +237,7 @@ fn bench_json_has_every_section() {
     let remedies = ["stochastic sampling", "orthogonality penalty", "simvq", "synchronized update", "affine codes"];
     let remedies: Vec<String> = remedies
         .iter()
-        .chain(&["alternated optimization", "fsq", "cosine codes"])
+        .chain(&["alternated optimization", "fsq", "cosine codes", "low-dimensional lookup"])
         .map(|r| format!("ste + {r}"))
         .collect();
     assert_eq!(training.len(), 2 * (vqgrad::Estimator::ALL.len() + remedies.len()), "every estimator and remedy x 2");

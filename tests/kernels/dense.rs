@@ -33,7 +33,8 @@ fn dense_products_match_the_reference_on_odd_shapes() {
     {
         let mut d = Data::new(seed as u64 + 40);
         let offset = 3 * seed; // the layer sits after other parameters
-        let layer = Linear { input: i as u32, output: o as u32, w_off: offset as u32, b_off: (offset + o * i) as u32 };
+        let (w_off, b_off) = (offset as u32, (offset + o * i) as u32);
+        let layer = Linear { input: i as u32, output: o as u32, w_off, b_off, relu: false };
         let (x, dy) = (d.normal(n * i, 1.0), d.normal(n * o, 1.0));
         let mut params = d.normal(offset, 1.0);
         let (w, bias) = (d.normal(o * i, 1.0), d.normal(o, 1.0));
@@ -101,7 +102,7 @@ fn dense_products_match_the_reference_on_odd_shapes() {
     }
     let (b1, b2) = (gpu.zeroed::<f32>("b1", 4).unwrap(), gpu.zeroed::<f32>("b2", 4).unwrap());
     let bad = LossTarget { target: &b1, grad: &b2, scale: f32::NAN };
-    let layer = Linear { input: 2, output: 2, w_off: 0, b_off: 4 };
+    let layer = Linear { input: 2, output: 2, w_off: 0, b_off: 4, relu: false };
     let params = gpu.zeroed::<f32>("p", 6).unwrap();
     assert!(dense.bind_forward_with_loss(&gpu.device, layer, &b1, &params, &b2, 2, &bad).is_err(), "NaN scale");
     assert_clean(&gpu);
@@ -114,7 +115,7 @@ fn batched_runs_equal_single_runs_bit_for_bit() {
     let single = Dense::new(&gpu.device).unwrap();
     for &(n, i, o, runs) in &[(3, 5, 7, 3), (64, 4, 256, 2), (5, 256, 4, 4)] {
         let mut d = Data::new((n * i * o) as u64);
-        let layer = Linear { input: i as u32, output: o as u32, w_off: 2, b_off: (2 + o * i) as u32 };
+        let layer = Linear { input: i as u32, output: o as u32, w_off: 2, b_off: (2 + o * i) as u32, relu: false };
         let stride = 2 + o * i + o + 3; // each run's parameters, then a gap
         let (x, dy, params) = (d.normal(runs * n * i, 1.0), d.normal(runs * n * o, 1.0), d.normal(runs * stride, 1.0));
         let target = d.normal(runs * n * o, 1.0);

@@ -86,7 +86,7 @@ pub fn series_color(name: &str) -> RGBColor {
     }
     // An estimator with a codebook-collapse remedy ("ste + orthogonality 10"): the estimator's hue, lighter or
     // darker by the remedy, so that a plot groups each estimator's variants.
-    const TINTS: [(&str, (u8, f64)); 8] = [
+    const TINTS: [(&str, (u8, f64)); 9] = [
         ("stochastic", (255, 0.55)),
         ("orthogonality", (0, 0.45)),
         ("simvq", (255, 0.3)),
@@ -95,6 +95,7 @@ pub fn series_color(name: &str) -> RGBColor {
         ("alternate", (0, 0.65)),
         ("fsq", (128, 0.6)),
         ("cosine", (128, 0.3)),
+        ("lookup", (0, 0.8)),
     ];
     if let Some((base, rest)) = name.split_once(" + ")
         && let (Some(i), Some((_, (to, amount)))) = (estimator(base), TINTS.iter().find(|(k, _)| rest.contains(k)))

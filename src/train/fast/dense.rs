@@ -75,13 +75,13 @@ pub fn backward(p: &[f32], l: Linear, x: &[f32], dy: &[f32], rows: usize, grads:
     }
 }
 
-/// Runs `layers` in order (ReLU after all but the last) on `rows` rows of `x`, each layer's output into its
+/// Runs `layers` in order (ReLU after those that have one) on `rows` rows of `x`, each layer's output into its
 /// buffer of `outs` (each at least rows x its output).
 pub fn forward_layers(p: &[f32], layers: &[Linear], x: &[f32], rows: usize, outs: &mut [Vec<f32>]) {
     for i in 0..layers.len() {
         let (done, rest) = outs.split_at_mut(i);
         let input = if i == 0 { x } else { &done[i - 1] };
-        forward(p, layers[i], input, rows, i + 1 < layers.len(), &mut rest[0]);
+        forward(p, layers[i], input, rows, layers[i].relu, &mut rest[0]);
     }
 }
 
@@ -104,7 +104,7 @@ pub fn backward_layers(
         let input = if i == 0 { x } else { &outs[i - 1] };
         let need_dx = i > 0 || want_input;
         backward(p, layers[i], input, grad, rows, grads, need_dx.then_some(&mut spare[..]));
-        if i > 0 {
+        if i > 0 && layers[i - 1].relu {
             // ReLU backward from the ReLU's output, as the other engines do.
             let width = layers[i].input as usize;
             spare[..rows * width].iter_mut().zip(&outs[i - 1]).for_each(|(g, &y)| {

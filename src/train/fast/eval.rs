@@ -73,7 +73,8 @@ impl FastTrainer {
         let (s, levels) = crate::train::code_metrics(&assignments, k, m, labels);
         let (loss, batch_usage) = self.last.unwrap_or((f64::NAN, f64::NAN));
         let subspace_err = match (&self.data.basis, self.config.encoder) {
-            (Some(basis), EncoderKind::Linear) => {
+            // One decoder layer: W_d is the whole decoder (not with a lookup's projection).
+            (Some(basis), EncoderKind::Linear) if self.layout.decoder.len() == 1 => {
                 let w = self.layout.decoder[0];
                 let wd = crate::reference::to_f64(&self.params[w.w_off as usize..w.b_off as usize]);
                 Some(crate::train::subspace_err(&wd, d, m, basis, self.data.rank as usize))

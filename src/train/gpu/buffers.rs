@@ -74,10 +74,13 @@ pub(super) struct TrainBuffers {
     pub g: wgpu::Buffer,
     /// dL/dz, the sum of every level's estimator.
     pub dz: wgpu::Buffer,
-    pub h_enc: wgpu::Buffer,
-    pub h_dec: wgpu::Buffer,
-    pub dh_enc: wgpu::Buffer,
-    pub dh_dec: wgpu::Buffer,
+    /// The outputs of the encoder's layers but its last (the mlp's hidden layer, a lookup's width), and the
+    /// gradients there.
+    pub enc_hidden: Vec<wgpu::Buffer>,
+    pub enc_hidden_grads: Vec<wgpu::Buffer>,
+    /// The same for the decoder's layers but its last.
+    pub dec_hidden: Vec<wgpu::Buffer>,
+    pub dec_hidden_grads: Vec<wgpu::Buffer>,
     /// Every VQ level, level 0 first.
     pub levels: Vec<LevelBuffers>,
 }
@@ -96,11 +99,13 @@ impl TrainBuffers {
     /// Uploads `init` and makes the step's buffers for `sz.runs` runs of `layout` (`hidden` is the mlp width, 0
     /// for a linear encoder).
     /// `mapped`: whether a map of the encodings stands between z and level 0.
-    pub fn new(gpu: &Gpu, init: &Stacked, layout: &Layout, (hidden, mapped): (u32, bool), sz: Sizes) -> Result<Self> {
+    pub fn new(gpu: &Gpu, init: &Stacked, layout: &Layout, mapped: bool, sz: Sizes) -> Result<Self> {
         let Sizes { b, d, m, k, runs: r, .. } = sz;
         let f = |label: &str, len: u32| gpu.zeroed::<f32>(label, (r * len) as usize);
         let u = |label: &str, len: u32| gpu.zeroed::<u32>(label, (r * len) as usize);
-        let hidden = if hidden > 0 { b * hidden } else { 1 };
+        let inner = |layers: &[crate::contract::Linear], label: &str| -> Result<Vec<wgpu::Buffer>> {
+            layers[..layers.len() - 1].iter().map(|l| f(label, b * l.output)).collect()
+        };
         let (z, q, dz) = (f("z", b * m)?, f("q", b * m)?, f("dz", b * m)?);
         let mut levels = Vec::with_capacity(init.codebooks.len());
         for (l, codebooks) in init.codebooks.iter().enumerate() {
@@ -133,10 +138,10 @@ impl TrainBuffers {
             dxhat: f("dxhat", b * d)?,
             g: f("g", b * m)?,
             dz,
-            h_enc: f("h enc", hidden)?,
-            h_dec: f("h dec", hidden)?,
-            dh_enc: f("dh enc", hidden)?,
-            dh_dec: f("dh dec", hidden)?,
+            enc_hidden: inner(&layout.encoder, "encoder hidden")?,
+            enc_hidden_grads: inner(&layout.encoder, "encoder hidden grad")?,
+            dec_hidden: inner(&layout.decoder, "decoder hidden")?,
+            dec_hidden_grads: inner(&layout.decoder, "decoder hidden grad")?,
             levels,
         })
     }
@@ -158,12 +163,10 @@ impl TrainBuffers {
             &self.dxhat,
             &self.g,
             &self.dz,
-            &self.h_enc,
-            &self.h_dec,
-            &self.dh_enc,
-            &self.dh_dec,
         ]
         .into_iter()
+        .chain(self.enc_hidden.iter().chain(&self.enc_hidden_grads))
+        .chain(self.dec_hidden.iter().chain(&self.dec_hidden_grads))
         .chain(self.eval_labels.as_ref())
         .chain(self.levels.iter().flat_map(|l| [&l.input, &l.q, &l.dz, &l.codebook, &l.index, &l.dist, &l.counts]))
     }

@@ -47,7 +47,9 @@ struct EvalBuffers {
     /// Sums: eval set and last batch squared errors, the Lloyd distance, then each level's batch distances.
     metrics: wgpu::Buffer,
     eval_xhat: wgpu::Buffer,
-    eval_hidden: wgpu::Buffer,
+    /// The outputs of the encoder's and the decoder's layers but their last.
+    eval_enc_hidden: Vec<wgpu::Buffer>,
+    eval_dec_hidden: Vec<wgpu::Buffer>,
     /// With a map of the encodings (docs/PROTOCOL.md §6.6): the encoder's output, which the map takes to level 0's
     /// input.
     eval_raw: Option<wgpu::Buffer>,
@@ -102,7 +104,6 @@ impl EvalBuffers {
         let Sizes { b, d, m, k, n_eval, .. } = sz;
         let f = |label: &str, len: u32| gpu.zeroed::<f32>(label, len as usize);
         let u = |label: &str, len: u32| gpu.zeroed::<u32>(label, len as usize);
-        let mlp = config.encoder == EncoderKind::Mlp;
         let (eval_z, eval_q, batch_dist) =
             (f("eval z", n_eval * m)?, f("eval q", n_eval * m)?, f("eval batch distance", b)?);
         let mut levels = Vec::new();
@@ -137,7 +138,12 @@ impl EvalBuffers {
             batch_counts: u("eval batch counts", k)?,
             metrics: f("metrics", 3 + config.levels.max(2))?,
             eval_xhat: f("eval xhat", n_eval * d)?,
-            eval_hidden: f("eval hidden", if mlp { n_eval * config.hidden } else { 1 })?,
+            eval_enc_hidden: (layout.encoder[..layout.encoder.len() - 1].iter())
+                .map(|l| f("eval encoder hidden", n_eval * l.output))
+                .collect::<Result<_>>()?,
+            eval_dec_hidden: (layout.decoder[..layout.decoder.len() - 1].iter())
+                .map(|l| f("eval decoder hidden", n_eval * l.output))
+                .collect::<Result<_>>()?,
             eval_raw: match config.latent_map() {
                 crate::model::LatentMap::None => None,
                 _ => Some(f("eval raw z", n_eval * m)?),
@@ -187,9 +193,9 @@ impl EvalPlan {
         sz: Sizes,
     ) -> Result<Self> {
         let Sizes { b, d, m, k, n_eval, .. } = sz;
-        let (level0, mlp) = (&bf.levels[0], layout.encoder.len() > 1);
+        let level0 = &bf.levels[0];
         let z = bf.eval_raw.as_ref().unwrap_or(&level0.input);
-        let enc_outs: Vec<&wgpu::Buffer> = if mlp { vec![&bf.eval_hidden, z] } else { vec![z] };
+        let enc_outs: Vec<&wgpu::Buffer> = bf.eval_enc_hidden.iter().chain([z]).collect();
         let map = match map {
             LatentMap::None => None,
             LatentMap::Fsq(levels) => {
@@ -201,7 +207,7 @@ impl EvalPlan {
                 Some(ks.latent.bind_unit(device, &buffers, m, n_eval * m)?)
             }
         };
-        let dec_outs: Vec<&wgpu::Buffer> = if mlp { vec![&bf.eval_hidden, &bf.eval_xhat] } else { vec![&bf.eval_xhat] };
+        let dec_outs: Vec<&wgpu::Buffer> = bf.eval_dec_hidden.iter().chain([&bf.eval_xhat]).collect();
         let [lloyd_codebook, lloyd_index, lloyd_dist, lloyd_counts] = &bf.lloyd;
         let mut levels = Vec::new();
         for (l, lv) in bf.levels.iter().enumerate() {
@@ -384,7 +390,8 @@ impl Evaluator {
             + if config.codebook_mode == CodebookMode::Grad { cb } else { 0.0 }
             + stages.beta.unwrap_or(config.beta) * commit;
         let subspace_err = match (basis, config.encoder) {
-            (Some((basis, rank)), EncoderKind::Linear) => {
+            // One decoder layer: W_d is the whole decoder (not with a lookup's projection).
+            (Some((basis, rank)), EncoderKind::Linear) if layout.decoder.len() == 1 => {
                 let params: Vec<f32> = gpu.read(&self.buffers.params)?;
                 let w = layout.decoder[0];
                 let wd = to_f64(&params[w.w_off as usize..w.b_off as usize]);
@@ -416,7 +423,7 @@ impl Evaluator {
     /// buffers).
     pub fn buffers(&self) -> impl Iterator<Item = &wgpu::Buffer> {
         let bf = &self.buffers;
-        [&bf.params, &bf.x, &bf.xhat, &bf.index, &bf.batch_counts, &bf.metrics, &bf.eval_xhat, &bf.eval_hidden]
+        [&bf.params, &bf.x, &bf.xhat, &bf.index, &bf.batch_counts, &bf.metrics, &bf.eval_xhat]
             .into_iter()
             .chain(&bf.lloyd)
             .chain(

@@ -1,11 +1,11 @@
-//! Chains of dense layers (an encoder or decoder, ReLU between layers) bound forward and backward, for the step
+//! Chains of dense layers (an encoder or decoder, ReLU after its hidden layers) bound forward and backward, for the step
 //! and the evaluator.
 
 use crate::contract::Linear;
 use crate::error::Result;
 use crate::kernels::dense::{BoundDense, Dense, LossTarget};
 
-/// Forward through `layers` (ReLU after all but the last), from `input` into `outs`; with `loss`, the last layer
+/// Forward through `layers` (ReLU after those that have one), from `input` into `outs`; with `loss`, the last layer
 /// also writes the loss gradient.
 #[allow(clippy::too_many_arguments)] // one call per chain; a struct would only rename the arguments
 pub(super) fn forward_chain(
@@ -24,7 +24,7 @@ pub(super) fn forward_chain(
         let last = i + 1 == layers.len();
         out.push(match (&loss, last) {
             (Some(l), true) => dense.bind_forward_with_loss(device, layer, x, params, outs[i], rows, l)?,
-            _ => dense.bind_forward(device, layer, x, params, outs[i], rows, !last)?,
+            _ => dense.bind_forward(device, layer, x, params, outs[i], rows, layer.relu)?,
         });
     }
     Ok(out)
@@ -56,7 +56,9 @@ pub(super) fn backward_chain(
         if i > 0 {
             let dx = hidden_grads[i - 1];
             out.push(dense.bind_input_grad(device, layer, dy, params, dx, rows)?);
-            out.push(dense.bind_relu_mask(device, dx, outs[i - 1], rows * layer.input)?);
+            if layers[i - 1].relu {
+                out.push(dense.bind_relu_mask(device, dx, outs[i - 1], rows * layer.input)?);
+            }
         } else if let Some(dx) = input_grad {
             out.push(dense.bind_input_grad(device, layer, dy, params, dx, rows)?);
         }

@@ -152,9 +152,8 @@ impl<'g> BatchTrainer<'g> {
         let layout = first.shape(data0).layout();
         let sz = Sizes::new(first, data0, runs.len() as u32);
         let init = stack_initial(gpu, runs, &layout)?;
-        let hidden = if first.encoder == EncoderKind::Mlp { first.hidden } else { 0 };
         let mapped = first.latent_map() != crate::model::LatentMap::None;
-        let buffers = TrainBuffers::new(gpu, &init, &layout, (hidden, mapped), sz)?;
+        let buffers = TrainBuffers::new(gpu, &init, &layout, mapped, sz)?;
         let step_uniform = StepUniform::new(&gpu.device, STEPS_PER_SUBMIT)?;
         let ks = gpu.cached(Kernels::new)?;
         let configs: Vec<TrainConfig> = runs.iter().map(|&(c, _)| c.clone()).collect();
@@ -442,8 +441,14 @@ fn stack_initial(gpu: &Gpu, runs: &[(&TrainConfig, &Dataset)], layout: &Layout) 
 fn per_run_arrays(config: &TrainConfig, dim: u32, (n_train, n_eval): (u64, u64)) -> [(&'static str, u64); 9] {
     let (b, d, m, k) = (config.batch as u64, dim as u64, config.latent as u64, config.codes as u64);
     let hidden = if config.encoder == EncoderKind::Mlp { config.hidden as u64 } else { 1 };
-    let shape =
-        ModelShape { dim, latent: config.latent, codes: config.codes, encoder: config.encoder, hidden: config.hidden };
+    let shape = ModelShape {
+        dim,
+        latent: config.latent,
+        codes: config.codes,
+        encoder: config.encoder,
+        hidden: config.hidden,
+        lookup_width: config.lookup_width,
+    };
     [
         ("the training set (rows x d)", n_train.saturating_mul(d)),
         ("the eval set (rows x d)", n_eval.saturating_mul(d)),

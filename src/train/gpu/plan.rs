@@ -18,7 +18,7 @@ use crate::kernels::adam::BoundAdam;
 use crate::kernels::dense::{BoundDense, LossTarget};
 use crate::kernels::gather::BoundGather;
 use crate::kernels::step::StepUniform;
-use crate::model::{EncoderKind, Layout};
+use crate::model::Layout;
 
 /// Called after each kernel group with its name: a profile's timestamps, or nothing.
 pub(super) type Mark<'m> = &'m mut dyn FnMut(&mut wgpu::ComputePass, &'static str);
@@ -46,9 +46,10 @@ impl StepPlan {
         let (device, bf, sz) = (cx.device(), cx.bf, cx.sz);
         let (b, d, r) = (sz.b, sz.d, sz.runs);
         let dense = cx.ks.dense.for_runs(r, layout.len)?;
-        let mlp = cx.first().encoder == EncoderKind::Mlp;
-        let enc_outs: Vec<&wgpu::Buffer> = if mlp { vec![&bf.h_enc, &bf.z] } else { vec![&bf.z] };
-        let dec_outs: Vec<&wgpu::Buffer> = if mlp { vec![&bf.h_dec, &bf.xhat] } else { vec![&bf.xhat] };
+        let enc_outs: Vec<&wgpu::Buffer> = bf.enc_hidden.iter().chain([&bf.z]).collect();
+        let dec_outs: Vec<&wgpu::Buffer> = bf.dec_hidden.iter().chain([&bf.xhat]).collect();
+        let (enc_grads, dec_grads): (Vec<&wgpu::Buffer>, Vec<&wgpu::Buffer>) =
+            (bf.enc_hidden_grads.iter().collect(), bf.dec_hidden_grads.iter().collect());
         let loss = LossTarget { target: &bf.x, grad: &bf.dxhat, scale: (2.0 / (b as f64 * d as f64)) as f32 };
         let levels = (0..bf.levels.len()).map(|l| LevelStage::new(cx, l, &initial[l])).collect::<Result<Vec<_>>>()?;
         let gumbel = GumbelStage::new(cx)?;
@@ -79,7 +80,7 @@ impl StepPlan {
                 &bf.q,
                 &dec_outs,
                 &bf.dxhat,
-                &[&bf.dh_dec],
+                &dec_grads,
                 Some(&bf.g),
                 params,
                 grads,
@@ -93,7 +94,7 @@ impl StepPlan {
                 &bf.x,
                 &enc_outs,
                 &bf.dz,
-                &[&bf.dh_enc],
+                &enc_grads,
                 None,
                 params,
                 grads,
