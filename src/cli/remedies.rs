@@ -42,7 +42,8 @@ pub fn remedy(c: &TrainConfig) -> Option<String> {
         parts.push("cosine".into());
     }
     if c.lookup_width > 0 {
-        parts.push(format!("lookup {} of {}", c.latent, c.lookup_width));
+        // The lookup's dimension alone, so that one variant spans places of different widths.
+        parts.push(format!("lookup {}", c.latent));
     }
     (!parts.is_empty()).then(|| parts.join(" + "))
 }
