@@ -521,7 +521,8 @@ fn the_remedies_study_sweeps_and_reports() {
         count(&|c| fsq(c).is_some() && fsq(c) == c["latent"].as_u64().map(|m| m as usize) && c["beta"] == 0.0),
         32
     );
-    assert_eq!(count(&|c| c["data"]["kind"] == "clusters"), 8 * 2);
+    // E3: plain and the nine remedies, each with two estimators and two seeds.
+    assert_eq!(count(&|c| c["data"]["kind"] == "clusters"), 10 * 2 * 2);
     assert!(lines.iter().all(|c| c["estimator"] == "ste" || c["estimator"] == "rotation-trick"));
     let o = vqgrad()
         .args(["sweep", "--study", "remedies", "--seeds", "0..2", "--out", out.to_str().unwrap(), "--quiet", "--cpu"])

@@ -42,7 +42,9 @@ impl TrainConfig {
             return Err(Error::Input("--codebook-mode alternate takes one level (levels 1)".into()));
         }
         if self.codebook_mode != CodebookMode::Alternate && lr != super::default_alternate_lr() {
-            return Err(Error::Input("--alternate-lr is the step of --codebook-mode alternate, not set".into()));
+            return Err(Error::Input(
+                "--alternate-lr is the step of --codebook-mode alternate: give that mode with it".into(),
+            ));
         }
         self.check_fsq()?;
         if self.lookup_width > 0 && self.lookup_width <= self.latent {
@@ -78,7 +80,8 @@ impl TrainConfig {
     }
 
     /// FSQ's settings: levels of 2 to 2^16, one per latent dimension, whose product is K; the fixed codebook with
-    /// no commitment term, the estimators that act on one code, and no other remedy. A fixed codebook is FSQ's.
+    /// no commitment term, the estimators that act on one code, and no other remedy. A fixed codebook without FSQ
+    /// (a frozen initial codebook) takes one level and no resets.
     fn check_fsq(&self) -> Result<()> {
         let fsq = &self.fsq_levels;
         if fsq.is_empty() {
@@ -120,7 +123,8 @@ impl TrainConfig {
         Ok(())
     }
 
-    /// The same run without any remedy: the protocol's nearest codes and plain codebook.
+    /// The same run without any remedy: the protocol's nearest codes and plain codebook, the lookup's width as m.
+    /// FSQ's fixed mode and beta 0 stay (they are settings of their own).
     pub fn without_remedies(&self) -> TrainConfig {
         TrainConfig {
             sampling: Sampling::Nearest,
