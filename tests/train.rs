@@ -375,8 +375,8 @@ fn frozen_jacobian(
 #[test]
 fn the_whole_backward_pass_matches_finite_differences() {
     use vqgrad::model::ModelShape;
-    use vqgrad::reference::train::{CpuModel, Relaxation};
     use vqgrad::reference::to_f64;
+    use vqgrad::reference::train::{CpuModel, Relaxation};
     for encoder in [EncoderKind::Linear, EncoderKind::Mlp] {
         for mode in [CodebookMode::Grad, CodebookMode::Ema] {
             // Every estimator with one level; the row estimators with three residual levels too, whose frozen

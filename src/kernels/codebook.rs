@@ -1,6 +1,7 @@
 //! Codebook updates (`shaders/codebook.wgsl`, docs/PROTOCOL.md §2), all deterministic (no float atomics):
 //! - [`Codebook::bind_counts`]: per-code usage counts `n_k` (u32);
-//! - [`Codebook::bind_grad`]: `dL_cb/dC = 2/(B m) sum_{i : a_i = k} (c_k - z_i)`, for the optimizer to apply;
+//! - [`Codebook::bind_grad`]: `dL_cb/dC = 2/(B m) sum_{i : a_i = k} (c_k - z_i)`, for the optimizer to apply
+//!   ([`Codebook::bind_row_sums_runs`]: any rows' per-code sums);
 //! - [`Codebook::bind_ema`]: the EMA update with Laplace smoothing, which rewrites the codebook in place.
 //!
 //! ```
@@ -240,17 +241,13 @@ impl Codebook {
         })
     }
 
-    #[allow(clippy::too_many_arguments)] // the private core of the grad, EMA and Lloyd sums
+    /// The private core of the grad, EMA and Lloyd sums: `scale sum (rows - center c_k)` of `b.z` into `b.grad`.
     fn sums_pass(
         &self,
         device: &wgpu::Device,
         label: &str,
-        z: &wgpu::Buffer,
-        index: &wgpu::Buffer,
-        codebook: &wgpu::Buffer,
-        out: &wgpu::Buffer,
-        shape: CodebookShape,
-        params: Params,
+        b: &GradBuffers<'_>,
+        (shape, params): (CodebookShape, Params),
         runs: u32,
     ) -> Result<SumsPass> {
         let (n, k, m) = (shape.n as u64, shape.k as u64, shape.m as u64);
@@ -270,10 +267,10 @@ impl Codebook {
             &self.sums_layout,
             &params,
             &[
-                Binding::new(1, "index", index, r * shape.n as u64 * 4),
-                Binding::new(2, "z", z, r * shape.n as u64 * shape.m as u64 * F32),
-                Binding::new(3, "codebook", codebook, codes),
-                Binding::new(5, "grad", out, codes),
+                Binding::new(1, "index", b.index, r * shape.n as u64 * 4),
+                Binding::new(2, "z", b.z, r * shape.n as u64 * shape.m as u64 * F32),
+                Binding::new(3, "codebook", b.codebook, codes),
+                Binding::new(5, "grad", b.grad, codes),
             ],
         )?;
         Ok(SumsPass { pipeline: pipeline.clone(), bind_group, _params: params, grid: (grid.0, grid.1, runs) })
@@ -325,30 +322,13 @@ impl Codebook {
         batch: u32,
         runs: u32,
     ) -> Result<BoundGrad> {
-        check_shape(
-            &[("n", shape.n), ("k", shape.k), ("m", shape.m), ("batch", batch)],
-            &[("n x m", shape.n, shape.m), ("k x m", shape.k, shape.m)],
-        )?;
+        check_shape(&[("batch", batch)], &[])?;
         let scale = (-2.0 / (batch as f64 * shape.m as f64)) as f32;
-        let params = Self::params(shape, true, scale, EmaSettings::default());
-        Ok(BoundGrad {
-            sums: self.sums_pass(
-                device,
-                "codebook grad",
-                buffers.z,
-                buffers.index,
-                buffers.codebook,
-                buffers.grad,
-                shape,
-                params,
-                runs,
-            )?,
-        })
+        self.bind_sums(device, "codebook grad", buffers, shape, (true, scale), runs)
     }
 
-    /// Binds per-code sums of rows, `out[k] = scale * sum_{i : index[i] = k} rows_i`, for `runs` runs stacked as in
-    /// [`Codebook::bind_grad_runs`] (`codebook` is bound but not read). The synchronized update sums the decoder's
-    /// gradient this way (docs/PROTOCOL.md §6.6).
+    /// Binds `out[k] = scale * sum_{i : index[i] = k} rows_i` for stacked runs (`codebook` bound, not read): the
+    /// synchronized update's sums of the decoder's gradient (docs/PROTOCOL.md §6.6).
     pub fn bind_row_sums_runs(
         &self,
         device: &wgpu::Device,
@@ -357,18 +337,28 @@ impl Codebook {
         scale: f32,
         runs: u32,
     ) -> Result<BoundGrad> {
+        if !scale.is_finite() {
+            return Err(Error::Input(format!("the row sums' scale must be finite, got {scale}")));
+        }
+        self.bind_sums(device, "codebook row sums", buffers, shape, (false, scale), runs)
+    }
+
+    /// `scale * sum_{i : index[i] = k} (z_i - center c_k)` into `buffers.grad`, checked against `shape`.
+    fn bind_sums(
+        &self,
+        device: &wgpu::Device,
+        label: &str,
+        b: &GradBuffers<'_>,
+        shape: CodebookShape,
+        (center, scale): (bool, f32),
+        runs: u32,
+    ) -> Result<BoundGrad> {
         check_shape(
             &[("n", shape.n), ("k", shape.k), ("m", shape.m)],
             &[("n x m", shape.n, shape.m), ("k x m", shape.k, shape.m)],
         )?;
-        if !scale.is_finite() {
-            return Err(Error::Input(format!("the row sums' scale must be finite, got {scale}")));
-        }
-        let params = Self::params(shape, false, scale, EmaSettings::default());
-        let (z, index, codebook, out) = (buffers.z, buffers.index, buffers.codebook, buffers.grad);
-        Ok(BoundGrad {
-            sums: self.sums_pass(device, "codebook row sums", z, index, codebook, out, shape, params, runs)?,
-        })
+        let params = Self::params(shape, center, scale, EmaSettings::default());
+        Ok(BoundGrad { sums: self.sums_pass(device, label, b, (shape, params), runs)? })
     }
 
     /// Binds the EMA update. Owns two scratch buffers: the per-code sums (k x m f32) and the total n (one f32).
@@ -408,17 +398,8 @@ impl Codebook {
         let sums = zeroed::<f32>(device, "codebook ema sums", (r * codes) as usize)?;
         let total = zeroed::<f32>(device, "codebook ema total", runs as usize)?;
         let params = Self::params(shape, false, 1.0, settings);
-        let sums_pass = self.sums_pass(
-            device,
-            "codebook ema sums",
-            buffers.z,
-            buffers.index,
-            buffers.codebook,
-            &sums,
-            shape,
-            params,
-            runs,
-        )?;
+        let rows = GradBuffers { z: buffers.z, index: buffers.index, codebook: buffers.codebook, grad: &sums };
+        let sums_pass = self.sums_pass(device, "codebook ema sums", &rows, (shape, params), runs)?;
         let params = uniform(device, "codebook ema params", &Self::params(shape, false, 1.0, settings))?;
         let bind_group = bind_group(
             device,
@@ -463,8 +444,8 @@ impl Codebook {
         let sums = zeroed::<f32>(device, "lloyd sums", codes as usize)?;
         let dummy = zeroed::<f32>(device, "lloyd unused", 1)?;
         let params = Self::params(shape, false, 1.0, EmaSettings::default());
-        let sums_pass =
-            self.sums_pass(device, "lloyd sums", buffers.z, buffers.index, buffers.codebook, &sums, shape, params, 1)?;
+        let rows = GradBuffers { z: buffers.z, index: buffers.index, codebook: buffers.codebook, grad: &sums };
+        let sums_pass = self.sums_pass(device, "lloyd sums", &rows, (shape, params), 1)?;
         let params = uniform(device, "lloyd params", &Self::params(shape, false, 1.0, EmaSettings::default()))?;
         let bind_group = bind_group(
             device,
