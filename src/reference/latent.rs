@@ -1,5 +1,6 @@
 //! Maps of the encodings before the quantizer, in f64 (docs/PROTOCOL.md §6.6), the oracle of `shaders/latent.wgsl`
-//! and of the engines: the unit rows of cosine codes ([`unit`]), and FSQ's bound. FSQ (Mentzer et al. 2023) bounds each dimension j with L_j levels,
+//! and of the engines: the unit rows of cosine codes ([`unit()`]), and FSQ's bound. FSQ (Mentzer et al. 2023)
+//! bounds each dimension j with L_j levels,
 //!
 //! ```text
 //! z^_j = (tanh(z_j + shift_j) h_j - offset_j) / w_j,   h_j = (L_j - 1)(1 - 1e-3) / 2,
@@ -72,7 +73,7 @@ pub fn unit(z: &[f64], m: usize) -> Vec<f64> {
         .collect()
 }
 
-/// The backward of [`unit`]: `dz_i = (dy_i - u_i (u_i . dy_i)) / ||z_i||`, or `dy_i / 1e-12` where the norm is at
+/// The backward of [`unit()`]: `dz_i = (dy_i - u_i (u_i . dy_i)) / ||z_i||`, or `dy_i / 1e-12` where the norm is at
 /// the floor (the denominator is constant there).
 pub fn unit_backward(z: &[f64], dy: &[f64], m: usize) -> Vec<f64> {
     z.chunks_exact(m)

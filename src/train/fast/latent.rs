@@ -55,7 +55,7 @@ pub fn unit(z: &[f32], out: &mut [f32], m: usize) {
     }
 }
 
-/// The backward of [`unit`]: `(dy - u (u . dy)) / ||z||`, or `dy / 1e-12` at the floor.
+/// The backward of [`unit()`]: `(dy - u (u . dy)) / ||z||`, or `dy / 1e-12` at the floor.
 pub fn unit_backward(z: &[f32], dy: &[f32], out: &mut [f32], m: usize) {
     for ((o, row), d) in out.chunks_exact_mut(m).zip(z.chunks_exact(m)).zip(dy.chunks_exact(m)) {
         let n = norm(row);
