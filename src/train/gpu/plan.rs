@@ -173,7 +173,8 @@ impl StepPlan {
         }
     }
 
-    /// Every level's codebook update: all the gradients, then all the Adam steps; or all the EMA updates.
+    /// Every level's codebook update: all the gradients, then all the Adam steps; or all the EMA updates; nothing
+    /// with the alternate mode (its step came before the forward pass) or a fixed codebook.
     fn record_codebooks(&self, pass: &mut wgpu::ComputePass<'_>, s: &StepUniform, slot: u32, mark: Mark<'_>) {
         if self.levels[0].codebook.alternates() || self.levels[0].codebook.is_fixed() {
             return; // stepped before the forward pass, or never
