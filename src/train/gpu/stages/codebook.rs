@@ -56,50 +56,11 @@ impl CodebookStage {
         let shape = CodebookShape { n: sz.b, k: sz.k, m: sz.m };
         let len = (sz.runs * sz.k * sz.m) as usize;
         Ok(match cx.first().codebook_mode {
-            CodebookMode::Grad => {
-                let grad = cx.gpu.zeroed::<f32>("codebook grad", len)?;
-                let moments =
-                    [cx.gpu.zeroed::<f32>("codebook adam m", len)?, cx.gpu.zeroed::<f32>("codebook adam v", len)?];
-                let buffers =
-                    GradBuffers { z: &level.input, index: &level.index, codebook: &level.codebook, grad: &grad };
-                let bound = cx.ks.codebook.bind_grad_runs(device, &buffers, shape, sz.b, sz.runs)?;
-                // The penalty's weight is the batch's (runs that differ in it do not batch).
-                let weight = cx.first().orth_weight as f32;
-                let orthogonal = (first && weight > 0.0)
-                    .then(|| cx.ks.orthogonal.bind(device, &level.codebook, &grad, (sz.k, sz.m), sz.runs, weight))
-                    .transpose()?;
-                let nu = cx.first().sync_nu as f32;
-                let sync = (first && nu > 0.0).then(|| SyncUpdate::new(cx, level, &grad, nu)).transpose()?;
-                let simvq =
-                    (first && cx.first().reparam == Reparam::Simvq).then(|| Simvq::new(cx, level, &grad).map(Box::new));
-                let simvq = simvq.transpose()?;
-                let a = cx.first().affine_lr as f32;
-                let affine = (first && a > 0.0).then(|| AffineMap::new(cx, level, &grad, initial, a).map(Box::new));
-                let affine = affine.transpose()?;
-                let cosine =
-                    (first && cx.first().cosine).then(|| CosineCodes::new(cx, level, &grad, initial).map(Box::new));
-                let cosine = cosine.transpose()?;
-                // Adam is elementwise with the same constants for every run: the stacked arrays are one array.
-                let [m, v] = &moments;
-                let adam = match (&simvq, &affine, &cosine) {
-                    (Some(s), _, _) => s.adam(cx)?,
-                    (None, Some(a), _) => cx.ks.adam.bind(device, &a.raw, &grad, m, v, len as u32, adam_settings())?,
-                    (None, None, Some(c)) => {
-                        cx.ks.adam.bind(device, &c.raw, &c.raw_grad, m, v, len as u32, adam_settings())?
-                    }
-                    (None, None, None) => {
-                        cx.ks.adam.bind(device, &level.codebook, &grad, m, v, len as u32, adam_settings())?
-                    }
-                };
-                CodebookStage::Grad { grad, moments, bound, orthogonal, sync, adam, simvq, affine, cosine }
-            }
+            CodebookMode::Grad => Self::grad(cx, level, first, initial)?,
             CodebookMode::Fixed => CodebookStage::Fixed,
             CodebookMode::Alternate => {
-                let grad = cx.gpu.zeroed::<f32>("codebook grad", len)?;
+                let (grad, bound) = codebook_grad(cx, level)?;
                 let velocity = cx.gpu.zeroed::<f32>("codebook sgd velocity", len)?;
-                let buffers =
-                    GradBuffers { z: &level.input, index: &level.index, codebook: &level.codebook, grad: &grad };
-                let bound = cx.ks.codebook.bind_grad_runs(device, &buffers, shape, sz.b, sz.runs)?;
                 let (lr, momentum) = (cx.first().alternate_lr as f32, ALTERNATE_MOMENTUM as f32);
                 let sgd = cx.ks.sgd.bind(device, &level.codebook, &grad, &velocity, len as u32, lr, momentum)?;
                 CodebookStage::Alternate { grad, velocity, bound, sgd }
@@ -120,6 +81,41 @@ impl CodebookStage {
                 CodebookStage::Ema { size, sum, bound }
             }
         })
+    }
+
+    /// Grad mode: dL_cb/dC with, on level 0, the remedies' terms, and Adam on the codebook or on what it is
+    /// computed from (SimVQ's layer, the affine map's C0, cosine codes' rows).
+    fn grad(cx: Ctx<'_>, level: &LevelBuffers, first: bool, initial: &[f32]) -> Result<Self> {
+        let (device, sz) = (cx.device(), cx.sz);
+        let len = (sz.runs * sz.k * sz.m) as usize;
+        let (grad, bound) = codebook_grad(cx, level)?;
+        let moments = [cx.gpu.zeroed::<f32>("codebook adam m", len)?, cx.gpu.zeroed::<f32>("codebook adam v", len)?];
+        // The penalty's weight is the batch's (runs that differ in it do not batch).
+        let weight = cx.first().orth_weight as f32;
+        let orthogonal = (first && weight > 0.0)
+            .then(|| cx.ks.orthogonal.bind(device, &level.codebook, &grad, (sz.k, sz.m), sz.runs, weight))
+            .transpose()?;
+        let nu = cx.first().sync_nu as f32;
+        let sync = (first && nu > 0.0).then(|| SyncUpdate::new(cx, level, &grad, nu)).transpose()?;
+        let simvq = (first && cx.first().reparam == Reparam::Simvq).then(|| Simvq::new(cx, level, &grad).map(Box::new));
+        let simvq = simvq.transpose()?;
+        let a = cx.first().affine_lr as f32;
+        let affine = (first && a > 0.0).then(|| AffineMap::new(cx, level, &grad, initial, a).map(Box::new));
+        let affine = affine.transpose()?;
+        let cosine = (first && cx.first().cosine).then(|| CosineCodes::new(cx, level, &grad, initial).map(Box::new));
+        let cosine = cosine.transpose()?;
+        // Adam is elementwise with the same constants for every run: the stacked arrays are one array.
+        let [m, v] = &moments;
+        let (params, grads) = match (&affine, &cosine) {
+            (Some(a), _) => (&a.raw, &grad),
+            (None, Some(c)) => (&c.raw, &c.raw_grad),
+            (None, None) => (&level.codebook, &grad),
+        };
+        let adam = match &simvq {
+            Some(s) => s.adam(cx)?,
+            None => cx.ks.adam.bind(device, params, grads, m, v, len as u32, adam_settings())?,
+        };
+        Ok(CodebookStage::Grad { grad, moments, bound, orthogonal, sync, adam, simvq, affine, cosine })
     }
 
     /// The EMA state (N_k, M_k), which a reset restarts; `None` in grad mode.
@@ -215,6 +211,16 @@ impl CodebookStage {
             CodebookStage::Fixed => vec![],
         }
     }
+}
+
+/// dL_cb/dC of `level` into a gradient buffer of its own (every run's, stacked): grad and alternate modes.
+fn codebook_grad(cx: Ctx<'_>, level: &LevelBuffers) -> Result<(wgpu::Buffer, BoundGrad)> {
+    let sz = cx.sz;
+    let grad = cx.gpu.zeroed::<f32>("codebook grad", (sz.runs * sz.k * sz.m) as usize)?;
+    let buffers = GradBuffers { z: &level.input, index: &level.index, codebook: &level.codebook, grad: &grad };
+    let shape = CodebookShape { n: sz.b, k: sz.k, m: sz.m };
+    let bound = cx.ks.codebook.bind_grad_runs(cx.device(), &buffers, shape, sz.b, sz.runs)?;
+    Ok((grad, bound))
 }
 
 /// The synchronized update on level 0 (PROTOCOL §6.6): `nu sum_{i : a_i = k} g_i` added to the codebook's gradient,
